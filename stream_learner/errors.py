@@ -1,0 +1,82 @@
+"""Every exception stream_learner raises, in one tree.
+
+Third-party errors (kafka-python, redis-py, pydantic, pickle) are caught at the
+edge that calls them and re-raised as one of these, with the original chained
+as ``__cause__``::
+
+    StreamLearnerError
+    ├── SettingsError          a configuration key is missing, unknown or malformed
+    ├── ModelConfigError       the [model] section cannot be built into a River model
+    ├── InvalidRecord          one input record is unusable (becomes a dead letter)
+    │   └── InvalidLabel       a label record cannot be learned (learn dead-letter topic)
+    ├── CheckpointError        a checkpoint cannot be written or read
+    │   └── CheckpointRefused  a checkpoint failed verification or does not match this build
+    └── ConnectionFailed       a broker or Redis cannot be reached (message names the address)
+
+Only :class:`InvalidRecord` is expected in normal operation: the service turns
+it into a dead letter and a metric and carries on.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointRefused",
+    "ConnectionFailed",
+    "InvalidLabel",
+    "InvalidRecord",
+    "ModelConfigError",
+    "SettingsError",
+    "StreamLearnerError",
+]
+
+
+class StreamLearnerError(Exception):
+    """Base class of every error raised by stream_learner."""
+
+
+class SettingsError(StreamLearnerError):
+    """A setting is missing, unknown or of the wrong form; the message names the key."""
+
+
+class ModelConfigError(StreamLearnerError):
+    """The model configuration cannot be turned into a River estimator."""
+
+
+class InvalidRecord(StreamLearnerError):
+    """One input record cannot be used.
+
+    Parameters
+    ----------
+    reason
+        A stable, machine-readable code (see ``docs/errors.md``), e.g. ``"not_json"``.
+    message
+        A human explanation that tells the producer what to fix.
+
+    Examples
+    --------
+    >>> err = InvalidRecord("missing_id", "field 'id' is required")
+    >>> err.reason, str(err)
+    ('missing_id', "missing_id: field 'id' is required")
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class InvalidLabel(InvalidRecord):
+    """A label that cannot be learned: wrong type for the task, or an unknown id."""
+
+
+class CheckpointError(StreamLearnerError):
+    """A checkpoint could not be written or read."""
+
+
+class CheckpointRefused(CheckpointError):
+    """A checkpoint failed its signature check or was made by an incompatible build."""
+
+
+class ConnectionFailed(StreamLearnerError):
+    """A server (Kafka broker, Redis) could not be reached; the message names its address."""

@@ -1,0 +1,335 @@
+"""The wire contracts: events and labels in, predictions out, with an orjson codec.
+
+An input record is JSON, one object per record (see ``docs/contracts.md``)::
+
+    {"id": "r-1042", "key": "pump-7", "ts": 1764115200.25,
+     "features": {"temp": 71.2, "vibration": 0.013, "mode": "auto"}, "label": 1}
+
+With ``[schema] features = ""`` a flat producer record is read as it is: every
+field other than id, key, ts and label is a feature.
+
+Decoding either returns an :class:`Event` (it has features) or a
+:class:`Label` (a label-only record), or raises :class:`InvalidRecord` with a
+stable reason code. Nothing in this module touches a clock or the network.
+
+Examples
+--------
+>>> codec = Codec(SchemaSettings(), LimitSettings(), task="classification")
+>>> ev = codec.decode(b'{"id": 7, "key": "pump-7", "ts": 10.5, "features": {"t": 1.5}, "label": 1}',
+...                   None, 0, Origin("events", 0, 42))
+>>> ev.id, ev.key, ev.features, ev.label, ev.has_label
+(7, 'pump-7', {'t': 1.5}, 1, True)
+>>> codec.decode(b'{"id": 7, "features": []}', None, 0, Origin("events", 0, 43))
+Traceback (most recent call last):
+...
+stream_learner.errors.InvalidRecord: features_not_object: field 'features' must be a JSON object of name -> number | string | bool | null, got list
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+from stream_learner.errors import InvalidLabel, InvalidRecord
+from stream_learner.settings import LimitSettings, SchemaSettings
+
+__all__ = [
+    "Codec",
+    "Event",
+    "Label",
+    "ModelInfo",
+    "Origin",
+    "Prediction",
+    "encode_prediction",
+    "parse_ts",
+]
+
+_SCALARS = (int, float, str, bool, type(None))
+
+
+class Origin(NamedTuple):
+    """Where a record was read: topic (or file), partition and offset (or line number)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One input event: features to score, and possibly its label."""
+
+    id: str | int
+    key: str
+    ts: float
+    features: dict[str, Any]
+    label: Any
+    has_label: bool
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A label-only record: the ground truth for an event seen before (or soon)."""
+
+    id: str | int
+    key: str
+    ts: float
+    label: Any
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """The model that made a prediction."""
+
+    name: str
+    version: int
+    n_learned: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One prediction record; ``fields`` holds the task-specific fields (e.g. ``proba``)."""
+
+    id: str | int
+    key: str
+    ts: float
+    prediction: Any
+    fields: dict[str, Any]
+    model: ModelInfo
+    origin: Origin
+
+    def to_dict(self, latency_ms: float | None = None) -> dict[str, Any]:
+        """The JSON object of the prediction contract (``docs/contracts.md``)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "key": self.key,
+            "ts": self.ts,
+            "prediction": self.prediction,
+            **self.fields,
+            "model": {
+                "name": self.model.name,
+                "version": self.model.version,
+                "n_learned": self.model.n_learned,
+            },
+            "source": {
+                "topic": self.origin.topic,
+                "partition": self.origin.partition,
+                "offset": self.origin.offset,
+            },
+        }
+        if latency_ms is not None:
+            out["latency_ms"] = round(latency_ms, 3)
+        return out
+
+
+def _default(obj: Any) -> Any:
+    # River returns numpy scalars from some models and bools as class keys.
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, datetime):
+        return obj.timestamp()
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def encode_prediction(prediction: Prediction, latency_ms: float | None = None) -> bytes:
+    """Serialise a prediction to the JSON bytes of the prediction contract.
+
+    Examples
+    --------
+    >>> p = Prediction("a", "k", 1.0, 0, {"proba": {0: 0.9, 1: 0.1}},
+    ...                ModelInfo("m", 1, 5), Origin("events", 2, 7))
+    >>> encode_prediction(p, 1.25)[:60]
+    b'{"id":"a","key":"k","ts":1.0,"prediction":0,"proba":{"0":0.9'
+    """
+    return orjson.dumps(
+        prediction.to_dict(latency_ms), default=_default, option=orjson.OPT_NON_STR_KEYS
+    )
+
+
+def parse_ts(value: Any) -> float:
+    """Event time as epoch seconds, from a number or an ISO 8601 string.
+
+    Examples
+    --------
+    >>> parse_ts(12.5), parse_ts("2026-01-01T00:00:00Z")
+    (12.5, 1767225600.0)
+    """
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a time")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("time must be finite")
+        return float(value)
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    raise ValueError(f"expected epoch seconds or an ISO 8601 string, got {type(value).__name__}")
+
+
+def _check_classification_label(label: Any) -> None:
+    if not isinstance(label, str | int | bool) or isinstance(label, float):
+        raise InvalidLabel(
+            "invalid_label",
+            f"a classification label must be a string, integer or boolean, got {label!r}",
+        )
+
+
+def _check_regression_label(label: Any) -> None:
+    if isinstance(label, bool) or not isinstance(label, int | float) or not math.isfinite(label):
+        raise InvalidLabel(
+            "invalid_label", f"a regression label must be a finite number, got {label!r}"
+        )
+
+
+LABEL_CHECKS: dict[str, Callable[[Any], None]] = {
+    "classification": _check_classification_label,
+    "regression": _check_regression_label,
+}
+
+
+class Codec:
+    """Decode and validate input records according to the ``[schema]`` and ``[limits]``.
+
+    Parameters
+    ----------
+    schema
+        Field names of id, key, ts, features and label.
+    limits
+        Size limits; a record beyond them is rejected.
+    task
+        Decides which label types are valid.
+    """
+
+    def __init__(self, schema: SchemaSettings, limits: LimitSettings, task: str) -> None:
+        self.schema = schema
+        self.limits = limits
+        self._check_label = LABEL_CHECKS[task]
+        self._reserved = {schema.id, schema.key, schema.ts, schema.label}
+
+    def decode(
+        self, value: bytes | None, record_key: bytes | None, record_ts_ms: int, origin: Origin
+    ) -> Event | Label:
+        """Turn one record into an :class:`Event` or a :class:`Label`.
+
+        Raises
+        ------
+        InvalidRecord
+            With a reason code from ``docs/errors.md``.
+        """
+        obj = self._load(value)
+        s = self.schema
+        event_id = self._id(obj.get(s.id, None), s.id)
+        key = self._key(obj.get(s.key), record_key)
+        ts = self._ts(obj.get(s.ts), record_ts_ms)
+        has_label = s.label in obj and obj[s.label] is not None
+        label = obj.get(s.label)
+        if has_label:
+            self._check_label(label)
+        features = self._features(obj)
+        if features is None:
+            if not has_label:
+                raise InvalidRecord(
+                    "no_features", f"record has neither '{s.features or 'features'}' nor a label"
+                )
+            return Label(event_id, key, ts, label, origin)
+        return Event(event_id, key, ts, features, label, has_label, origin)
+
+    def _load(self, value: bytes | None) -> dict[str, Any]:
+        if value is None:
+            raise InvalidRecord("empty", "record has no value (tombstone)")
+        if len(value) > self.limits.max_record_bytes:
+            raise InvalidRecord(
+                "too_large",
+                f"record is {len(value)} bytes, over limits.max_record_bytes="
+                f"{self.limits.max_record_bytes}",
+            )
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRecord("not_json", f"record is not valid UTF-8 JSON ({exc})") from None
+        if not isinstance(obj, dict):
+            raise InvalidRecord("not_object", f"record must be a JSON object, got {_kind(obj)}")
+        return obj
+
+    def _id(self, value: Any, field: str) -> str | int:
+        if value is None:
+            raise InvalidRecord("missing_id", f"field '{field}' is required (string or integer)")
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise InvalidRecord(
+                "invalid_id", f"field '{field}' must be a string or integer, got {_kind(value)}"
+            )
+        if isinstance(value, str) and not 0 < len(value) <= self.limits.max_id_length:
+            raise InvalidRecord(
+                "invalid_id",
+                f"field '{field}' must have 1 to {self.limits.max_id_length} characters",
+            )
+        return value
+
+    def _key(self, value: Any, record_key: bytes | None) -> str:
+        if value is None:
+            if record_key is None:
+                return ""
+            try:
+                value = record_key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRecord("invalid_key", "record key is not UTF-8") from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or len(value) > self.limits.max_id_length:
+            raise InvalidRecord(
+                "invalid_key",
+                f"field '{self.schema.key}' must be a string of at most "
+                f"{self.limits.max_id_length} characters, got {_kind(value)}",
+            )
+        return value
+
+    def _ts(self, value: Any, record_ts_ms: int) -> float:
+        if value is None:
+            return record_ts_ms / 1000.0
+        try:
+            return parse_ts(value)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InvalidRecord("invalid_ts", f"field '{self.schema.ts}': {exc}") from None
+
+    def _features(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        name = self.schema.features
+        if name:
+            features = obj.get(name)
+            if features is None:
+                return None
+            if not isinstance(features, dict):
+                raise InvalidRecord(
+                    "features_not_object",
+                    f"field '{name}' must be a JSON object of name -> number | string | bool "
+                    f"| null, got {_kind(features)}",
+                )
+        else:
+            features = {k: v for k, v in obj.items() if k not in self._reserved}
+            if not features:
+                return None
+        if len(features) > self.limits.max_features:
+            raise InvalidRecord(
+                "too_many_features",
+                f"{len(features)} features, over limits.max_features={self.limits.max_features}",
+            )
+        for fname, fvalue in features.items():
+            if not isinstance(fvalue, _SCALARS):
+                raise InvalidRecord(
+                    "feature_not_scalar",
+                    f"feature '{fname}' must be a number, string, bool or null, got {_kind(fvalue)}",
+                )
+            if isinstance(fvalue, float) and not math.isfinite(fvalue):
+                raise InvalidRecord("non_finite", f"feature '{fname}' is not a finite number")
+        return features
+
+
+def _kind(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )

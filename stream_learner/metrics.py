@@ -1,0 +1,163 @@
+"""Every Prometheus metric of the service, declared once, and the HTTP endpoint.
+
+Metrics live in a registry owned by one :class:`Metrics` object (no global
+state, nothing registered at import). Names are ``stream_learner_*`` with
+units in the name; labels are low-cardinality (partition, outcome, reason),
+never an entity id.
+
+The endpoint serves ``/metrics`` (Prometheus text format), ``/healthz``
+(the process is alive) and ``/readyz`` (200 only once state is restored and
+the worker is consuming).
+
+Examples
+--------
+>>> m = Metrics()
+>>> m.records.labels(outcome="prediction").inc(3)
+>>> b'stream_learner_records_total{outcome="prediction"} 3.0' in m.render()
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsServer"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds; from 100 µs to 10 s, dense where a streaming learner lives.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)
+
+
+class Metrics:
+    """The service's metrics, in their own registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.records = Counter(
+            "stream_learner_records_total",
+            "Input records by outcome: prediction, label (applied) or dead_letter.",
+            ["outcome"], registry=r,
+        )
+        self.dead_letters = Counter(
+            "stream_learner_dead_letters_total",
+            "Records sent to a dead-letter output, by reason code.",
+            ["reason"], registry=r,
+        )
+        self.labels_learned = Counter(
+            "stream_learner_labels_learned_total", "Labels the models learned.", registry=r
+        )
+        self.batches = Counter(
+            "stream_learner_batches_total", "Poll batches processed.", registry=r
+        )
+        self.commits = Counter(
+            "stream_learner_commits_total", "Offset commits after a durable flush.", registry=r
+        )
+        self.event_latency = Histogram(
+            "stream_learner_event_latency_seconds",
+            "Per event: from the poll that returned it to its prediction being queued.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.stage_latency = Histogram(
+            "stream_learner_stage_seconds",
+            "Per batch: time spent in a stage (process, flush, commit).",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.online_metric = Gauge(
+            "stream_learner_online_metric",
+            "Progressive-validation metric of the model of each input partition.",
+            ["partition", "metric"], registry=r,
+        )
+        self.partitions = Gauge(
+            "stream_learner_assigned_partitions", "Input partitions owned by this worker.",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "stream_learner_ready", "1 when the worker has restored state and consumes.",
+            registry=r,
+        )
+
+        self.is_ready = False
+
+    def set_ready(self, ready: bool) -> None:
+        """Mark the worker ready (state restored, consuming) or not."""
+        self.is_ready = ready
+        self.ready.set(1.0 if ready else 0.0)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._reply(200, self.server.metrics.render(), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            self._reply(200, b"ok\n")
+        elif path == "/readyz":
+            ready = self.server.metrics.is_ready
+            self._reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
+        else:
+            self._reply(404, b"not found\n")
+
+    def _reply(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics endpoint: " + format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    metrics: Metrics
+
+
+class MetricsServer:
+    """Serves a :class:`Metrics` over HTTP from a daemon thread.
+
+    Parameters
+    ----------
+    metrics
+        What ``/metrics`` shows and ``/readyz`` reads.
+    host, port
+        Bind address; ``port=0`` picks a free port (see :attr:`port`).
+    """
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self._server = _Server((host, port), _Handler)
+        self._server.metrics = metrics
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> MetricsServer:
+        """Start serving; returns self."""
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()

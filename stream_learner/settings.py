@@ -1,0 +1,292 @@
+"""One typed, frozen settings object: a TOML file plus ``STREAM_LEARNER_*`` overrides.
+
+Every key has a default, and the defaults are the embedded default: events from
+a sensor dataset bundled with River, predictions to stdout, no Kafka, no Redis.
+
+Environment overrides take the form ``STREAM_LEARNER_<SECTION>__<KEY>=<value>``;
+the value is read as a TOML value when it parses as one (``500``, ``true``,
+``["a", "b"]``) and as a plain string otherwise.
+
+Examples
+--------
+>>> s = load_settings(None, env={"STREAM_LEARNER_SERVICE__BATCH_SIZE": "64"})
+>>> s.service.batch_size, s.model.task
+(64, 'regression')
+>>> load_settings(None, env={"STREAM_LEARNER_SERVICE__BATCH_SIZ": "64"})
+Traceback (most recent call last):
+...
+stream_learner.errors.SettingsError: invalid settings (environment):
+  service.batch_siz: unknown key (did you mean 'batch_size'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stream_learner.errors import SettingsError
+
+__all__ = [
+    "ENV_PREFIX",
+    "CheckpointSettings",
+    "KafkaSettings",
+    "LabelSettings",
+    "LimitSettings",
+    "LocalSettings",
+    "MetricsSettings",
+    "ModelSettings",
+    "SchemaSettings",
+    "ServiceSettings",
+    "Settings",
+    "load_settings",
+]
+
+ENV_PREFIX = "STREAM_LEARNER_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServiceSettings(_Section):
+    """How the worker runs."""
+
+    transport: Literal["local", "kafka"] = Field(
+        "local", description="`local`: JSON Lines files / stdin / stdout; `kafka`: a consumer group."
+    )
+    batch_size: int = Field(500, ge=1, description="Most records handled per poll batch.")
+    poll_timeout_ms: int = Field(100, ge=0, description="How long one poll waits for records.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    max_events: int = Field(
+        0, ge=0, description="Stop after this many input records (0: run until the input ends)."
+    )
+    idle_timeout_s: float = Field(
+        0.0, ge=0, description="Kafka: stop after this long without records (0: never stop)."
+    )
+
+
+class KafkaSettings(_Section):
+    """Kafka connection, topics and client security. Secrets come from the environment."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    group_id: str = Field("stream-learner", min_length=1, description="Consumer group id.")
+    client_id: str = Field("stream-learner", description="Client id shown in broker logs.")
+    events_topic: str = Field("events", min_length=1, description="Topic of input events.")
+    predictions_topic: str = Field("predictions", min_length=1, description="Prediction records.")
+    dead_letter_topic: str = Field("events.dlq", min_length=1, description="Unusable input.")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a group with no committed offset starts."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: str = Field("", description="e.g. PLAIN, SCRAM-SHA-256 (empty: none).")
+    sasl_username: str = Field("", description="SASL user name.")
+    sasl_password_env: str = Field(
+        "", description="Name of the environment variable that holds the SASL password."
+    )
+    ssl_cafile: str = Field("", description="CA bundle for SSL (path).")
+    ssl_certfile: str = Field("", description="Client certificate for SSL (path).")
+    ssl_keyfile: str = Field("", description="Client key for SSL (path).")
+    linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    session_timeout_ms: int = Field(10000, ge=1000, description="Consumer group session timeout.")
+    connect_timeout_s: float = Field(
+        30.0, gt=0, description="How long to wait for the broker at start before failing."
+    )
+
+
+class LocalSettings(_Section):
+    """The embedded default: files or standard streams instead of Kafka."""
+
+    input: str = Field(
+        "river:WaterFlow",
+        description="JSON Lines path, `-` for stdin, or `river:<Dataset>` for a bundled River dataset.",
+    )
+    output: str = Field("-", description="Predictions: JSON Lines path or `-` for stdout.")
+    dead_letters: str = Field(
+        "dead-letters.jsonl", description="Dead letters: JSON Lines path or `-` for stderr."
+    )
+    quiet: bool = Field(False, description="Do not write predictions (summary only).")
+
+
+class SchemaSettings(_Section):
+    """Field names of the event contract; set `features = ""` for flat producer records."""
+
+    id: str = Field("id", min_length=1, description="Field holding the event id.")
+    key: str = Field("key", min_length=1, description="Entity id field (default: record key).")
+    ts: str = Field("ts", min_length=1, description="Event time field (default: record time).")
+    features: str = Field(
+        "features", description="Object of features; empty: every other field is a feature."
+    )
+    label: str = Field("label", min_length=1, description="Label field (optional in a record).")
+
+
+class ModelSettings(_Section):
+    """The River model: a declarative pipeline, or a `module:function` factory."""
+
+    name: str = Field("water-flow-regressor", min_length=1, description="Model name in outputs.")
+    version: int = Field(1, ge=0, description="Model version in outputs.")
+    task: Literal["classification", "regression"] = Field("regression", description="Task kind.")
+    metric: str = Field(
+        "", description="Online metric, e.g. `metrics.MAE` (empty: Accuracy / MAE by task)."
+    )
+    pipeline: tuple[dict[str, Any], ...] = Field(
+        (
+            {"step": "preprocessing.StandardScaler"},
+            {"step": "linear_model.LinearRegression", "params": {"intercept_lr": 0.1}},
+        ),
+        description="Steps `{step = \"module.Class\", params = {...}}`, chained with `|`.",
+    )
+    factory: str = Field(
+        "", description="`package.module:function` returning a River estimator (overrides pipeline)."
+    )
+    seed: int = Field(42, description="Seed passed to steps that take a `seed` parameter.")
+
+
+class LabelSettings(_Section):
+    """How labels reach the learner."""
+
+    inline: bool = Field(True, description="Learn labels carried by the event itself.")
+
+
+class LimitSettings(_Section):
+    """Limits on input records; records beyond them become dead letters."""
+
+    max_record_bytes: int = Field(1_048_576, ge=64, description="Largest accepted record.")
+    max_features: int = Field(1000, ge=1, description="Most features in one event.")
+    max_id_length: int = Field(256, ge=1, description="Longest accepted id or key.")
+
+
+class MetricsSettings(_Section):
+    """The HTTP endpoint with /metrics, /healthz and /readyz."""
+
+    enabled: bool = Field(False, description="Serve the metrics endpoint.")
+    host: str = Field("127.0.0.1", description="Bind address (loopback by default).")
+    port: int = Field(9108, ge=0, le=65535, description="Port (0: any free port).")
+
+
+class CheckpointSettings(_Section):
+    """Where and how often state is saved (see docs/state.md)."""
+
+    store: Literal["none", "local", "redis"] = Field("none", description="Checkpoint store.")
+
+
+class Settings(_Section):
+    """Everything the service reads at start, as one frozen object."""
+
+    service: ServiceSettings = ServiceSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    local: LocalSettings = LocalSettings()
+    schema_: SchemaSettings = Field(SchemaSettings(), alias="schema")
+    model: ModelSettings = ModelSettings()
+    labels: LabelSettings = LabelSettings()
+    limits: LimitSettings = LimitSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("model")
+    @classmethod
+    def _model_has_a_source(cls, value: ModelSettings) -> ModelSettings:
+        if not value.factory and not value.pipeline:
+            raise ValueError("set either model.pipeline (a list of steps) or model.factory")
+        return value
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _parse_env_value(raw)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) or model.model_fields.get(f"{part}_")
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc)
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"  {key}: unknown key{hint}"
+    return f"  {key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def load_settings(
+    path: str | Path | None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read settings from a TOML file (or defaults) and ``STREAM_LEARNER_*`` variables.
+
+    Parameters
+    ----------
+    path
+        A TOML file, or ``None`` for the built-in defaults (the embedded default).
+    env
+        Environment to read overrides from; ``os.environ`` when ``None``.
+    overrides
+        Nested values that win over file and environment (command-line flags).
+
+    Raises
+    ------
+    SettingsError
+        Naming every wrong key and the form it expects.
+    """
+    data: dict[str, Any] = {}
+    origin = "environment"
+    if path is not None:
+        origin = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SettingsError(f"settings file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path} is not valid TOML: {exc}") from exc
+    from_env = _env_overrides(os.environ if env is None else env)
+    if from_env:
+        origin = f"{origin} + environment" if path is not None else "environment"
+    try:
+        return Settings.model_validate(_merge(_merge(data, from_env), overrides or {}))
+    except ValidationError as exc:
+        lines = "\n".join(_describe(e) for e in exc.errors())
+        raise SettingsError(f"invalid settings ({origin}):\n{lines}") from None

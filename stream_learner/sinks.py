@@ -1,0 +1,197 @@
+"""Where outputs go: Kafka topics, or files / standard streams.
+
+Outputs are addressed by role (``predictions``, ``dead_letters``), so the
+service never names a topic or a file. :class:`stream_learner.testing.MemorySink`
+is the in-memory twin.
+
+A dead letter keeps the original record bytes as its value and says why in
+headers, in the spirit of Kafka Connect's ``__connect.errors.*`` headers (see
+``docs/errors.md``).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import orjson
+
+from stream_learner.errors import ConnectionFailed, InvalidRecord
+from stream_learner.settings import Settings
+from stream_learner.sources import Record, kafka_client_options
+
+__all__ = [
+    "DEAD_LETTER_SCHEMA_VERSION",
+    "ROLES",
+    "FileSink",
+    "Header",
+    "KafkaSink",
+    "Sink",
+    "dead_letter_headers",
+]
+
+log = logging.getLogger(__name__)
+
+ROLES = ("predictions", "dead_letters")
+DEAD_LETTER_SCHEMA_VERSION = 1
+Header = tuple[str, bytes]
+
+
+class Sink(Protocol):
+    """Accepts output records by role; durable only after :meth:`flush` returns."""
+
+    def send(
+        self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
+    ) -> None:
+        """Queue one record for ``role``."""
+        ...
+
+    def flush(self) -> None:
+        """Block until every queued record is durable; raise if any failed."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release."""
+        ...
+
+
+def dead_letter_headers(record: Record, error: InvalidRecord, now: float) -> list[Header]:
+    """Headers that explain a dead letter.
+
+    Examples
+    --------
+    >>> from stream_learner.events import Origin
+    >>> rec = Record(b"oops", None, 0, Origin("events", 3, 17))
+    >>> dict(dead_letter_headers(rec, InvalidRecord("not_json", "bad"), 1.5))["__stream_learner.errors.offset"]
+    b'17'
+    """
+    pairs = {
+        "__stream_learner.errors.topic": record.origin.topic,
+        "__stream_learner.errors.partition": str(record.origin.partition),
+        "__stream_learner.errors.offset": str(record.origin.offset),
+        "__stream_learner.errors.reason": error.reason,
+        "__stream_learner.errors.exception.class.name": type(error).__name__,
+        "__stream_learner.errors.exception.message": error.message,
+        "__stream_learner.errors.timestamp": f"{now:.3f}",
+        "__stream_learner.errors.schema.version": str(DEAD_LETTER_SCHEMA_VERSION),
+    }
+    return [(k, v.encode("utf-8")) for k, v in pairs.items()]
+
+
+class FileSink:
+    """JSON Lines per role; ``-`` means stdout (predictions) or stderr (others).
+
+    A dead letter is written as one JSON object: the original bytes in
+    ``value_base64`` (and as text in ``value`` when they are UTF-8), the record
+    key, and the headers as an object.
+    """
+
+    def __init__(self, targets: Mapping[str, str | None]) -> None:
+        self._files: dict[str, IO[bytes] | None] = {}
+        for role, target in targets.items():
+            self._files[role] = self._open(role, target)
+
+    @staticmethod
+    def _open(role: str, target: str | None) -> IO[bytes] | None:
+        if target is None:
+            return None
+        if target == "-":
+            return sys.stdout.buffer if role == "predictions" else sys.stderr.buffer
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("ab")
+
+    def send(
+        self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
+    ) -> None:
+        """Append one line to the role's file (roles without a target are dropped)."""
+        handle = self._files.get(role)
+        if handle is None:
+            return
+        if headers:
+            value = _wrap(key, value, headers)
+        handle.write(value + b"\n")
+
+    def flush(self) -> None:
+        """Flush every file."""
+        for handle in self._files.values():
+            if handle is not None:
+                handle.flush()
+
+    def close(self) -> None:
+        """Flush, then close the files this sink opened."""
+        self.flush()
+        for handle in self._files.values():
+            if handle is not None and handle not in (sys.stdout.buffer, sys.stderr.buffer):
+                handle.close()
+
+
+def _wrap(key: bytes | None, value: bytes, headers: Sequence[Header]) -> bytes:
+    doc: dict[str, Any] = {
+        "schema_version": DEAD_LETTER_SCHEMA_VERSION,
+        "key": key.decode("utf-8", "replace") if key is not None else None,
+        "value_base64": base64.b64encode(value).decode("ascii"),
+        "headers": {k: v.decode("utf-8", "replace") for k, v in headers},
+    }
+    try:
+        doc["value"] = value.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["value"] = None
+    return orjson.dumps(doc)
+
+
+class KafkaSink:
+    """An idempotent producer writing each role to its topic (``acks=all``)."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str]) -> None:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        k = settings.kafka
+        self._topics = {"predictions": k.predictions_topic, "dead_letters": k.dead_letter_topic}
+        try:
+            self._producer = KafkaProducer(
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=k.linger_ms,
+                batch_size=256 * 1024,
+                max_block_ms=int(k.connect_timeout_s * 1000),
+                bootstrap_timeout_ms=int(k.connect_timeout_s * 1000),
+                **kafka_client_options(k, environ),
+            )
+        except KafkaError as exc:
+            raise ConnectionFailed(
+                f"cannot reach Kafka at {k.bootstrap_servers}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._pending: list[Any] = []
+
+    def send(
+        self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
+    ) -> None:
+        """Queue one record for the role's topic."""
+        self._pending.append(
+            self._producer.send(self._topics[role], value=value, key=key, headers=list(headers))
+        )
+
+    def flush(self) -> None:
+        """Wait for every queued record; raise :class:`ConnectionFailed` if one failed."""
+        start = time.monotonic()
+        self._producer.flush()
+        failed = [f for f in self._pending if f.failed()]
+        self._pending.clear()
+        if failed:
+            exc = failed[0].exception
+            raise ConnectionFailed(
+                f"{len(failed)} output records were not written after "
+                f"{time.monotonic() - start:.1f}s: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        """Flush and close the producer."""
+        self.flush()
+        self._producer.close()
