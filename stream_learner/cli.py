@@ -12,7 +12,10 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from stream_learner import __version__
 from stream_learner.errors import StreamLearnerError
@@ -43,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="local transport: predictions path or '-'")
     run.add_argument("--max-events", type=int, help="stop after this many input records")
     run.add_argument("--quiet", action="store_true", help="do not write predictions (local)")
+    run.add_argument("--summary-json", help="also write the run summary as JSON to this path")
     return parser
 
 
@@ -81,7 +85,7 @@ def _install_signal_handlers(service: Service) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _run(settings: Settings, environ: dict[str, str]) -> int:
+def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
     spec = ModelSpec.from_settings(settings.model)
     metrics = Metrics()
     server = None
@@ -99,6 +103,8 @@ def _run(settings: Settings, environ: dict[str, str]) -> int:
         if server is not None:
             server.close()
     print(summary.render(), file=sys.stderr)
+    if args.summary_json:
+        Path(args.summary_json).write_bytes(orjson.dumps(summary.to_dict()))
     return 0
 
 
@@ -133,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(settings, environ)
-        return _run(settings, environ)
+        return _run(settings, environ, args)
     except StreamLearnerError as exc:
         log.error("%s", exc)
         return 1

@@ -4,7 +4,8 @@ Each sample ``(x, y)`` of a dataset that ships inside the ``river`` package
 becomes one JSON event of the event contract: a running ``id``, the dataset
 name as ``key``, ``x`` as ``features`` and ``y`` as ``label``. A datetime
 feature becomes the event time ``ts`` and is expanded into ``hour`` and
-``weekday`` features, since models take numbers.
+``weekday`` features, since models take numbers; feature names become strings
+(JSON object keys).
 
 Examples
 --------
@@ -45,7 +46,7 @@ def sample_to_event(index: int, key: str, x: dict[str, Any], y: Any) -> dict[str
             features["hour"] = value.hour
             features["weekday"] = value.weekday()
         else:
-            features[name] = value
+            features[str(name)] = value
     event: dict[str, Any] = {"id": index, "key": key, "ts": ts, "features": features}
     if y is not None:
         event["label"] = y.item() if hasattr(y, "item") else y

@@ -81,6 +81,11 @@ class Metrics:
             "stream_learner_assigned_partitions", "Input partitions owned by this worker.",
             registry=r,
         )
+        self.stale_states = Counter(
+            "stream_learner_stale_states_total",
+            "Partitions whose in-memory state was discarded because it was behind the log.",
+            registry=r,
+        )
         self.ready = Gauge(
             "stream_learner_ready", "1 when the worker has restored state and consumes.",
             registry=r,

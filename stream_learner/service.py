@@ -49,6 +49,19 @@ class Summary:
         """Input records per second of wall time."""
         return self.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    def to_dict(self) -> dict[str, object]:
+        """The summary as a JSON-ready object."""
+        return {
+            "records": self.records,
+            "predictions": self.predictions,
+            "labels": self.labels,
+            "dead_letters": self.dead_letters,
+            "elapsed_s": self.elapsed_s,
+            "events_per_s": self.events_per_s,
+            "metric": self.metric_name,
+            "online_metric": self.metrics,
+        }
+
     def render(self) -> str:
         """A short human summary."""
         quality = ", ".join(f"{shard}: {value:.4f}" for shard, value in self.metrics.items())
@@ -93,6 +106,10 @@ class Service:
         self.metrics = metrics or Metrics()
         self.codec = Codec(settings.schema_, settings.limits, spec.task)
         self.shards: dict[TopicPartition, Learner] = {}
+        #: next offset each shard's state expects; a record at another offset means the
+        #: state is stale (the partition was processed elsewhere in between).
+        self._expected: dict[TopicPartition, int] = {}
+        self._parked: dict[TopicPartition, Learner] = {}
         self._uncommitted: dict[TopicPartition, int] = {}
         self._clock = clock
         self._wall_clock = wall_clock
@@ -103,10 +120,10 @@ class Service:
     # -- partition lifecycle (called by the source, inside poll) -------------------
 
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
-        """Create a shard for each newly owned partition."""
+        """Create a shard for each newly owned partition (or take back a parked one)."""
         for tp in partitions:
             if tp not in self.shards:
-                self.shards[tp] = Learner(self.spec)
+                self.shards[tp] = self._parked.pop(tp, None) or Learner(self.spec)
         self.metrics.partitions.set(len(self.shards))
         log.info("assigned partitions %s", list(partitions))
 
@@ -114,7 +131,11 @@ class Service:
         """Make outputs durable, commit, and release the shards of ``partitions``."""
         self._flush_and_commit()
         for tp in partitions:
-            self.shards.pop(tp, None)
+            learner = self.shards.pop(tp, None)
+            if learner is not None:
+                # Kept in case the partition comes straight back; the offset check in
+                # process_batch discards it if anyone else processed the partition since.
+                self._parked[tp] = learner
         self.metrics.partitions.set(len(self.shards))
         log.info("revoked partitions %s", list(partitions))
 
@@ -169,6 +190,10 @@ class Service:
             learner = shards.get(tp)
             if learner is None:  # a record of a partition revoked mid-batch
                 continue
+            offset = record.origin.offset
+            if self._expected.get(tp, offset) != offset:
+                learner = self._replace_stale(tp, offset)
+            self._expected[tp] = offset + 1
             try:
                 item = codec.decode(record.value, record.key, record.timestamp_ms, record.origin)
                 prediction = learner.process(item)
@@ -193,6 +218,16 @@ class Service:
                     n_pred += 1
             self._uncommitted[tp] = record.origin.offset + 1
         self._record_batch(len(records), n_pred, n_label, n_dead, n_learned, latencies, received_at)
+
+    def _replace_stale(self, tp: TopicPartition, offset: int) -> Learner:
+        log.warning(
+            "state of %s[%d] expected offset %d but the partition resumes at %d: "
+            "it was processed elsewhere, starting a fresh model",
+            tp[0], tp[1], self._expected[tp], offset,
+        )
+        self.metrics.stale_states.inc()
+        learner = self.shards[tp] = Learner(self.spec)
+        return learner
 
     def _dead_letter(self, record: Record, error: InvalidRecord) -> None:
         headers = dead_letter_headers(record, error, self._wall_clock())

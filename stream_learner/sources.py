@@ -168,9 +168,17 @@ def kafka_client_options(settings: KafkaSettings, environ: Mapping[str, str]) ->
     return opts
 
 
-class _Rebalance:
+def _rebalance_adapter(listener: PartitionListener) -> Any:
     """Adapter from kafka-python's ConsumerRebalanceListener to ours."""
+    from kafka import ConsumerRebalanceListener
 
+    class _Rebalance(_RebalanceBase, ConsumerRebalanceListener):  # type: ignore[misc]
+        pass
+
+    return _Rebalance(listener)
+
+
+class _RebalanceBase:
     def __init__(self, listener: PartitionListener) -> None:
         self._listener = listener
 
@@ -217,7 +225,7 @@ class KafkaSource:
 
     def subscribe(self, listener: PartitionListener) -> None:
         """Join the consumer group; assignments arrive during :meth:`poll`."""
-        self._consumer.subscribe(self._topics, listener=_Rebalance(listener))
+        self._consumer.subscribe(self._topics, listener=_rebalance_adapter(listener))
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
         """One fetch from the partitions this member owns."""

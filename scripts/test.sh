@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole test suite from nothing: install system and Python dependencies,
+# start the real servers (Kafka, Redis), lint, type-check, run every test,
+# and stop the servers this script started.
+#
+#   scripts/test.sh [pytest args...]
+#
+# Reuses servers given by STREAM_LEARNER_TEST_KAFKA / STREAM_LEARNER_TEST_REDIS.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '[test] %s\n' "$*" >&2; }
+
+# System packages: Redis server, promtool (Prometheus), a compose implementation.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v mvn >/dev/null || missing+=(maven)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]} (apt)"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python environment.
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+log "installing stream-learner[dev] into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+# Servers.
+started=0
+if [ -z "${STREAM_LEARNER_TEST_KAFKA:-}" ] || [ -z "${STREAM_LEARNER_TEST_REDIS:-}" ]; then
+  if scripts/servers.sh status | grep -q down; then started=1; fi
+fi
+scripts/servers.sh start
+# shellcheck disable=SC1091
+source .servers/env
+if [ "$started" = 1 ]; then trap 'scripts/servers.sh stop' EXIT; fi
+export STREAM_LEARNER_REQUIRE_SERVERS=1
+
+log "ruff"
+.venv/bin/ruff check stream_learner tests scripts
+log "mypy"
+.venv/bin/mypy
+log "pytest"
+.venv/bin/python -m pytest "$@"
