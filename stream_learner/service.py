@@ -123,7 +123,8 @@ class Service:
         """Create a shard for each newly owned partition (or take back a parked one)."""
         for tp in partitions:
             if tp not in self.shards:
-                self.shards[tp] = self._parked.pop(tp, None) or Learner(self.spec)
+                parked = self._parked.pop(tp, None)
+                self.shards[tp] = parked if parked is not None else Learner(self.spec)
         self.metrics.partitions.set(len(self.shards))
         log.info("assigned partitions %s", list(partitions))
 

@@ -51,7 +51,9 @@ ENV_PREFIX = "STREAM_LEARNER_"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: no silent coercion (``true`` is not the integer 1); TOML and the
+    # environment parser already give numbers, booleans and strings their types.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class ServiceSettings(_Section):
@@ -142,6 +144,7 @@ class ModelSettings(_Section):
             {"step": "linear_model.LinearRegression", "params": {"intercept_lr": 0.1}},
         ),
         description="Steps `{step = \"module.Class\", params = {...}}`, chained with `|`.",
+        strict=False,  # TOML arrays arrive as lists
     )
     factory: str = Field(
         "", description="`package.module:function` returning a River estimator (overrides pipeline)."
@@ -190,7 +193,7 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, strict=True)
 
     @field_validator("model")
     @classmethod
@@ -216,6 +219,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SettingsError(f"{name}: {'.'.join(path[:-1])} is a value, not a section")
+        if isinstance(node.get(path[-1]), dict):
+            raise SettingsError(f"{name}: {'.'.join(path)} is a section, not a value")
         node[path[-1]] = _parse_env_value(raw)
     return tree
 

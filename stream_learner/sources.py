@@ -124,11 +124,13 @@ class FileSource:
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
         """The next ``max_records`` lines (blank lines are skipped but keep their number)."""
         out = []
+        read = 0
         for line in islice(self._lines, max_records):
+            read += 1
             if line.strip():
                 out.append(Record(line, None, 0, Origin(self.location, 0, self._offset)))
             self._offset += 1
-        if not out and len(out) < max_records:
+        if read < max_records:
             self._exhausted = True
         return out
 
