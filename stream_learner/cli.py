@@ -11,20 +11,24 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from stream_learner import __version__
-from stream_learner.errors import StreamLearnerError
+from stream_learner.checkpoint import EnvelopeCodec
+from stream_learner.errors import SettingsError, StreamLearnerError
 from stream_learner.metrics import Metrics, MetricsServer
 from stream_learner.models import ModelSpec
-from stream_learner.service import Service
+from stream_learner.recovery import Checkpointer, NullCheckpointer
+from stream_learner.service import ExactlyOnce, Service
 from stream_learner.settings import Settings, load_settings
 from stream_learner.sinks import FileSink, KafkaSink, Sink
 from stream_learner.sources import FileSource, KafkaSource, Source
+from stream_learner.stores import CheckpointStore, LocalStore, RedisStore
 
 __all__ = ["build_edges", "main"]
 
@@ -67,13 +71,52 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def build_edges(settings: Settings, environ: dict[str, str]) -> tuple[Source, Sink]:
     """The source and sink the settings ask for."""
     if settings.service.transport == "kafka":
-        return KafkaSource(settings, environ), KafkaSink(settings, environ)
+        eos = settings.service.guarantee == "exactly_once"
+        return KafkaSource(settings, environ), KafkaSink(settings, environ, transactional=eos)
     local = settings.local
     targets = {
         "predictions": None if local.quiet else local.output,
         "dead_letters": local.dead_letters,
     }
     return FileSource(local.input), FileSink(targets)
+
+
+def build_store(settings: Settings, environ: Mapping[str, str]) -> CheckpointStore | None:
+    """The checkpoint store the settings ask for (``None`` when disabled)."""
+    c = settings.checkpoint
+    if c.store == "local":
+        return LocalStore(c.directory, keep=c.keep)
+    if c.store == "redis":
+        password = environ.get(c.redis_password_env) if c.redis_password_env else None
+        prefix = c.key_prefix or f"stream-learner:{settings.kafka.group_id}"
+        return RedisStore(
+            c.redis_url, prefix, keep=c.keep, username=c.redis_username or None,
+            password=password, timeout_s=c.timeout_s,
+        )
+    return None
+
+
+def build_codec(settings: Settings, spec: ModelSpec, environ: Mapping[str, str]) -> EnvelopeCodec:
+    """The envelope codec, keyed from the environment variable ``checkpoint.key_env``."""
+    name = settings.checkpoint.key_env
+    key = environ.get(name, "").encode("utf-8")
+    if len(key) < 16:
+        raise SettingsError(
+            f"checkpoint.store = {settings.checkpoint.store!r} needs a signing key of at least "
+            f"16 bytes in the environment variable {name} (checkpoint.key_env)"
+        )
+    return EnvelopeCodec(key, spec.config_hash)
+
+
+def build_checkpointer(
+    settings: Settings, spec: ModelSpec, metrics: Metrics, environ: Mapping[str, str]
+) -> Checkpointer | NullCheckpointer:
+    """Checkpointing as configured; a null object when ``checkpoint.store = none``."""
+    store = build_store(settings, environ)
+    if store is None:
+        return NullCheckpointer()
+    codec = build_codec(settings, spec, environ)
+    return Checkpointer(store, codec, settings.checkpoint, metrics, time.time, time.monotonic)
 
 
 def _install_signal_handlers(service: Service) -> None:
@@ -92,14 +135,20 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
     if settings.metrics.enabled:
         server = MetricsServer(metrics, settings.metrics.host, settings.metrics.port).start()
         log.info("metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
+    checkpointer = build_checkpointer(settings, spec, metrics, environ)
     source, sink = build_edges(settings, environ)
-    service = Service(settings, spec, source, sink, metrics)
+    committer = None
+    eos = settings.service.guarantee == "exactly_once"
+    if eos and isinstance(sink, KafkaSink) and isinstance(source, KafkaSource):
+        committer = ExactlyOnce(source, sink)
+    service = Service(settings, spec, source, sink, metrics, checkpointer, committer)
     _install_signal_handlers(service)
     try:
         summary = service.run()
     finally:
         sink.close()
         source.close()
+        checkpointer.close()
         if server is not None:
             server.close()
     print(summary.render(), file=sys.stderr)

@@ -71,6 +71,16 @@ class ServiceSettings(_Section):
     idle_timeout_s: float = Field(
         0.0, ge=0, description="Kafka: stop after this long without records (0: never stop)."
     )
+    guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="`exactly_once`: outputs and offsets in one Kafka transaction "
+        "(downstream reads with isolation.level=read_committed).",
+    )
+    worker_id: str = Field(
+        "",
+        description="Stable name of this worker (default: host name); the transactional id "
+        "is `<group_id>-<worker_id>`.",
+    )
 
 
 class KafkaSettings(_Section):
@@ -98,6 +108,9 @@ class KafkaSettings(_Section):
     ssl_keyfile: str = Field("", description="Client key for SSL (path).")
     linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
     session_timeout_ms: int = Field(10000, ge=1000, description="Consumer group session timeout.")
+    transaction_timeout_ms: int = Field(
+        60000, ge=1000, description="exactly_once: broker aborts a transaction left open this long."
+    )
     connect_timeout_s: float = Field(
         30.0, gt=0, description="How long to wait for the broker at start before failing."
     )
@@ -175,9 +188,41 @@ class MetricsSettings(_Section):
 
 
 class CheckpointSettings(_Section):
-    """Where and how often state is saved (see docs/state.md)."""
+    """Where and how often shard state is saved (see docs/state.md)."""
 
-    store: Literal["none", "local", "redis"] = Field("none", description="Checkpoint store.")
+    store: Literal["none", "local", "redis"] = Field(
+        "none", description="`none`: state lives only in memory; `local`: a folder; `redis`."
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="`redis://` or `rediss://` (TLS) URL, no password."
+    )
+    redis_username: str = Field("", description="Redis ACL user (empty: default user).")
+    redis_password_env: str = Field(
+        "", description="Name of the environment variable holding the Redis password."
+    )
+    key_prefix: str = Field(
+        "", description="Redis key prefix (empty: `stream-learner:<kafka.group_id>`)."
+    )
+    directory: str = Field("checkpoints", description="Folder of the `local` store.")
+    keep: int = Field(3, ge=1, description="Checkpoints kept per shard (for rollback).")
+    every_events: int = Field(10000, ge=1, description="Checkpoint a shard after this many records.")
+    every_seconds: float = Field(30.0, gt=0, description="... or after this many seconds.")
+    key_env: str = Field(
+        "STREAM_LEARNER_CHECKPOINT_KEY",
+        description="Environment variable holding the HMAC signing key (16+ bytes).",
+    )
+    on_offset_out_of_range: Literal["fail", "replay_from_earliest"] = Field(
+        "fail",
+        description="When a checkpoint's offset is older than the log start: stop with an "
+        "alert, or continue from the earliest offset still in the log with an alert.",
+    )
+    restore_timeout_s: float = Field(
+        60.0, gt=0, description="How long to retry an unreachable store at restore before failing."
+    )
+    max_backoff_s: float = Field(
+        30.0, gt=0, description="Longest wait between retries of a failed checkpoint."
+    )
+    timeout_s: float = Field(5.0, gt=0, description="Redis socket timeout.")
 
 
 class Settings(_Section):

@@ -80,6 +80,22 @@ class Source(Protocol):
         """True when a finite input has been read to its end."""
         ...
 
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The committed offsets K (``None``: nothing committed yet)."""
+        ...
+
+    def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The oldest offset still in the log of each partition."""
+        ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read ``partition`` from ``offset`` on."""
+        ...
+
+    def generation(self) -> int:
+        """The consumer-group generation this worker belongs to (0 without a group)."""
+        ...
+
     def close(self) -> None:
         """Release connections and files."""
         ...
@@ -108,6 +124,13 @@ class FileSource:
 
     def subscribe(self, listener: PartitionListener | None) -> None:
         """Open the input and report its single partition."""
+        self._open()
+        if listener is not None:
+            listener.on_assigned([(self.location, 0)])
+
+    def _open(self) -> None:
+        self.close()
+        self._offset = 0
         if self.location.startswith("river:"):
             self._lines = dataset_records(self.location.removeprefix("river:"))
         elif self.location == "-":
@@ -118,8 +141,6 @@ class FileSource:
                 raise FileNotFoundError(f"input file not found: {path}")
             self._handle = path.open("rb")
             self._lines = (line.rstrip(b"\r\n") for line in self._handle)
-        if listener is not None:
-            listener.on_assigned([(self.location, 0)])
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
         """The next ``max_records`` lines (blank lines are skipped but keep their number)."""
@@ -142,10 +163,33 @@ class FileSource:
         """True once the input ended."""
         return self._exhausted
 
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """A file has no committed offsets: a checkpoint alone says where to resume."""
+        return dict.fromkeys(partitions)
+
+    def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Every line is still there."""
+        return dict.fromkeys(partitions, 0)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Skip to line ``offset`` (re-opening the input to go back, when it is a file)."""
+        if offset < self._offset:
+            if self.location == "-":
+                raise ValueError("cannot seek backwards on stdin")
+            self._open()
+        for _ in islice(self._lines, offset - self._offset):
+            self._offset += 1
+        self._offset = max(self._offset, offset)
+
+    def generation(self) -> int:
+        """No group: always 0."""
+        return 0
+
     def close(self) -> None:
         """Close the file, if one was opened."""
         if self._handle is not None:
             self._handle.close()
+            self._handle = None
 
 
 def kafka_client_options(settings: KafkaSettings, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -211,6 +255,11 @@ class KafkaSource:
                 max_poll_records=settings.service.batch_size,
                 session_timeout_ms=k.session_timeout_ms,
                 heartbeat_interval_ms=max(1000, k.session_timeout_ms // 3),
+                isolation_level=(
+                    "read_committed"
+                    if settings.service.guarantee == "exactly_once"
+                    else "read_uncommitted"
+                ),
                 bootstrap_timeout_ms=int(k.connect_timeout_s * 1000),
                 **kafka_client_options(k, environ),
             )
@@ -255,6 +304,33 @@ class KafkaSource:
     def exhausted(self) -> bool:
         """A topic never ends."""
         return False
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (K), read from the coordinator."""
+        from kafka.structs import TopicPartition as KafkaTP
+
+        return {tp: self._consumer.committed(KafkaTP(*tp)) for tp in partitions}
+
+    def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The log start offsets."""
+        from kafka.structs import TopicPartition as KafkaTP
+
+        found = self._consumer.beginning_offsets([KafkaTP(*tp) for tp in partitions])
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Fetch ``partition`` from ``offset`` on."""
+        from kafka.structs import TopicPartition as KafkaTP
+
+        self._consumer.seek(KafkaTP(*partition), offset)
+
+    def generation(self) -> int:
+        """The group generation of the current assignment."""
+        return int(self._consumer.group_metadata().generation_id)
+
+    def group_metadata(self) -> Any:
+        """kafka-python's ConsumerGroupMetadata, for transactional offset commits."""
+        return self._consumer.group_metadata()
 
     def close(self) -> None:
         """Leave the group."""

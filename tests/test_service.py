@@ -89,7 +89,7 @@ def test_one_prediction_per_event_in_partition_order():
     assert summary.records == 50
     assert summary.labels == 50
     assert summary.dead_letters == 0
-    assert src.committed == {(TOPIC, 0): 50}
+    assert src.committed_offsets == {(TOPIC, 0): 50}
     assert sink.flushed == len(sink.sent)
 
 
@@ -112,9 +112,9 @@ def test_two_partitions_get_independent_models():
     assert by_partition[1][0]["proba"] == {"false": 0.5, "true": 0.5}
     assert set(service.shards) == {(TOPIC, 0), (TOPIC, 1)}
     assert service.shards[(TOPIC, 0)] is not service.shards[(TOPIC, 1)]
-    assert service.shards[(TOPIC, 0)].n_learned == 60
-    assert service.shards[(TOPIC, 1)].n_learned == 40
-    assert src.committed == {(TOPIC, 0): 60, (TOPIC, 1): 40}
+    assert service.shards[(TOPIC, 0)].learner.n_learned == 60
+    assert service.shards[(TOPIC, 1)].learner.n_learned == 40
+    assert src.committed_offsets == {(TOPIC, 0): 60, (TOPIC, 1): 40}
 
     lone0, lone1 = Learner(service.spec), Learner(service.spec)
     codec = service.codec
@@ -191,7 +191,7 @@ def test_bad_records_become_dead_letters_with_original_bytes_and_headers():
         assert headers["__stream_learner.errors.timestamp"] == b"1764115200.500"
         assert headers["__stream_learner.errors.schema.version"] == b"1"
     # a bad record does not stop the partition: it is committed past
-    assert src.committed == {(TOPIC, 2): len(records)}
+    assert src.committed_offsets == {(TOPIC, 2): len(records)}
     reg = service.metrics.registry
     assert sample(reg, "stream_learner_dead_letters_total", reason="not_json") == 1
     assert sample(reg, "stream_learner_dead_letters_total", reason="unknown_id") == 1
@@ -257,7 +257,7 @@ def test_no_commit_when_the_flush_fails():
     with pytest.raises(ConnectionFailed):
         service.run()
     assert src.commits == []
-    assert src.committed == {}
+    assert src.committed_offsets == {}
     assert len(sink.sent) == 5
     assert service.metrics.is_ready is False
     assert service.metrics.registry.get_sample_value("stream_learner_ready") == 0.0
@@ -268,6 +268,7 @@ def test_revoking_a_partition_flushes_commits_and_drops_its_shard():
     src = RecordingSource({(TOPIC, 0): phishing(0, 3), (TOPIC, 1): phishing(3, 6)}, sink)
     service = make_service(make_settings(), src, sink)
     src.subscribe(service)
+    service._restore()
     service.process_batch(src.poll(10, 0), 0.0)
     assert src.commits == []  # outputs queued, nothing durable yet
     service.on_revoked([(TOPIC, 1)])
@@ -287,7 +288,7 @@ def test_max_events_stops_early():
     assert summary.records == 10
     assert summary.predictions == 10
     assert len(sink.values("predictions")) == 10
-    assert src.committed == {(TOPIC, 0): 10}
+    assert src.committed_offsets == {(TOPIC, 0): 10}
     assert not src.exhausted
 
 
@@ -296,7 +297,7 @@ def test_max_events_counts_records_across_partitions():
     sink = MemorySink()
     summary = make_service(make_settings(service__max_events=7), src, sink).run()
     assert summary.records == 7
-    assert sum(src.committed.values()) == 7
+    assert sum(src.committed_offsets.values()) == 7
 
 
 class StoppingSink(MemorySink):
@@ -349,7 +350,7 @@ def test_summary_counts_add_up():
     assert summary.records == summary.predictions + by_outcome["label"] + summary.dead_letters
     assert summary.labels == 15  # labelled events learned (unlabelled ones are not)
     assert sample(reg, "stream_learner_labels_learned_total") == 15
-    assert sum(lrn.n_learned for lrn in service.shards.values()) == 15
+    assert sum(sh.learner.n_learned for sh in service.shards.values()) == 15
     assert "21 records" in summary.render()
     assert "4 dead letters" in summary.render()
 
@@ -359,7 +360,7 @@ def test_empty_input_runs_and_commits_nothing():
     sink = MemorySink()
     summary = make_service(make_settings(), src, sink).run()
     assert summary.records == 0
-    assert src.committed == {}
+    assert src.committed_offsets == {}
     assert sink.sent == []
     assert summary.metrics == {f"{TOPIC}[0]": 0.0}
 
@@ -379,7 +380,7 @@ def test_inline_labels_off_means_events_are_not_learned():
     summary = service.run()
     assert summary.predictions == 10
     assert summary.labels == 0
-    assert service.shards[(TOPIC, 0)].n_learned == 0
+    assert service.shards[(TOPIC, 0)].learner.n_learned == 0
 
 
 def test_file_source_blank_lines_do_not_end_the_input(tmp_path):
@@ -405,33 +406,36 @@ def _batch(part: int, start: int, values: list[bytes]) -> list[Record]:
 
 
 def test_partition_that_comes_straight_back_keeps_its_model():
-    sink = MemorySink()
-    service = make_service(make_settings(), MemorySource({}), sink)
+    src = MemorySource({(TOPIC, 0): []})
+    service = make_service(make_settings(), src, MemorySink())
     service.on_assigned([(TOPIC, 0)])
+    service._restore()
     service.process_batch(_batch(0, 0, phishing(0, 5)), 0.0)
-    before = service.shards[(TOPIC, 0)]
-    service.on_revoked([(TOPIC, 0)])
+    before = service.shards[(TOPIC, 0)].learner
+    service.on_revoked([(TOPIC, 0)])  # commits offset 5
     assert (TOPIC, 0) not in service.shards
+    assert src.committed_offsets == {(TOPIC, 0): 5}
     service.on_assigned([(TOPIC, 0)])
-    assert service.shards[(TOPIC, 0)] is before
+    service._restore()
+    assert service.shards[(TOPIC, 0)].learner is before
     service.process_batch(_batch(0, 5, phishing(5, 8)), 0.0)
-    assert service.shards[(TOPIC, 0)] is before
     assert before.n_learned == 8
-    assert sample(service.metrics.registry, "stream_learner_stale_states_total") == 0
 
 
-def test_partition_processed_elsewhere_meanwhile_starts_a_fresh_model():
+def test_partition_processed_elsewhere_meanwhile_starts_a_fresh_model_without_checkpoints():
+    src = MemorySource({(TOPIC, 0): []})
     sink = MemorySink()
-    service = make_service(make_settings(), MemorySource({}), sink)
+    service = make_service(make_settings(), src, sink)
     service.on_assigned([(TOPIC, 0)])
+    service._restore()
     service.process_batch(_batch(0, 0, phishing(0, 5)), 0.0)
-    before = service.shards[(TOPIC, 0)]
+    before = service.shards[(TOPIC, 0)].learner
     service.on_revoked([(TOPIC, 0)])
+    src.committed_offsets[(TOPIC, 0)] = 20  # another member processed offsets 5..19
     service.on_assigned([(TOPIC, 0)])
-    # another member processed offsets 5..19 in between
-    service.process_batch(_batch(0, 20, phishing(20, 23)), 0.0)
-    after = service.shards[(TOPIC, 0)]
+    service._restore()
+    after = service.shards[(TOPIC, 0)].learner
     assert after is not before
+    service.process_batch(_batch(0, 20, phishing(20, 23)), 0.0)
     assert after.n_learned == 3
     assert sink.decoded("predictions")[-3]["model"]["n_learned"] == 0
-    assert sample(service.metrics.registry, "stream_learner_stale_states_total") == 1
