@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from stream_learner import __version__
+from stream_learner import __version__, admin
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.errors import SettingsError, StreamLearnerError
 from stream_learner.metrics import Metrics, MetricsServer
@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-events", type=int, help="stop after this many input records")
     run.add_argument("--quiet", action="store_true", help="do not write predictions (local)")
     run.add_argument("--summary-json", help="also write the run summary as JSON to this path")
+    ckpt = sub.add_parser("checkpoints", help="list, show or roll back shard checkpoints")
+    ckpt.add_argument("-c", "--config", help="TOML settings file (names the store)")
+    ckpt.add_argument("action", choices=["list", "show", "rollback"])
+    ckpt.add_argument("shard", nargs="?", help="shard name, e.g. events:0")
+    ckpt.add_argument("id", nargs="?", type=int, help="checkpoint id (show: default newest)")
     return parser
 
 
@@ -170,6 +175,29 @@ def _check(settings: Settings, environ: dict[str, str]) -> int:
     return 0
 
 
+def _checkpoints(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
+    store = build_store(settings, environ)
+    if store is None:
+        raise SettingsError("checkpoint.store is 'none': there are no checkpoints to manage")
+    codec = build_codec(settings, ModelSpec.from_settings(settings.model), environ)
+    try:
+        if args.action == "list":
+            print(admin.list_checkpoints(store, codec, args.shard))
+        elif args.shard is None:
+            raise SettingsError(f"checkpoints {args.action} needs a shard, e.g. events:0")
+        elif args.action == "show":
+            print(admin.show_checkpoint(store, codec, args.shard, args.id))
+        elif args.id is None:
+            raise SettingsError("checkpoints rollback needs a shard and a checkpoint id")
+        else:
+            new_id = admin.rollback(store, codec, args.shard, args.id, time.time)
+            print(f"shard {args.shard}: checkpoint {args.id} is now checkpoint {new_id}; "
+                  "workers resume from it at the committed offsets")
+    finally:
+        store.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stream-learner`` console script."""
     args = _parser().parse_args(argv)
@@ -188,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(settings, environ)
+        if args.command == "checkpoints":
+            return _checkpoints(settings, environ, args)
         return _run(settings, environ, args)
     except StreamLearnerError as exc:
         log.error("%s", exc)

@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from stream_learner.checkpoint import EnvelopeCodec
-from stream_learner.errors import CheckpointError, CheckpointFenced, ConnectionFailed
+from stream_learner.errors import (
+    CheckpointError,
+    CheckpointFenced,
+    CheckpointRefused,
+    ConnectionFailed,
+)
 from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics
 from stream_learner.settings import CheckpointSettings
@@ -80,6 +85,18 @@ class ResumePlan:
     seek: dict[TopicPartition, int]
     replay_until: dict[TopicPartition, int]
     source: str
+    #: checkpoint at once (an operator's rollback: make it a normal checkpoint at K, so that
+    #: a later restore replays from there instead of applying the rollback again)
+    save_now: bool = False
+
+
+def _replay_frontier(
+    seek: Mapping[TopicPartition, int], committed: Mapping[TopicPartition, int | None]
+) -> dict[TopicPartition, int]:
+    """Committed offsets K of the partitions that resume below K (records to replay)."""
+    return {
+        tp: k for tp, k in committed.items() if k is not None and tp in seek and seek[tp] < k
+    }
 
 
 class NullCheckpointer:
@@ -166,18 +183,31 @@ class Checkpointer:
         started = self._clock()
         self._with_retries(lambda: self.store.claim(sid, generation), f"claim {sid}")
         latest = self._with_retries(lambda: self.store.latest(sid), f"load {sid}")
-        frontier = {tp: (k if k is not None else beginning[tp]) for tp, k in committed.items()}
         if latest is None:
             # No checkpoint: everything before K must be learned again, from the log start.
             seek = self._checked_offsets(
                 sid, dict.fromkeys(beginning, 0), committed, beginning, only_committed=True
             )
-            plan = ResumePlan(new_learner(), seek, frontier, "log start")
+            plan = ResumePlan(new_learner(), seek, _replay_frontier(seek, committed), "log start")
         else:
             checkpoint_id, blob = latest
             snap = self.codec.open(blob)
-            seek = self._checked_offsets(sid, snap.offsets, committed, beginning)
-            plan = ResumePlan(snap.state, seek, frontier, f"checkpoint {checkpoint_id}")
+            if snap.shard != sid:
+                raise CheckpointRefused(
+                    f"checkpoint {checkpoint_id} stored for shard {sid} belongs to {snap.shard}"
+                )
+            stored = snap.offsets
+            rollback = bool(snap.header.get("resume_at_committed"))
+            if rollback:
+                stored = {tp: k if k is not None else stored.get(tp, 0) for tp, k in committed.items()}
+            seek = self._checked_offsets(sid, stored, committed, beginning)
+            plan = ResumePlan(
+                snap.state,
+                seek,
+                _replay_frontier(seek, committed),
+                f"checkpoint {checkpoint_id}" + (" (rollback)" if rollback else ""),
+                save_now=rollback,
+            )
             self.metrics.checkpoint_restore_seconds.observe(self._clock() - started)
         log.info(
             "shard %s: restore from %s, seek %s, silent replay up to %s",
@@ -267,6 +297,7 @@ class Checkpointer:
         try:
             self.store.save(shard.id, generation, blob)
         except CheckpointFenced:
+            self.metrics.checkpoints.labels(result="fenced").inc()
             raise
         except (ConnectionFailed, CheckpointError) as exc:
             self._failed(shard.id, now, exc)

@@ -205,27 +205,34 @@ class Service:
         log.info("revoked partitions %s", list(partitions))
 
     def _restore(self) -> set[TopicPartition]:
+        """Resume every queued partition; return those the source was told to seek."""
         restored = set(self._to_restore)
         self._to_restore = []
         committed = self.source.committed(sorted(restored))
         beginning = self.source.beginning(sorted(restored))
         generation = self.source.generation()
+        moved: set[TopicPartition] = set()
         for tp in sorted(restored):
-            self.shards[tp] = self._resume(tp, committed[tp], beginning[tp], generation)
+            shard = self.shards[tp] = self._resume(tp, committed[tp], beginning[tp], generation)
+            moved.update(shard.position)
         self.metrics.partitions.set(len(self.shards))
-        return restored
+        return moved
 
     def _resume(self, tp: TopicPartition, k: int | None, start: int, generation: int) -> Shard:
         sid = shard_id(tp)
         parked = self._parked.pop(tp, None)
         if parked is not None and k is not None and parked.position.get(tp) == k:
             log.info("shard %s: in-memory state is current at offset %d", sid, k)
+            self.source.seek(tp, k)
             return parked
         plan = self.checkpointer.plan(sid, {tp: k}, {tp: start}, generation, self._new_learner)
         for partition, offset in plan.seek.items():
             self.source.seek(partition, offset)
         shard = Shard(sid, plan.learner, dict(plan.seek), dict(plan.replay_until))
         shard.saved_at = self._clock()
+        if plan.save_now:
+            shard.dirty = True
+            self.checkpointer.save(shard, generation, shard.saved_at)
         return shard
 
     def _new_learner(self) -> Learner:
@@ -254,9 +261,9 @@ class Service:
                     if budget <= 0:
                         break
                 records = self.source.poll(budget, svc.poll_timeout_ms)
-                if self._to_restore:  # assigned during this poll: fetched before the seek
-                    fresh = self._restore()
-                    records = [r for r in records if (r.origin.topic, r.origin.partition) not in fresh]
+                if self._to_restore:  # assigned during this poll: drop what precedes a seek
+                    moved = self._restore()
+                    records = [r for r in records if (r.origin.topic, r.origin.partition) not in moved]
                 now = self._clock()
                 if records:
                     last_record = now

@@ -108,6 +108,11 @@ class KafkaSettings(_Section):
     ssl_keyfile: str = Field("", description="Client key for SSL (path).")
     linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
     session_timeout_ms: int = Field(10000, ge=1000, description="Consumer group session timeout.")
+    static_membership: bool = Field(
+        False,
+        description="Join with group.instance.id = service.worker_id, so a restarted worker "
+        "gets its partitions back at once, without a rebalance (KIP-345).",
+    )
     transaction_timeout_ms: int = Field(
         60000, ge=1000, description="exactly_once: broker aborts a transaction left open this long."
     )

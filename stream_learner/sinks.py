@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ import orjson
 
 from stream_learner.errors import ConnectionFailed, InvalidRecord
 from stream_learner.settings import Settings
-from stream_learner.sources import Record, kafka_client_options
+from stream_learner.sources import Record, kafka_client_options, worker_id
 
 __all__ = [
     "DEAD_LETTER_SCHEMA_VERSION",
@@ -150,8 +149,7 @@ def _wrap(key: bytes | None, value: bytes, headers: Sequence[Header]) -> bytes:
 def transactional_id(settings: Settings) -> str:
     """``<group_id>-<worker_id>``: stable across restarts of one worker, so a restarted
     worker aborts its previous incarnation's open transaction at once."""
-    worker = settings.service.worker_id or socket.gethostname()
-    return f"{settings.kafka.group_id}-{worker}"
+    return f"{settings.kafka.group_id}-{worker_id(settings)}"
 
 
 class KafkaSink:

@@ -10,6 +10,7 @@ service has made their outputs durable.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "Source",
     "TopicPartition",
     "kafka_client_options",
+    "worker_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -192,6 +194,11 @@ class FileSource:
             self._handle = None
 
 
+def worker_id(settings: Settings) -> str:
+    """This worker's stable name: ``service.worker_id``, else the host name."""
+    return settings.service.worker_id or socket.gethostname()
+
+
 def kafka_client_options(settings: KafkaSettings, environ: Mapping[str, str]) -> dict[str, Any]:
     """Connection and security options shared by consumer, producer and admin.
 
@@ -255,6 +262,7 @@ class KafkaSource:
                 max_poll_records=settings.service.batch_size,
                 session_timeout_ms=k.session_timeout_ms,
                 heartbeat_interval_ms=max(1000, k.session_timeout_ms // 3),
+                group_instance_id=worker_id(settings) if k.static_membership else None,
                 isolation_level=(
                     "read_committed"
                     if settings.service.guarantee == "exactly_once"

@@ -46,6 +46,10 @@ class CheckpointStore(Protocol):
         """The newest checkpoint of ``shard`` (id, envelope), if any."""
         ...
 
+    def generation(self, shard: str) -> int:
+        """The newest generation that claimed or wrote ``shard`` (-1: none)."""
+        ...
+
     def get(self, shard: str, checkpoint_id: int) -> bytes | None:
         """One kept checkpoint."""
         ...
@@ -72,11 +76,12 @@ def redact_url(url: str) -> str:
     'rediss://app:***@cache:6380/0'
     """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
+    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = netloc.rsplit("@", 1)[1]
+        netloc = (f"{parts.username}:***@" if parts.username else ":***@") + host
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class MemoryStore:
@@ -121,6 +126,10 @@ class MemoryStore:
     def get(self, shard: str, checkpoint_id: int) -> bytes | None:
         """See :meth:`CheckpointStore.get`."""
         return self._data.get(shard, {}).get(checkpoint_id)
+
+    def generation(self, shard: str) -> int:
+        """See :meth:`CheckpointStore.generation`."""
+        return self._generation.get(shard, -1)
 
     def ids(self, shard: str) -> list[int]:
         """See :meth:`CheckpointStore.ids`."""
@@ -268,6 +277,12 @@ class RedisStore:
             value = self._redis.get(self._key(shard, f"ckpt:{checkpoint_id}"))
         return value if isinstance(value, bytes) else None
 
+    def generation(self, shard: str) -> int:
+        """See :meth:`CheckpointStore.generation`."""
+        with self._errors():
+            value = self._redis.get(self._key(shard, "generation"))
+        return int(value) if isinstance(value, bytes | str | int) else -1
+
     def ids(self, shard: str) -> list[int]:
         """See :meth:`CheckpointStore.ids`."""
         with self._errors():
@@ -325,7 +340,8 @@ class LocalStore:
         """See :meth:`CheckpointStore.save`."""
         with self._locked(shard) as folder:
             self._fence(folder, shard, generation)
-            (folder / "shard").write_text(shard)
+            if not (folder / "shard").exists():
+                _atomic_write(folder / "shard", shard.encode("utf-8"))
             ids = self.ids(shard)
             checkpoint_id = (ids[-1] if ids else 0) + 1
             _atomic_write(folder / f"{checkpoint_id:012d}.ckpt", blob)
@@ -345,6 +361,11 @@ class LocalStore:
         """See :meth:`CheckpointStore.get`."""
         path = self._dir(shard) / f"{checkpoint_id:012d}.ckpt"
         return path.read_bytes() if path.exists() else None
+
+    def generation(self, shard: str) -> int:
+        """See :meth:`CheckpointStore.generation`."""
+        path = self._dir(shard) / "generation"
+        return int(path.read_text()) if path.exists() else -1
 
     def ids(self, shard: str) -> list[int]:
         """See :meth:`CheckpointStore.ids`."""
