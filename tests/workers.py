@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import threading
 import time
@@ -94,6 +95,17 @@ class Worker:
     def log(self) -> str:
         """What the worker wrote to stderr."""
         return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> None:
+        """Block until ``pattern`` (a regular expression) appears in the worker's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.log()):
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited before logging {pattern!r}:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker did not log {pattern!r} in {timeout}s:\n{self.log()[-3000:]}")
 
 
 def paced_producer(

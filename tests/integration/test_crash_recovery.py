@@ -142,13 +142,16 @@ def test_partitions_move_one_two_one_workers(
     producer = paced_producer(kafka_bootstrap, topics["events"], records, seconds=15.0)
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
     a = Worker(config, log_a, **settings, service__worker_id="a", service__idle_timeout_s="8")
-    time.sleep(4)
+    a.wait_for(r"silent replay done|restore from")
+    time.sleep(2)
     b = Worker(config, log_b, **settings, service__worker_id="b")
-    time.sleep(5)
-    assert b.terminate() == 0, b.log()[-3000:]
+    b.wait_for(r"assigned partitions \[\(")  # 1 -> 2 workers: b owns a partition
+    a.wait_for(r"revoked partitions \[\(")
+    time.sleep(3)
+    assert b.terminate() == 0, b.log()[-3000:]  # 2 -> 1: a takes everything back
     producer.join(60)
     assert a.wait(180) == 0, a.log()[-3000:]
-    assert "assigned partitions" in b.log(), "worker b never got a partition"
+    assert a.log().count("assigned partitions [(") >= 2
 
     rows = consume_all(kafka_bootstrap, topics["predictions"], N_EVENTS, isolation_level="read_committed")
     _check_predictions(rows, expected, exactly_once=True)
