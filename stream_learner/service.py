@@ -5,7 +5,17 @@ One :class:`Service` owns the shards of the partitions assigned to it (one
 every record, scores events (learning inline labels right after), queues one
 prediction per event and one dead letter per unusable record, then flushes the
 sink and only then commits the offsets the batch covered. A crash therefore
-never commits an offset whose outputs were not durable (at-least-once).
+never commits an offset whose outputs (dead letters included) were not
+durable (at-least-once).
+
+Accounting: every input record ends as exactly one outcome, ``prediction``
+(an event was scored), ``label`` (a label record was applied) or
+``dead_letter`` (the record went to a dead-letter output), so
+``records == predictions + label_records + dead_letters``. An event whose
+inline label cannot be learned is a ``prediction``; its label additionally
+goes to the ``learn_dead_letters`` output and is counted as
+``inline_labels_rejected``, so that
+``input_dead_letters + learn_dead_letters == dead_letters + inline_labels_rejected``.
 
 :meth:`Service.stop` (wired to SIGTERM / SIGINT by the CLI) lets the current
 batch finish, flush and commit before :meth:`Service.run` returns.
@@ -18,28 +28,51 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from stream_learner.errors import InvalidRecord
-from stream_learner.events import Codec, Event, encode_prediction
+from stream_learner.errors import InvalidLabel, InvalidRecord
+from stream_learner.events import Codec, Event, Label, encode_prediction
 from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics
 from stream_learner.models import ModelSpec
 from stream_learner.settings import Settings
-from stream_learner.sinks import Sink, dead_letter_headers
+from stream_learner.sinks import Sink, dead_letter
 from stream_learner.sources import Record, Source, TopicPartition
 
-__all__ = ["Service", "Summary"]
+__all__ = ["Counts", "Service", "Summary"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Summary:
-    """What a run did; printed by ``stream-learner run`` at the end."""
+class Counts:
+    """Outcome counts (see the module docstring for how they add up)."""
 
     records: int = 0
     predictions: int = 0
-    labels: int = 0
+    label_records: int = 0
     dead_letters: int = 0
+    labels: int = 0
+    input_dead_letters: int = 0
+    learn_dead_letters: int = 0
+    inline_labels_rejected: int = 0
+
+    def add(self, other: Counts) -> None:
+        """Add ``other``'s counts to these."""
+        for name in Counts.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def counts_dict(self) -> dict[str, int]:
+        """The counts as a JSON-ready object."""
+        return {name: getattr(self, name) for name in Counts.__dataclass_fields__}
+
+
+@dataclass
+class Summary(Counts):
+    """What a run did; printed by ``stream-learner run`` at the end.
+
+    ``labels`` counts labels learned (inline and label records);
+    ``label_records`` counts label records applied (an input outcome).
+    """
+
     elapsed_s: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     metric_name: str = ""
@@ -52,10 +85,7 @@ class Summary:
     def to_dict(self) -> dict[str, object]:
         """The summary as a JSON-ready object."""
         return {
-            "records": self.records,
-            "predictions": self.predictions,
-            "labels": self.labels,
-            "dead_letters": self.dead_letters,
+            **self.counts_dict(),
             "elapsed_s": self.elapsed_s,
             "events_per_s": self.events_per_s,
             "metric": self.metric_name,
@@ -65,10 +95,16 @@ class Summary:
     def render(self) -> str:
         """A short human summary."""
         quality = ", ".join(f"{shard}: {value:.4f}" for shard, value in self.metrics.items())
+        rejected = (
+            f" (+{self.inline_labels_rejected} rejected inline labels)"
+            if self.inline_labels_rejected
+            else ""
+        )
         return (
             f"{self.records} records in {self.elapsed_s:.2f}s ({self.events_per_s:,.0f} events/s): "
-            f"{self.predictions} predictions, {self.labels} labels learned, "
-            f"{self.dead_letters} dead letters; online {self.metric_name}: {quality or 'n/a'}"
+            f"{self.predictions} predictions, {self.label_records} label records, "
+            f"{self.dead_letters} dead letters{rejected}; {self.labels} labels learned; "
+            f"online {self.metric_name}: {quality or 'n/a'}"
         )
 
 
@@ -123,7 +159,7 @@ class Service:
         """Create a shard for each newly owned partition (or take back a parked one)."""
         for tp in partitions:
             if tp not in self.shards:
-                self.shards[tp] = self._parked.pop(tp, None) or Learner(self.spec)
+                self.shards[tp] = self._parked.pop(tp) if tp in self._parked else Learner(self.spec)
         self.metrics.partitions.set(len(self.shards))
         log.info("assigned partitions %s", list(partitions))
 
@@ -180,44 +216,59 @@ class Service:
         return self.summary
 
     def process_batch(self, records: Sequence[Record], received_at: float) -> None:
-        """Decode, score and learn every record; queue outputs (not yet durable)."""
-        codec, sink, clock = self.codec, self.sink, self._clock
-        shards = self.shards
+        """Decode, score and learn every record; queue outputs (not yet durable).
+
+        Only :class:`~stream_learner.errors.InvalidRecord` is expected from a
+        record; it becomes a dead letter and the loop carries on.
+        """
+        counts = Counts()
         latencies: list[float] = []
-        n_pred = n_label = n_dead = n_learned = 0
         for record in records:
             tp = (record.origin.topic, record.origin.partition)
-            learner = shards.get(tp)
-            if learner is None:  # a record of a partition revoked mid-batch
+            learner = self.shards.get(tp)
+            if learner is None:  # revoked mid-batch: not ours to count or commit
                 continue
             offset = record.origin.offset
             if self._expected.get(tp, offset) != offset:
                 learner = self._replace_stale(tp, offset)
             self._expected[tp] = offset + 1
-            try:
-                item = codec.decode(record.value, record.key, record.timestamp_ms, record.origin)
-                prediction = learner.process(item)
-            except InvalidRecord as error:
-                self._dead_letter(record, error)
-                n_dead += 1
-            else:
-                if isinstance(item, Event):
-                    n_learned += item.has_label
-                else:
-                    n_learned += 1
-                if prediction is None:
-                    n_label += 1
-                else:
-                    latency = clock() - received_at
-                    latencies.append(latency)
-                    sink.send(
-                        "predictions",
-                        prediction.key.encode("utf-8"),
-                        encode_prediction(prediction, latency * 1000.0),
-                    )
-                    n_pred += 1
-            self._uncommitted[tp] = record.origin.offset + 1
-        self._record_batch(len(records), n_pred, n_label, n_dead, n_learned, latencies, received_at)
+            self._handle(record, learner, counts, latencies, received_at)
+            self._uncommitted[tp] = offset + 1
+        self._record_batch(counts, latencies, received_at)
+
+    def _handle(
+        self,
+        record: Record,
+        learner: Learner,
+        counts: Counts,
+        latencies: list[float],
+        received_at: float,
+    ) -> None:
+        counts.records += 1
+        try:
+            item = self.codec.decode(record.value, record.key, record.timestamp_ms, record.origin)
+            prediction = learner.process(item)
+        except InvalidRecord as error:
+            self._dead_letter(record, error, counts)
+            counts.dead_letters += 1
+            return
+        if prediction is None:
+            counts.label_records += 1
+            counts.labels += isinstance(item, Label)
+            return
+        latency = self._clock() - received_at
+        latencies.append(latency)
+        self.sink.send(
+            "predictions",
+            prediction.key.encode("utf-8"),
+            encode_prediction(prediction, latency * 1000.0),
+        )
+        counts.predictions += 1
+        if prediction.label_error is not None:
+            self._dead_letter(record, prediction.label_error, counts)
+            counts.inline_labels_rejected += 1
+        elif isinstance(item, Event) and item.has_label:
+            counts.labels += 1
 
     def _replace_stale(self, tp: TopicPartition, offset: int) -> Learner:
         log.warning(
@@ -229,32 +280,29 @@ class Service:
         learner = self.shards[tp] = Learner(self.spec)
         return learner
 
-    def _dead_letter(self, record: Record, error: InvalidRecord) -> None:
-        headers = dead_letter_headers(record, error, self._wall_clock())
-        self.sink.send("dead_letters", record.key, record.value or b"", headers)
-        self.metrics.dead_letters.labels(reason=error.reason).inc()
+    def _dead_letter(self, record: Record, error: InvalidRecord, counts: Counts) -> None:
+        """Queue ``record`` on the input or the learn dead-letter output."""
+        limit = self.settings.limits.max_dead_letter_bytes
+        value, headers = dead_letter(record, error, self._wall_clock(), limit)
+        if isinstance(error, InvalidLabel):
+            output = "learn_dead_letters"
+            counts.learn_dead_letters += 1
+        else:
+            output = "dead_letters"
+            counts.input_dead_letters += 1
+        self.sink.send(output, record.key, value, headers)
+        self.metrics.dead_letters.labels(output=output, reason=error.reason).inc()
         log.debug("dead letter at %s: %s", record.origin, error)
 
-    def _record_batch(
-        self,
-        n: int,
-        n_pred: int,
-        n_label: int,
-        n_dead: int,
-        n_learned: int,
-        latencies: list[float],
-        t0: float,
-    ) -> None:
-        s, m = self.summary, self.metrics
-        s.records += n
-        s.predictions += n_pred
-        s.labels += n_learned
-        s.dead_letters += n_dead
-        m.labels_learned.inc(n_learned)
+    def _record_batch(self, counts: Counts, latencies: list[float], t0: float) -> None:
+        m = self.metrics
+        self.summary.add(counts)
+        m.labels_learned.inc(counts.labels)
         m.batches.inc()
-        m.records.labels(outcome="prediction").inc(n_pred)
-        m.records.labels(outcome="label").inc(n_label)
-        m.records.labels(outcome="dead_letter").inc(n_dead)
+        m.records.labels(outcome="prediction").inc(counts.predictions)
+        m.records.labels(outcome="label").inc(counts.label_records)
+        m.records.labels(outcome="dead_letter").inc(counts.dead_letters)
+        m.inline_labels_rejected.inc(counts.inline_labels_rejected)
         observe = m.event_latency.observe
         for latency in latencies:
             observe(latency)
