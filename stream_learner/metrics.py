@@ -164,6 +164,11 @@ class MetricsServer:
         )
 
     @property
+    def host(self) -> str:
+        """The bound address (``metrics.host``; loopback by default)."""
+        return str(self._server.server_address[0])
+
+    @property
     def port(self) -> int:
         """The bound port."""
         return int(self._server.server_address[1])
