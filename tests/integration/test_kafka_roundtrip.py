@@ -103,6 +103,7 @@ def test_predictions_equal_river_loop(
     events_topic = make_topic("events", PARTITIONS)
     predictions_topic = make_topic("predictions", PARTITIONS)
     dlq_topic = make_topic("dlq", 1)
+    learn_dlq_topic = make_topic("learn-dlq", 1)
     events = _events(make_dataset)
     positions = produce(kafka_bootstrap, events_topic, events)
 
@@ -113,6 +114,7 @@ def test_predictions_equal_river_loop(
         kafka__events_topic=events_topic,
         kafka__predictions_topic=predictions_topic,
         kafka__dead_letter_topic=dlq_topic,
+        kafka__learn_dead_letter_topic=learn_dlq_topic,
         kafka__group_id=f"g-{uuid.uuid4().hex[:8]}",
         service__max_events=str(N_EVENTS),
         service__idle_timeout_s="60",
