@@ -2,17 +2,22 @@
 
 Thin on purpose: parse arguments, load settings, build the edges, run. This is
 the only module that configures logging or installs signal handlers.
+
+Exit codes: 0 done; 1 a server or topic cannot be used (one line naming its
+address); 2 the configuration is wrong (the message names the key and the
+expected form).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +25,13 @@ import orjson
 
 from stream_learner import __version__, admin
 from stream_learner.checkpoint import EnvelopeCodec
-from stream_learner.errors import SettingsError, StreamLearnerError
+from stream_learner.errors import ModelConfigError, SettingsError, StreamLearnerError
 from stream_learner.metrics import Metrics, MetricsServer
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer
 from stream_learner.service import ExactlyOnce, Service
 from stream_learner.settings import Settings, load_settings
-from stream_learner.sinks import FileSink, KafkaSink, Sink
+from stream_learner.sinks import FileSink, KafkaSink, Sink, output_topics
 from stream_learner.sources import FileSource, KafkaSource, Source
 from stream_learner.stores import CheckpointStore, LocalStore, RedisStore
 
@@ -73,15 +78,34 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v}
 
 
+@contextlib.contextmanager
+def _quiet_client_logs() -> Iterator[None]:
+    """Keep the Kafka client's retry chatter out of the one-line start-up error."""
+    client = logging.getLogger("kafka")
+    level = client.level
+    client.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client.setLevel(level)
+
+
 def build_edges(settings: Settings, environ: dict[str, str]) -> tuple[Source, Sink]:
     """The source and sink the settings ask for."""
     if settings.service.transport == "kafka":
         eos = settings.service.guarantee == "exactly_once"
-        return KafkaSource(settings, environ), KafkaSink(settings, environ, transactional=eos)
+        with _quiet_client_logs():
+            source = KafkaSource(settings, environ, list(output_topics(settings).values()))
+            try:
+                return source, KafkaSink(settings, environ, transactional=eos)
+            except BaseException:
+                source.close()
+                raise
     local = settings.local
     targets = {
         "predictions": None if local.quiet else local.output,
         "dead_letters": local.dead_letters,
+        "learn_dead_letters": local.learn_dead_letters,
     }
     return FileSource(local.input), FileSink(targets)
 
@@ -219,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "checkpoints":
             return _checkpoints(settings, environ, args)
         return _run(settings, environ, args)
+    except (SettingsError, ModelConfigError) as exc:
+        log.error("configuration: %s", exc)
+        return 2
     except StreamLearnerError as exc:
         log.error("%s", exc)
         return 1

@@ -11,8 +11,11 @@ Examples
 --------
 >>> import itertools, orjson
 >>> first = next(iter(dataset_records("WaterFlow")))
->>> orjson.loads(first)
-{'id': 0, 'key': 'WaterFlow', 'ts': 1647770400.0, 'features': {'hour': 11, 'weekday': 6}, 'label': 100.59}
+>>> event = orjson.loads(first)
+>>> event["id"], event["key"], event["ts"], event["label"]
+(0, 'WaterFlow', 1647770400.0, 100.59)
+>>> event["features"]
+{'hour': 11, 'weekday': 6}
 """
 
 from __future__ import annotations

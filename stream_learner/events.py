@@ -10,7 +10,10 @@ field other than id, key, ts and label is a feature.
 
 Decoding either returns an :class:`Event` (it has features) or a
 :class:`Label` (a label-only record), or raises :class:`InvalidRecord` with a
-stable reason code. Nothing in this module touches a clock or the network.
+stable reason code (every code is in :data:`REASONS` and ``docs/errors.md``).
+An event whose inline label is unusable is still an event: it is scored, and
+the label's error travels with it (:attr:`Event.label_error`) to the learn
+dead-letter output. Nothing in this module touches a clock or the network.
 
 Examples
 --------
@@ -22,7 +25,11 @@ Examples
 >>> codec.decode(b'{"id": 7, "features": []}', None, 0, Origin("events", 0, 43))
 Traceback (most recent call last):
 ...
-stream_learner.errors.InvalidRecord: features_not_object: field 'features' must be a JSON object of name -> number | string | bool | null, got list
+stream_learner.errors.InvalidRecord: features_not_object: field 'features' must be a JSON object ...
+>>> ev = codec.decode(b'{"id": 8, "features": {"t": 2}, "label": 0.5}', None, 0,
+...                   Origin("events", 0, 44))
+>>> ev.has_label, ev.label_error.reason
+(False, 'invalid_label')
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ from stream_learner.errors import InvalidLabel, InvalidRecord
 from stream_learner.settings import LimitSettings, SchemaSettings
 
 __all__ = [
+    "INPUT_REASONS",
+    "LEARN_REASONS",
+    "REASONS",
     "Codec",
     "Event",
     "Label",
@@ -47,9 +57,33 @@ __all__ = [
     "Prediction",
     "encode_prediction",
     "parse_ts",
+    "preview",
 ]
 
 _SCALARS = (int, float, str, bool, type(None))
+_INT64 = (-(2**63), 2**63 - 1)
+
+#: Reason codes of records rejected before they reach a model (input dead letters).
+INPUT_REASONS = (
+    "empty",
+    "too_large",
+    "not_json",
+    "not_object",
+    "missing_id",
+    "invalid_id",
+    "invalid_key",
+    "invalid_ts",
+    "features_not_object",
+    "too_many_features",
+    "feature_not_scalar",
+    "non_finite",
+    "no_features",
+    "model_rejected",
+)
+#: Reason codes of labels that cannot be learned (learn dead letters).
+LEARN_REASONS = ("invalid_label", "unknown_id", "learn_failed")
+#: Every reason code, as documented in ``docs/errors.md``.
+REASONS = INPUT_REASONS + LEARN_REASONS
 
 
 class Origin(NamedTuple):
@@ -71,6 +105,8 @@ class Event:
     label: Any
     has_label: bool
     origin: Origin
+    #: Why the inline label cannot be learned (``has_label`` is then False), or None.
+    label_error: InvalidLabel | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +131,11 @@ class ModelInfo:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One prediction record; ``fields`` holds the task-specific fields (e.g. ``proba``)."""
+    """One prediction record; ``fields`` holds the task-specific fields (e.g. ``proba``).
+
+    ``label_error`` is not part of the record: it says why the event's inline
+    label was not learned (the event is still predicted), or is None.
+    """
 
     id: str | int
     key: str
@@ -104,6 +144,7 @@ class Prediction:
     fields: dict[str, Any]
     model: ModelInfo
     origin: Origin
+    label_error: InvalidLabel | None = None
 
     def to_dict(self, latency_ms: float | None = None) -> dict[str, Any]:
         """The JSON object of the prediction contract (``docs/contracts.md``)."""
@@ -175,18 +216,32 @@ def parse_ts(value: Any) -> float:
     raise ValueError(f"expected epoch seconds or an ISO 8601 string, got {type(value).__name__}")
 
 
+def preview(value: Any, limit: int = 64) -> str:
+    """A short ``repr`` of producer data for error messages (never the whole value).
+
+    Examples
+    --------
+    >>> preview("x" * 100, limit=10)
+    "'xxxxxxx...(102 chars)"
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 2]}...({len(text)} chars)"
+
+
 def _check_classification_label(label: Any) -> None:
-    if not isinstance(label, str | int | bool) or isinstance(label, float):
+    if not isinstance(label, str | int | bool):
         raise InvalidLabel(
             "invalid_label",
-            f"a classification label must be a string, integer or boolean, got {label!r}",
+            "a classification label must be a string, integer or boolean, got "
+            f"{_kind(label)} {preview(label)}",
         )
 
 
 def _check_regression_label(label: Any) -> None:
     if isinstance(label, bool) or not isinstance(label, int | float) or not math.isfinite(label):
         raise InvalidLabel(
-            "invalid_label", f"a regression label must be a finite number, got {label!r}"
+            "invalid_label",
+            f"a regression label must be a finite number, got {_kind(label)} {preview(label)}",
         )
 
 
@@ -230,18 +285,23 @@ class Codec:
         event_id = self._id(obj.get(s.id, None), s.id)
         key = self._key(obj.get(s.key), record_key)
         ts = self._ts(obj.get(s.ts), record_ts_ms)
-        has_label = s.label in obj and obj[s.label] is not None
         label = obj.get(s.label)
-        if has_label:
-            self._check_label(label)
+        has_label = label is not None
         features = self._features(obj)
         if features is None:
             if not has_label:
                 raise InvalidRecord(
                     "no_features", f"record has neither '{s.features or 'features'}' nor a label"
                 )
+            self._check_label(label)
             return Label(event_id, key, ts, label, origin)
-        return Event(event_id, key, ts, features, label, has_label, origin)
+        label_error = None
+        if has_label:
+            try:
+                self._check_label(label)
+            except InvalidLabel as error:
+                label_error, has_label = error, False
+        return Event(event_id, key, ts, features, label, has_label, origin, label_error)
 
     def _load(self, value: bytes | None) -> dict[str, Any]:
         if value is None:
@@ -255,6 +315,11 @@ class Codec:
         try:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
+            if "infinity" in str(exc):
+                # Valid JSON syntax, but beyond a double (e.g. 1e999).
+                raise InvalidRecord(
+                    "non_finite", f"a number is too large for a 64-bit float ({exc})"
+                ) from None
             raise InvalidRecord("not_json", f"record is not valid UTF-8 JSON ({exc})") from None
         if not isinstance(obj, dict):
             raise InvalidRecord("not_object", f"record must be a JSON object, got {_kind(obj)}")
@@ -264,8 +329,14 @@ class Codec:
         if value is None:
             raise InvalidRecord("missing_id", f"field '{field}' is required (string or integer)")
         if isinstance(value, bool) or not isinstance(value, str | int):
+            hint = " (an integer beyond 64 bits: send it as a string)" * isinstance(value, float)
             raise InvalidRecord(
-                "invalid_id", f"field '{field}' must be a string or integer, got {_kind(value)}"
+                "invalid_id",
+                f"field '{field}' must be a string or integer, got {_kind(value)}{hint}",
+            )
+        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+            raise InvalidRecord(
+                "invalid_id", f"field '{field}' is an integer beyond 64 bits: send it as a string"
             )
         if isinstance(value, str) and not 0 < len(value) <= self.limits.max_id_length:
             raise InvalidRecord(
@@ -325,7 +396,8 @@ class Codec:
             if not isinstance(fvalue, _SCALARS):
                 raise InvalidRecord(
                     "feature_not_scalar",
-                    f"feature '{fname}' must be a number, string, bool or null, got {_kind(fvalue)}",
+                    f"feature '{fname}' must be a number, string, bool or null, "
+                    f"got {_kind(fvalue)}",
                 )
             if isinstance(fvalue, float) and not math.isfinite(fvalue):
                 raise InvalidRecord("non_finite", f"feature '{fname}' is not a finite number")
@@ -333,6 +405,12 @@ class Codec:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "object", list: "list", str: "string", bool: "boolean"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        dict: "object",
+        list: "list",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)

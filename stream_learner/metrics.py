@@ -2,8 +2,13 @@
 
 Metrics live in a registry owned by one :class:`Metrics` object (no global
 state, nothing registered at import). Names are ``stream_learner_*`` with
-units in the name; labels are low-cardinality (partition, outcome, reason),
-never an entity id.
+units in the name; labels are low-cardinality (partition, outcome, output,
+reason code), never an entity id.
+
+Accounting: ``sum(stream_learner_records_total)`` is every input record handled,
+each with exactly one ``outcome``; ``sum(stream_learner_dead_letters_total)``
+equals ``stream_learner_records_total{outcome="dead_letter"}`` plus
+``stream_learner_inline_labels_rejected_total``.
 
 The endpoint serves ``/metrics`` (Prometheus text format), ``/healthz``
 (the process is alive) and ``/readyz`` (200 only once state is restored and
@@ -50,8 +55,14 @@ class Metrics:
         )
         self.dead_letters = Counter(
             "stream_learner_dead_letters_total",
-            "Records sent to a dead-letter output, by reason code.",
-            ["reason"], registry=r,
+            "Records written to a dead-letter output (dead_letters: unusable input; "
+            "learn_dead_letters: labels that cannot be learned), by reason code.",
+            ["output", "reason"], registry=r,
+        )
+        self.inline_labels_rejected = Counter(
+            "stream_learner_inline_labels_rejected_total",
+            "Events predicted whose inline label went to learn_dead_letters instead of the model.",
+            registry=r,
         )
         self.labels_learned = Counter(
             "stream_learner_labels_learned_total", "Labels the models learned.", registry=r
@@ -179,6 +190,11 @@ class MetricsServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True
         )
+
+    @property
+    def host(self) -> str:
+        """The bound address (``metrics.host``; loopback by default)."""
+        return str(self._server.server_address[0])
 
     @property
     def port(self) -> int:

@@ -50,6 +50,10 @@ _TASK_BASES: dict[str, type] = {"classification": base.Classifier, "regression":
 def resolve_class(path: str) -> type:
     """Find ``module.Class`` inside the ``river`` package (nothing outside it).
 
+    Only a public class defined by River itself is returned: a name that River
+    merely imports from elsewhere, a private module, or anything that is not a
+    class is refused. Nothing is evaluated.
+
     Examples
     --------
     >>> resolve_class("linear_model.LinearRegression").__name__
@@ -57,20 +61,22 @@ def resolve_class(path: str) -> type:
     >>> resolve_class("os.system")
     Traceback (most recent call last):
     ...
-    stream_learner.errors.ModelConfigError: unknown River class 'os.system' (expected 'module.Class' inside river, e.g. 'linear_model.LogisticRegression')
+    stream_learner.errors.ModelConfigError: unknown River class 'os.system' (expected ...)
     """
     module_name, _, class_name = path.rpartition(".")
     hint = "expected 'module.Class' inside river, e.g. 'linear_model.LogisticRegression'"
     if not module_name or not class_name[:1].isupper() or module_name.startswith("_"):
         raise ModelConfigError(f"unknown River class {path!r} ({hint})")
+    if any(not part.isidentifier() or part.startswith("_") for part in path.split(".")):
+        raise ModelConfigError(f"unknown River class {path!r} ({hint})")
     try:
         module = importlib.import_module(f"river.{module_name}")
         cls = getattr(module, class_name)
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError, ValueError):
         raise ModelConfigError(f"unknown River class {path!r} ({hint})") from None
     if not inspect.isclass(cls):
         raise ModelConfigError(f"{path!r} is not a class ({hint})")
-    if not cls.__module__.startswith("river."):
+    if not (cls.__module__ == "river" or cls.__module__.startswith("river.")):
         raise ModelConfigError(f"{path!r} is not a River class ({hint})")
     return cls
 
@@ -168,7 +174,14 @@ class ModelSpec:
         """A fresh, untrained River estimator."""
         s = self.settings
         if s.factory:
-            return _load_factory(s.factory)()
+            try:
+                return _load_factory(s.factory)()
+            except ModelConfigError:
+                raise
+            except Exception as exc:  # operator code: report it as configuration
+                raise ModelConfigError(
+                    f"model.factory {s.factory!r} failed: {type(exc).__name__}: {exc}"
+                ) from exc
         steps = [build_step(step, s.seed) for step in s.pipeline]
         return steps[0] if len(steps) == 1 else compose.Pipeline(*steps)
 

@@ -13,6 +13,16 @@ used: from its newest checkpoint (seek to C, re-process C..K silently), from
 the log start when the store holds nothing, or as a fresh model when
 checkpoints are disabled.
 
+Accounting: every input record ends as exactly one outcome, ``prediction``
+(an event was scored), ``label`` (a label record was applied) or
+``dead_letter`` (the record went to a dead-letter output), so
+``records == predictions + label_records + dead_letters``. An event whose
+inline label cannot be learned is a ``prediction``; its label additionally
+goes to the ``learn_dead_letters`` output and is counted as
+``inline_labels_rejected``, so that
+``input_dead_letters + learn_dead_letters == dead_letters + inline_labels_rejected``.
+Records re-processed silently after a restore count only as ``replayed``.
+
 :meth:`Service.stop` (wired to SIGTERM / SIGINT by the CLI) lets the current
 batch finish, flush, commit and checkpoint before :meth:`Service.run` returns.
 """
@@ -25,29 +35,52 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stream_learner.errors import CheckpointFenced, InvalidRecord
-from stream_learner.events import Codec, Event, encode_prediction
+from stream_learner.errors import CheckpointFenced, InvalidLabel, InvalidRecord
+from stream_learner.events import Codec, Event, Label, encode_prediction
 from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer, Shard, shard_id
 from stream_learner.settings import Settings
-from stream_learner.sinks import Sink, dead_letter_headers
+from stream_learner.sinks import Sink, dead_letter
 from stream_learner.sources import Record, Source, TopicPartition
 
-__all__ = ["AtLeastOnce", "Committer", "ExactlyOnce", "Service", "Summary"]
+__all__ = ["AtLeastOnce", "Committer", "Counts", "ExactlyOnce", "Service", "Summary"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Summary:
-    """What a run did; printed by ``stream-learner run`` at the end."""
+class Counts:
+    """Outcome counts (see the module docstring for how they add up)."""
 
     records: int = 0
     predictions: int = 0
-    labels: int = 0
+    label_records: int = 0
     dead_letters: int = 0
+    labels: int = 0
+    input_dead_letters: int = 0
+    learn_dead_letters: int = 0
+    inline_labels_rejected: int = 0
+
+    def add(self, other: Counts) -> None:
+        """Add ``other``'s counts to these."""
+        for name in Counts.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def counts_dict(self) -> dict[str, int]:
+        """The counts as a JSON-ready object."""
+        return {name: getattr(self, name) for name in Counts.__dataclass_fields__}
+
+
+@dataclass
+class Summary(Counts):
+    """What a run did; printed by ``stream-learner run`` at the end.
+
+    ``labels`` counts labels learned (inline and label records);
+    ``label_records`` counts label records applied (an input outcome).
+    """
+
     replayed: int = 0
     elapsed_s: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
@@ -61,10 +94,7 @@ class Summary:
     def to_dict(self) -> dict[str, object]:
         """The summary as a JSON-ready object."""
         return {
-            "records": self.records,
-            "predictions": self.predictions,
-            "labels": self.labels,
-            "dead_letters": self.dead_letters,
+            **self.counts_dict(),
             "replayed": self.replayed,
             "elapsed_s": self.elapsed_s,
             "events_per_s": self.events_per_s,
@@ -75,12 +105,17 @@ class Summary:
     def render(self) -> str:
         """A short human summary."""
         quality = ", ".join(f"{shard}: {value:.4f}" for shard, value in self.metrics.items())
-        replayed = f", {self.replayed} replayed silently" if self.replayed else ""
+        rejected = (
+            f" (+{self.inline_labels_rejected} rejected inline labels)"
+            if self.inline_labels_rejected
+            else ""
+        )
         return (
             f"{self.records} records in {self.elapsed_s:.2f}s ({self.events_per_s:,.0f} events/s): "
-            f"{self.predictions} predictions, {self.labels} labels learned, "
-            f"{self.dead_letters} dead letters{replayed}; "
-            f"online {self.metric_name}: {quality or 'n/a'}"
+            f"{self.predictions} predictions, {self.label_records} label records, "
+            f"{self.dead_letters} dead letters{rejected}; {self.labels} labels learned"
+            + (f", {self.replayed} replayed silently" if self.replayed else "")
+            + f"; online {self.metric_name}: {quality or 'n/a'}"
         )
 
 
@@ -290,57 +325,78 @@ class Service:
 
     def process_batch(self, records: Sequence[Record], received_at: float) -> None:
         """Decode, score and learn every record; queue outputs (not yet durable)."""
-        codec, sink, clock = self.codec, self.sink, self._clock
-        shards = self.shards
+        counts = Counts()
         latencies: list[float] = []
-        n_pred = n_label = n_dead = n_learned = n_replayed = 0
+        n_replayed = 0
         for record in records:
             tp = (record.origin.topic, record.origin.partition)
-            shard = shards.get(tp)
-            if shard is None:  # a record of a partition revoked mid-batch
+            shard = self.shards.get(tp)
+            if shard is None:  # revoked mid-batch: not ours to count or commit
                 continue
             offset = record.origin.offset
             if not self._in_sequence(shard, tp, offset):
                 continue
-            silent = shard.replaying(tp, offset)
-            learner = shard.learner
-            try:
-                item = codec.decode(record.value, record.key, record.timestamp_ms, record.origin)
-                prediction = learner.process(item)
-            except InvalidRecord as error:
-                if not silent:
-                    self._dead_letter(record, error)
-                    n_dead += 1
-            else:
-                if silent:
-                    pass
-                elif prediction is None:
-                    n_label += 1
-                    n_learned += 1
-                else:
-                    latency = clock() - received_at
-                    latencies.append(latency)
-                    sink.send(
-                        "predictions",
-                        prediction.key.encode("utf-8"),
-                        encode_prediction(prediction, latency * 1000.0),
-                    )
-                    n_pred += 1
-                    n_learned += isinstance(item, Event) and item.has_label
-            shard.position[tp] = offset + 1
-            shard.records_since_save += 1
-            shard.dirty = True
-            if silent:
+            if shard.replaying(tp, offset):
+                self._replay(record, shard.learner)
                 n_replayed += 1
-                if offset + 1 >= shard.replay_until[tp]:
-                    del shard.replay_until[tp]
-                    log.info("shard %s: silent replay done at offset %d", shard.id, offset + 1)
             else:
+                self._handle(record, shard.learner, counts, latencies, received_at)
                 self._uncommitted[tp] = offset + 1
+            self._advance(shard, tp, offset)
         self.summary.replayed += n_replayed
         self.metrics.replayed.inc(n_replayed)
-        n_records = len(records) - n_replayed
-        self._record_batch(n_records, n_pred, n_label, n_dead, n_learned, latencies, received_at)
+        self._record_batch(counts, latencies, received_at)
+
+    def _advance(self, shard: Shard, tp: TopicPartition, offset: int) -> None:
+        shard.position[tp] = offset + 1
+        shard.records_since_save += 1
+        shard.dirty = True
+        until = shard.replay_until.get(tp)
+        if until is not None and offset + 1 >= until:
+            del shard.replay_until[tp]
+            log.info("shard %s: silent replay done at offset %d", shard.id, offset + 1)
+
+    def _replay(self, record: Record, learner: Learner) -> None:
+        """Re-process a record below the committed offset: learn, emit nothing."""
+        try:
+            item = self.codec.decode(record.value, record.key, record.timestamp_ms, record.origin)
+            learner.process(item)
+        except InvalidRecord:
+            pass  # its dead letter was emitted before the crash
+
+    def _handle(
+        self,
+        record: Record,
+        learner: Learner,
+        counts: Counts,
+        latencies: list[float],
+        received_at: float,
+    ) -> None:
+        counts.records += 1
+        try:
+            item = self.codec.decode(record.value, record.key, record.timestamp_ms, record.origin)
+            prediction = learner.process(item)
+        except InvalidRecord as error:
+            self._dead_letter(record, error, counts)
+            counts.dead_letters += 1
+            return
+        if prediction is None:
+            counts.label_records += 1
+            counts.labels += isinstance(item, Label)
+            return
+        latency = self._clock() - received_at
+        latencies.append(latency)
+        self.sink.send(
+            "predictions",
+            prediction.key.encode("utf-8"),
+            encode_prediction(prediction, latency * 1000.0),
+        )
+        counts.predictions += 1
+        if prediction.label_error is not None:
+            self._dead_letter(record, prediction.label_error, counts)
+            counts.inline_labels_rejected += 1
+        elif isinstance(item, Event) and item.has_label:
+            counts.labels += 1
 
     def _in_sequence(self, shard: Shard, tp: TopicPartition, offset: int) -> bool:
         expected = shard.position.get(tp)
@@ -357,32 +413,29 @@ class Service:
         self.metrics.recovery_alerts.labels(kind="offset_gap").inc()
         return True
 
-    def _dead_letter(self, record: Record, error: InvalidRecord) -> None:
-        headers = dead_letter_headers(record, error, self._wall_clock())
-        self.sink.send("dead_letters", record.key, record.value or b"", headers)
-        self.metrics.dead_letters.labels(reason=error.reason).inc()
+    def _dead_letter(self, record: Record, error: InvalidRecord, counts: Counts) -> None:
+        """Queue ``record`` on the input or the learn dead-letter output."""
+        limit = self.settings.limits.max_dead_letter_bytes
+        value, headers = dead_letter(record, error, self._wall_clock(), limit)
+        if isinstance(error, InvalidLabel):
+            output = "learn_dead_letters"
+            counts.learn_dead_letters += 1
+        else:
+            output = "dead_letters"
+            counts.input_dead_letters += 1
+        self.sink.send(output, record.key, value, headers)
+        self.metrics.dead_letters.labels(output=output, reason=error.reason).inc()
         log.debug("dead letter at %s: %s", record.origin, error)
 
-    def _record_batch(
-        self,
-        n: int,
-        n_pred: int,
-        n_label: int,
-        n_dead: int,
-        n_learned: int,
-        latencies: list[float],
-        t0: float,
-    ) -> None:
-        s, m = self.summary, self.metrics
-        s.records += n
-        s.predictions += n_pred
-        s.labels += n_learned
-        s.dead_letters += n_dead
-        m.labels_learned.inc(n_learned)
+    def _record_batch(self, counts: Counts, latencies: list[float], t0: float) -> None:
+        m = self.metrics
+        self.summary.add(counts)
+        m.labels_learned.inc(counts.labels)
         m.batches.inc()
-        m.records.labels(outcome="prediction").inc(n_pred)
-        m.records.labels(outcome="label").inc(n_label)
-        m.records.labels(outcome="dead_letter").inc(n_dead)
+        m.records.labels(outcome="prediction").inc(counts.predictions)
+        m.records.labels(outcome="label").inc(counts.label_records)
+        m.records.labels(outcome="dead_letter").inc(counts.dead_letters)
+        m.inline_labels_rejected.inc(counts.inline_labels_rejected)
         observe = m.event_latency.observe
         for latency in latencies:
             observe(latency)

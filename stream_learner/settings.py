@@ -60,11 +60,14 @@ class ServiceSettings(_Section):
     """How the worker runs."""
 
     transport: Literal["local", "kafka"] = Field(
-        "local", description="`local`: JSON Lines files / stdin / stdout; `kafka`: a consumer group."
+        "local",
+        description="`local`: JSON Lines files / stdin / stdout; `kafka`: a consumer group.",
     )
     batch_size: int = Field(500, ge=1, description="Most records handled per poll batch.")
     poll_timeout_ms: int = Field(100, ge=0, description="How long one poll waits for records.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
     max_events: int = Field(
         0, ge=0, description="Stop after this many input records (0: run until the input ends)."
     )
@@ -92,6 +95,9 @@ class KafkaSettings(_Section):
     events_topic: str = Field("events", min_length=1, description="Topic of input events.")
     predictions_topic: str = Field("predictions", min_length=1, description="Prediction records.")
     dead_letter_topic: str = Field("events.dlq", min_length=1, description="Unusable input.")
+    learn_dead_letter_topic: str = Field(
+        "events.learn.dlq", min_length=1, description="Labels that cannot be learned."
+    )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a group with no committed offset starts."
     )
@@ -106,6 +112,9 @@ class KafkaSettings(_Section):
     ssl_cafile: str = Field("", description="CA bundle for SSL (path).")
     ssl_certfile: str = Field("", description="Client certificate for SSL (path).")
     ssl_keyfile: str = Field("", description="Client key for SSL (path).")
+    ssl_password_env: str = Field(
+        "", description="Name of the environment variable that holds the SSL key password."
+    )
     linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
     session_timeout_ms: int = Field(10000, ge=1000, description="Consumer group session timeout.")
     static_membership: bool = Field(
@@ -126,11 +135,16 @@ class LocalSettings(_Section):
 
     input: str = Field(
         "river:WaterFlow",
-        description="JSON Lines path, `-` for stdin, or `river:<Dataset>` for a bundled River dataset.",
+        description="JSON Lines path, `-` for stdin, or `river:<Dataset>` for a bundled River "
+        "dataset.",
     )
     output: str = Field("-", description="Predictions: JSON Lines path or `-` for stdout.")
     dead_letters: str = Field(
         "dead-letters.jsonl", description="Dead letters: JSON Lines path or `-` for stderr."
+    )
+    learn_dead_letters: str = Field(
+        "learn-dead-letters.jsonl",
+        description="Labels that cannot be learned: JSON Lines path or `-` for stderr.",
     )
     quiet: bool = Field(False, description="Do not write predictions (summary only).")
 
@@ -165,7 +179,8 @@ class ModelSettings(_Section):
         strict=False,  # TOML arrays arrive as lists
     )
     factory: str = Field(
-        "", description="`package.module:function` returning a River estimator (overrides pipeline)."
+        "",
+        description="`package.module:function` returning a River estimator (overrides pipeline).",
     )
     seed: int = Field(42, description="Seed passed to steps that take a `seed` parameter.")
 
@@ -182,6 +197,11 @@ class LimitSettings(_Section):
     max_record_bytes: int = Field(1_048_576, ge=64, description="Largest accepted record.")
     max_features: int = Field(1000, ge=1, description="Most features in one event.")
     max_id_length: int = Field(256, ge=1, description="Longest accepted id or key.")
+    max_dead_letter_bytes: int = Field(
+        1_000_000,
+        ge=64,
+        description="Largest value copied into a dead letter; longer ones are cut (and say so).",
+    )
 
 
 class MetricsSettings(_Section):

@@ -1,12 +1,15 @@
 """Where outputs go: Kafka topics, or files / standard streams.
 
-Outputs are addressed by role (``predictions``, ``dead_letters``), so the
+Outputs are addressed by role (``predictions``, ``dead_letters`` for unusable
+input, ``learn_dead_letters`` for labels that cannot be learned), so the
 service never names a topic or a file. :class:`stream_learner.testing.MemorySink`
 is the in-memory twin.
 
 A dead letter keeps the original record bytes as its value and says why in
 headers, in the spirit of Kafka Connect's ``__connect.errors.*`` headers (see
-``docs/errors.md``).
+``docs/errors.md``). A value longer than ``limits.max_dead_letter_bytes`` is
+cut to that length and says so in a header, so that a dead letter always fits
+the dead-letter topic and a huge record cannot stall the stream.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import orjson
 
 from stream_learner.errors import ConnectionFailed, InvalidRecord
 from stream_learner.settings import Settings
-from stream_learner.sources import Record, kafka_client_options, worker_id
+from stream_learner.sources import Record, kafka_client_options, unreachable, worker_id
 
 __all__ = [
     "DEAD_LETTER_SCHEMA_VERSION",
@@ -32,15 +35,18 @@ __all__ = [
     "Header",
     "KafkaSink",
     "Sink",
+    "dead_letter",
     "dead_letter_headers",
+    "output_topics",
     "transactional_id",
 ]
 
 log = logging.getLogger(__name__)
 
-ROLES = ("predictions", "dead_letters")
+ROLES = ("predictions", "dead_letters", "learn_dead_letters")
 DEAD_LETTER_SCHEMA_VERSION = 1
 Header = tuple[str, bytes]
+TRUNCATED_HEADER = "__stream_learner.errors.value.truncated.from"
 
 
 class Sink(Protocol):
@@ -68,8 +74,9 @@ def dead_letter_headers(record: Record, error: InvalidRecord, now: float) -> lis
     --------
     >>> from stream_learner.events import Origin
     >>> rec = Record(b"oops", None, 0, Origin("events", 3, 17))
-    >>> dict(dead_letter_headers(rec, InvalidRecord("not_json", "bad"), 1.5))["__stream_learner.errors.offset"]
-    b'17'
+    >>> headers = dict(dead_letter_headers(rec, InvalidRecord("not_json", "bad"), 1.5))
+    >>> headers["__stream_learner.errors.offset"], headers["__stream_learner.errors.reason"]
+    (b'17', b'not_json')
     """
     pairs = {
         "__stream_learner.errors.topic": record.origin.topic,
@@ -82,6 +89,46 @@ def dead_letter_headers(record: Record, error: InvalidRecord, now: float) -> lis
         "__stream_learner.errors.schema.version": str(DEAD_LETTER_SCHEMA_VERSION),
     }
     return [(k, v.encode("utf-8")) for k, v in pairs.items()]
+
+
+def dead_letter(
+    record: Record, error: InvalidRecord, now: float, max_value_bytes: int
+) -> tuple[bytes, list[Header]]:
+    """Value and headers of the dead letter of ``record``.
+
+    The value is the original bytes (empty for a tombstone), cut to
+    ``max_value_bytes``; a cut value carries a header with the original length.
+
+    Examples
+    --------
+    >>> from stream_learner.events import Origin
+    >>> rec = Record(b"x" * 100, None, 0, Origin("events", 0, 5))
+    >>> value, headers = dead_letter(rec, InvalidRecord("too_large", "big"), 0.0, 64)
+    >>> len(value), dict(headers)[TRUNCATED_HEADER]
+    (64, b'100')
+    """
+    value = record.value or b""
+    headers = dead_letter_headers(record, error, now)
+    if len(value) > max_value_bytes:
+        headers.append((TRUNCATED_HEADER, str(len(value)).encode("ascii")))
+        value = value[:max_value_bytes]
+    return value, headers
+
+
+def output_topics(settings: Settings) -> dict[str, str]:
+    """The Kafka topic of each output role.
+
+    Examples
+    --------
+    >>> output_topics(Settings())["learn_dead_letters"]
+    'events.learn.dlq'
+    """
+    k = settings.kafka
+    return {
+        "predictions": k.predictions_topic,
+        "dead_letters": k.dead_letter_topic,
+        "learn_dead_letters": k.learn_dead_letter_topic,
+    }
 
 
 class FileSink:
@@ -167,7 +214,7 @@ class KafkaSink:
         from kafka.errors import KafkaError
 
         k = settings.kafka
-        self._topics = {"predictions": k.predictions_topic, "dead_letters": k.dead_letter_topic}
+        self._topics = output_topics(settings)
         extra: dict[str, Any] = {}
         if transactional:
             extra = {
@@ -188,9 +235,7 @@ class KafkaSink:
             if transactional:
                 self._producer.init_transactions()
         except KafkaError as exc:
-            raise ConnectionFailed(
-                f"cannot reach Kafka at {k.bootstrap_servers}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise ConnectionFailed(unreachable(k, exc)) from exc
         self._transactional = transactional
         self._in_transaction = False
         self._pending: list[Any] = []

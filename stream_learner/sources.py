@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from stream_learner.datasets import dataset_records
-from stream_learner.errors import ConnectionFailed
+from stream_learner.errors import ConnectionFailed, SettingsError
 from stream_learner.events import Origin
 from stream_learner.settings import KafkaSettings, Settings
 
@@ -31,6 +31,7 @@ __all__ = [
     "Source",
     "TopicPartition",
     "kafka_client_options",
+    "unreachable",
     "worker_id",
 ]
 
@@ -113,8 +114,8 @@ class FileSource:
     --------
     >>> src = FileSource("river:WaterFlow")
     >>> src.subscribe(None)
-    >>> [r.origin for r in src.poll(2, 0)]
-    [Origin(topic='river:WaterFlow', partition=0, offset=0), Origin(topic='river:WaterFlow', partition=0, offset=1)]
+    >>> [tuple(r.origin) for r in src.poll(2, 0)]
+    [('river:WaterFlow', 0, 0), ('river:WaterFlow', 0, 1)]
     """
 
     def __init__(self, location: str) -> None:
@@ -199,11 +200,30 @@ def worker_id(settings: Settings) -> str:
     return settings.service.worker_id or socket.gethostname()
 
 
+def _secret(environ: Mapping[str, str], setting: str, variable: str) -> str:
+    try:
+        return environ[variable]
+    except KeyError:
+        raise SettingsError(
+            f"kafka.{setting} names the environment variable {variable!r}, which is not set "
+            "(export it, or leave the setting empty)"
+        ) from None
+
+
 def kafka_client_options(settings: KafkaSettings, environ: Mapping[str, str]) -> dict[str, Any]:
     """Connection and security options shared by consumer, producer and admin.
 
     Secrets are read from the environment variable named in the settings, never
-    from the settings file itself.
+    from the settings file itself; a named variable that is not set is a
+    :class:`~stream_learner.errors.SettingsError` (naming the variable, not its value).
+
+    Examples
+    --------
+    >>> k = KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+    ...                   sasl_username="svc", sasl_password_env="KAFKA_PASSWORD")
+    >>> opts = kafka_client_options(k, {"KAFKA_PASSWORD": "s3cret"})
+    >>> opts["security_protocol"], opts["sasl_plain_username"], opts["sasl_plain_password"]
+    ('SASL_SSL', 'svc', 's3cret')
     """
     opts: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers.split(","),
@@ -214,11 +234,26 @@ def kafka_client_options(settings: KafkaSettings, environ: Mapping[str, str]) ->
         opts["sasl_mechanism"] = settings.sasl_mechanism
         opts["sasl_plain_username"] = settings.sasl_username
         if settings.sasl_password_env:
-            opts["sasl_plain_password"] = environ.get(settings.sasl_password_env, "")
+            opts["sasl_plain_password"] = _secret(
+                environ, "sasl_password_env", settings.sasl_password_env
+            )
     for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         if getattr(settings, name):
             opts[name] = getattr(settings, name)
+    if settings.ssl_password_env:
+        opts["ssl_password"] = _secret(environ, "ssl_password_env", settings.ssl_password_env)
     return opts
+
+
+def unreachable(settings: KafkaSettings, exc: Exception) -> str:
+    """One line saying which broker address could not be reached, and why."""
+    detail = str(exc) or type(exc).__name__
+    if not detail.startswith(type(exc).__name__):
+        detail = f"{type(exc).__name__}: {detail}"
+    return (
+        f"cannot reach Kafka at {settings.bootstrap_servers} within "
+        f"kafka.connect_timeout_s={settings.connect_timeout_s:g}s ({detail})"
+    )
 
 
 def _rebalance_adapter(listener: PartitionListener) -> Any:
@@ -246,9 +281,16 @@ class KafkaSource:
     """A member of the consumer group reading the events topic.
 
     Offsets are committed only through :meth:`commit`, never automatically.
+    At start it checks that the events topic and ``required_topics`` (the
+    output topics) exist, and fails with one line naming the missing ones.
     """
 
-    def __init__(self, settings: Settings, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        environ: Mapping[str, str],
+        required_topics: Sequence[str] = (),
+    ) -> None:
         from kafka import KafkaConsumer
         from kafka.errors import KafkaError
 
@@ -272,15 +314,20 @@ class KafkaSource:
                 **kafka_client_options(k, environ),
             )
         except KafkaError as exc:
+            raise ConnectionFailed(unreachable(k, exc)) from exc
+        try:
+            existing = self._consumer.topics()
+        except KafkaError as exc:
+            self._consumer.close()
+            raise ConnectionFailed(unreachable(k, exc)) from exc
+        missing = [t for t in dict.fromkeys([*self._topics, *required_topics]) if t not in existing]
+        if missing:
+            self._consumer.close()
+            names = ", ".join(repr(t) for t in missing)
             raise ConnectionFailed(
-                f"cannot reach Kafka at {k.bootstrap_servers}: {type(exc).__name__}: {exc}"
-            ) from exc
-        for topic in self._topics:
-            if self._consumer.partitions_for_topic(topic) is None:
-                self._consumer.close()
-                raise ConnectionFailed(
-                    f"topic {topic!r} does not exist on Kafka at {k.bootstrap_servers}"
-                )
+                f"topic{'s' * (len(missing) > 1)} {names} not found on Kafka at "
+                f"{k.bootstrap_servers} (create {'them' if len(missing) > 1 else 'it'} first)"
+            )
 
     def subscribe(self, listener: PartitionListener) -> None:
         """Join the consumer group; assignments arrive during :meth:`poll`."""

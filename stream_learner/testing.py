@@ -8,7 +8,8 @@ Examples
 >>> from stream_learner.models import ModelSpec
 >>> from stream_learner.service import Service
 >>> from stream_learner.settings import Settings
->>> src = MemorySource({("events", 0): [b'{"id": 1, "features": {"x": 1.0}, "label": 2.0}', b'nope']})
+>>> src = MemorySource({("events", 0): [
+...     b'{"id": 1, "features": {"x": 1.0}, "label": 2.0}', b'nope']})
 >>> sink = MemorySink()
 >>> settings = Settings()
 >>> summary = Service(settings, ModelSpec.from_settings(settings.model), src, sink).run()

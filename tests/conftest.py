@@ -72,18 +72,26 @@ def service_command(*args: str) -> list[str]:
 
 def service_env(**overrides: str) -> dict[str, str]:
     """Environment for a service subprocess: this tree first on sys.path, plus settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_LEARNER_") or k.startswith("STREAM_LEARNER_TEST")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("STREAM_LEARNER_") or k.startswith("STREAM_LEARNER_TEST")
+    }
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update({f"STREAM_LEARNER_{k.upper()}": v for k, v in overrides.items()})
     return env
 
 
-def run_service(args: list[str], timeout: float = 300, **overrides: str) -> subprocess.CompletedProcess[str]:
+def run_service(
+    args: list[str], timeout: float = 300, **overrides: str
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion; fail the test with its stderr if it fails."""
     proc = subprocess.run(
         service_command(*args), env=service_env(**overrides), capture_output=True, text=True,
         timeout=timeout, check=False,
     )
     if proc.returncode != 0:
-        pytest.fail(f"stream-learner {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+        pytest.fail(
+            f"stream-learner {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
+        )
     return proc

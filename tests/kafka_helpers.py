@@ -54,6 +54,8 @@ def consume_all(
     return sorted(out, key=lambda r: (r[0], r[1]))
 
 
-def decode_values(rows: list[tuple[int, int, bytes | None, bytes, list[tuple[str, bytes]]]]) -> list[dict]:
+def decode_values(
+    rows: list[tuple[int, int, bytes | None, bytes, list[tuple[str, bytes]]]],
+) -> list[dict]:
     """JSON values of consumed rows."""
     return [orjson.loads(r[3]) for r in rows]

@@ -260,21 +260,14 @@ REJECTIONS = [
     ("feature_not_scalar", {"id": 1, "features": {"x": [1.0]}}, {}),
     ("feature_not_scalar", {"id": 1, "features": {"x": {"nested": 1}}}, {}),
     ("feature_not_scalar", {"id": 1, "nested": {"a": 1}}, {"schema": FLAT}),
-    # orjson refuses a number that overflows a double (1e999) as invalid JSON,
-    # so such a feature is rejected as not_json, before the non_finite check.
-    ("not_json", b'{"id": 1, "features": {"x": 1e999}}', {}),
+    # a number that overflows a double (1e999) is reported as non_finite
+    ("non_finite", b'{"id": 1, "features": {"x": 1e999}}', {}),
     ("not_json", b'{"id": 1, "features": {"x": NaN}}', {}),
     ("no_features", {"id": 1}, {}),
     ("no_features", {"id": 1, "features": None}, {}),
     ("no_features", {"id": 1, "key": "k", "ts": 1.0, "label": None}, {}),
     ("no_features", {"id": 1, "sensor_id": "s", "ts": 1.0}, {"schema": FLAT}),
-    ("invalid_label", {"id": 1, "features": {"x": 1}, "label": 1.5}, {}),
-    ("invalid_label", {"id": 1, "features": {"x": 1}, "label": [1]}, {}),
-    ("invalid_label", {"id": 1, "features": {"x": 1}, "label": {"c": 1}}, {}),
     ("invalid_label", {"id": 1, "label": 2.5}, {}),
-    ("invalid_label", {"id": 1, "features": {"x": 1}, "label": "high"}, {"task": "regression"}),
-    ("invalid_label", {"id": 1, "features": {"x": 1}, "label": True}, {"task": "regression"}),
-    ("invalid_label", {"id": 1, "features": {"x": 1}, "label": [1.0]}, {"task": "regression"}),
     ("invalid_label", {"id": 1, "label": "high"}, {"task": "regression"}),
 ]
 
@@ -319,13 +312,6 @@ def test_non_finite_guard_on_already_parsed_features():
         assert "'x'" in info.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: docs/contracts.md documents non_finite for 'a feature is NaN or infinite', "
-    "but orjson refuses 1e999 before the check, so the producer gets not_json ('serialise "
-    "with a JSON library') and non_finite is unreachable from any record "
-    "(see the not_json cases of test_rejection_reason for today's behaviour)",
-)
 def test_overflowing_feature_is_reported_as_non_finite():
     with pytest.raises(InvalidRecord) as info:
         decode(b'{"id": 1, "features": {"x": 1e999}}')
@@ -435,3 +421,23 @@ def test_to_dict_puts_task_fields_after_prediction():
         "source",
         "latency_ms",
     ]
+
+
+INLINE_BAD_LABELS = [
+    ({"id": 1, "features": {"x": 1}, "label": 1.5}, "classification"),
+    ({"id": 1, "features": {"x": 1}, "label": [1]}, "classification"),
+    ({"id": 1, "features": {"x": 1}, "label": {"c": 1}}, "classification"),
+    ({"id": 1, "features": {"x": 1}, "label": "high"}, "regression"),
+    ({"id": 1, "features": {"x": 1}, "label": True}, "regression"),
+    ({"id": 1, "features": {"x": 1}, "label": [1.0]}, "regression"),
+]
+
+
+@pytest.mark.parametrize(("record", "task"), INLINE_BAD_LABELS)
+def test_event_with_a_bad_inline_label_is_still_an_event(record, task):
+    """The event is scored; only its label is rejected (to the learn dead letters)."""
+    codec = Codec(SchemaSettings(), LimitSettings(), task=task)
+    event = codec.decode(orjson.dumps(record), None, 0, Origin("events", 0, 0))
+    assert isinstance(event, Event)
+    assert event.features == {"x": 1}
+    assert event.label_error is not None and event.label_error.reason == "invalid_label"

@@ -171,7 +171,8 @@ def test_bad_records_become_dead_letters_with_original_bytes_and_headers():
     service = make_service(make_settings(), src, sink)
     summary = service.run()
 
-    dead = [(k, v, dict(h)) for role, k, v, h in sink.sent if role == "dead_letters"]
+    outputs = ("dead_letters", "learn_dead_letters")
+    dead = [(k, v, dict(h)) for role, k, v, h in sink.sent if role in outputs]
     assert len(dead) == len(BAD)
     assert summary.dead_letters == len(BAD)
     assert summary.predictions == len(good)
@@ -345,7 +346,10 @@ def test_summary_counts_add_up():
     }
     assert summary.records == len(p0) + len(p1) == 21
     assert summary.predictions == 10 + 2 + 5 == len(sink.values("predictions"))
-    assert summary.dead_letters == 4 == len(sink.values("dead_letters"))
+    # the label record for an unknown id goes to the learn dead letters
+    assert summary.dead_letters == 4
+    assert len(sink.values("dead_letters")) == 3
+    assert len(sink.values("learn_dead_letters")) == 1
     assert by_outcome == {"prediction": 17.0, "label": 0.0, "dead_letter": 4.0}
     assert summary.records == summary.predictions + by_outcome["label"] + summary.dead_letters
     assert summary.labels == 15  # labelled events learned (unlabelled ones are not)

@@ -79,7 +79,11 @@ def _river_reference(spec: ModelSpec, stream: list[dict[str, Any]]) -> tuple[lis
 def _config(tmp_path: Path, model: ModelSettings) -> Path:
     steps = "\n".join(
         f"[[model.pipeline]]\nstep = {s['step']!r}\n"
-        + (f"params = {{ intercept_lr = {s['params']['intercept_lr']} }}\n" if "params" in s else "")
+        + (
+            f"params = {{ intercept_lr = {s['params']['intercept_lr']} }}\n"
+            if "params" in s
+            else ""
+        )
         for s in model.pipeline
     )
     path = tmp_path / "worker.toml"
@@ -91,12 +95,15 @@ def _config(tmp_path: Path, model: ModelSettings) -> Path:
 
 
 @pytest.mark.parametrize("task", sorted(CASES))
-def test_predictions_equal_river_loop(task: str, kafka_bootstrap: str, make_topic: Any, tmp_path: Path) -> None:
+def test_predictions_equal_river_loop(
+    task: str, kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
     make_dataset, model_settings = CASES[task]
     spec = ModelSpec.from_settings(model_settings)
     events_topic = make_topic("events", PARTITIONS)
     predictions_topic = make_topic("predictions", PARTITIONS)
     dlq_topic = make_topic("dlq", 1)
+    learn_dlq_topic = make_topic("learn-dlq", 1)
     events = _events(make_dataset)
     positions = produce(kafka_bootstrap, events_topic, events)
 
@@ -107,6 +114,7 @@ def test_predictions_equal_river_loop(task: str, kafka_bootstrap: str, make_topi
         kafka__events_topic=events_topic,
         kafka__predictions_topic=predictions_topic,
         kafka__dead_letter_topic=dlq_topic,
+        kafka__learn_dead_letter_topic=learn_dlq_topic,
         kafka__group_id=f"g-{uuid.uuid4().hex[:8]}",
         service__max_events=str(N_EVENTS),
         service__idle_timeout_s="60",
@@ -114,7 +122,8 @@ def test_predictions_equal_river_loop(task: str, kafka_bootstrap: str, make_topi
 
     rows = consume_all(kafka_bootstrap, predictions_topic, N_EVENTS)
     predictions = {
-        (p["source"]["partition"], p["source"]["offset"]): p for p in (orjson.loads(r[3]) for r in rows)
+        (p["source"]["partition"], p["source"]["offset"]): p
+        for p in (orjson.loads(r[3]) for r in rows)
     }
     assert len(rows) == N_EVENTS, "exactly one prediction record per event"
     assert len(predictions) == N_EVENTS

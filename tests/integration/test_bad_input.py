@@ -1,0 +1,268 @@
+"""Bad input never stops the stream: 10,000+ mixed records through the real broker.
+
+Valid events (most with inline labels), label records and every kind of bad
+input are interleaved on three partitions. The service must predict and learn
+the valid events exactly as River's own loop does over the valid events alone,
+put every bad record in the right dead-letter topic with its original bytes and
+headers, and account for every offset exactly once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from river import datasets
+
+from stream_learner.events import INPUT_REASONS, LEARN_REASONS
+from stream_learner.models import ModelSpec
+from stream_learner.settings import ModelSettings
+from tests.conftest import run_service
+from tests.kafka_helpers import consume_all, produce
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 3
+N_VALID = 8000
+MAX_RECORD_BYTES = 8192
+MAX_FEATURES = 40
+MODEL = ModelSettings(
+    name="agrawal-clf",
+    task="classification",
+    pipeline=(
+        {"step": "preprocessing.StandardScaler"},
+        {"step": "linear_model.LogisticRegression"},
+    ),
+)
+HEADER = "__stream_learner.errors."
+
+
+@dataclass
+class Rec:
+    """One produced record and what must become of it."""
+
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    kind: str
+    output: str | None = None  # dead-letter output, if any
+    reason: str | None = None
+    features: dict[str, Any] | None = None  # set for records that must be predicted
+    label: Any = None  # set when the label must be learned
+    offset: int = -1
+
+
+def _event(i: int, sensor: int, x: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"id": f"e{i}", "key": f"sensor-{sensor}", "ts": 1.7e9 + i, "features": x, **extra}
+
+
+def _bad_input(rng: random.Random, i: int, p: int, x: dict[str, Any]) -> Rec:
+    """One record rejected before the model, of a kind chosen by ``i``."""
+    key = f"sensor-{p}".encode()
+    ev = _event(i, p, x, label=True)
+    padded = {**ev, "pad": "x" * (MAX_RECORD_BYTES + rng.randint(1, 20000))}
+    cases: list[tuple[str, bytes | None, bytes | None]] = [
+        ("empty", key, None),
+        ("too_large", key, orjson.dumps(padded)),
+        ("not_json", key, bytes(rng.randrange(256) for _ in range(rng.randint(1, 60))) + b"\xff"),
+        ("not_json", key, b'{"id": "e1", "features": {"a": 1}'),
+        ("not_json", key, b""),
+        ("not_json", key, b"NaN"),
+        ("not_object", key, orjson.dumps([ev])),
+        ("not_object", key, b'"just a string"'),
+        ("missing_id", key, orjson.dumps({k: v for k, v in ev.items() if k != "id"})),
+        ("invalid_id", key, orjson.dumps({**ev, "id": {"nested": i}})),
+        ("invalid_id", key, orjson.dumps({**ev, "id": ""})),
+        ("invalid_id", key, orjson.dumps(ev).replace(f'"e{i}"'.encode(), b"1" * 25, 1)),
+        ("invalid_key", b"\xff\xfe\x00" + bytes([i % 256]),
+         orjson.dumps({k: v for k, v in ev.items() if k != "key"})),
+        ("invalid_key", key, orjson.dumps({**ev, "key": ["sensor"]})),
+        ("invalid_ts", key, orjson.dumps({**ev, "ts": "last tuesday"})),
+        ("features_not_object", key, orjson.dumps({**ev, "features": list(x.values())})),
+        ("too_many_features", key,
+         orjson.dumps({**ev, "features": {f"f{j}": j for j in range(MAX_FEATURES + 1)}})),
+        ("feature_not_scalar", key, orjson.dumps({**ev, "features": {**x, "salary": [1, 2]}})),
+        ("non_finite", key, orjson.dumps(ev).replace(b'"ts":', b'"ts":1e999,"was":', 1)),
+        ("no_features", key, orjson.dumps({"id": f"e{i}", "key": f"sensor-{p}"})),
+        # a string where the model has learned a number: it cannot score the event
+        ("model_rejected", key, orjson.dumps({**ev, "features": {**x, "salary": "high"}})),
+    ]
+    reason, rkey, value = cases[i % len(cases)]
+    return Rec(p, rkey, value, kind=reason, output="dead_letters", reason=reason)
+
+
+def build_stream(seed: int = 11) -> list[Rec]:
+    """Valid events with bad input, label records and odd labels mixed in."""
+    rng = random.Random(seed)
+    samples = itertools.islice(datasets.synth.Agrawal(classification_function=2, seed=7), N_VALID)
+    out: list[Rec] = []
+    seen = [0] * PARTITIONS
+    for i, (x, y) in enumerate(samples):
+        p = i % PARTITIONS
+        key = f"sensor-{p}".encode()
+        seen[p] += 1
+        roll = rng.random()
+        if roll < 0.04:  # no label: predicted, not learned
+            out.append(Rec(p, key, orjson.dumps(_event(i, p, x)), "unlabelled", features=x))
+        elif roll < 0.07:  # wrong label type: predicted, label to the learn DLQ
+            bad = rng.choice([1.5, [1], {"y": True}, -0.25])
+            out.append(Rec(p, key, orjson.dumps(_event(i, p, x, label=bad)), "bad_inline",
+                           output="learn_dead_letters", reason="invalid_label", features=x))
+        elif roll < 0.075:  # a feature the model cannot learn: predicted, label rejected
+            bx = {f"mode_{i}": "auto", **x}
+            out.append(Rec(p, key, orjson.dumps(_event(i, p, bx, label=y)), "learn_failed",
+                           output="learn_dead_letters", reason="learn_failed", features=bx))
+        elif roll < 0.09:  # record key that is not UTF-8, but the key field wins
+            out.append(Rec(p, b"\xc3\x28" + key, orjson.dumps(_event(i, p, x, label=y)),
+                           "binary_key", features=x, label=y))
+        else:
+            out.append(Rec(p, key, orjson.dumps(_event(i, p, x, label=y)), "valid",
+                           features=x, label=y))
+        if seen[p] > 20 and rng.random() < 0.25:
+            out.append(_bad_input(rng, len(out), p, x))
+        if rng.random() < 0.04:
+            out.append(Rec(p, key, orjson.dumps({"id": f"ghost-{i}", "key": f"sensor-{p}",
+                                                 "label": y}),
+                           "unknown_label", output="learn_dead_letters", reason="unknown_id"))
+        if rng.random() < 0.015:
+            out.append(Rec(p, key, orjson.dumps({"id": f"e{i}", "key": f"sensor-{p}",
+                                                 "label": rng.choice([0.5, [True], None, {}])}),
+                           "bad_label_record", output="learn_dead_letters",
+                           reason="invalid_label"))
+    # a label record whose label is null has no label at all: it is an input error
+    for r in out:
+        if r.kind == "bad_label_record" and b'"label":null' in (r.value or b""):
+            r.output, r.reason, r.kind = "dead_letters", "no_features", "no_features"
+    return out
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "worker.toml"
+    path.write_text(
+        '[service]\ntransport = "kafka"\nbatch_size = 500\n\n'
+        f"[limits]\nmax_record_bytes = {MAX_RECORD_BYTES}\nmax_features = {MAX_FEATURES}\n"
+        "max_id_length = 16\n\n"
+        f'[model]\nname = "{MODEL.name}"\ntask = "{MODEL.task}"\n\n'
+        '[[model.pipeline]]\nstep = "preprocessing.StandardScaler"\n\n'
+        '[[model.pipeline]]\nstep = "linear_model.LogisticRegression"\n'
+    )
+    return path
+
+
+def _reference(spec: ModelSpec, stream: list[Rec]) -> tuple[dict[int, dict[str, Any]], float]:
+    """River's own loop over one partition's predicted events, learning only good labels."""
+    model, metric = spec.build(), spec.build_metric()
+    out = {}
+    for rec in stream:
+        assert rec.features is not None
+        proba = model.predict_proba_one(rec.features)
+        y_pred = model.predict_one(rec.features)
+        out[rec.offset] = {
+            "prediction": y_pred,
+            "proba": orjson.loads(orjson.dumps(proba, option=orjson.OPT_NON_STR_KEYS)),
+        }
+        if rec.label is not None:
+            if y_pred is not None:
+                metric.update(rec.label, y_pred)
+            model.learn_one(rec.features, rec.label)
+    return out, metric.get()
+
+
+def test_bad_input_never_stops_the_stream(
+    kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    stream = build_stream()
+    kinds = {r.reason for r in stream if r.reason}
+    assert kinds == set(INPUT_REASONS) | set(LEARN_REASONS), "every reason code at least once"
+    assert len(stream) >= 10_000
+
+    topics = {
+        "events": make_topic("events", PARTITIONS),
+        "predictions": make_topic("predictions", PARTITIONS),
+        "dead_letters": make_topic("dlq", 1),
+        "learn_dead_letters": make_topic("learn-dlq", 1),
+    }
+    positions = produce(kafka_bootstrap, topics["events"],
+                        [(r.partition, r.key, r.value) for r in stream])
+    for rec, (partition, offset) in zip(stream, positions, strict=True):
+        assert partition == rec.partition
+        rec.offset = offset
+
+    summary_path = tmp_path / "summary.json"
+    run_service(
+        ["run", "-c", str(_config(tmp_path)), "--summary-json", str(summary_path)],
+        timeout=120,
+        kafka__bootstrap_servers=kafka_bootstrap,
+        kafka__events_topic=topics["events"],
+        kafka__predictions_topic=topics["predictions"],
+        kafka__dead_letter_topic=topics["dead_letters"],
+        kafka__learn_dead_letter_topic=topics["learn_dead_letters"],
+        kafka__group_id=f"g-{uuid.uuid4().hex[:8]}",
+        service__max_events=str(len(stream)),
+        service__idle_timeout_s="30",
+    )
+    summary = orjson.loads(summary_path.read_bytes())
+
+    predicted = [r for r in stream if r.features is not None]
+    dead = [r for r in stream if r.output is not None]
+    inline_rejected = [r for r in predicted if r.output is not None]
+    by_output = {o: [r for r in dead if r.output == o] for o in ("dead_letters",
+                                                                 "learn_dead_letters")}
+
+    # -- counts add up exactly ----------------------------------------------------
+    assert summary["records"] == len(stream)
+    assert summary["predictions"] == len(predicted)
+    assert summary["label_records"] == 0
+    assert summary["dead_letters"] == len(stream) - len(predicted)
+    assert summary["records"] == (
+        summary["predictions"] + summary["label_records"] + summary["dead_letters"]
+    )
+    assert summary["inline_labels_rejected"] == len(inline_rejected)
+    assert summary["input_dead_letters"] == len(by_output["dead_letters"])
+    assert summary["learn_dead_letters"] == len(by_output["learn_dead_letters"])
+    assert summary["labels"] == sum(r.label is not None for r in predicted)
+
+    # -- predictions: one per predicted event, exactly River's --------------------
+    rows = consume_all(kafka_bootstrap, topics["predictions"], len(predicted), timeout_s=60)
+    assert len(rows) == len(predicted)
+    got = {(p["source"]["partition"], p["source"]["offset"]): p
+           for p in (orjson.loads(r[3]) for r in rows)}
+    spec = ModelSpec.from_settings(MODEL)
+    for partition in range(PARTITIONS):
+        mine = sorted((r for r in predicted if r.partition == partition), key=lambda r: r.offset)
+        expected, metric = _reference(spec, mine)
+        for rec in mine:
+            prediction = got[(partition, rec.offset)]
+            assert prediction["prediction"] == expected[rec.offset]["prediction"], rec
+            assert prediction["proba"] == expected[rec.offset]["proba"], rec
+            assert prediction["key"] == f"sensor-{partition}"
+        assert summary["online_metric"][f"{topics['events']}[{partition}]"] == metric
+
+    # -- dead letters: right topic, original bytes and key, full headers ----------
+    for output, expected_recs in by_output.items():
+        rows = consume_all(kafka_bootstrap, topics[output], len(expected_recs), timeout_s=60)
+        assert len(rows) == len(expected_recs), output
+        want = {(r.partition, r.offset): r for r in expected_recs}
+        seen = set()
+        for _p, _o, key, value, headers in rows:
+            h = {k.removeprefix(HEADER): v.decode() for k, v in headers}
+            origin = (int(h["partition"]), int(h["offset"]))
+            rec = want[origin]
+            seen.add(origin)
+            assert h["topic"] == topics["events"]
+            assert h["reason"] == rec.reason, (rec.kind, h)
+            assert h["exception.class.name"] == (
+                "InvalidLabel" if output == "learn_dead_letters" else "InvalidRecord"
+            )
+            assert h["exception.message"]
+            assert float(h["timestamp"]) > 1.7e9
+            assert h["schema.version"] == "1"
+            assert value == (rec.value or b"")
+            assert key == rec.key
+        assert seen == set(want)

@@ -1,0 +1,30 @@
+"""The documentation lists what the code does: every reason code, both outputs."""
+
+from __future__ import annotations
+
+import re
+
+from stream_learner.events import INPUT_REASONS, LEARN_REASONS, REASONS
+from stream_learner.metrics import Metrics
+from tests.conftest import ROOT
+
+
+def test_errors_doc_has_one_row_per_reason_code_with_its_output() -> None:
+    text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (dead_letters|learn_dead_letters) \|", text, re.M))
+    assert sorted(rows) == sorted(REASONS)
+    assert {r for r, out in rows.items() if out == "dead_letters"} == set(INPUT_REASONS)
+    assert {r for r, out in rows.items() if out == "learn_dead_letters"} == set(LEARN_REASONS)
+
+
+def test_errors_doc_names_the_real_metrics() -> None:
+    text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    names = {m.name for m in Metrics().registry.collect()}
+    for metric in re.findall(r"`(stream_learner_[a-z_]+?)(?:_total)?[{`]", text):
+        assert metric in names, metric
+
+
+def test_readme_links_the_error_and_security_pages() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "(docs/errors.md)" in readme and "(docs/security.md)" in readme
+    assert (ROOT / "docs" / "security.md").is_file()

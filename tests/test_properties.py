@@ -1,0 +1,186 @@
+"""Property-based: arbitrary bytes and JSON never escape as anything but a dead letter."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stream_learner.errors import InvalidLabel, InvalidRecord
+from stream_learner.events import REASONS, Codec, Event, Label, Origin
+from stream_learner.learner import Learner
+from stream_learner.models import ModelSpec
+from stream_learner.service import Service
+from stream_learner.settings import LimitSettings, ModelSettings, SchemaSettings, Settings
+from stream_learner.sources import Record
+from stream_learner.testing import MemorySink, MemorySource
+
+ORIGIN = Origin("events", 0, 0)
+LIMITS = LimitSettings(max_record_bytes=4096, max_features=8, max_id_length=32)
+EXAMPLES = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+CLASSIFIER = ModelSettings(
+    task="classification",
+    pipeline=(
+        {"step": "preprocessing.StandardScaler"},
+        {"step": "linear_model.LogisticRegression"},
+    ),
+)
+MODELS = {"regression": ModelSettings(), "classification": CLASSIFIER}
+SPECS = {task: ModelSpec.from_settings(model) for task, model in MODELS.items()}
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()  # beyond 64 bits too: orjson reads those as floats
+    | st.floats()  # NaN and infinities serialise as NaN / Infinity: not JSON
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+feature_values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+events = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.integers(-(2**65), 2**65) | st.text(max_size=40) | json_values,
+        "key": st.text(max_size=40) | st.integers() | json_values,
+        "ts": st.floats() | st.integers() | st.text(max_size=30) | json_values,
+        "features": st.dictionaries(st.text(max_size=6), feature_values, max_size=10)
+        | st.dictionaries(st.text(max_size=6), json_values, max_size=3)
+        | json_values,
+        "label": feature_values | json_values,
+        "extra": json_values,
+    },
+)
+
+# Nearly valid events, so that the model sees many (and odd) feature values and labels.
+plausible_events = st.fixed_dictionaries(
+    {
+        "id": st.integers(0, 10**6) | st.text(min_size=1, max_size=8),
+        "features": st.dictionaries(st.sampled_from("abcdef"), feature_values, max_size=6),
+    },
+    optional={
+        "key": st.sampled_from(["k1", "k2"]),
+        "ts": st.floats(0, 2e9),
+        "label": feature_values,
+    },
+)
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes as producers write them: big integers, and NaN / Infinity when given."""
+    return json.dumps(value).encode("utf-8")
+
+
+records = (
+    st.binary(max_size=200)
+    | json_values.map(dumps)
+    | events.map(dumps)
+    | plausible_events.map(dumps)
+    | st.none()
+)
+schemas = st.sampled_from([SchemaSettings(), SchemaSettings(features="", key="key")])
+tasks = st.sampled_from(sorted(MODELS))
+
+
+def check_decoded(item: Event | Label) -> None:
+    assert isinstance(item.id, str | int) and not isinstance(item.id, bool)
+    assert isinstance(item.key, str) and len(item.key) <= LIMITS.max_id_length
+    assert math.isfinite(item.ts)
+    if isinstance(item, Event):
+        assert len(item.features) <= LIMITS.max_features
+        for value in item.features.values():
+            assert value is None or isinstance(value, bool | int | float | str)
+            assert not isinstance(value, float) or math.isfinite(value)
+        assert item.has_label == (item.label is not None and item.label_error is None)
+
+
+@EXAMPLES
+@given(raw=records, key=st.none() | st.binary(max_size=8), schema=schemas, task=tasks)
+def test_decode_raises_only_invalid_record(
+    raw: bytes | None, key: bytes | None, schema: SchemaSettings, task: str
+) -> None:
+    codec = Codec(schema, LIMITS, task)
+    try:
+        item = codec.decode(raw, key, 0, ORIGIN)
+    except InvalidRecord as error:
+        assert error.reason in REASONS
+        assert error.message
+    else:
+        check_decoded(item)
+
+
+@EXAMPLES
+@given(items=st.lists(plausible_events.map(dumps) | records, max_size=12), task=tasks)
+def test_learner_raises_only_invalid_record(items: list[bytes | None], task: str) -> None:
+    codec = Codec(SchemaSettings(), LIMITS, task)
+    learner = Learner(SPECS[task])
+    predicted = 0
+    for raw in items:
+        try:
+            item = codec.decode(raw, None, 0, ORIGIN)
+            prediction = learner.process(item)
+        except InvalidRecord as error:
+            assert error.reason in REASONS
+            continue
+        if prediction is not None:
+            predicted += 1
+            error = prediction.label_error
+            assert error is None or isinstance(error, InvalidLabel)
+    assert learner.n_predicted == predicted
+    assert learner.n_learned <= predicted
+
+
+@EXAMPLES
+@given(
+    p0=st.lists(records, max_size=15),
+    p1=st.lists(records, max_size=15),
+    keys=st.lists(st.none() | st.binary(max_size=4), min_size=30, max_size=30),
+    task=tasks,
+    batch_size=st.integers(1, 7),
+)
+def test_service_never_stops_and_accounting_adds_up(
+    p0: list[bytes | None],
+    p1: list[bytes | None],
+    keys: list[bytes | None],
+    task: str,
+    batch_size: int,
+) -> None:
+    settings_ = Settings.model_validate({
+        "service": {"batch_size": batch_size},
+        "limits": LIMITS.model_dump(),
+        "model": MODELS[task].model_dump(),
+    })
+    partitions = {
+        ("events", p): [Record(v, keys[i], 0, Origin("events", p, i)) for i, v in enumerate(vals)]
+        for p, vals in ((0, p0), (1, p1))
+    }
+    source, sink = MemorySource(partitions), MemorySink()
+    summary = Service(settings_, SPECS[task], source, sink).run()
+
+    assert summary.records == len(p0) + len(p1)
+    assert summary.records == summary.predictions + summary.label_records + summary.dead_letters
+    assert summary.predictions == len(sink.values("predictions"))
+    assert summary.input_dead_letters == len(sink.values("dead_letters"))
+    assert summary.learn_dead_letters == len(sink.values("learn_dead_letters"))
+    assert (
+        summary.input_dead_letters + summary.learn_dead_letters
+        == summary.dead_letters + summary.inline_labels_rejected
+    )
+    assert sink.flushed == len(sink.sent)
+    assert source.committed_offsets == {tp: len(v) for tp, v in partitions.items() if v}
+    for prediction in sink.decoded("predictions"):
+        assert prediction["model"]["n_learned"] <= summary.labels
