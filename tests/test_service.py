@@ -174,8 +174,10 @@ def test_bad_records_become_dead_letters_with_original_bytes_and_headers():
     outputs = ("dead_letters", "learn_dead_letters")
     dead = [(k, v, dict(h)) for role, k, v, h in sink.sent if role in outputs]
     assert len(dead) == len(BAD)
-    assert summary.dead_letters == len(BAD)
-    assert summary.predictions == len(good)
+    # the event with a bad inline label is predicted; only its label is a dead letter
+    assert summary.dead_letters == len(BAD) - 1
+    assert summary.inline_labels_rejected == 1
+    assert summary.predictions == len(good) + 1
     for offset, ((key, value, headers), (orig, orig_key, reason, cls)) in enumerate(
         zip(dead, BAD, strict=True), start=len(good)
     ):
@@ -194,8 +196,8 @@ def test_bad_records_become_dead_letters_with_original_bytes_and_headers():
     # a bad record does not stop the partition: it is committed past
     assert src.committed_offsets == {(TOPIC, 2): len(records)}
     reg = service.metrics.registry
-    assert sample(reg, "stream_learner_dead_letters_total", reason="not_json") == 1
-    assert sample(reg, "stream_learner_dead_letters_total", reason="unknown_id") == 1
+    assert sample(reg, "stream_learner_dead_letters_total", output="dead_letters", reason="not_json") == 1
+    assert sample(reg, "stream_learner_dead_letters_total", output="learn_dead_letters", reason="unknown_id") == 1
 
 
 def test_dead_letter_message_header_names_the_problem():

@@ -38,6 +38,7 @@ def _settings(bootstrap: str, redis_url: str, topics: dict[str, str], prefix: st
         "kafka__events_topic": topics["events"],
         "kafka__predictions_topic": topics["predictions"],
         "kafka__dead_letter_topic": topics["dlq"],
+        "kafka__learn_dead_letter_topic": topics["learn_dlq"],
         "kafka__group_id": prefix,
         "kafka__session_timeout_ms": "6000",
         "checkpoint__store": "redis",
@@ -54,6 +55,7 @@ def _topics(make_topic: Any) -> dict[str, str]:
         "events": make_topic("events", PARTITIONS),
         "predictions": make_topic("predictions", PARTITIONS),
         "dlq": make_topic("dlq", 1),
+        "learn_dlq": make_topic("learn-dlq", 1),
     }
 
 
