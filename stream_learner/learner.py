@@ -1,16 +1,25 @@
-"""The pure core: score an event, learn its label, keep the online metric.
+"""The pure core: score an event, join its label, learn, keep the online metric.
 
-A :class:`Learner` holds one shard's state (one input partition): the model,
-the online metric and counters. It does no I/O and reads no clock: given the
-same ordered input it produces the same predictions and the same state, which
-is what makes recovery and backtests exact.
+A :class:`Learner` holds one shard's state (one input partition): the model
+(or one model per key, see :mod:`stream_learner.scopes`), the online metric,
+the buffers where predictions wait for labels and labels for events (see
+:mod:`stream_learner.labels`), and counters. It does no I/O and reads no
+clock: given the same ordered input it produces the same predictions and the
+same state, which is what makes recovery and backtests exact. It holds no
+locks, handles or lambdas, so a shard is checkpointed by pickling it.
 
-The order is River's progressive validation: predict, update the metric with
-that prediction, then learn the label (``evaluate.progressive_val_score``).
+The order is River's progressive validation (``evaluate.progressive_val_score``
+and ``stream.simulate_qa``): an event is scored; when its label is known (in
+the event itself, or a label record that came early) the metric is updated
+with that prediction and the model learns right away; otherwise the
+prediction waits, with a copy of the features, and the label record that
+comes later updates the metric with the prediction made when the event was
+scored and teaches the model those features. With labels delayed by ``k``
+events this is exactly ``progressive_val_score(..., delay=k)``.
 
 Examples
 --------
->>> from stream_learner.events import Event, Origin
+>>> from stream_learner.events import Event, Label, Origin
 >>> from stream_learner.models import ModelSpec
 >>> from stream_learner.settings import ModelSettings
 >>> learner = Learner(ModelSpec.from_settings(ModelSettings()))
@@ -18,70 +27,109 @@ Examples
 >>> p = learner.process(ev)
 >>> p.prediction, p.model.n_learned, learner.n_learned
 (0.0, 0, 1)
+
+A label record for an event scored earlier:
+
+>>> ev = Event("e2", "pipe-1", 1.0, {"hour": 4}, None, False, Origin("events", 0, 1))
+>>> learner.process(ev).model.n_learned, len(learner.book.pending)
+(1, 1)
+>>> learner.process(Label("e2", "pipe-1", 9.0, 99.0, Origin("events", 0, 2))) is None
+True
+>>> learner.n_learned, learner.book.stats.coverage
+(2, 1.0)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from stream_learner.errors import InvalidLabel
 from stream_learner.events import Event, Label, ModelInfo, Prediction
+from stream_learner.labels import LabelBook
 from stream_learner.models import ModelSpec
+from stream_learner.scopes import Slot, make_models
+from stream_learner.settings import LabelSettings
 from stream_learner.tasks import make_task
 
 __all__ = ["Learner"]
 
 
 class Learner:
-    """One shard's model, metric and counters.
+    """One shard's models, metric, label buffers and counters.
 
     Parameters
     ----------
     spec
-        Builds the model and the metric.
+        Builds the models and the metric.
+    labels
+        Whether inline labels are learned, and the limits of the label buffers.
     """
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, labels: LabelSettings | None = None) -> None:
+        labels = labels or LabelSettings()
         self.spec = spec
-        self.model = spec.build()
+        self.models = make_models(spec)
         self.metric = spec.build_metric()
-        self.task = make_task(spec.task, self.metric)
+        self.task = make_task(spec.task, self.metric, spec.settings.horizon)
+        self.book = LabelBook(labels)
         self.n_predicted = 0
         self.n_learned = 0
+        self._inline = labels.inline
         self._name = spec.settings.name
         self._version = spec.settings.version
 
     def process(self, item: Event | Label) -> Prediction | None:
-        """Handle one decoded record: an event gives a prediction, a label gives none.
-
-        Raises
-        ------
-        InvalidLabel
-            For a label-only record: its event is unknown to this learner.
-        """
+        """Handle one decoded record: an event gives a prediction, a label gives none."""
         if isinstance(item, Label):
-            raise InvalidLabel(
-                "unknown_id", f"no pending prediction with id {item.id!r} for key {item.key!r}"
-            )
+            self.learn_label(item)
+            return None
         return self.predict_one(item)
 
     def predict_one(self, event: Event) -> Prediction:
-        """Score ``event``; when it carries its label, update the metric and learn it."""
-        x = event.features
-        scored = self.task.predict(self.model, x)
-        info = ModelInfo(self._name, self._version, self.n_learned)
+        """Score ``event``; learn its label now if it is known, else keep it pending."""
+        self.book.tick(event.ts)
+        key, x = event.key, event.features
+        label = self._known_label(event)
+        slot = self.models.get(key)
+        info = ModelInfo(self._name, self._version, slot.n_learned)
+        kept = x if label is not None else dict(x)  # features as they are when scored
+        scored = self.task.predict(slot.model, x)
+        self._count_learned(slot, self.task.observe(slot.model, x))
         self.n_predicted += 1
-        if event.has_label:
-            self._learn(x, event.label, scored.metric_input)
+        self.book.predicted()
+        if label is None:
+            self.book.hold(key, event.id, kept, scored.metric_input, event.ts)
+        else:
+            self._learn(key, x, label[1], scored.metric_input)
+            self.book.labelled(label[0])
         return Prediction(
             event.id, event.key, event.ts, scored.prediction, scored.fields, info, event.origin
         )
 
-    def _learn(self, x: dict[str, Any], y: Any, metric_input: Any) -> None:
+    def learn_label(self, label: Label) -> None:
+        """Join a label record to its pending prediction and learn; else wait for the event."""
+        entry = self.book.claim(label.key, label.id)
+        if entry is None:
+            self.book.wait(label)
+            return
+        self._learn(label.key, entry.x, label.label, entry.metric_input)
+        self.book.labelled("late", self.book.delay_of(entry))
+
+    def _known_label(self, event: Event) -> tuple[str, Any] | None:
+        """(when, label) when the event's label is already known: inline or early."""
+        if event.has_label and self._inline:
+            return "inline", event.label
+        early = self.book.claim_early(event.key, event.id)
+        return None if early is None else ("early", early.label)
+
+    def _learn(self, key: str, x: dict[str, Any], y: Any, metric_input: Any) -> None:
         if metric_input is not None and metric_input != {}:
             self.metric.update(y, metric_input)
-        self.task.learn(self.model, x, y)
-        self.n_learned += 1
+        slot = self.models.get(key)
+        self._count_learned(slot, self.task.learn(slot.model, x, y))
+
+    def _count_learned(self, slot: Slot, n: int) -> None:
+        slot.n_learned += n
+        self.n_learned += n
 
     @property
     def metric_value(self) -> float:
