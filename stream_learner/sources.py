@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from stream_learner.datasets import dataset_records
-from stream_learner.errors import ConnectionFailed
+from stream_learner.errors import ConnectionFailed, SettingsError
 from stream_learner.events import Origin
 from stream_learner.settings import KafkaSettings, Settings
 
@@ -29,6 +29,7 @@ __all__ = [
     "Record",
     "Source",
     "TopicPartition",
+    "check_copartitioned",
     "kafka_client_options",
 ]
 
@@ -189,21 +190,47 @@ class _RebalanceBase:
         self._listener.on_assigned(sorted((tp.topic, tp.partition) for tp in assigned))
 
 
+def check_copartitioned(events: tuple[str, int], labels: tuple[str, int]) -> None:
+    """Fail unless the labels topic has as many partitions as the events topic.
+
+    Examples
+    --------
+    >>> check_copartitioned(("events", 3), ("labels", 3))
+    >>> check_copartitioned(("events", 3), ("labels", 2))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stream_learner.errors.SettingsError: kafka.labels_topic 'labels' has 2 partitions but ...
+    """
+    if events[1] != labels[1]:
+        raise SettingsError(
+            f"kafka.labels_topic {labels[0]!r} has {labels[1]} partitions but "
+            f"kafka.events_topic {events[0]!r} has {events[1]}: a labels topic must be "
+            "co-partitioned with the events topic (same partition count, records keyed like "
+            "their events) so that the label of an event is read by the worker that scored it"
+        )
+
+
 class KafkaSource:
-    """A member of the consumer group reading the events topic.
+    """A member of the consumer group reading the events topic (and the labels topic).
+
+    With ``kafka.labels_topic`` set, both topics are subscribed with the range
+    assignor, which hands partition ``p`` of both topics to the same member
+    when they have the same partition count (checked at start).
 
     Offsets are committed only through :meth:`commit`, never automatically.
     """
 
     def __init__(self, settings: Settings, environ: Mapping[str, str]) -> None:
         from kafka import KafkaConsumer
+        from kafka.coordinator.assignors.range import RangePartitionAssignor
         from kafka.errors import KafkaError
 
         k = settings.kafka
-        self._topics = [k.events_topic]
+        self._topics = [k.events_topic] + ([k.labels_topic] if k.labels_topic else [])
         try:
             self._consumer = KafkaConsumer(
                 group_id=k.group_id,
+                partition_assignment_strategy=(RangePartitionAssignor,),
                 enable_auto_commit=False,
                 auto_offset_reset=k.auto_offset_reset,
                 max_poll_records=settings.service.batch_size,
@@ -216,12 +243,21 @@ class KafkaSource:
             raise ConnectionFailed(
                 f"cannot reach Kafka at {k.bootstrap_servers}: {type(exc).__name__}: {exc}"
             ) from exc
+        counts = []
         for topic in self._topics:
-            if self._consumer.partitions_for_topic(topic) is None:
+            partitions = self._consumer.partitions_for_topic(topic)
+            if partitions is None:
                 self._consumer.close()
                 raise ConnectionFailed(
                     f"topic {topic!r} does not exist on Kafka at {k.bootstrap_servers}"
                 )
+            counts.append((topic, len(partitions)))
+        if len(counts) == 2:
+            try:
+                check_copartitioned(counts[0], counts[1])
+            except SettingsError:
+                self._consumer.close()
+                raise
 
     def subscribe(self, listener: PartitionListener) -> None:
         """Join the consumer group; assignments arrive during :meth:`poll`."""
