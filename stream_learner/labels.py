@@ -168,6 +168,9 @@ class LabelBook:
     def tick(self, ts: float) -> None:
         """One more event, at event time ``ts``: advance the clock, expire what is too old."""
         self.n_events += 1
+        if self.event_time == -math.inf:  # the clock starts: labels that came first start too
+            for wait in self.early.values():
+                wait.t = ts
         if ts > self.event_time:
             self.event_time = ts
         self._expire_old()
@@ -221,7 +224,8 @@ class LabelBook:
         jk = (label.key, label.id)
         if jk in self.early:
             self._expire_early(jk)
-        self.early[jk] = EarlyLabel(label, self.n_events, self.event_time)
+        # seq: the last event scored before the label came (-1: none yet)
+        self.early[jk] = EarlyLabel(label, self.n_events - 1, self.event_time)
         while len(self.early) > self.settings.early_max_count:
             self._expire_early(next(iter(self.early)))
 

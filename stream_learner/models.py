@@ -167,8 +167,8 @@ class ModelSpec:
     def from_settings(cls, settings: ModelSettings) -> ModelSpec:
         """Check the configuration once by building it, then return the spec."""
         spec = cls(settings)
+        _check_task(settings.task, spec._build_configured())
         model = spec.build()
-        _check_task(settings.task, model)
         if settings.task == "anomaly" and not isinstance(final_step(model), base.AnomalyFilter):
             raise ModelConfigError(
                 "model.task is 'anomaly': set model.anomaly_threshold or model.anomaly_quantile, "
@@ -204,11 +204,7 @@ class ModelSpec:
     def build(self) -> Any:
         """A fresh, untrained River estimator."""
         s = self.settings
-        if s.factory:
-            model = _load_factory(s.factory)()
-        else:
-            steps = [build_step(step, s.seed) for step in s.pipeline]
-            model = steps[0] if len(steps) == 1 else compose.Pipeline(*steps)
+        model = self._build_configured()
         if s.task != "anomaly":
             return model
         if s.anomaly_threshold is not None:
@@ -216,6 +212,14 @@ class ModelSpec:
         if s.anomaly_quantile is not None:
             return anomaly.QuantileFilter(model, q=s.anomaly_quantile)
         return model
+
+    def _build_configured(self) -> Any:
+        """The pipeline or factory model, before any anomaly threshold wraps it."""
+        s = self.settings
+        if s.factory:
+            return _load_factory(s.factory)()
+        steps = [build_step(step, s.seed) for step in s.pipeline]
+        return steps[0] if len(steps) == 1 else compose.Pipeline(*steps)
 
     def build_metric(self) -> metrics.base.Metric:
         """A fresh online metric (the task's default when none is configured)."""
