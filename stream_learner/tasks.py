@@ -150,7 +150,7 @@ class AnomalyDetection:
 
     def predict(self, model: Any, x: dict[str, Any]) -> Scored:
         """``score_one`` and the filter's ``classify``; the metric gets the score."""
-        score = model.score_one(x)
+        score = float(model.score_one(x))  # some detectors return an int 0 at first
         is_anomaly = bool(_final_step(model).classify(score))
         return Scored(is_anomaly, {"score": score, "is_anomaly": is_anomaly}, score)
 
