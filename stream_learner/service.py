@@ -150,7 +150,8 @@ class Service:
         """Create a shard for each newly owned partition (or take back a parked one)."""
         for shard in {self.shard_of(tp) for tp in partitions}:
             if shard not in self.shards:
-                self.shards[shard] = self._parked.pop(shard, None) or self._new_learner()
+                parked = shard in self._parked
+                self.shards[shard] = self._parked.pop(shard) if parked else self._new_learner()
         self.metrics.partitions.set(len(self.shards))
         log.info("assigned partitions %s", list(partitions))
 
