@@ -245,10 +245,24 @@ def _check_regression_label(label: Any) -> None:
         )
 
 
+def _check_anomaly_label(label: Any) -> None:
+    if label not in (0, 1) or isinstance(label, float):
+        raise InvalidLabel(
+            "invalid_label",
+            f"an anomaly label must be true/false or 1/0 (1: anomaly), got {label!r}",
+        )
+
+
 LABEL_CHECKS: dict[str, Callable[[Any], None]] = {
     "classification": _check_classification_label,
     "regression": _check_regression_label,
+    "anomaly": _check_anomaly_label,
+    "forecasting": _check_regression_label,
 }
+
+#: Tasks whose every record is an event: a record without features is an
+#: observation of its key's series (forecasting), not a label record.
+OBSERVATION_TASKS = frozenset({"forecasting"})
 
 
 class Codec:
@@ -268,6 +282,7 @@ class Codec:
         self.schema = schema
         self.limits = limits
         self._check_label = LABEL_CHECKS[task]
+        self._observations = task in OBSERVATION_TASKS
         self._reserved = {schema.id, schema.key, schema.ts, schema.label}
 
     def decode(
@@ -288,6 +303,8 @@ class Codec:
         label = obj.get(s.label)
         has_label = label is not None
         features = self._features(obj)
+        if features is None and self._observations and has_label:
+            features = {}
         if features is None:
             if not has_label:
                 raise InvalidRecord(

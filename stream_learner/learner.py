@@ -1,23 +1,32 @@
-"""The pure core: score an event, learn its label, keep the online metric.
+"""The pure core: score an event, join its label, learn, keep the online metric.
 
-A :class:`Learner` holds one shard's state (one input partition): the model,
-the online metric and counters. It does no I/O and reads no clock: given the
-same ordered input it produces the same predictions and the same state, which
-is what makes recovery and backtests exact.
+A :class:`Learner` holds one shard's state (one input partition): the model
+(or one model per key, see :mod:`stream_learner.scopes`), the online metric,
+the buffers where predictions wait for labels and labels for events (see
+:mod:`stream_learner.labels`), and counters. It does no I/O and reads no
+clock: given the same ordered input it produces the same predictions and the
+same state, which is what makes recovery and backtests exact. It holds no
+locks, handles or lambdas, so a shard is checkpointed by pickling it.
 
-The order is River's progressive validation: predict, then learn the label and
-update the metric with the prediction made before learning
-(``evaluate.progressive_val_score``).
+The order is River's progressive validation (``evaluate.progressive_val_score``
+and ``stream.simulate_qa``): an event is scored; when its label is known (in
+the event itself, or a label record that came early) the metric is updated
+with that prediction and the model learns right away; otherwise the
+prediction waits, with a copy of the features, and the label record that
+comes later updates the metric with the prediction made when the event was
+scored and teaches the model those features. With labels delayed by ``k``
+events this is exactly ``progressive_val_score(..., delay=k)``.
 
 Bad input never escapes as anything but :class:`~stream_learner.errors.InvalidRecord`:
 a model that cannot score an event's features raises ``model_rejected`` (the
 state is untouched); a label the model cannot learn does not stop the
 prediction: it is returned with ``label_error`` set (``learn_failed``), the
-metric is not updated and ``n_learned`` does not move.
+metric is not updated and ``n_learned`` does not move. A label record that
+cannot be learned raises :class:`~stream_learner.errors.InvalidLabel`.
 
 Examples
 --------
->>> from stream_learner.events import Event, Origin
+>>> from stream_learner.events import Event, Label, Origin
 >>> from stream_learner.models import ModelSpec
 >>> from stream_learner.settings import ModelSettings
 >>> learner = Learner(ModelSpec.from_settings(ModelSettings()))
@@ -25,12 +34,16 @@ Examples
 >>> p = learner.process(ev)
 >>> p.prediction, p.model.n_learned, learner.n_learned
 (0.0, 0, 1)
->>> _ = learner.process(Event("e2", "pipe-1", 0.0, {"hour": 4}, 99.0, True, Origin("events", 0, 1)))
->>> bad = Event("e3", "pipe-1", 0.0, {"hour": "five"}, None, False, Origin("events", 0, 2))
->>> learner.process(bad)
-Traceback (most recent call last):
-...
-stream_learner.errors.InvalidRecord: model_rejected: the model cannot score these features: ...
+
+A label record for an event scored earlier:
+
+>>> ev = Event("e2", "pipe-1", 1.0, {"hour": 4}, None, False, Origin("events", 0, 1))
+>>> learner.process(ev).model.n_learned, len(learner.book.pending)
+(1, 1)
+>>> learner.process(Label("e2", "pipe-1", 9.0, 99.0, Origin("events", 0, 2))) is None
+True
+>>> learner.n_learned, learner.book.stats.coverage
+(2, 1.0)
 """
 
 from __future__ import annotations
@@ -39,28 +52,36 @@ from typing import Any
 
 from stream_learner.errors import InvalidLabel, InvalidRecord
 from stream_learner.events import Event, Label, ModelInfo, Prediction
+from stream_learner.labels import LabelBook
 from stream_learner.models import ModelSpec
+from stream_learner.scopes import Slot, make_models
+from stream_learner.settings import LabelSettings
 from stream_learner.tasks import make_task
 
 __all__ = ["Learner"]
 
 
 class Learner:
-    """One shard's model, metric and counters.
+    """One shard's models, metric, label buffers and counters.
 
     Parameters
     ----------
     spec
-        Builds the model and the metric.
+        Builds the models and the metric.
+    labels
+        Whether inline labels are learned, and the limits of the label buffers.
     """
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, labels: LabelSettings | None = None) -> None:
+        labels = labels or LabelSettings()
         self.spec = spec
-        self.model = spec.build()
+        self.models = make_models(spec)
         self.metric = spec.build_metric()
-        self.task = make_task(spec.task, self.metric)
+        self.task = make_task(spec.task, self.metric, spec.settings.horizon)
+        self.book = LabelBook(labels)
         self.n_predicted = 0
         self.n_learned = 0
+        self._inline = labels.inline
         self._name = spec.settings.name
         self._version = spec.settings.version
 
@@ -69,31 +90,44 @@ class Learner:
 
         Raises
         ------
-        InvalidLabel
-            For a label-only record: its event is unknown to this learner.
         InvalidRecord
             ``model_rejected``: the model raised on the event's features.
+        InvalidLabel
+            ``learn_failed``: the model raised learning a label record.
         """
         if isinstance(item, Label):
-            raise InvalidLabel(
-                "unknown_id", f"no pending prediction with id {item.id!r} for key {item.key!r}"
-            )
+            self.learn_label(item)
+            return None
         return self.predict_one(item)
 
     def predict_one(self, event: Event) -> Prediction:
-        """Score ``event``; when it carries its label, learn it and update the metric."""
-        x = event.features
+        """Score ``event``; learn its label now if it is known, else keep it pending."""
+        self.book.tick(event.ts)
+        key, x = event.key, event.features
+        slot = self.models.get(key)
+        info = ModelInfo(self._name, self._version, slot.n_learned)
         try:
-            scored = self.task.predict(self.model, x)
+            scored = self.task.predict(slot.model, x)
         except Exception as exc:  # the model is third-party code: map its errors here
             raise InvalidRecord(
                 "model_rejected", f"the model cannot score these features: {_describe(exc)}"
             ) from exc
-        info = ModelInfo(self._name, self._version, self.n_learned)
-        self.n_predicted += 1
+        label = self._known_label(event)
+        kept = x if label is not None else dict(x)  # features as they are when scored
         label_error = event.label_error
-        if event.has_label:
-            label_error = self._learn(x, event.label, scored.metric_input)
+        try:
+            self._count_learned(slot, self.task.observe(slot.model, x))
+        except Exception as exc:
+            label_error = InvalidLabel(
+                "learn_failed", f"the model cannot learn this event: {_describe(exc)}"
+            )
+        self.n_predicted += 1
+        self.book.predicted()
+        if label is None:
+            self.book.hold(key, event.id, kept, scored.metric_input, event.ts)
+        else:
+            label_error = self._learn(key, x, label[1], scored.metric_input) or label_error
+            self.book.labelled(label[0])
         return Prediction(
             event.id,
             event.key,
@@ -105,17 +139,51 @@ class Learner:
             label_error,
         )
 
-    def _learn(self, x: dict[str, Any], y: Any, metric_input: Any) -> InvalidLabel | None:
+    def learn_label(self, label: Label) -> None:
+        """Join a label record to its pending prediction and learn; else wait for the event.
+
+        Raises
+        ------
+        InvalidLabel
+            ``learn_failed``: the model raised while learning it.
+        """
+        entry = self.book.claim(label.key, label.id)
+        if entry is None:
+            self.book.wait(label)
+            return
+        error = self._learn(label.key, entry.x, label.label, entry.metric_input)
+        if error is not None:
+            raise error
+        self.book.labelled("late", self.book.delay_of(entry))
+
+    def _known_label(self, event: Event) -> tuple[str, Any] | None:
+        """(when, label) when the event's label is already known: inline or early."""
+        if event.has_label and self._inline:
+            return "inline", event.label
+        early = self.book.claim_early(event.key, event.id)
+        return None if early is None else ("early", early.label)
+
+    def _learn(self, key: str, x: dict[str, Any], y: Any, metric_input: Any) -> InvalidLabel | None:
+        slot = self.models.get(key)
         try:
-            self.task.learn(self.model, x, y)
+            n = self.task.learn(slot.model, x, y)
         except Exception as exc:  # the model is third-party code: map its errors here
             return InvalidLabel(
-                "learn_failed", f"the model cannot learn this event: {_describe(exc)}"
+                "learn_failed", f"the model cannot learn this label: {_describe(exc)}"
             )
         if metric_input is not None and metric_input != {}:
             self.metric.update(y, metric_input)
-        self.n_learned += 1
+        self._count_learned(slot, n)
         return None
+
+    def _count_learned(self, slot: Slot, n: int) -> None:
+        slot.n_learned += n
+        self.n_learned += n
+
+    @property
+    def model(self) -> Any:
+        """The model of a partition-scoped learner (per-key learners: ``models.get(key)``)."""
+        return self.models.get("").model
 
     @property
     def metric_value(self) -> float:

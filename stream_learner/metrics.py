@@ -32,9 +32,20 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsServer"]
+__all__ = [
+    "DELAY_EVENT_BUCKETS",
+    "DELAY_SECOND_BUCKETS",
+    "LATENCY_BUCKETS",
+    "Metrics",
+    "MetricsServer",
+]
 
 log = logging.getLogger(__name__)
+
+#: Events scored between an event and its label.
+DELAY_EVENT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000, 100000)
+#: Seconds of event time between an event and its label: a second to a week.
+DELAY_SECOND_BUCKETS = (0, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400)
 
 #: Seconds; from 100 µs to 10 s, dense where a streaming learner lives.
 LATENCY_BUCKETS = (
@@ -50,7 +61,7 @@ class Metrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.records = Counter(
             "stream_learner_records_total",
-            "Input records by outcome: prediction, label (applied) or dead_letter.",
+            "Input records by outcome: prediction, label (a label record) or dead_letter.",
             ["outcome"], registry=r,
         )
         self.dead_letters = Counter(
@@ -129,8 +140,72 @@ class Metrics:
             "stream_learner_ready", "1 when the worker has restored state and consumes.",
             registry=r,
         )
+        self._declare_label_metrics(r)
+        self._declare_model_metrics(r)
 
         self.is_ready = False
+
+    def _declare_label_metrics(self, r: CollectorRegistry) -> None:
+        self.labels_joined = Counter(
+            "stream_learner_labels_joined_total",
+            "Labels applied, by when they were known: inline (in the event), early (a label "
+            "record before its event) or late (a label record after its event).",
+            ["when"], registry=r,
+        )
+        self.labels_expired = Counter(
+            "stream_learner_labels_expired_total",
+            "Buffer entries expired unjoined: pending (a prediction whose label never came) or "
+            "early (a label whose event never came).",
+            ["buffer"], registry=r,
+        )
+        self.label_delay_events = Histogram(
+            "stream_learner_label_delay_events",
+            "Per applied label: events its partition scored after the labelled one.",
+            buckets=DELAY_EVENT_BUCKETS, registry=r,
+        )
+        self.label_delay_seconds = Histogram(
+            "stream_learner_label_delay_seconds",
+            "Per applied label: seconds of event time from the labelled event to the label.",
+            buckets=DELAY_SECOND_BUCKETS, registry=r,
+        )
+        self.label_coverage = Gauge(
+            "stream_learner_label_coverage_ratio",
+            "Share of the predictions of each input partition that got a label.",
+            ["partition"], registry=r,
+        )
+        self.pending_predictions = Gauge(
+            "stream_learner_pending_predictions",
+            "Predictions waiting for their label, per input partition.",
+            ["partition"], registry=r,
+        )
+        self.early_labels = Gauge(
+            "stream_learner_early_labels",
+            "Labels waiting for their event, per input partition.",
+            ["partition"], registry=r,
+        )
+
+    def _declare_model_metrics(self, r: CollectorRegistry) -> None:
+        self.resident_models = Gauge(
+            "stream_learner_resident_models",
+            "Models in memory, per input partition (1 unless model.scope is key).",
+            ["partition"], registry=r,
+        )
+        self.parked_models = Gauge(
+            "stream_learner_parked_models",
+            "Per-key models moved out of memory into the partition's state, per partition.",
+            ["partition"], registry=r,
+        )
+        self.resident_models_bytes = Gauge(
+            "stream_learner_resident_models_bytes",
+            "Estimated memory of the resident models, per input partition (River's "
+            "_raw_memory_usage, refreshed every metrics.memory_interval_s).",
+            ["partition"], registry=r,
+        )
+        self.parked_models_bytes = Gauge(
+            "stream_learner_parked_models_bytes",
+            "Size of the pickled parked models, per input partition.",
+            ["partition"], registry=r,
+        )
 
     def set_ready(self, ready: bool) -> None:
         """Mark the worker ready (state restored, consuming) or not."""

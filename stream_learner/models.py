@@ -36,15 +36,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from river import base, compose, metrics
+from river import anomaly, base, compose, metrics, time_series
 
 from stream_learner.errors import ModelConfigError
 from stream_learner.settings import ModelSettings
 
-__all__ = ["DEFAULT_METRICS", "ModelSpec", "build_step", "resolve_class"]
+__all__ = ["DEFAULT_METRICS", "ModelSpec", "build_step", "final_step", "resolve_class"]
 
-DEFAULT_METRICS = {"classification": "metrics.Accuracy", "regression": "metrics.MAE"}
-_TASK_BASES: dict[str, type] = {"classification": base.Classifier, "regression": base.Regressor}
+DEFAULT_METRICS = {
+    "classification": "metrics.Accuracy",
+    "regression": "metrics.MAE",
+    "anomaly": "metrics.ROCAUC",
+    "forecasting": "metrics.MAE",
+}
+#: River base classes the model (or its pipeline's last step) must be, by task.
+_TASK_BASES: dict[str, dict[str, type]] = {
+    "classification": {"base.Classifier": base.Classifier},
+    "regression": {"base.Regressor": base.Regressor},
+    "anomaly": {"base.AnomalyDetector": base.AnomalyDetector,
+                "base.AnomalyFilter": base.AnomalyFilter},
+    "forecasting": {"time_series.base.Forecaster": time_series.base.Forecaster},
+}
 
 
 def resolve_class(path: str) -> type:
@@ -131,6 +143,30 @@ def _load_factory(path: str) -> Callable[[], Any]:
     return func  # type: ignore[no-any-return]
 
 
+def final_step(model: Any) -> Any:
+    """The last step of a pipeline, or the model itself.
+
+    Examples
+    --------
+    >>> from river import linear_model, preprocessing
+    >>> type(final_step(preprocessing.StandardScaler() | linear_model.LinearRegression())).__name__
+    'LinearRegression'
+    """
+    if isinstance(model, compose.Pipeline):
+        return list(model.steps.values())[-1]
+    return model
+
+
+def _check_task(task: str, model: Any) -> None:
+    expected = tuple(_TASK_BASES[task].values())
+    if not isinstance(model, expected) and not isinstance(final_step(model), expected):
+        names = " or ".join(_TASK_BASES[task])
+        raise ModelConfigError(
+            f"model.task is {task!r} but the model is a {type(model).__name__}, "
+            f"not a River {names}"
+        )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A validated recipe for the model and metric of one shard.
@@ -145,15 +181,19 @@ class ModelSpec:
     def from_settings(cls, settings: ModelSettings) -> ModelSpec:
         """Check the configuration once by building it, then return the spec."""
         spec = cls(settings)
+        _check_task(settings.task, spec._build_configured())
         model = spec.build()
-        expected = _TASK_BASES[settings.task]
-        if not isinstance(model, expected):
+        if settings.task == "anomaly" and not isinstance(final_step(model), base.AnomalyFilter):
             raise ModelConfigError(
-                f"model.task is {settings.task!r} but the model is a {type(model).__name__}, "
-                f"not a River {expected.__name__}"
+                "model.task is 'anomaly': set model.anomaly_threshold or model.anomaly_quantile, "
+                "or end the pipeline with anomaly.ThresholdFilter / anomaly.QuantileFilter"
             )
         metric = spec.build_metric()
-        if not metric.works_with(model):  # type: ignore[arg-type]
+        if settings.task == "forecasting":
+            works = isinstance(metric, metrics.base.RegressionMetric)
+        else:
+            works = metric.works_with(model)
+        if not works:
             raise ModelConfigError(
                 f"model.metric {type(metric).__name__} does not work with {type(model).__name__}"
             )
@@ -161,8 +201,13 @@ class ModelSpec:
 
     @property
     def task(self) -> str:
-        """The task kind: ``classification`` or ``regression``."""
+        """The task kind: ``classification``, ``regression``, ``anomaly`` or ``forecasting``."""
         return self.settings.task
+
+    @property
+    def scope(self) -> str:
+        """``partition`` (one model per shard) or ``key``; forecasting is always per key."""
+        return "key" if self.settings.task == "forecasting" else self.settings.scope
 
     @property
     def config_hash(self) -> str:
@@ -172,6 +217,18 @@ class ModelSpec:
 
     def build(self) -> Any:
         """A fresh, untrained River estimator."""
+        s = self.settings
+        model = self._build_configured()
+        if s.task != "anomaly":
+            return model
+        if s.anomaly_threshold is not None:
+            return anomaly.ThresholdFilter(model, threshold=s.anomaly_threshold)
+        if s.anomaly_quantile is not None:
+            return anomaly.QuantileFilter(model, q=s.anomaly_quantile)
+        return model
+
+    def _build_configured(self) -> Any:
+        """The pipeline or factory model, before any anomaly threshold wraps it."""
         s = self.settings
         if s.factory:
             try:

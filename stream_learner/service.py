@@ -8,6 +8,11 @@ outputs durable and commits the offsets the batch covered (the output frontier
 K), and only then checkpoints shards whose schedule is due (the state frontier
 C <= K). See ``docs/state.md``.
 
+With a labels topic (``kafka.labels_topic``), partition ``p`` of that topic
+belongs to the shard of partition ``p`` of the events topic: the two topics
+are co-partitioned and the Kafka source assigns them together. A shard then
+has two input partitions, each with its own position and committed offset.
+
 When partitions are assigned, each shard is restored before its records are
 used: from its newest checkpoint (seek to C, re-process C..K silently), from
 the log start when the store holds nothing, or as a fresh model when
@@ -20,7 +25,9 @@ Accounting: every input record ends as exactly one outcome, ``prediction``
 inline label cannot be learned is a ``prediction``; its label additionally
 goes to the ``learn_dead_letters`` output and is counted as
 ``inline_labels_rejected``, so that
-``input_dead_letters + learn_dead_letters == dead_letters + inline_labels_rejected``.
+``input_dead_letters + learn_dead_letters == dead_letters + inline_labels_rejected
++ labels_expired`` (``labels_expired``: label records accepted earlier whose event
+never came; they leave the early-label buffer to the learn dead letters).
 Records re-processed silently after a restore count only as ``replayed``.
 
 :meth:`Service.stop` (wired to SIGTERM / SIGINT by the CLI) lets the current
@@ -35,12 +42,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from stream_learner.errors import CheckpointFenced, InvalidLabel, InvalidRecord
 from stream_learner.events import Codec, Event, Label, encode_prediction
+from stream_learner.labels import Expired, LabelStats
 from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer, Shard, shard_id
+from stream_learner.scopes import memory_bytes
 from stream_learner.settings import Settings
 from stream_learner.sinks import Sink, dead_letter
 from stream_learner.sources import Record, Source, TopicPartition
@@ -62,6 +73,7 @@ class Counts:
     input_dead_letters: int = 0
     learn_dead_letters: int = 0
     inline_labels_rejected: int = 0
+    labels_expired: int = 0
 
     def add(self, other: Counts) -> None:
         """Add ``other``'s counts to these."""
@@ -85,6 +97,10 @@ class Summary(Counts):
     elapsed_s: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     metric_name: str = ""
+    #: label counters, coverage and mean delays over the shards owned at the end
+    labelling: dict[str, float] = field(default_factory=dict)
+    #: resident / parked models and their size over the shards owned at the end
+    models: dict[str, int] = field(default_factory=dict)
 
     @property
     def events_per_s(self) -> float:
@@ -100,6 +116,8 @@ class Summary(Counts):
             "events_per_s": self.events_per_s,
             "metric": self.metric_name,
             "online_metric": self.metrics,
+            "labelling": self.labelling,
+            "models": self.models,
         }
 
     def render(self) -> str:
@@ -110,10 +128,13 @@ class Summary(Counts):
             if self.inline_labels_rejected
             else ""
         )
+        lab = self.labelling
+        expired = int(lab.get("expired_pending", 0) + lab.get("expired_early", 0))
         return (
             f"{self.records} records in {self.elapsed_s:.2f}s ({self.events_per_s:,.0f} events/s): "
             f"{self.predictions} predictions, {self.label_records} label records, "
-            f"{self.dead_letters} dead letters{rejected}; {self.labels} labels learned"
+            f"{self.dead_letters} dead letters{rejected}; {self.labels} labels learned "
+            f"(coverage {lab.get('coverage', 0.0):.1%}, {expired} expired)"
             + (f", {self.replayed} replayed silently" if self.replayed else "")
             + f"; online {self.metric_name}: {quality or 'n/a'}"
         )
@@ -206,6 +227,9 @@ class Service:
         self._parked: dict[TopicPartition, Shard] = {}
         self._to_restore: list[TopicPartition] = []
         self._uncommitted: dict[TopicPartition, int] = {}
+        self._labels_topic = settings.kafka.labels_topic
+        self._events_topic = settings.kafka.events_topic
+        self._memory_due = -float("inf")
         self._clock = clock
         self._wall_clock = wall_clock
         self._stopping = False
@@ -214,9 +238,15 @@ class Service:
 
     # -- partition lifecycle (called by the source, inside poll) -------------------
 
+    def shard_of(self, tp: TopicPartition) -> TopicPartition:
+        """The shard a partition's records go to: labels partition p -> events partition p."""
+        if self._labels_topic and tp[0] == self._labels_topic:
+            return (self._events_topic, tp[1])
+        return tp
+
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         """Queue newly owned partitions for restore (done after the poll returns)."""
-        self._to_restore.extend(tp for tp in partitions if tp not in self.shards)
+        self._to_restore.extend(tp for tp in partitions if self.shard_of(tp) not in self.shards)
         self.metrics.set_ready(False)
         log.info("assigned partitions %s", list(partitions))
 
@@ -224,7 +254,7 @@ class Service:
         """Commit, checkpoint and release the shards of ``partitions``."""
         self._commit()
         now = self._clock()
-        for tp in partitions:
+        for tp in sorted({self.shard_of(tp) for tp in partitions}):
             shard = self.shards.pop(tp, None)
             if shard is None:
                 continue
@@ -240,27 +270,44 @@ class Service:
         log.info("revoked partitions %s", list(partitions))
 
     def _restore(self) -> set[TopicPartition]:
-        """Resume every queued partition; return those the source was told to seek."""
-        restored = set(self._to_restore)
+        """Resume every queued partition's shard; return the partitions told to seek."""
+        inputs: dict[TopicPartition, list[TopicPartition]] = {}
+        for tp in sorted(set(self._to_restore)):
+            inputs.setdefault(self.shard_of(tp), []).append(tp)
         self._to_restore = []
-        committed = self.source.committed(sorted(restored))
-        beginning = self.source.beginning(sorted(restored))
+        every = sorted(tp for tps in inputs.values() for tp in tps)
+        committed = self.source.committed(every)
+        beginning = self.source.beginning(every)
         generation = self.source.generation()
         moved: set[TopicPartition] = set()
-        for tp in sorted(restored):
-            shard = self.shards[tp] = self._resume(tp, committed[tp], beginning[tp], generation)
+        for key, tps in inputs.items():
+            shard = self._resume(
+                key, {tp: committed[tp] for tp in tps}, {tp: beginning[tp] for tp in tps},
+                generation,
+            )
+            self.shards[key] = shard
             moved.update(shard.position)
         self.metrics.partitions.set(len(self.shards))
         return moved
 
-    def _resume(self, tp: TopicPartition, k: int | None, start: int, generation: int) -> Shard:
-        sid = shard_id(tp)
-        parked = self._parked.pop(tp, None)
-        if parked is not None and k is not None and parked.position.get(tp) == k:
-            log.info("shard %s: in-memory state is current at offset %d", sid, k)
-            self.source.seek(tp, k)
+    def _resume(
+        self,
+        key: TopicPartition,
+        committed: dict[TopicPartition, int | None],
+        beginning: dict[TopicPartition, int],
+        generation: int,
+    ) -> Shard:
+        sid = shard_id(key)
+        parked = self._parked.pop(key, None)
+        if parked is not None and all(
+            k is not None and parked.position.get(tp) == k for tp, k in committed.items()
+        ):
+            log.info("shard %s: in-memory state is current at %s", sid, committed)
+            for tp, k in committed.items():
+                if k is not None:
+                    self.source.seek(tp, k)
             return parked
-        plan = self.checkpointer.plan(sid, {tp: k}, {tp: start}, generation, self._new_learner)
+        plan = self.checkpointer.plan(sid, committed, beginning, generation, self._new_learner)
         for partition, offset in plan.seek.items():
             self.source.seek(partition, offset)
         shard = Shard(sid, plan.learner, dict(plan.seek), dict(plan.replay_until))
@@ -271,7 +318,7 @@ class Service:
         return shard
 
     def _new_learner(self) -> Learner:
-        return Learner(self.spec)
+        return Learner(self.spec, self.settings.labels)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -314,11 +361,23 @@ class Service:
             self._checkpoint_all()
         finally:
             self.metrics.set_ready(False)
-            self.summary.elapsed_s = self._clock() - started
-            self.summary.metrics = {
-                f"{t}[{p}]": shard.learner.metric_value for (t, p), shard in self.shards.items()
-            }
+            self._finish_summary(started)
         return self.summary
+
+    def _finish_summary(self, started: float) -> None:
+        s = self.summary
+        s.elapsed_s = self._clock() - started
+        learners = [shard.learner for shard in self.shards.values()]
+        s.metrics = {
+            f"{t}[{p}]": shard.learner.metric_value for (t, p), shard in self.shards.items()
+        }
+        s.labelling = LabelStats.total(lr.book.stats for lr in learners).to_dict()
+        s.models = {
+            "resident": sum(lr.models.n_resident for lr in learners),
+            "parked": sum(lr.models.n_parked for lr in learners),
+            "parked_bytes": sum(lr.models.parked_bytes for lr in learners),
+            "resident_bytes_estimate": sum(memory_bytes(lr.models) for lr in learners),
+        }
 
     def _replaying(self) -> bool:
         return any(shard.replay_until for shard in self.shards.values())
@@ -330,7 +389,7 @@ class Service:
         n_replayed = 0
         for record in records:
             tp = (record.origin.topic, record.origin.partition)
-            shard = self.shards.get(tp)
+            shard = self.shards.get(self.shard_of(tp))
             if shard is None:  # revoked mid-batch: not ours to count or commit
                 continue
             offset = record.origin.offset
@@ -345,7 +404,22 @@ class Service:
             self._advance(shard, tp, offset)
         self.summary.replayed += n_replayed
         self.metrics.replayed.inc(n_replayed)
+        self._drain_labels(counts)
         self._record_batch(counts, latencies, received_at)
+
+    def _drain_labels(self, counts: Counts) -> None:
+        """Report joined labels' delays; dead-letter early labels that expired unjoined."""
+        m = self.metrics
+        for shard in self.shards.values():
+            book = shard.learner.book
+            for when, events, seconds in book.drain_delays():
+                m.labels_joined.labels(when=when).inc()
+                m.label_delay_events.observe(events)
+                m.label_delay_seconds.observe(seconds)
+            for expired in book.drain_expired():
+                m.labels_expired.labels(buffer=expired.buffer).inc()
+                if expired.label is not None:
+                    self._expired_label(expired, counts)
 
     def _advance(self, shard: Shard, tp: TopicPartition, offset: int) -> None:
         shard.position[tp] = offset + 1
@@ -427,6 +501,27 @@ class Service:
         self.metrics.dead_letters.labels(output=output, reason=error.reason).inc()
         log.debug("dead letter at %s: %s", record.origin, error)
 
+    def _expired_label(self, expired: Expired, counts: Counts) -> None:
+        """An early label whose event never came: to the learn dead letters.
+
+        The label record was accepted (counted as a label record) when it came;
+        its value here is the label re-encoded, as its original bytes are gone.
+        """
+        label = expired.label
+        assert label is not None
+        value = orjson.dumps(
+            {"id": label.id, "key": label.key, "ts": label.ts, "label": label.label},
+            option=orjson.OPT_NON_STR_KEYS,
+        )
+        record = Record(value, label.key.encode("utf-8"), int(label.ts * 1000), label.origin)
+        error = InvalidLabel(
+            "unknown_id",
+            f"no event with id {label.id!r} and key {label.key!r} arrived within the "
+            "[labels] early_max_* limits",
+        )
+        self._dead_letter(record, error, counts)
+        counts.labels_expired += 1
+
     def _record_batch(self, counts: Counts, latencies: list[float], t0: float) -> None:
         m = self.metrics
         self.summary.add(counts)
@@ -450,10 +545,30 @@ class Service:
         m = self.metrics
         m.commits.inc()
         m.stage_latency.labels(stage="commit").observe(self._clock() - t0)
+        self._report_shards()
+
+    def _report_shards(self) -> None:
+        """Per-partition gauges: metric, coverage, buffers, models (memory when due)."""
+        m = self.metrics
+        now = self._clock()
+        estimate = now >= self._memory_due
+        if estimate:
+            self._memory_due = now + self.settings.metrics.memory_interval_s
         for (_topic, partition), shard in self.shards.items():
-            m.online_metric.labels(partition=str(partition), metric=self._metric_name).set(
-                shard.learner.metric_value
+            learner = shard.learner
+            p = str(partition)
+            m.online_metric.labels(partition=p, metric=self._metric_name).set(
+                learner.metric_value
             )
+            book, models = learner.book, learner.models
+            m.label_coverage.labels(partition=p).set(book.stats.coverage)
+            m.pending_predictions.labels(partition=p).set(len(book.pending))
+            m.early_labels.labels(partition=p).set(len(book.early))
+            m.resident_models.labels(partition=p).set(models.n_resident)
+            m.parked_models.labels(partition=p).set(models.n_parked)
+            m.parked_models_bytes.labels(partition=p).set(models.parked_bytes)
+            if estimate:
+                m.resident_models_bytes.labels(partition=p).set(memory_bytes(models))
 
     # -- checkpoints --------------------------------------------------------------------
 

@@ -98,6 +98,11 @@ class KafkaSettings(_Section):
     learn_dead_letter_topic: str = Field(
         "events.learn.dlq", min_length=1, description="Labels that cannot be learned."
     )
+    labels_topic: str = Field(
+        "",
+        description="Topic of label records, co-partitioned with the events topic (same "
+        "partition count, same keys); empty: labels come only on the events topic.",
+    )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a group with no committed offset starts."
     )
@@ -166,9 +171,39 @@ class ModelSettings(_Section):
 
     name: str = Field("water-flow-regressor", min_length=1, description="Model name in outputs.")
     version: int = Field(1, ge=0, description="Model version in outputs.")
-    task: Literal["classification", "regression"] = Field("regression", description="Task kind.")
+    task: Literal["classification", "regression", "anomaly", "forecasting"] = Field(
+        "regression", description="Task kind (see docs/tasks.md)."
+    )
     metric: str = Field(
-        "", description="Online metric, e.g. `metrics.MAE` (empty: Accuracy / MAE by task)."
+        "",
+        description="Online metric, e.g. `metrics.MAE` (empty: Accuracy, MAE, ROCAUC or MAE "
+        "by task).",
+    )
+    scope: Literal["partition", "key"] = Field(
+        "partition",
+        description="`partition`: one model per input partition; `key`: one model per key, "
+        "created from the pipeline on the key's first event (forecasting is always per key).",
+    )
+    max_resident: int = Field(
+        10_000,
+        ge=1,
+        description="Scope `key`: most per-key models kept in memory per partition; the least "
+        "recently used ones are pickled into the partition's state until their key returns.",
+    )
+    horizon: int = Field(
+        1, ge=1, le=10_000, description="Forecasting: steps ahead in each `forecast` list."
+    )
+    anomaly_threshold: float | None = Field(
+        None,
+        description="Anomaly: `is_anomaly` when the score is at least this (wraps the detector "
+        "in anomaly.ThresholdFilter); unset when the pipeline ends in a filter.",
+    )
+    anomaly_quantile: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Anomaly: `is_anomaly` when the score is at least this running quantile of "
+        "past scores (wraps the detector in anomaly.QuantileFilter).",
     )
     pipeline: tuple[dict[str, Any], ...] = Field(
         (
@@ -188,7 +223,46 @@ class ModelSettings(_Section):
 class LabelSettings(_Section):
     """How labels reach the learner."""
 
-    inline: bool = Field(True, description="Learn labels carried by the event itself.")
+    inline: bool = Field(
+        True,
+        description="Learn labels carried by the event itself (false: such an event waits "
+        "for a label record like any other).",
+    )
+    pending_max_count: int = Field(
+        100_000,
+        ge=1,
+        description="Most predictions per partition waiting for their label; the oldest expire "
+        "first.",
+    )
+    pending_max_age_events: int = Field(
+        0,
+        ge=0,
+        description="A prediction waits for its label at most this many later events of its "
+        "partition (0: no limit).",
+    )
+    pending_max_age_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="A prediction waits for its label at most this many seconds of event time "
+        "(the largest `ts` its partition has seen; 0: no limit).",
+    )
+    early_max_count: int = Field(
+        10_000,
+        ge=1,
+        description="Most labels per partition waiting for their event; the oldest expire first.",
+    )
+    early_max_age_events: int = Field(
+        10_000,
+        ge=0,
+        description="A label waits for its event at most this many events of its partition "
+        "(0: no limit).",
+    )
+    early_max_age_s: float = Field(
+        3_600.0,
+        ge=0,
+        description="A label waits for its event at most this many seconds of event time "
+        "(0: no limit).",
+    )
 
 
 class LimitSettings(_Section):
@@ -210,6 +284,12 @@ class MetricsSettings(_Section):
     enabled: bool = Field(False, description="Serve the metrics endpoint.")
     host: str = Field("127.0.0.1", description="Bind address (loopback by default).")
     port: int = Field(9108, ge=0, le=65535, description="Port (0: any free port).")
+    memory_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="Least seconds between two estimates of the resident models' memory "
+        "(walking every model is costly; 0: at every commit).",
+    )
 
 
 class CheckpointSettings(_Section):
@@ -270,6 +350,11 @@ class Settings(_Section):
     def _model_has_a_source(cls, value: ModelSettings) -> ModelSettings:
         if not value.factory and not value.pipeline:
             raise ValueError("set either model.pipeline (a list of steps) or model.factory")
+        if value.anomaly_threshold is not None and value.anomaly_quantile is not None:
+            raise ValueError("set model.anomaly_threshold or model.anomaly_quantile, not both")
+        explicit_scope = "scope" in value.model_fields_set
+        if value.task == "forecasting" and explicit_scope and value.scope != "key":
+            raise ValueError("forecasting keeps one model per key: set model.scope = 'key'")
         return value
 
 

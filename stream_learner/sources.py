@@ -30,6 +30,7 @@ __all__ = [
     "Record",
     "Source",
     "TopicPartition",
+    "check_copartitioned",
     "kafka_client_options",
     "unreachable",
     "worker_id",
@@ -277,8 +278,32 @@ class _RebalanceBase:
         self._listener.on_assigned(sorted((tp.topic, tp.partition) for tp in assigned))
 
 
+def check_copartitioned(events: tuple[str, int], labels: tuple[str, int]) -> None:
+    """Fail unless the labels topic has as many partitions as the events topic.
+
+    Examples
+    --------
+    >>> check_copartitioned(("events", 3), ("labels", 3))
+    >>> check_copartitioned(("events", 3), ("labels", 2))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stream_learner.errors.SettingsError: kafka.labels_topic 'labels' has 2 partitions but ...
+    """
+    if events[1] != labels[1]:
+        raise SettingsError(
+            f"kafka.labels_topic {labels[0]!r} has {labels[1]} partitions but "
+            f"kafka.events_topic {events[0]!r} has {events[1]}: a labels topic must be "
+            "co-partitioned with the events topic (same partition count, records keyed like "
+            "their events) so that the label of an event is read by the worker that scored it"
+        )
+
+
 class KafkaSource:
-    """A member of the consumer group reading the events topic.
+    """A member of the consumer group reading the events topic (and the labels topic).
+
+    With ``kafka.labels_topic`` set, both topics are subscribed with the range
+    assignor, which hands partition ``p`` of both topics to the same member
+    when they have the same partition count (checked at start).
 
     Offsets are committed only through :meth:`commit`, never automatically.
     At start it checks that the events topic and ``required_topics`` (the
@@ -292,13 +317,15 @@ class KafkaSource:
         required_topics: Sequence[str] = (),
     ) -> None:
         from kafka import KafkaConsumer
+        from kafka.coordinator.assignors.range import RangePartitionAssignor
         from kafka.errors import KafkaError
 
         k = settings.kafka
-        self._topics = [k.events_topic]
+        self._topics = [k.events_topic] + ([k.labels_topic] if k.labels_topic else [])
         try:
             self._consumer = KafkaConsumer(
                 group_id=k.group_id,
+                partition_assignment_strategy=(RangePartitionAssignor,),
                 enable_auto_commit=False,
                 auto_offset_reset=k.auto_offset_reset,
                 max_poll_records=settings.service.batch_size,
@@ -328,6 +355,13 @@ class KafkaSource:
                 f"topic{'s' * (len(missing) > 1)} {names} not found on Kafka at "
                 f"{k.bootstrap_servers} (create {'them' if len(missing) > 1 else 'it'} first)"
             )
+        counts = [(t, len(self._consumer.partitions_for_topic(t) or ())) for t in self._topics]
+        if len(counts) == 2:
+            try:
+                check_copartitioned(counts[0], counts[1])
+            except SettingsError:
+                self._consumer.close()
+                raise
 
     def subscribe(self, listener: PartitionListener) -> None:
         """Join the consumer group; assignments arrive during :meth:`poll`."""

@@ -5,6 +5,12 @@ value its online metric is updated with, in exactly the way River's
 ``evaluate.progressive_val_score`` does, so that the service's metric equals
 River's on the same stream.
 
+Supervised tasks (classification, regression, forecasting) learn when the
+label arrives (:meth:`Task.learn`); anomaly detection learns from every event
+right after scoring it (:meth:`Task.observe`) and uses labels, when there are
+any, only for its metric. Both methods return how many ``learn_one`` calls they
+made, so the caller counts without asking which task it has.
+
 Examples
 --------
 >>> from river import linear_model, metrics
@@ -20,7 +26,15 @@ from typing import Any, NamedTuple, Protocol
 
 from river import base, compose, metrics
 
-__all__ = ["Classification", "Regression", "Scored", "Task", "make_task"]
+__all__ = [
+    "AnomalyDetection",
+    "Classification",
+    "Forecasting",
+    "Regression",
+    "Scored",
+    "Task",
+    "make_task",
+]
 
 
 class Scored(NamedTuple):
@@ -40,8 +54,12 @@ class Task(Protocol):
         """Score ``x`` without learning."""
         ...
 
-    def learn(self, model: Any, x: dict[str, Any], y: Any) -> None:
-        """Learn that ``x`` has label ``y``."""
+    def observe(self, model: Any, x: dict[str, Any]) -> int:
+        """Learn from ``x`` alone, right after scoring it; return the ``learn_one`` calls made."""
+        ...
+
+    def learn(self, model: Any, x: dict[str, Any], y: Any) -> int:
+        """Learn that ``x`` has label ``y``; return the ``learn_one`` calls made."""
         ...
 
 
@@ -74,9 +92,14 @@ class Classification:
             label = model.predict_one(x)
         return Scored(label, {"proba": proba}, proba if self._metric_wants_proba else label)
 
-    def learn(self, model: Any, x: dict[str, Any], y: Any) -> None:
+    def observe(self, model: Any, x: dict[str, Any]) -> int:
+        """Nothing: a supervised model waits for the label."""
+        return 0
+
+    def learn(self, model: Any, x: dict[str, Any], y: Any) -> int:
         """``model.learn_one(x, y)``."""
         model.learn_one(x, y)
+        return 1
 
 
 class Regression:
@@ -89,15 +112,114 @@ class Regression:
         y_pred = model.predict_one(x)
         return Scored(y_pred, {}, y_pred)
 
-    def learn(self, model: Any, x: dict[str, Any], y: Any) -> None:
+    def observe(self, model: Any, x: dict[str, Any]) -> int:
+        """Nothing: a supervised model waits for the label."""
+        return 0
+
+    def learn(self, model: Any, x: dict[str, Any], y: Any) -> int:
         """``model.learn_one(x, y)``."""
         model.learn_one(x, y)
+        return 1
 
 
-def make_task(name: str, metric: metrics.base.Metric) -> Task:
+class AnomalyDetection:
+    """An anomaly score for every event, and whether it passes the threshold.
+
+    The model's last step is a River anomaly filter (``anomaly.ThresholdFilter``,
+    ``anomaly.QuantileFilter``; see ``model.anomaly_threshold``), whose ``classify``
+    gives ``is_anomaly``. The detector learns from every event right after scoring
+    it (``learn_one(x)``, no label); a label, when one arrives, only updates the
+    metric with the score, as ``evaluate.progressive_val_score`` does for a detector.
+
+    Examples
+    --------
+    >>> from river import anomaly, metrics
+    >>> task = make_task("anomaly", metrics.ROCAUC())
+    >>> model = anomaly.ThresholdFilter(
+    ...     anomaly.HalfSpaceTrees(window_size=3, seed=1), threshold=0.8)
+    >>> for v in [0.1, 0.2, 0.15]:
+    ...     _ = task.predict(model, {"x": v})
+    ...     _ = task.observe(model, {"x": v})
+    >>> task.predict(model, {"x": 0.9})  # doctest: +ELLIPSIS
+    Scored(prediction=True, fields={'score': 0.99..., 'is_anomaly': True}, metric_input=0.99...)
+    >>> task.observe(model, {"x": 0.9}), task.learn(model, {"x": 0.9}, True)
+    (1, 0)
+    """
+
+    name = "anomaly"
+
+    def predict(self, model: Any, x: dict[str, Any]) -> Scored:
+        """``score_one`` and the filter's ``classify``; the metric gets the score."""
+        score = float(model.score_one(x))  # some detectors return an int 0 at first
+        is_anomaly = bool(_final_step(model).classify(score))
+        return Scored(is_anomaly, {"score": score, "is_anomaly": is_anomaly}, score)
+
+    def observe(self, model: Any, x: dict[str, Any]) -> int:
+        """``model.learn_one(x)``: detectors learn without labels."""
+        model.learn_one(x)
+        return 1
+
+    def learn(self, model: Any, x: dict[str, Any], y: Any) -> int:
+        """Nothing to learn: the label only scores the detector."""
+        return 0
+
+
+class Forecasting:
+    """A ``horizon``-step forecast made before the observed value is learned.
+
+    The event's label is the observed value ``y`` of its series (one series per
+    key). ``forecast`` is ``model.forecast(horizon)``, the event's features (if
+    any) being the exogenous features of every step; ``prediction`` and the
+    metric input are its first step, the forecast of ``y`` itself. Then the model
+    learns ``learn_one(y=y, x=x)``. A model with too little history to forecast
+    (e.g. ``time_series.HoltWinters`` before its first values) forecasts ``null``.
+
+    Examples
+    --------
+    >>> from river import metrics, time_series
+    >>> task = make_task("forecasting", metrics.MAE(), horizon=2)
+    >>> model = time_series.HoltWinters(alpha=0.5)
+    >>> task.predict(model, {})
+    Scored(prediction=None, fields={'forecast': None}, metric_input=None)
+    >>> task.learn(model, {}, 10.0), task.learn(model, {}, 12.0)
+    (1, 1)
+    >>> task.predict(model, {})
+    Scored(prediction=11.0, fields={'forecast': [11.0, 11.0]}, metric_input=11.0)
+    """
+
+    name = "forecasting"
+
+    def __init__(self, horizon: int = 1) -> None:
+        self.horizon = horizon
+
+    def predict(self, model: Any, x: dict[str, Any]) -> Scored:
+        """``model.forecast(horizon)`` before the value is known."""
+        xs = [x] * self.horizon if x else None
+        try:
+            forecast = list(model.forecast(horizon=self.horizon, xs=xs))
+        except (IndexError, ZeroDivisionError):  # not enough history yet
+            return Scored(None, {"forecast": None}, None)
+        first = forecast[0]
+        return Scored(first, {"forecast": forecast}, first)
+
+    def observe(self, model: Any, x: dict[str, Any]) -> int:
+        """Nothing: the observed value comes as the label."""
+        return 0
+
+    def learn(self, model: Any, x: dict[str, Any], y: Any) -> int:
+        """``model.learn_one(y=y, x=x)``."""
+        model.learn_one(x=x, y=y)
+        return 1
+
+
+def make_task(name: str, metric: metrics.base.Metric, horizon: int = 1) -> Task:
     """The task object for a ``model.task`` name."""
     if name == "classification":
         return Classification(metric)
     if name == "regression":
         return Regression()
+    if name == "anomaly":
+        return AnomalyDetection()
+    if name == "forecasting":
+        return Forecasting(horizon)
     raise ValueError(f"unknown task {name!r}")

@@ -1,0 +1,276 @@
+"""Where labels wait for their predictions, and predictions for their labels.
+
+A shard keeps two bounded buffers, both keyed by ``(key, id)``:
+
+- *pending*: one entry per prediction still waiting for its label, holding
+  what learning needs later: a copy of the features as they were when the
+  event was scored, the value the online metric is updated with, and the
+  event's time and position;
+- *early*: labels that arrived before their event; the event learns its label
+  right after it is scored.
+
+Ages are measured on the shard's own clock, never a wall clock: the number of
+events the shard has scored, and its event time (the largest ``ts`` among
+those events). An entry expires when it is older than the ``[labels]`` limits
+(``*_max_age_events``, ``*_max_age_s``; 0 turns a limit off) or when its buffer
+is over its count limit (oldest first). Expired entries are counted and kept
+in :attr:`LabelBook.expired` until the service drains them, never dropped
+unseen. An early label that expires is a label whose event was never seen: its
+reason code is ``unknown_id``.
+
+Examples
+--------
+>>> book = LabelBook(LabelSettings(pending_max_age_events=1))
+>>> book.tick(10.0)
+>>> book.hold("k", "a", {"t": 1.0}, 0.5, ts=10.0)
+>>> book.tick(12.5)
+>>> entry = book.claim("k", "a")
+>>> entry.x, entry.metric_input, book.delay_of(entry)
+({'t': 1.0}, 0.5, (1, 2.5))
+>>> book.tick(13.0); book.hold("k", "b", {"t": 2.0}, 0.7, ts=13.0)
+>>> book.tick(14.0); book.tick(15.0)
+>>> [(e.buffer, e.id, e.reason) for e in book.drain_expired()]
+[('pending', 'b', 'label_timeout')]
+>>> book.stats.expired_pending, len(book.pending)
+(1, 0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from stream_learner.events import Label
+from stream_learner.settings import LabelSettings
+
+__all__ = ["EarlyLabel", "Expired", "LabelBook", "LabelStats", "PendingPrediction"]
+
+#: (key, id): what joins a label to its event.
+JoinKey = tuple[str, str | int]
+
+
+@dataclass(slots=True)
+class PendingPrediction:
+    """A scored event waiting for its label."""
+
+    x: dict[str, Any]
+    metric_input: Any
+    ts: float
+    seq: int
+    t: float
+
+
+@dataclass(slots=True)
+class EarlyLabel:
+    """A label waiting for its event."""
+
+    label: Label
+    seq: int
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """An entry that left a buffer without being joined.
+
+    ``buffer`` is ``pending`` (a prediction whose label never came; reason
+    ``label_timeout``) or ``early`` (a label whose event never came; reason
+    ``unknown_id``, with the :class:`Label` itself so it can be traced).
+    """
+
+    buffer: str
+    key: str
+    id: str | int
+    reason: str
+    label: Label | None = None
+
+
+@dataclass(slots=True)
+class LabelStats:
+    """Counters of one shard's labels, for metrics and the run summary."""
+
+    predictions: int = 0
+    labelled: int = 0
+    #: labels applied, by when they were known: in the event, before it, after it
+    inline: int = 0
+    early: int = 0
+    late: int = 0
+    expired_pending: int = 0
+    expired_early: int = 0
+    delay_events_sum: int = 0
+    delay_seconds_sum: float = 0.0
+
+    @classmethod
+    def total(cls, many: Iterable[LabelStats]) -> LabelStats:
+        """The sum of several shards' counters.
+
+        Examples
+        --------
+        >>> LabelStats.total([LabelStats(predictions=3, labelled=1),
+        ...                   LabelStats(predictions=1, labelled=1)]).coverage
+        0.5
+        """
+        out = cls()
+        for stats in many:
+            for f in fields(cls):
+                setattr(out, f.name, getattr(out, f.name) + getattr(stats, f.name))
+        return out
+
+    @property
+    def coverage(self) -> float:
+        """Share of predictions that got a label (0 before any prediction)."""
+        return self.labelled / self.predictions if self.predictions else 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        """The counters, coverage and mean delays as a JSON-ready object."""
+        n = self.labelled
+        return {
+            "predictions": self.predictions,
+            "labelled": self.labelled,
+            "inline": self.inline,
+            "early": self.early,
+            "late": self.late,
+            "expired_pending": self.expired_pending,
+            "expired_early": self.expired_early,
+            "coverage": self.coverage,
+            "mean_delay_events": self.delay_events_sum / n if n else 0.0,
+            "mean_delay_seconds": self.delay_seconds_sum / n if n else 0.0,
+        }
+
+
+@dataclass
+class LabelBook:
+    """The pending and early buffers of one shard, their clock and counters.
+
+    Parameters
+    ----------
+    settings
+        Count and age limits of both buffers.
+    """
+
+    settings: LabelSettings
+    pending: OrderedDict[JoinKey, PendingPrediction] = field(default_factory=OrderedDict)
+    early: OrderedDict[JoinKey, EarlyLabel] = field(default_factory=OrderedDict)
+    #: events scored by the shard, and the largest event time among them
+    n_events: int = 0
+    event_time: float = -math.inf
+    stats: LabelStats = field(default_factory=LabelStats)
+    #: entries that expired since the service last drained them
+    expired: list[Expired] = field(default_factory=list)
+    #: (when, events, seconds) of every label applied since the last drain
+    delays: list[tuple[str, int, float]] = field(default_factory=list)
+
+    # -- the clock ----------------------------------------------------------------
+
+    def tick(self, ts: float) -> None:
+        """One more event, at event time ``ts``: advance the clock, expire what is too old."""
+        self.n_events += 1
+        if self.event_time == -math.inf:  # the clock starts: labels that came first start too
+            for wait in self.early.values():
+                wait.t = ts
+        if ts > self.event_time:
+            self.event_time = ts
+        self._expire_old()
+
+    def _too_old(self, seq: int, t: float, max_events: int, max_s: float) -> bool:
+        return (max_events > 0 and self.n_events - 1 - seq > max_events) or (
+            max_s > 0 and self.event_time - t > max_s
+        )
+
+    def _expire_old(self) -> None:
+        s = self.settings
+        while self.pending:
+            jk, entry = next(iter(self.pending.items()))
+            if not self._too_old(entry.seq, entry.t, s.pending_max_age_events, s.pending_max_age_s):
+                break
+            self._expire_pending(jk)
+        while self.early:
+            jk, wait = next(iter(self.early.items()))
+            if not self._too_old(wait.seq, wait.t, s.early_max_age_events, s.early_max_age_s):
+                break
+            self._expire_early(jk)
+
+    # -- predictions waiting for labels -------------------------------------------
+
+    def hold(
+        self, key: str, id: str | int, x: dict[str, Any], metric_input: Any, ts: float
+    ) -> None:
+        """Keep a scored event (``x`` is copied) until its label comes."""
+        jk = (key, id)
+        if jk in self.pending:  # the same id again: the older prediction cannot be joined
+            self._expire_pending(jk)
+        self.pending[jk] = PendingPrediction(
+            dict(x), metric_input, ts, self.n_events - 1, self.event_time
+        )
+        while len(self.pending) > self.settings.pending_max_count:
+            self._expire_pending(next(iter(self.pending)))
+
+    def claim(self, key: str, id: str | int) -> PendingPrediction | None:
+        """Take the pending prediction of ``(key, id)``, if any."""
+        return self.pending.pop((key, id), None)
+
+    def _expire_pending(self, jk: JoinKey) -> None:
+        del self.pending[jk]
+        self.stats.expired_pending += 1
+        self.expired.append(Expired("pending", jk[0], jk[1], "label_timeout"))
+
+    # -- labels waiting for events ------------------------------------------------
+
+    def wait(self, label: Label) -> None:
+        """Keep a label whose event has not been seen yet."""
+        jk = (label.key, label.id)
+        if jk in self.early:
+            self._expire_early(jk)
+        # seq: the last event scored before the label came (-1: none yet)
+        self.early[jk] = EarlyLabel(label, self.n_events - 1, self.event_time)
+        while len(self.early) > self.settings.early_max_count:
+            self._expire_early(next(iter(self.early)))
+
+    def claim_early(self, key: str, id: str | int) -> Label | None:
+        """Take the early label of ``(key, id)``, if any."""
+        wait = self.early.pop((key, id), None)
+        return None if wait is None else wait.label
+
+    def _expire_early(self, jk: JoinKey) -> None:
+        wait = self.early.pop(jk)
+        self.stats.expired_early += 1
+        self.expired.append(Expired("early", jk[0], jk[1], "unknown_id", wait.label))
+
+    # -- accounting ---------------------------------------------------------------
+
+    def predicted(self) -> None:
+        """Count one prediction (the denominator of coverage)."""
+        self.stats.predictions += 1
+
+    def labelled(self, when: str, delay: tuple[int, float] = (0, 0.0)) -> None:
+        """Count one label applied; ``when``: ``inline``, ``early`` or ``late``.
+
+        Only a late label has a delay other than 0 (see :meth:`delay_of`).
+        """
+        st = self.stats
+        st.labelled += 1
+        setattr(st, when, getattr(st, when) + 1)
+        st.delay_events_sum += delay[0]
+        st.delay_seconds_sum += delay[1]
+        self.delays.append((when, *delay))
+
+    def delay_of(self, entry: PendingPrediction) -> tuple[int, float]:
+        """Delay of a label applied now to ``entry``: (events, seconds of event time).
+
+        Events are those the shard scored after the labelled one; seconds run
+        from the event's ``ts`` to the shard's event time (never below 0).
+        """
+        return self.n_events - 1 - entry.seq, max(0.0, self.event_time - entry.ts)
+
+    def drain_expired(self) -> list[Expired]:
+        """Expired entries since the last call (the service counts them)."""
+        out, self.expired = self.expired, []
+        return out
+
+    def drain_delays(self) -> list[tuple[str, int, float]]:
+        """(when, events, seconds) of the labels applied since the last call."""
+        out, self.delays = self.delays, []
+        return out
