@@ -237,7 +237,10 @@ def _anchors(markdown: str) -> set[str]:
 
 
 def test_every_alert_has_a_runbook_section() -> None:
-    anchors = _anchors(OPERATIONS.read_text())
+    text = OPERATIONS.read_text()
+    anchors = _anchors(text)
+    for link in re.findall(r"\]\(#([^)]+)\)", text):
+        assert link in anchors, f"docs/operations.md links to #{link}, which is no heading"
     for rule in _rules():
         page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
         assert page == "docs/operations.md"
