@@ -282,6 +282,29 @@ def test_dashboard_uses_the_provisioned_datasource() -> None:
         assert topic in titles, f"the dashboard has no {topic} panel"
 
 
+#: Grafana's variables, replaced by values Prometheus accepts, to check the queries.
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s", "$instance": ".*",
+}
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    queries = []
+    for query in _queries(_dashboard()):
+        # label_values(<selector>, <label>) is Grafana's: check the selector inside
+        query = re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", query)
+        for variable, value in GRAFANA_VARIABLES.items():
+            query = query.replace(variable, value)
+        queries.append(query)
+    assert "$" not in "".join(queries), "a dashboard variable is not covered by this test"
+    # promtool parses PromQL only inside rule files: one recording rule per query.
+    rules = [{"record": f"dashboard:query{i}", "expr": q} for i, q in enumerate(queries)]
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    proc = _run([_tool("promtool"), "check", "rules", str(path)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def used_metrics() -> set[str]:
     """Metric names the dashboard and the alert rules query."""
     queries = [*_queries(_dashboard()), *(rule["expr"] for rule in _rules())]
