@@ -1,5 +1,9 @@
 """Command line: ``stream-learner run | check``.
 
+``stream-learner check --live [URL]`` probes a running worker's ``/healthz``
+and ``/readyz`` (the container healthcheck); plain ``check`` validates the
+settings, the model and the broker without starting.
+
 Thin on purpose: parse arguments, load settings, build the edges, run. This is
 the only module that configures logging or installs signal handlers.
 
@@ -26,6 +30,7 @@ import orjson
 from stream_learner import __version__, admin
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.errors import ModelConfigError, SettingsError, StreamLearnerError
+from stream_learner.health import DEFAULT_TIMEOUT_S, metrics_url, probe
 from stream_learner.metrics import Metrics, MetricsServer
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer
@@ -51,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate settings, model and connectivity, then exit")
     for p in (run, check):
         p.add_argument("-c", "--config", help="TOML settings file (default: built-in defaults)")
+    check.add_argument(
+        "--live", nargs="?", const="", metavar="URL",
+        help="probe a running worker's /healthz and /readyz instead; exit 0 only if ready "
+        "(default URL: the [metrics] endpoint of the settings)",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help=f"--live: seconds each request may take (default {DEFAULT_TIMEOUT_S:g})",
+    )
     run.add_argument("--input", help="local transport: JSON Lines path, '-' or river:<Dataset>")
     run.add_argument("--output", help="local transport: predictions path or '-'")
     run.add_argument("--max-events", type=int, help="stop after this many input records")
@@ -222,6 +236,13 @@ def _checkpoints(settings: Settings, environ: dict[str, str], args: argparse.Nam
     return 0
 
 
+def _check_live(url: str, timeout_s: float) -> int:
+    result = probe(url, timeout_s)
+    print(result.message if result.ok else f"stream-learner: {result.message}",
+          file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stream-learner`` console script."""
     args = _parser().parse_args(argv)
@@ -238,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
+        if args.command == "check" and args.live is not None:
+            return _check_live(args.live or metrics_url(settings.metrics), args.timeout)
         if args.command == "check":
             return _check(settings, environ)
         if args.command == "checkpoints":
