@@ -126,8 +126,10 @@ class Learner:
         if label is None:
             self.book.hold(key, event.id, kept, scored.metric_input, event.ts)
         else:
-            label_error = self._learn(key, x, label[1], scored.metric_input) or label_error
-            self.book.labelled(label[0])
+            learn_error = self._learn(key, x, label[1], scored.metric_input)
+            if learn_error is None:
+                self.book.labelled(label[0])
+            label_error = learn_error or label_error
         return Prediction(
             event.id,
             event.key,

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import orjson
 
 from stream_learner.errors import CheckpointFenced, InvalidLabel, InvalidRecord
-from stream_learner.events import Codec, Event, Label, encode_prediction
+from stream_learner.events import Codec, encode_prediction
 from stream_learner.labels import Expired, LabelStats
 from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics
@@ -299,8 +299,10 @@ class Service:
     ) -> Shard:
         sid = shard_id(key)
         parked = self._parked.pop(key, None)
+        # Current when each input partition's committed offset is where the shard stopped;
+        # a partition it never read (e.g. its labels partition) has none on either side.
         if parked is not None and all(
-            k is not None and parked.position.get(tp) == k for tp, k in committed.items()
+            parked.position.get(tp) == k for tp, k in committed.items()
         ):
             log.info("shard %s: in-memory state is current at %s", sid, committed)
             for tp, k in committed.items():
@@ -396,6 +398,7 @@ class Service:
             if not self._in_sequence(shard, tp, offset):
                 continue
             if shard.replaying(tp, offset):
+                self._drain_shard(shard, counts)  # what live records of the batch left
                 self._replay(record, shard.learner)
                 n_replayed += 1
             else:
@@ -409,17 +412,20 @@ class Service:
 
     def _drain_labels(self, counts: Counts) -> None:
         """Report joined labels' delays; dead-letter early labels that expired unjoined."""
-        m = self.metrics
         for shard in self.shards.values():
-            book = shard.learner.book
-            for when, events, seconds in book.drain_delays():
-                m.labels_joined.labels(when=when).inc()
-                m.label_delay_events.observe(events)
-                m.label_delay_seconds.observe(seconds)
-            for expired in book.drain_expired():
-                m.labels_expired.labels(buffer=expired.buffer).inc()
-                if expired.label is not None:
-                    self._expired_label(expired, counts)
+            self._drain_shard(shard, counts)
+
+    def _drain_shard(self, shard: Shard, counts: Counts) -> None:
+        m = self.metrics
+        book = shard.learner.book
+        for when, events, seconds in book.drain_delays():
+            m.labels_joined.labels(when=when).inc()
+            m.label_delay_events.observe(events)
+            m.label_delay_seconds.observe(seconds)
+        for expired in book.drain_expired():
+            m.labels_expired.labels(buffer=expired.buffer).inc()
+            if expired.label is not None:
+                self._expired_label(expired, counts)
 
     def _advance(self, shard: Shard, tp: TopicPartition, offset: int) -> None:
         shard.position[tp] = offset + 1
@@ -431,12 +437,18 @@ class Service:
             log.info("shard %s: silent replay done at offset %d", shard.id, offset + 1)
 
     def _replay(self, record: Record, learner: Learner) -> None:
-        """Re-process a record below the committed offset: learn, emit nothing."""
+        """Re-process a record below the committed offset: learn, emit nothing.
+
+        Labels it joined and buffer entries it expired were reported (and
+        expired labels dead-lettered) when the record was first processed.
+        """
         try:
             item = self.codec.decode(record.value, record.key, record.timestamp_ms, record.origin)
             learner.process(item)
         except InvalidRecord:
             pass  # its dead letter was emitted before the crash
+        learner.book.drain_delays()
+        learner.book.drain_expired()
 
     def _handle(
         self,
@@ -447,6 +459,8 @@ class Service:
         received_at: float,
     ) -> None:
         counts.records += 1
+        stats = learner.book.stats
+        labelled = stats.labelled
         try:
             item = self.codec.decode(record.value, record.key, record.timestamp_ms, record.origin)
             prediction = learner.process(item)
@@ -454,9 +468,11 @@ class Service:
             self._dead_letter(record, error, counts)
             counts.dead_letters += 1
             return
+        # labels learned by this record: an inline one, an early one joined to this event,
+        # or this label record joined to its prediction (not one that waits for its event)
+        counts.labels += stats.labelled - labelled
         if prediction is None:
             counts.label_records += 1
-            counts.labels += isinstance(item, Label)
             return
         latency = self._clock() - received_at
         latencies.append(latency)
@@ -469,8 +485,6 @@ class Service:
         if prediction.label_error is not None:
             self._dead_letter(record, prediction.label_error, counts)
             counts.inline_labels_rejected += 1
-        elif isinstance(item, Event) and item.has_label:
-            counts.labels += 1
 
     def _in_sequence(self, shard: Shard, tp: TopicPartition, offset: int) -> bool:
         expected = shard.position.get(tp)

@@ -110,11 +110,14 @@ def test_secret_is_never_logged_nor_written(
         (0, b"k", b'{"id": 1, "features": {"x": 1.0}, "label": 2.0}'),
         (0, b"k", b"not json"),
         (0, b"k", b'{"id": 7, "label": 1.0}'),
+        # two more events: the label for id 7 (never seen) expires to the learn dead letters
+        (0, b"k", b'{"id": 2, "features": {"x": 2.0}, "label": 3.0}'),
+        (0, b"k", b'{"id": 3, "features": {"x": 3.0}, "label": 4.0}'),
     ])
     summary = tmp_path / "summary.json"
     env = service_env(
-        service__transport="kafka", service__log_level="DEBUG", service__max_events="3",
-        service__idle_timeout_s="30",
+        service__transport="kafka", service__log_level="DEBUG", service__max_events="5",
+        service__idle_timeout_s="30", labels__early_max_age_events="1",
         kafka__bootstrap_servers=kafka_bootstrap, kafka__group_id=f"g-{uuid.uuid4().hex[:8]}",
         kafka__events_topic=topics["events"], kafka__predictions_topic=topics["predictions"],
         kafka__dead_letter_topic=topics["dlq"], kafka__learn_dead_letter_topic=topics["learn"],
@@ -132,13 +135,14 @@ def test_secret_is_never_logged_nor_written(
     assert SECRET not in result.stderr + result.stdout
     assert SECRET.encode() not in summary.read_bytes()
     outputs = [
-        consume_all(kafka_bootstrap, topics["predictions"], 1, timeout_s=30),
+        consume_all(kafka_bootstrap, topics["predictions"], 3, timeout_s=30),
         consume_all(kafka_bootstrap, topics["dlq"], 1, timeout_s=30),
         consume_all(kafka_bootstrap, topics["learn"], 1, timeout_s=30),
     ]
-    assert [len(rows) for rows in outputs] == [1, 1, 1]
+    assert [len(rows) for rows in outputs] == [3, 1, 1]
     for rows in outputs:
         for _p, _o, key, value, headers in rows:
             blob = (key or b"") + value + b"".join(k.encode() + v for k, v in headers)
             assert SECRET.encode() not in blob
-    assert orjson.loads(summary.read_bytes())["records"] == 3
+    result_summary = orjson.loads(summary.read_bytes())
+    assert (result_summary["records"], result_summary["labels_expired"]) == (5, 1)

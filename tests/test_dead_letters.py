@@ -22,6 +22,9 @@ from stream_learner.testing import MemorySink, MemorySource
 GOOD = b'{"id": 1, "key": "a", "features": {"x": 1.0}, "label": 2.0}'
 BAD_INLINE = b'{"id": 2, "key": "a", "features": {"x": 2.0}, "label": "high"}'
 UNKNOWN = b'{"id": 99, "key": "a", "label": 3.0}'
+#: UNKNOWN as its dead letter holds it once it expired unjoined (the original bytes are gone)
+UNKNOWN_EXPIRED = b'{"id":99,"key":"a","ts":0.0,"label":3.0}'
+GOOD_2 = b'{"id": 3, "key": "a", "features": {"x": 3.0}, "label": 4.0}'
 WRONG_LABEL = b'{"id": 98, "key": "a", "label": [3]}'
 NOT_JSON = b"{oops"
 NO_ID = b'{"features": {"x": 1.0}}'
@@ -49,26 +52,36 @@ def headers_of(sink: MemorySink, role: str) -> list[dict[str, str]]:
     ]
 
 
+def expiring() -> Settings:
+    """Settings where a label waits for its event at most one later event of its partition."""
+    return Settings.model_validate({"labels": {"early_max_age_events": 1}})
+
+
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
 
 
 def test_each_error_goes_to_its_output_with_its_headers() -> None:
-    _summary, sink, source, _m = run(
-        {("events", 3): [GOOD, NOT_JSON, UNKNOWN, NO_ID, WRONG_LABEL, BAD_INLINE]}
+    # UNKNOWN waits for its event; the events at offsets 5 and 6 make it expire
+    summary, sink, source, _m = run(
+        {("events", 3): [GOOD, NOT_JSON, UNKNOWN, NO_ID, WRONG_LABEL, BAD_INLINE, GOOD_2]},
+        expiring(),
     )
     assert sink.values("dead_letters") == [NOT_JSON, NO_ID]
-    assert sink.values("learn_dead_letters") == [UNKNOWN, WRONG_LABEL, BAD_INLINE]
+    assert sink.values("learn_dead_letters") == [WRONG_LABEL, BAD_INLINE, UNKNOWN_EXPIRED]
+    assert summary.labels_expired == 1 and summary.label_records == 1
     inputs = headers_of(sink, "dead_letters")
     assert [h["__stream_learner.errors.reason"] for h in inputs] == ["not_json", "missing_id"]
     assert [h["__stream_learner.errors.offset"] for h in inputs] == ["1", "3"]
     assert {h["__stream_learner.errors.exception.class.name"] for h in inputs} == {"InvalidRecord"}
     learn = headers_of(sink, "learn_dead_letters")
     assert [h["__stream_learner.errors.reason"] for h in learn] == [
-        "unknown_id", "invalid_label", "invalid_label"
+        "invalid_label", "invalid_label", "unknown_id"
     ]
-    assert [h["__stream_learner.errors.offset"] for h in learn] == ["2", "4", "5"]
+    # the expired label's headers point at the label record itself
+    assert [h["__stream_learner.errors.offset"] for h in learn] == ["4", "5", "2"]
+    assert "id 99 and key 'a'" in learn[2]["__stream_learner.errors.exception.message"]
     for h in inputs + learn:
         assert h["__stream_learner.errors.topic"] == "events"
         assert h["__stream_learner.errors.partition"] == "3"
@@ -76,7 +89,7 @@ def test_each_error_goes_to_its_output_with_its_headers() -> None:
         assert h["__stream_learner.errors.schema.version"] == "1"
         assert h["__stream_learner.errors.exception.message"]
     assert {h["__stream_learner.errors.exception.class.name"] for h in learn} == {"InvalidLabel"}
-    assert source.committed_offsets == {("events", 3): 6}
+    assert source.committed_offsets == {("events", 3): 7}
 
 
 def test_event_with_a_bad_inline_label_is_predicted_and_its_label_dead_lettered() -> None:
@@ -94,32 +107,39 @@ def test_event_with_a_bad_inline_label_is_predicted_and_its_label_dead_lettered(
 
 
 def test_accounting_adds_up_exactly() -> None:
-    p0 = [GOOD, NOT_JSON, BAD_INLINE, UNKNOWN, None, NO_ID, GOOD, WRONG_LABEL]
+    # UNKNOWN (offset 3) expires after the events at offsets 6 and 8
+    p0 = [GOOD, NOT_JSON, BAD_INLINE, UNKNOWN, None, NO_ID, GOOD, WRONG_LABEL, GOOD_2]
     p1 = [GOOD] * 5 + [b"[]", BAD_INLINE, b'{"id": 1, "features": {"x": "a"}, "label": 1.0}']
-    summary, sink, source, metrics = run({("events", 0): p0, ("events", 1): p1})
-    assert summary.records == len(p0) + len(p1) == 16
+    summary, sink, source, metrics = run({("events", 0): p0, ("events", 1): p1}, expiring())
+    assert summary.records == len(p0) + len(p1) == 17
     assert summary.records == summary.predictions + summary.label_records + summary.dead_letters
     assert (
         summary.input_dead_letters + summary.learn_dead_letters
-        == summary.dead_letters + summary.inline_labels_rejected
+        == summary.dead_letters + summary.inline_labels_rejected + summary.labels_expired
     )
     assert summary.input_dead_letters == len(sink.values("dead_letters")) == 4
     assert summary.learn_dead_letters == len(sink.values("learn_dead_letters")) == 5
-    assert summary.predictions == len(sink.values("predictions")) == 10
+    assert summary.predictions == len(sink.values("predictions")) == 11
     assert summary.inline_labels_rejected == 3  # two wrong types, one the model cannot learn
+    assert summary.label_records == 1 and summary.labels_expired == 1  # UNKNOWN
+    assert summary.dead_letters == 5  # four input dead letters and WRONG_LABEL
     outcomes = {
         o: sample(metrics, "stream_learner_records_total", outcome=o)
         for o in ("prediction", "label", "dead_letter")
     }
-    assert outcomes == {"prediction": 10, "label": 0, "dead_letter": 6}
+    assert outcomes == {"prediction": 11, "label": 1, "dead_letter": 5}
     dead = sum(
         s.value for metric in metrics.registry.collect()
         if metric.name == "stream_learner_dead_letters" for s in metric.samples
         if s.name.endswith("_total")
     )
-    assert dead == outcomes["dead_letter"] + summary.inline_labels_rejected
+    assert dead == (
+        outcomes["dead_letter"] + summary.inline_labels_rejected + summary.labels_expired
+    )
+    assert sample(metrics, "stream_learner_labels_expired_total", buffer="early") == 1
     assert source.committed_offsets == {("events", 0): len(p0), ("events", 1): len(p1)}
     assert summary.to_dict()["inline_labels_rejected"] == 3
+    assert summary.to_dict()["labels_expired"] == 1
 
 
 def test_records_of_a_revoked_partition_are_not_counted_or_committed() -> None:
@@ -128,9 +148,12 @@ def test_records_of_a_revoked_partition_are_not_counted_or_committed() -> None:
     sink = MemorySink()
     service = Service(settings, ModelSpec.from_settings(settings.model), source, sink)
     service.on_assigned([("events", 0)])
+    service._restore()
     stray = Record(GOOD, None, 0, Origin("events", 7, 0))
     service.process_batch([stray], 0.0)
     assert service.summary.records == 0 and sink.sent == []
+    service.process_batch([Record(GOOD, None, 0, Origin("events", 0, 0))], 0.0)  # owned
+    assert service.summary.records == 1 and len(sink.sent) == 1
 
 
 def test_huge_dead_letter_values_are_cut_and_say_so() -> None:
@@ -189,8 +212,11 @@ class JournalSource(MemorySource):
 
 def test_dead_letters_are_flushed_before_the_offsets_they_cover_are_committed() -> None:
     journal: list[str] = []
-    records = [NOT_JSON, UNKNOWN, GOOD, NO_ID, BAD_INLINE, NOT_JSON, UNKNOWN]
-    settings = Settings.model_validate({"service": {"batch_size": 3}})
+    # each UNKNOWN expires in the batch of the second event after it (offsets 4 and 8)
+    records = [NOT_JSON, UNKNOWN, GOOD, NO_ID, BAD_INLINE, NOT_JSON, UNKNOWN, GOOD, GOOD_2]
+    settings = Settings.model_validate(
+        {"service": {"batch_size": 3}, "labels": {"early_max_age_events": 1}}
+    )
     sink = JournalSink(journal)
     source = JournalSource(journal, records)
     Service(settings, ModelSpec.from_settings(settings.model), source, sink).run()
@@ -228,11 +254,14 @@ def test_file_sink_writes_each_dead_letter_output_to_its_file(tmp_path: Path) ->
         "learn_dead_letters": str(tmp_path / "learn.jsonl"),
     }
     sink = FileSink(targets)
-    settings = Settings()
+    settings = expiring()
     raw_bad = Record(b"\xff\x00bin", b"\xfe", 0, Origin("in.jsonl", 0, 1))
     source = MemorySource({("in.jsonl", 0): [
         Record(GOOD, None, 0, Origin("in.jsonl", 0, 0)), raw_bad,
         Record(UNKNOWN, None, 0, Origin("in.jsonl", 0, 2)),
+        # two more events: UNKNOWN expires unjoined
+        Record(GOOD_2, None, 0, Origin("in.jsonl", 0, 3)),
+        Record(GOOD_2, None, 0, Origin("in.jsonl", 0, 4)),
     ]})
     Service(settings, ModelSpec.from_settings(settings.model), source, sink).run()
     sink.close()
@@ -242,6 +271,9 @@ def test_file_sink_writes_each_dead_letter_output_to_its_file(tmp_path: Path) ->
     assert dlq["headers"]["__stream_learner.errors.reason"] == "not_json"
     learn_lines = Path(targets["learn_dead_letters"]).read_bytes().splitlines()
     [learn] = [orjson.loads(line) for line in learn_lines]
-    assert learn["value"] == UNKNOWN.decode()
+    assert learn["value"] == UNKNOWN_EXPIRED.decode()
+    assert base64.b64decode(learn["value_base64"]) == UNKNOWN_EXPIRED
     assert learn["headers"]["__stream_learner.errors.reason"] == "unknown_id"
-    assert len(Path(targets["predictions"]).read_bytes().splitlines()) == 1
+    assert learn["headers"]["__stream_learner.errors.topic"] == "in.jsonl"
+    assert learn["headers"]["__stream_learner.errors.offset"] == "2"
+    assert len(Path(targets["predictions"]).read_bytes().splitlines()) == 3

@@ -58,9 +58,6 @@ PENDING_METRICS = {
     "stream_learner_drift_alerts_total",
     "stream_learner_consumer_lag_records",
     "stream_learner_consumer_lag_seconds",
-    "stream_learner_checkpoint_age_seconds",
-    "stream_learner_checkpoint_duration_seconds_bucket",
-    "stream_learner_checkpoint_size_bytes",
 }
 
 METRIC_NAME = re.compile(r"\bstream_learner_[a-zA-Z0-9_]+\b")
@@ -359,6 +356,11 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
         METRICS__PORT=str(port),
         SERVICE__BATCH_SIZE="1",
         LOCAL__DEAD_LETTERS=str(tmp / "dead-letters.jsonl"),
+        # checkpoints after every record, so that the checkpoint metrics are exported
+        CHECKPOINT__STORE="local",
+        CHECKPOINT__DIRECTORY=str(tmp / "checkpoints"),
+        CHECKPOINT__EVERY_EVENTS="1",
+        CHECKPOINT_KEY=COMPOSE_SECRETS["CHECKPOINT_KEY"],
     )
     stderr = (tmp / "stderr.log").open("wb")
     proc = subprocess.Popen(
@@ -372,8 +374,9 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
         proc.stdin.flush()  # stdin stays open: the worker keeps running and serving
         url = f"http://127.0.0.1:{port}"
         text = _scrape_until(
-            url, proc, ['stream_learner_dead_letters_total{reason="not_json"} 1.0',
-                        'stream_learner_records_total{outcome="prediction"} 20.0'],
+            url, proc, ['stream_learner_dead_letters_total{output="dead_letters",reason="not_json"} 1.0',
+                        'stream_learner_records_total{outcome="prediction"} 20.0',
+                        'stream_learner_checkpoint_size_bytes{partition="0"} '],
         )
         samples = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
         yield Worker(url, text, samples)
@@ -415,7 +418,7 @@ def test_dashboard_and_rules_use_only_exported_metrics(worker: Worker) -> None:
         pytest.param(
             name,
             marks=pytest.mark.xfail(
-                strict=True, reason="drift/lag/checkpoint metrics arrive with issues 4 and 5"
+                strict=True, reason="drift and consumer-lag metrics arrive with issues 4 and 5"
             ),
         )
         for name in sorted(PENDING_METRICS)

@@ -7,15 +7,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing, tree
 
 from stream_learner.datasets import sample_to_event
-from stream_learner.errors import InvalidLabel
 from stream_learner.events import Codec, Event, Label, ModelInfo, Origin
 from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
-from stream_learner.settings import LimitSettings, ModelSettings, SchemaSettings
+from stream_learner.settings import LabelSettings, LimitSettings, ModelSettings, SchemaSettings
 
 SCALED_LOGREG = (
     {"step": "preprocessing.StandardScaler"},
@@ -236,26 +234,28 @@ def test_event_without_label_is_predicted_but_not_learned():
     assert with_it.metric_value == without_it.metric_value
 
 
-def test_label_record_is_refused_as_unknown_id():
-    lrn = learner("classification", SCALED_LOGREG)
+def test_label_record_for_an_unknown_id_waits_then_expires_as_unknown_id():
+    labels = LabelSettings(early_max_age_events=2)
+    settings = ModelSettings(name="m", version=2, task="classification", pipeline=SCALED_LOGREG)
+    lrn = Learner(ModelSpec.from_settings(settings), labels)
     lrn.process(Event("e1", "pump-1", 0.0, {"x": 1.0}, True, True, Origin("t", 0, 0)))
-    with pytest.raises(InvalidLabel) as info:
-        lrn.process(Label("never-seen", "pump-1", 1.0, False, Origin("t", 0, 1)))
-    err = info.value
-    assert err.reason == "unknown_id"
-    assert "'never-seen'" in err.message
-    assert "'pump-1'" in err.message
-    assert lrn.n_learned == 1
-    assert lrn.n_predicted == 1
+    stray = Label("never-seen", "pump-1", 1.0, False, Origin("t", 0, 1))
+    assert lrn.process(stray) is None  # not refused at once: it waits for its event
+    assert list(lrn.book.early) == [("pump-1", "never-seen")]
+    for i in (2, 3):  # two more events of the key: still within early_max_age_events
+        lrn.process(Event(f"e{i}", "pump-1", float(i), {"x": 1.0}, True, True, Origin("t", 0, i)))
+        assert lrn.book.drain_expired() == []
+    lrn.process(Event("e4", "pump-1", 4.0, {"x": 1.0}, True, True, Origin("t", 0, 4)))
+    [expired] = lrn.book.drain_expired()
+    assert (expired.buffer, expired.key, expired.id, expired.reason) == (
+        "early", "pump-1", "never-seen", "unknown_id"
+    )
+    assert expired.label == stray  # with its origin, for the dead letter's headers
+    assert len(lrn.book.early) == 0 and lrn.book.stats.expired_early == 1
+    assert lrn.book.stats.early == 0  # never joined
+    assert lrn.n_learned == lrn.n_predicted == 4  # the four inline labels, not the stray one
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidLabel,
-    reason="BUG/GAP: docs/contracts.md says a label record is learned when sent after its "
-    "event (same key) and unknown_id is only for events the worker does not know, but "
-    "Learner.process rejects every Label as unknown_id: there is no pending-event store",
-)
 def test_label_record_after_its_event_is_learned():
     lrn = learner("classification", SCALED_LOGREG)
     lrn.process(Event("e1", "pump-1", 0.0, {"x": 1.0}, None, False, Origin("t", 0, 0)))

@@ -235,7 +235,7 @@ def test_task_mismatch_classifier_as_regression_is_refused():
 
 
 def test_transformer_only_pipeline_is_refused():
-    with pytest.raises(ModelConfigError, match="not a River Regressor"):
+    with pytest.raises(ModelConfigError, match=r"not a River base\.Regressor"):
         spec(task="regression", pipeline=({"step": "preprocessing.StandardScaler"},))
 
 

@@ -353,6 +353,32 @@ def test_replay_emits_no_dead_letters_and_counts_no_records():
     assert summary.dead_letters == 0
 
 
+def test_replay_does_not_dead_letter_an_expired_label_again():
+    ghost = b'{"id": "ghost", "key": "Phishing", "label": true}'
+    values = [*phishing(0, 5), ghost, *phishing(5, 29)]  # 30 records
+    settings = make_settings(
+        service__batch_size=10, checkpoint__every_events=10_000, labels__early_max_age_events=2
+    )
+    store = MemoryStore()
+    first = worker(settings, {TP0: values}, store)
+    first.crash_after(2)  # K = 20, no checkpoint: replay 0..20
+    # the ghost label expired at offset 8, in the first batch
+    [(_role, _key, _value, headers)] = [s for s in first.sink.sent if s[0] == "learn_dead_letters"]
+    assert dict(headers)["__stream_learner.errors.reason"] == b"unknown_id"
+    assert first.service.summary.labels_expired == 1
+    second = worker(settings, {TP0: values}, store, committed=first.source.committed_offsets)
+    summary = second.service.run()
+    assert summary.replayed == 20 and summary.records == 10
+    # the replay expired it again (the state is the same) but emits and counts nothing
+    assert second.learner().book.stats.expired_early == 1
+    assert second.sink.values("learn_dead_letters") == []
+    assert summary.labels_expired == summary.learn_dead_letters == 0
+    assert sample(second.metrics, "stream_learner_labels_expired_total", buffer="early") == 0
+    # labels joined are reported for the live records only
+    assert summary.labels == 10
+    assert sample(second.metrics, "stream_learner_labels_joined_total", when="inline") == 10
+
+
 def test_a_tampered_checkpoint_stops_the_restore():
     settings = make_settings(service__batch_size=10, checkpoint__every_events=10)
     store = MemoryStore()

@@ -114,6 +114,8 @@ def test_records_written_by_the_service_match_their_schemas(tmp_path: Path) -> N
         limits__max_dead_letter_bytes="128",
         local__dead_letters=str(out["dlq"]),
         local__learn_dead_letters=str(out["learn"]),
+        # the ghost label waits for its event at most one later event, then expires
+        labels__early_max_age_events="1",
     )
     predictions, dlq, learn = _lines(out["pred"]), _lines(out["dlq"]), _lines(out["learn"])
     assert (len(predictions), len(dlq), len(learn)) == (296, 3, 2)
@@ -126,6 +128,11 @@ def test_records_written_by_the_service_match_their_schemas(tmp_path: Path) -> N
     ]
     assert base64.b64decode(dlq[0]["value_base64"]) == b"\xff\xfe not json"
     assert dlq[2]["headers"]["__stream_learner.errors.value.truncated.from"] == str(len(lines[50]))
+    # the expired label is written when the batch that expired it ends, after line 40's
     assert [d["headers"]["__stream_learner.errors.reason"] for d in learn] == [
-        "unknown_id", "invalid_label"
+        "invalid_label", "unknown_id"
     ]
+    assert [d["headers"]["__stream_learner.errors.offset"] for d in learn] == ["40", "30"]
+    ghost = orjson.loads(base64.b64decode(learn[1]["value_base64"]))
+    assert {k: ghost[k] for k in ("id", "key", "label")} == {"id": "ghost", "key": "", "label": True}
+    assert isinstance(ghost["ts"], float)

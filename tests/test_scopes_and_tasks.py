@@ -6,10 +6,11 @@ import pickle
 from collections import defaultdict
 from typing import Any
 
+import orjson
 import pytest
 from river import anomaly, linear_model, metrics, preprocessing, time_series
 
-from stream_learner.errors import InvalidLabel, ModelConfigError, SettingsError
+from stream_learner.errors import InvalidLabel, InvalidRecord, ModelConfigError, SettingsError
 from stream_learner.events import Codec, Event, Origin
 from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
@@ -143,9 +144,23 @@ def test_anomaly_needs_a_threshold() -> None:
 @pytest.mark.parametrize("label", ["yes", 2, 0.5])
 def test_anomaly_labels_are_booleans_or_0_1(label: Any) -> None:
     codec = Codec(SchemaSettings(), LimitSettings(), "anomaly")
-    record = f'{{"id": 1, "features": {{"x": 1}}, "label": {label!r}}}'.replace("'", '"')
-    with pytest.raises(InvalidLabel, match="anomaly label"):
-        codec.decode(record.encode(), None, 0, Origin("e", 0, 0))
+    value = orjson.dumps(label).decode()
+    # an event with such a label is still scored; only its label is refused
+    event = codec.decode(
+        f'{{"id": 1, "features": {{"x": 1}}, "label": {value}}}'.encode(), None, 0,
+        Origin("e", 0, 0),
+    )
+    assert isinstance(event, Event) and event.features == {"x": 1} and not event.has_label
+    assert event.label_error is not None and event.label_error.reason == "invalid_label"
+    assert "anomaly label" in event.label_error.message
+    # a label record with such a label is refused at once
+    with pytest.raises(InvalidLabel, match="anomaly label") as info:
+        codec.decode(f'{{"id": 1, "label": {value}}}'.encode(), None, 0, Origin("e", 0, 1))
+    assert info.value.reason == "invalid_label"
+    for good in (b"true", b"false", b"0", b"1"):
+        ok = codec.decode(b'{"id": 1, "features": {"x": 1}, "label": ' + good + b"}", None, 0,
+                          Origin("e", 0, 2))
+        assert isinstance(ok, Event) and ok.has_label and ok.label_error is None
 
 
 # -- forecasting ---------------------------------------------------------------------
@@ -195,8 +210,21 @@ def test_forecasting_records_need_no_features_but_a_value() -> None:
     record = b'{"id": 1, "key": "s", "ts": 5, "label": 2.5}'
     event = codec.decode(record, None, 0, Origin("e", 0, 0))
     assert isinstance(event, Event) and event.features == {} and event.label == 2.5
-    with pytest.raises(InvalidLabel):
-        codec.decode(b'{"id": 1, "label": "high"}', None, 0, Origin("e", 0, 1))
+    assert event.has_label and event.label_error is None
+    # docs/tasks.md: a record with a value and no features is an event, so one whose
+    # value is not a number is an event too: it is forecast, and its value refused
+    bad = codec.decode(b'{"id": 1, "label": "high"}', None, 0, Origin("e", 0, 1))
+    assert isinstance(bad, Event) and bad.features == {} and not bad.has_label
+    assert bad.label_error is not None and bad.label_error.reason == "invalid_label"
+    learner = Learner(ModelSpec.from_settings(ModelSettings(
+        task="forecasting", pipeline=({"step": "time_series.HoltWinters", "params": {"alpha": 0.5}},)
+    )))
+    prediction = learner.process(bad)
+    assert prediction is not None and prediction.fields == {"forecast": None}
+    assert prediction.label_error is bad.label_error and learner.n_learned == 0
+    # a record with neither features nor a value is still refused
+    with pytest.raises(InvalidRecord, match="no_features"):
+        codec.decode(b'{"id": 2, "key": "s"}', None, 0, Origin("e", 0, 2))
 
 
 def test_forecasting_is_always_per_key() -> None:

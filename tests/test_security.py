@@ -126,7 +126,7 @@ def test_metric_names_resolve_only_river_metrics(metric: str) -> None:
 def test_a_factory_that_fails_is_a_configuration_error() -> None:
     with pytest.raises(ModelConfigError, match=r"model\.factory 'os:system' failed"):
         ModelSpec.from_settings(ModelSettings(factory="os:system"))
-    with pytest.raises(ModelConfigError, match="not a River Regressor"):
+    with pytest.raises(ModelConfigError, match=r"not a River base\.Regressor"):
         ModelSpec.from_settings(ModelSettings(factory="os:getcwd"))
 
 

@@ -159,29 +159,46 @@ BAD = [
     (b'{"id": 0, "label": true}', b"k5", "unknown_id", "InvalidLabel"),
     (b"[1, 2, 3]", None, "not_object", "InvalidRecord"),
 ]
+#: the label record of BAD for an id never seen, re-encoded when it expires
+EXPIRED_LABEL = b'{"id":0,"key":"k5","ts":0.0,"label":true}'
 
 
 def test_bad_records_become_dead_letters_with_original_bytes_and_headers():
-    good = phishing(0, 3)
+    good, after = phishing(0, 3), phishing(3, 5)
     records = [Record(v, None, 0, Origin(TOPIC, 2, i)) for i, v in enumerate(good)]
     for i, (value, key, _reason, _cls) in enumerate(BAD, start=len(good)):
         records.append(Record(value, key, 0, Origin(TOPIC, 2, i)))
+    start = len(records)
+    records += [Record(v, None, 0, Origin(TOPIC, 2, start + i)) for i, v in enumerate(after)]
     src = MemorySource({(TOPIC, 2): records})
     sink = MemorySink()
-    service = make_service(make_settings(), src, sink)
+    # the label for an unknown id waits for its event at most one later event, then
+    # expires: the two events after it make it a dead letter within the run
+    service = make_service(make_settings(labels__early_max_age_events=1), src, sink)
     summary = service.run()
 
     outputs = ("dead_letters", "learn_dead_letters")
     dead = [(k, v, dict(h)) for role, k, v, h in sink.sent if role in outputs]
+    # (offset, BAD entry) in the order the dead letters are written: the expired label
+    # last, when the batch that expired it ends
+    expected = [(off, bad) for off, bad in enumerate(BAD, start=len(good))]
+    expected.sort(key=lambda item: item[1][2] == "unknown_id")
     assert len(dead) == len(BAD)
     # the event with a bad inline label is predicted; only its label is a dead letter
-    assert summary.dead_letters == len(BAD) - 1
+    assert summary.dead_letters == len(BAD) - 2
     assert summary.inline_labels_rejected == 1
-    assert summary.predictions == len(good) + 1
-    for offset, ((key, value, headers), (orig, orig_key, reason, cls)) in enumerate(
-        zip(dead, BAD, strict=True), start=len(good)
+    # the label record was accepted (to wait), and expired later
+    assert summary.label_records == 1 and summary.labels_expired == 1
+    assert summary.labels == len(good) + len(after)
+    assert summary.predictions == len(good) + 1 + len(after)
+    assert summary.records == len(records)
+    for (key, value, headers), (offset, (orig, orig_key, reason, cls)) in zip(
+        dead, expected, strict=True
     ):
-        assert value == (orig if orig is not None else b"")
+        if reason == "unknown_id":
+            assert value == EXPIRED_LABEL
+        else:
+            assert value == (orig if orig is not None else b"")
         assert key == orig_key
         assert headers["__stream_learner.errors.topic"] == TOPIC.encode()
         assert headers["__stream_learner.errors.partition"] == b"2"
@@ -198,6 +215,7 @@ def test_bad_records_become_dead_letters_with_original_bytes_and_headers():
     reg = service.metrics.registry
     assert sample(reg, "stream_learner_dead_letters_total", output="dead_letters", reason="not_json") == 1
     assert sample(reg, "stream_learner_dead_letters_total", output="learn_dead_letters", reason="unknown_id") == 1
+    assert sample(reg, "stream_learner_labels_expired_total", buffer="early") == 1
 
 
 def test_dead_letter_message_header_names_the_problem():
@@ -334,11 +352,13 @@ def test_stop_from_inside_send_ends_after_the_batch_and_still_commits():
 
 def test_summary_counts_add_up():
     unlabelled = [b'{"id": 100, "features": {"x": 1.0}}', b'{"id": 101, "features": {"x": 2.0}}']
-    p0 = [*phishing(0, 10), b"bad", *unlabelled, b'{"id": 3, "label": true}']
+    p0 = [*phishing(0, 10), b"bad", b'{"id": 3, "label": true}', *unlabelled]
     p1 = [*phishing(10, 15), None, b'{"id": 7}']
     src = MemorySource({(TOPIC, 0): p0, (TOPIC, 1): p1})
     sink = MemorySink()
-    service = make_service(make_settings(service__batch_size=3), src, sink)
+    # the label record's (key "", id 3) is never seen: it waits at most one later event
+    settings = make_settings(service__batch_size=3, labels__early_max_age_events=1)
+    service = make_service(settings, src, sink)
     summary = service.run()
 
     reg = service.metrics.registry
@@ -348,17 +368,23 @@ def test_summary_counts_add_up():
     }
     assert summary.records == len(p0) + len(p1) == 21
     assert summary.predictions == 10 + 2 + 5 == len(sink.values("predictions"))
-    # the label record for an unknown id goes to the learn dead letters
-    assert summary.dead_letters == 4
-    assert len(sink.values("dead_letters")) == 3
-    assert len(sink.values("learn_dead_letters")) == 1
-    assert by_outcome == {"prediction": 17.0, "label": 0.0, "dead_letter": 4.0}
-    assert summary.records == summary.predictions + by_outcome["label"] + summary.dead_letters
+    # the label record for an unknown id is accepted, waits, and expires to the learn
+    # dead letters once its partition has scored two more events
+    assert summary.label_records == 1
+    assert summary.dead_letters == 3 == len(sink.values("dead_letters"))
+    assert summary.labels_expired == 1 == summary.learn_dead_letters
+    assert sink.decoded("learn_dead_letters") == [{"id": 3, "key": "", "ts": 0.0, "label": True}]
+    assert by_outcome == {"prediction": 17.0, "label": 1.0, "dead_letter": 3.0}
+    assert summary.records == summary.predictions + summary.label_records + summary.dead_letters
+    assert (
+        summary.input_dead_letters + summary.learn_dead_letters
+        == summary.dead_letters + summary.inline_labels_rejected + summary.labels_expired
+    )
     assert summary.labels == 15  # labelled events learned (unlabelled ones are not)
     assert sample(reg, "stream_learner_labels_learned_total") == 15
     assert sum(sh.learner.n_learned for sh in service.shards.values()) == 15
     assert "21 records" in summary.render()
-    assert "4 dead letters" in summary.render()
+    assert "3 dead letters" in summary.render()
 
 
 def test_empty_input_runs_and_commits_nothing():
@@ -371,14 +397,9 @@ def test_empty_input_runs_and_commits_nothing():
     assert summary.metrics == {f"{TOPIC}[0]": 0.0}
 
 
-# -- known bugs -----------------------------------------------------------------------------
+# -- inline labels off ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: labels.inline is never read (only defined in settings.py); with "
-    "inline = false the service still learns every label carried by an event",
-)
 def test_inline_labels_off_means_events_are_not_learned():
     src = MemorySource({(TOPIC, 0): phishing(0, 10)})
     sink = MemorySink()
@@ -387,6 +408,8 @@ def test_inline_labels_off_means_events_are_not_learned():
     assert summary.predictions == 10
     assert summary.labels == 0
     assert service.shards[(TOPIC, 0)].learner.n_learned == 0
+    # such events wait for a label record like any other
+    assert len(service.shards[(TOPIC, 0)].learner.book.pending) == 10
 
 
 def test_file_source_blank_lines_do_not_end_the_input(tmp_path):

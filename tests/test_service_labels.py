@@ -5,12 +5,14 @@ from __future__ import annotations
 import orjson
 from river import evaluate
 
+from stream_learner.events import Origin
 from stream_learner.metrics import Metrics
 from stream_learner.models import ModelSpec
 from stream_learner.service import Service
 from stream_learner.settings import Settings
+from stream_learner.sources import Record
 from stream_learner.testing import MemorySink, MemorySource
-from tests.streams import delayed, friedman
+from tests.streams import delayed, early, friedman
 
 
 def _settings(**sections: dict) -> Settings:
@@ -34,13 +36,43 @@ def test_labels_topic_partition_p_feeds_events_partition_p() -> None:
     assert sorted(service.shards) == [("events", 0), ("events", 1)]
     assert summary.predictions == 200 and summary.labels == 200 and summary.dead_letters == 0
     assert summary.labelling["coverage"] == 1.0 and summary.labelling["late"] == 200
-    assert source.committed == {
+    assert source.committed_offsets == {
         ("events", 0): 100, ("events", 1): 100, ("labels", 0): 100, ("labels", 1): 100
     }
     text = metrics.render().decode()
     assert 'stream_learner_labels_joined_total{when="late"} 200.0' in text
     assert 'stream_learner_label_coverage_ratio{partition="1"} 1.0' in text
     assert "stream_learner_label_delay_events_count 200.0" in text
+
+
+def test_a_shard_revoked_before_its_labels_partition_was_read_comes_back_as_it_was() -> None:
+    """Events read and committed, nothing yet on the labels partition (nothing committed
+    there): a rebalance that gives the shard straight back keeps its model and pending
+    predictions (without checkpoints, a fresh model would lose them)."""
+    settings = _settings()
+    events = friedman(20)
+    source = MemorySource({
+        ("events", 0): [orjson.dumps({**e, "label": None}) for e in events],
+        ("labels", 0): [],
+    })
+    service = Service(settings, ModelSpec.from_settings(settings.model), source, MemorySink())
+    source.subscribe(service)
+    service._restore()
+    service.process_batch(source.poll(100, 0), 0.0)
+    before = service.shards[("events", 0)].learner
+    assert len(before.book.pending) == 20
+    assignment = [("events", 0), ("labels", 0)]
+    service.on_revoked(assignment)  # commits events at 20; labels: nothing to commit
+    assert source.committed_offsets == {("events", 0): 20}
+    service.on_assigned(assignment)
+    service._restore()
+    assert service.shards[("events", 0)].learner is before
+    service.process_batch([
+        Record(orjson.dumps({"id": e["id"], "key": e["key"], "label": e["label"]}), None, 0,
+               Origin("labels", 0, i))
+        for i, e in enumerate(events)
+    ], 0.0)
+    assert before.book.stats.late == 20 and len(before.book.pending) == 0
 
 
 def test_delayed_labels_on_the_events_topic_through_the_service() -> None:
@@ -68,6 +100,24 @@ def test_delayed_labels_on_the_events_topic_through_the_service() -> None:
         "resident_bytes_estimate": summary.models["resident_bytes_estimate"],
     }
     assert summary.models["resident_bytes_estimate"] > 0
+
+
+def test_labels_learned_counts_labels_joined_not_labels_waiting() -> None:
+    settings = Settings.model_validate({"labels": {"early_max_age_events": 3}})
+    events = friedman(50)
+    ghost = {"id": "ghost", "key": "nobody", "label": 1.0}
+    # every label comes two events before its own (three events' wait at most); the ghost
+    # label's event never comes
+    records = [orjson.dumps(r) for r in [ghost, *early(events, 2)]]
+    source, sink, metrics = MemorySource({("events", 0): records}), MemorySink(), Metrics()
+    summary = Service(settings, ModelSpec.from_settings(settings.model), source, sink, metrics).run()
+    assert summary.label_records == 51 and summary.predictions == 50
+    assert summary.labels == 50 == summary.labelling["early"]  # counted when joined
+    assert summary.labels_expired == 1 and len(sink.values("learn_dead_letters")) == 1
+    assert metrics.registry.get_sample_value("stream_learner_labels_learned_total") == 50
+    assert metrics.registry.get_sample_value(
+        "stream_learner_labels_joined_total", {"when": "early"}
+    ) == 50
 
 
 def test_per_key_model_gauges() -> None:

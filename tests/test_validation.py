@@ -9,7 +9,9 @@ from stream_learner.errors import InvalidLabel, InvalidRecord
 from stream_learner.events import INPUT_REASONS, LEARN_REASONS, REASONS, Codec, Event, Label, Origin
 from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
-from stream_learner.settings import LimitSettings, ModelSettings, SchemaSettings
+from stream_learner.service import Service
+from stream_learner.settings import LimitSettings, ModelSettings, SchemaSettings, Settings
+from stream_learner.testing import MemorySink, MemorySource
 
 ORIGIN = Origin("events", 0, 0)
 LIMITS = LimitSettings(max_record_bytes=2048, max_features=5, max_id_length=16)
@@ -188,13 +190,25 @@ def test_error_messages_do_not_echo_large_producer_data() -> None:
     assert len(info.value.message) < 200
 
 
-def test_label_for_an_unknown_id_is_invalid_label() -> None:
-    learner = Learner(ModelSpec.from_settings(ModelSettings()))
-    label = decode(b'{"id": "never-seen", "key": "k", "label": 2.0}')
-    with pytest.raises(InvalidLabel) as info:
-        learner.process(label)
-    assert info.value.reason == "unknown_id"
-    assert learner.n_learned == 0
+def test_label_for_an_unknown_id_is_invalid_label_once_it_expires() -> None:
+    label = b'{"id": "never-seen", "key": "k", "label": 2.0}'
+    unlabelled = [b'{"id": %d, "key": "k", "features": {"x": 1.0}}' % i for i in range(2)]
+    settings = Settings.model_validate({"labels": {"early_max_age_events": 1}})
+    source, sink = MemorySource({("events", 0): [label, *unlabelled]}), MemorySink()
+    service = Service(settings, ModelSpec.from_settings(settings.model), source, sink)
+    summary = service.run()
+    # accepted when it came (it may precede its event), refused when it expired unjoined
+    assert isinstance(decode(label), Label)
+    assert summary.label_records == 1 and summary.labels_expired == 1
+    [(role, key, _value, headers)] = [sent for sent in sink.sent if sent[0] != "predictions"]
+    h = {name: value.decode() for name, value in headers}
+    assert (role, key) == ("learn_dead_letters", b"k")
+    assert h["__stream_learner.errors.reason"] == "unknown_id" and "unknown_id" in LEARN_REASONS
+    assert h["__stream_learner.errors.exception.class.name"] == "InvalidLabel"
+    assert h["__stream_learner.errors.offset"] == "0"
+    message = h["__stream_learner.errors.exception.message"]
+    assert "'never-seen'" in message and "'k'" in message
+    assert service.shards[("events", 0)].learner.n_learned == 0
 
 
 # -- the model's own errors -----------------------------------------------------------
@@ -225,6 +239,9 @@ def test_a_label_the_model_cannot_learn_keeps_the_prediction() -> None:
     assert prediction.label_error is not None and prediction.label_error.reason == "learn_failed"
     assert (learner.n_learned, learner.metric_value) == before
     assert learner.n_predicted == 4
+    # the label was not applied: it neither counts as joined nor covers the prediction
+    assert learner.book.stats.labelled == learner.book.stats.inline == 3
+    assert [when for when, _e, _s in learner.book.drain_delays()] == ["inline"] * 3
 
 
 def test_inline_label_error_is_passed_to_the_prediction() -> None:

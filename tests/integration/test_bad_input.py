@@ -5,12 +5,18 @@ input are interleaved on three partitions. The service must predict and learn
 the valid events exactly as River's own loop does over the valid events alone,
 put every bad record in the right dead-letter topic with its original bytes and
 headers, and account for every offset exactly once.
+
+Label records whose event never comes ("ghosts") are accepted and wait in the
+early-label buffer; with ``labels.early_max_age_events`` small they expire
+within the run (each partition ends with enough valid events) and reach the
+learn dead-letter topic, re-encoded, with headers pointing at the label record.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +47,11 @@ MODEL = ModelSettings(
     ),
 )
 HEADER = "__stream_learner.errors."
+#: [labels] early_max_age_events of the run: a ghost label expires after this many later
+#: events of its partition
+EARLY_MAX_AGE_EVENTS = 50
+#: valid events that end each partition, so that the last ghosts expire within the run
+TAIL = EARLY_MAX_AGE_EVENTS + 1
 
 
 @dataclass
@@ -100,13 +111,19 @@ def _bad_input(rng: random.Random, i: int, p: int, x: dict[str, Any]) -> Rec:
 def build_stream(seed: int = 11) -> list[Rec]:
     """Valid events with bad input, label records and odd labels mixed in."""
     rng = random.Random(seed)
-    samples = itertools.islice(datasets.synth.Agrawal(classification_function=2, seed=7), N_VALID)
+    samples = itertools.islice(
+        datasets.synth.Agrawal(classification_function=2, seed=7), N_VALID + TAIL * PARTITIONS
+    )
     out: list[Rec] = []
     seen = [0] * PARTITIONS
     for i, (x, y) in enumerate(samples):
         p = i % PARTITIONS
         key = f"sensor-{p}".encode()
         seen[p] += 1
+        if i >= N_VALID:  # the tail: valid events only
+            out.append(Rec(p, key, orjson.dumps(_event(i, p, x, label=y)), "valid",
+                           features=x, label=y))
+            continue
         roll = rng.random()
         if roll < 0.04:  # no label: predicted, not learned
             out.append(Rec(p, key, orjson.dumps(_event(i, p, x)), "unlabelled", features=x))
@@ -148,6 +165,7 @@ def _config(tmp_path: Path) -> Path:
         '[service]\ntransport = "kafka"\nbatch_size = 500\n\n'
         f"[limits]\nmax_record_bytes = {MAX_RECORD_BYTES}\nmax_features = {MAX_FEATURES}\n"
         "max_id_length = 16\n\n"
+        f"[labels]\nearly_max_age_events = {EARLY_MAX_AGE_EVENTS}\n\n"
         f'[model]\nname = "{MODEL.name}"\ntask = "{MODEL.task}"\n\n'
         '[[model.pipeline]]\nstep = "preprocessing.StandardScaler"\n\n'
         '[[model.pipeline]]\nstep = "linear_model.LogisticRegression"\n'
@@ -188,8 +206,10 @@ def test_bad_input_never_stops_the_stream(
         "dead_letters": make_topic("dlq", 1),
         "learn_dead_letters": make_topic("learn-dlq", 1),
     }
+    produced_from = time.time() - 1.0
     positions = produce(kafka_bootstrap, topics["events"],
                         [(r.partition, r.key, r.value) for r in stream])
+    produced_to = time.time() + 1.0
     for rec, (partition, offset) in zip(stream, positions, strict=True):
         assert partition == rec.partition
         rec.offset = offset
@@ -210,6 +230,7 @@ def test_bad_input_never_stops_the_stream(
     summary = orjson.loads(summary_path.read_bytes())
 
     predicted = [r for r in stream if r.features is not None]
+    ghosts = [r for r in stream if r.kind == "unknown_label"]
     dead = [r for r in stream if r.output is not None]
     inline_rejected = [r for r in predicted if r.output is not None]
     by_output = {o: [r for r in dead if r.output == o] for o in ("dead_letters",
@@ -218,15 +239,22 @@ def test_bad_input_never_stops_the_stream(
     # -- counts add up exactly ----------------------------------------------------
     assert summary["records"] == len(stream)
     assert summary["predictions"] == len(predicted)
-    assert summary["label_records"] == 0
-    assert summary["dead_letters"] == len(stream) - len(predicted)
+    # ghosts are accepted label records, and dead letters only once they expire
+    assert summary["label_records"] == len(ghosts) > 0
+    assert summary["labels_expired"] == len(ghosts)
+    assert summary["dead_letters"] == len(stream) - len(predicted) - len(ghosts)
     assert summary["records"] == (
         summary["predictions"] + summary["label_records"] + summary["dead_letters"]
     )
     assert summary["inline_labels_rejected"] == len(inline_rejected)
     assert summary["input_dead_letters"] == len(by_output["dead_letters"])
     assert summary["learn_dead_letters"] == len(by_output["learn_dead_letters"])
+    assert summary["input_dead_letters"] + summary["learn_dead_letters"] == (
+        summary["dead_letters"] + summary["inline_labels_rejected"] + summary["labels_expired"]
+    )
     assert summary["labels"] == sum(r.label is not None for r in predicted)
+    lab = summary["labelling"]
+    assert (lab["expired_early"], lab["early"], lab["late"]) == (len(ghosts), 0, 0)
 
     # -- predictions: one per predicted event, exactly River's --------------------
     rows = consume_all(kafka_bootstrap, topics["predictions"], len(predicted), timeout_s=60)
@@ -263,6 +291,14 @@ def test_bad_input_never_stops_the_stream(
             assert h["exception.message"]
             assert float(h["timestamp"]) > 1.7e9
             assert h["schema.version"] == "1"
-            assert value == (rec.value or b"")
             assert key == rec.key
+            if rec.kind == "unknown_label":  # its bytes are gone: the label re-encoded
+                body = orjson.loads(value)
+                assert list(body) == ["id", "key", "ts", "label"]
+                sent = orjson.loads(rec.value or b"")
+                assert {k: body[k] for k in ("id", "key", "label")} == sent
+                assert produced_from <= body["ts"] <= produced_to  # the record's timestamp
+                assert f"id {sent['id']!r}" in h["exception.message"]
+            else:
+                assert value == (rec.value or b"")
         assert seen == set(want)

@@ -88,13 +88,15 @@ def holt_winters() -> Any:
 
 
 class Topics:
-    """Unique events / predictions / dead-letter topics and the settings naming them."""
+    """Unique events / predictions / both dead-letter topics and the settings naming them."""
 
     def __init__(self, make_topic: Any, bootstrap: str, partitions: int) -> None:
         self.bootstrap = bootstrap
         self.events = make_topic("events", partitions)
         self.predictions = make_topic("predictions", partitions)
         self.dlq = make_topic("dlq", 1)
+        # the worker requires the learn dead-letter topic at start
+        self.learn_dlq = make_topic("learn-dlq", 1)
         self.group = f"g-{uuid.uuid4().hex[:8]}"
 
     def overrides(self, **extra: str) -> dict[str, str]:
@@ -103,6 +105,7 @@ class Topics:
             "kafka__events_topic": self.events,
             "kafka__predictions_topic": self.predictions,
             "kafka__dead_letter_topic": self.dlq,
+            "kafka__learn_dead_letter_topic": self.learn_dlq,
             "kafka__group_id": self.group,
             **extra,
         }
@@ -204,6 +207,19 @@ def test_delayed_early_and_expired_labels_on_the_events_topic(
     assert lab["expired_early"] == stats.expired_early
     assert lab["coverage"] == (1000 + stats.late) / 1500
     assert summary["labels"] == 1000 + stats.late and summary["dead_letters"] == 0
+    # labels whose event was never seen (here: whose prediction expired) went to the learn
+    # dead letters when they expired, re-encoded, with headers pointing at the label record
+    assert summary["labels_expired"] == summary["learn_dead_letters"] == stats.expired_early
+    rows = consume_all(kafka_bootstrap, topics.learn_dlq, stats.expired_early)
+    assert len(rows) == stats.expired_early
+    labels_at = {offset: r for offset, r in enumerate(records[2]) if "features" not in r}
+    for _p, _o, key, value, headers in rows:
+        h = {k.removeprefix("__stream_learner.errors."): v.decode() for k, v in headers}
+        assert (h["topic"], h["partition"], h["reason"]) == (topics.events, "2", "unknown_id")
+        label = labels_at[int(h["offset"])]
+        body = orjson.loads(value)
+        assert {k: body[k] for k in ("id", "key", "label")} == label
+        assert key == label["key"].encode()
 
 
 # -- (b) a co-partitioned labels topic -------------------------------------------------
@@ -296,7 +312,7 @@ def test_labels_topic_with_another_partition_count_is_refused(
         env=service_env(**topics.overrides(kafka__labels_topic=labels_topic)),
         capture_output=True, text=True, timeout=120, check=False,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a configuration error (docs/security.md: exit 2)
     assert (
         f"kafka.labels_topic '{labels_topic}' has 2 partitions but "
         f"kafka.events_topic '{topics.events}' has 3"
