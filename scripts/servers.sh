@@ -8,9 +8,22 @@
 #   scripts/servers.sh status   print the addresses and whether they answer
 #   scripts/servers.sh env      print `export` lines for the tests
 #
+# `start` and `stop` take an optional second argument, `kafka` or `redis`, to
+# act on that server only (both by default). Stopping is SIGTERM (a clean,
+# controlled shutdown); starting again reuses the data folder (no re-format),
+# which is how tests restart a private server mid-stream.
+#
 # When STREAM_LEARNER_TEST_KAFKA (host:port) or STREAM_LEARNER_TEST_REDIS
 # (redis:// URL) is set, that server is used as it is and nothing is started.
 # Idempotent: a server that already answers is reused.
+#
+# Environment (defaults in brackets):
+#   STREAM_LEARNER_SERVERS_DIR       state folder: data, logs, pid files [.servers]
+#   STREAM_LEARNER_KAFKA_PORT        broker port [19092]
+#   STREAM_LEARNER_CONTROLLER_PORT   KRaft controller port [19093]
+#   STREAM_LEARNER_REDIS_PORT        Redis port [16379]
+#   STREAM_LEARNER_KAFKA_LIBS        folder of the Kafka jars [<state>/kafka/libs];
+#                                    fetched from Maven Central when not complete
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +33,7 @@ CONTROLLER_PORT="${STREAM_LEARNER_CONTROLLER_PORT:-19093}"
 REDIS_PORT="${STREAM_LEARNER_REDIS_PORT:-16379}"
 KAFKA_ADDR="${STREAM_LEARNER_TEST_KAFKA:-127.0.0.1:$KAFKA_PORT}"
 REDIS_URL="${STREAM_LEARNER_TEST_REDIS:-redis://127.0.0.1:$REDIS_PORT/0}"
-LIBS="$STATE/kafka/libs"
+LIBS="${STREAM_LEARNER_KAFKA_LIBS:-$STATE/kafka/libs}"
 
 log() { printf '[servers] %s\n' "$*" >&2; }
 
@@ -150,13 +163,26 @@ print_env() {
   echo "export STREAM_LEARNER_TEST_REDIS_PID_FILE=$STATE/redis/pid"
 }
 
+which="${2:-all}"
+case "$which" in
+  all|kafka|redis) ;;
+  *) echo "usage: $0 start|stop [kafka|redis]" >&2; exit 2 ;;
+esac
+wants() { [ "$which" = all ] || [ "$which" = "$1" ]; }
+
 case "${1:-}" in
-  start) mkdir -p "$STATE"; start_redis; start_kafka; print_env > "$STATE/env" ;;
-  stop) stop_pidfile "$STATE/kafka/pid" Kafka; stop_pidfile "$STATE/redis/pid" Redis ;;
+  start)
+    mkdir -p "$STATE"
+    if wants redis; then start_redis; fi
+    if wants kafka; then start_kafka; fi
+    print_env > "$STATE/env" ;;
+  stop)
+    if wants kafka; then stop_pidfile "$STATE/kafka/pid" Kafka; fi
+    if wants redis; then stop_pidfile "$STATE/redis/pid" Redis; fi ;;
   status)
     host="${KAFKA_ADDR%:*}"; port="${KAFKA_ADDR##*:}"
     if port_open "$host" "$port"; then echo "kafka $KAFKA_ADDR up"; else echo "kafka $KAFKA_ADDR down"; fi
     if port_open 127.0.0.1 "$REDIS_PORT"; then echo "redis $REDIS_URL up"; else echo "redis $REDIS_URL down"; fi ;;
   env) print_env ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop [kafka|redis] | status | env" >&2; exit 2 ;;
 esac

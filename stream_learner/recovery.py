@@ -310,7 +310,8 @@ class Checkpointer:
         shard.records_since_save = 0
         shard.dirty = False
         self._retry_at.pop(shard.id, None)
-        self._backoff.pop(shard.id, None)
+        if self._backoff.pop(shard.id, None) is not None:
+            log.info("checkpoint of %s saved again after failures", shard.id)
 
     def _failed(self, sid: str, now: float, exc: Exception) -> None:
         delay = min(self._backoff.get(sid, 0.5) * 2, self.settings.max_backoff_s)

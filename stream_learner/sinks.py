@@ -26,7 +26,13 @@ import orjson
 
 from stream_learner.errors import ConnectionFailed, InvalidRecord
 from stream_learner.settings import Settings
-from stream_learner.sources import Record, kafka_client_options, unreachable, worker_id
+from stream_learner.sources import (
+    RECONNECT_BACKOFF_MAX_MS,
+    Record,
+    kafka_client_options,
+    unreachable,
+    worker_id,
+)
 
 __all__ = [
     "DEAD_LETTER_SCHEMA_VERSION",
@@ -229,6 +235,7 @@ class KafkaSink:
                 batch_size=256 * 1024,
                 max_block_ms=int(k.connect_timeout_s * 1000),
                 bootstrap_timeout_ms=int(k.connect_timeout_s * 1000),
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
                 **extra,
                 **kafka_client_options(k, environ),
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -24,6 +25,8 @@ from stream_learner.events import Origin
 from stream_learner.settings import KafkaSettings, Settings
 
 __all__ = [
+    "COMMIT_BACKOFF_S",
+    "RECONNECT_BACKOFF_MAX_MS",
     "FileSource",
     "KafkaSource",
     "PartitionListener",
@@ -37,6 +40,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Longest wait between attempts to reconnect to a broker: a restarted broker is used again
+#: within a second (the Java client's default), not after kafka-python's default of 30 s.
+RECONNECT_BACKOFF_MAX_MS = 1000
+
+#: First and longest wait between attempts of an offset commit that failed retriably.
+COMMIT_BACKOFF_S = (0.2, 5.0)
 
 #: (topic, partition): one input partition, the unit of state (a shard).
 TopicPartition = tuple[str, int]
@@ -321,6 +331,7 @@ class KafkaSource:
         from kafka.errors import KafkaError
 
         k = settings.kafka
+        self._sleep = time.sleep
         self._topics = [k.events_topic] + ([k.labels_topic] if k.labels_topic else [])
         try:
             self._consumer = KafkaConsumer(
@@ -338,6 +349,7 @@ class KafkaSource:
                     else "read_uncommitted"
                 ),
                 bootstrap_timeout_ms=int(k.connect_timeout_s * 1000),
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
                 **kafka_client_options(k, environ),
             )
         except KafkaError as exc:
@@ -380,14 +392,37 @@ class KafkaSource:
         return out
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Commit the next offsets to read, synchronously."""
+        """Commit the next offsets to read, synchronously.
+
+        While the broker is unreachable (a retriable error, or the client's request
+        timeout) the commit is retried with backoff, logging each failure: the outputs are
+        already durable, and nothing after them may be processed before they are committed.
+        A non-retriable error (e.g. the group moved on without this member) raises
+        :class:`ConnectionFailed`.
+        """
+        from kafka.errors import KafkaError, KafkaTimeoutError
         from kafka.structs import OffsetAndMetadata
         from kafka.structs import TopicPartition as KafkaTP
 
-        if offsets:
-            self._consumer.commit(
-                {KafkaTP(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
-            )
+        if not offsets:
+            return
+        request = {KafkaTP(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+        delay = COMMIT_BACKOFF_S[0]
+        while True:
+            try:
+                self._consumer.commit(request)
+                return
+            except KafkaError as exc:
+                if not (getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)):
+                    raise ConnectionFailed(
+                        f"offset commit refused: {type(exc).__name__}: {exc}"
+                    ) from exc
+                log.warning(
+                    "offset commit failed (%s: %s); retrying in %.1fs",
+                    type(exc).__name__, exc, delay,
+                )
+                self._sleep(delay)
+                delay = min(delay * 2, COMMIT_BACKOFF_S[1])
 
     @property
     def exhausted(self) -> bool:

@@ -695,6 +695,24 @@ def test_checkpoint_backoff_doubles_up_to_the_maximum():
     assert sample(ck.metrics, "stream_learner_checkpoints_total", result="error") == 4
 
 
+def test_a_save_that_succeeds_after_failures_says_so(caplog: pytest.LogCaptureFixture):
+    store = FlakyStore(failures=2)
+    ck = _checkpointer(store, every_events=1)
+    shard = _shard(records_since_save=1, dirty=True)
+    with caplog.at_level("INFO", logger="stream_learner.recovery"):
+        for now in (0.0, 1.0, 3.0):
+            ck.save(shard, 1, now)
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    again = [r for r in caplog.records if "saved again" in r.getMessage()]
+    assert len(failed) == 2 and len(again) == 1
+    assert not shard.dirty
+    caplog.clear()
+    shard.dirty = True
+    with caplog.at_level("INFO", logger="stream_learner.recovery"):
+        ck.save(shard, 1, 4.0)  # an ordinary save after a healthy one: nothing to report
+    assert "saved again" not in caplog.text
+
+
 def test_store_unreachable_at_restore_is_retried_then_fails(monkeypatch: pytest.MonkeyPatch):
     clock = Clock()
     monkeypatch.setattr(recovery_module, "time", types.SimpleNamespace(sleep=clock.advance))

@@ -1,0 +1,172 @@
+"""The broker or Redis restarted mid-stream: nothing is lost, the worker recovers by itself.
+
+Each test restarts a server of its own (tests/private_servers.py), never the
+shared ones: the broker test runs against a private broker (and the shared
+Redis), the Redis test against a private Redis (and the shared broker).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaConsumer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.structs import TopicPartition
+
+from tests.integration.test_crash_recovery import (
+    _check_predictions,
+    _final_models_equal_reference,
+    _settings,
+)
+from tests.private_servers import PrivateServer
+from tests.workers import Worker, labelled_events, paced_producer, reference, write_config
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis]
+
+PARTITIONS = 2
+N_EVENTS = 3000
+DOWN_S = 4.0
+
+Row = tuple[int, int, bytes]
+
+
+def _create_topics(bootstrap: str) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:10]
+    topics = {
+        "events": (f"events-{suffix}", PARTITIONS),
+        "predictions": (f"predictions-{suffix}", PARTITIONS),
+        "dlq": (f"dlq-{suffix}", 1),
+        "learn_dlq": (f"learn-dlq-{suffix}", 1),
+    }
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tests-admin")
+    try:
+        admin.create_topics([NewTopic(n, p, 1) for n, p in topics.values()], timeout_ms=30000)
+    finally:
+        admin.close()
+    return {role: name for role, (name, _p) in topics.items()}
+
+
+def _read(
+    bootstrap: str, topic: str, done: Callable[[list[Row]], bool], timeout_s: float,
+    isolation_level: str = "read_uncommitted", alive: Callable[[], None] = lambda: None,
+) -> list[Row]:
+    """(partition, offset, value) of ``topic`` from the start until ``done`` and the end is reached."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        isolation_level=isolation_level,
+    )
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    rows: list[Row] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                rows.extend((r.partition, r.offset, r.value) for r in records)
+            if done(rows):
+                end = consumer.end_offsets(tps)
+                if all(consumer.position(tp) >= end[tp] for tp in tps):
+                    return rows
+            alive()
+        raise AssertionError(f"{topic}: only {len(rows)} records after {timeout_s:.0f}s")
+    finally:
+        consumer.close()
+
+
+def _input_is_as_produced(bootstrap: str, topic: str, records: list[tuple[int, bytes, bytes]]) -> None:
+    """The producer's records all made it, in order: the reference applies."""
+    rows = _read(bootstrap, topic, lambda rows: len(rows) >= len(records), 90)
+    got = {p: [v for q, _o, v in sorted(rows) if q == p] for p in range(PARTITIONS)}
+    sent = {p: [v for q, _k, v in records if q == p] for p in range(PARTITIONS)}
+    assert got == sent, "the test producer lost or reordered records across the restart"
+
+
+def _covers(n: int) -> Callable[[list[Row]], bool]:
+    def done(rows: list[Row]) -> bool:
+        seen = set()
+        for _p, _o, value in rows:
+            source = orjson.loads(value)["source"]
+            seen.add((source["partition"], source["offset"]))
+        return len(seen) >= n
+    return done
+
+
+def _alive(worker: Worker) -> Callable[[], None]:
+    def check() -> None:
+        if worker.proc.poll() is not None:
+            raise AssertionError(f"worker exited {worker.proc.returncode}:\n{worker.log()[-3000:]}")
+    return check
+
+
+def _run_through_restart(
+    server: PrivateServer, bootstrap: str, redis_url: str, topics: dict[str, str],
+    tmp_path: Path, guarantee: str,
+) -> tuple[Worker, str]:
+    """A worker consumes a paced stream while ``server`` is stopped and started again."""
+    prefix = f"restart-{server.kind}-{uuid.uuid4().hex[:8]}"
+    records = labelled_events(N_EVENTS, PARTITIONS)
+    expected, learners = reference(records, PARTITIONS)
+    settings = _settings(
+        bootstrap, redis_url, topics, prefix,
+        service__guarantee=guarantee, service__worker_id="w1",
+        kafka__transaction_timeout_ms="10000",
+    )
+    isolation = "read_committed" if guarantee == "exactly_once" else "read_uncommitted"
+    worker = Worker(write_config(tmp_path), tmp_path / "worker.log", **settings)
+    try:
+        worker.wait_for(r"silent replay done|restore from", timeout=60)
+        producer = paced_producer(bootstrap, topics["events"], records, seconds=10.0)
+        time.sleep(3.0)
+        server.stop()
+        assert not server.up
+        time.sleep(DOWN_S)
+        _alive(worker)()
+        server.start()
+        producer.join(120)
+        assert not producer.is_alive(), "the test producer did not finish"
+        _input_is_as_produced(bootstrap, topics["events"], records)
+        _read(bootstrap, topics["predictions"], _covers(N_EVENTS), 120, isolation, _alive(worker))
+        assert worker.terminate() == 0, worker.log()[-3000:]
+    finally:
+        if worker.proc.poll() is None:
+            worker.kill()
+    rows = _read(bootstrap, topics["predictions"], _covers(N_EVENTS), 60, isolation)
+    _check_predictions(
+        [(p, o, None, v, []) for p, o, v in rows], expected, exactly_once=guarantee == "exactly_once"
+    )
+    _final_models_equal_reference(redis_url, prefix, topics["events"], learners)
+    return worker, worker.log()
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_broker_restarted_mid_stream(
+    guarantee: str, private_kafka: PrivateServer, redis_url: str, tmp_path: Path
+) -> None:
+    topics = _create_topics(private_kafka.address)
+    _run_through_restart(private_kafka, private_kafka.address, redis_url, topics, tmp_path, guarantee)
+
+
+def test_redis_restarted_mid_stream(
+    private_redis: PrivateServer, kafka_bootstrap: str, make_topic: Any, tmp_path: Path
+) -> None:
+    topics = {
+        "events": make_topic("events", PARTITIONS),
+        "predictions": make_topic("predictions", PARTITIONS),
+        "dlq": make_topic("dlq", 1),
+        "learn_dlq": make_topic("learn-dlq", 1),
+    }
+    _worker, log = _run_through_restart(
+        private_redis, kafka_bootstrap, private_redis.address, topics, tmp_path, "at_least_once"
+    )
+    failed = re.search(r"checkpoint of \S+ failed \(cannot reach Redis", log)
+    assert failed, "the worker should have reported failed checkpoints while Redis was down"
+    again = re.search(r"checkpoint of \S+ saved again after failures", log[failed.end():])
+    assert again, "checkpoints should succeed again once Redis is back"
