@@ -1,4 +1,8 @@
-"""Command line: ``stream-learner run | check``.
+"""Command line: ``stream-learner run | check | checkpoints | replay | simulate``.
+
+``replay`` runs history (files or a topic range) through the service and can
+write a warm-start checkpoint (:mod:`stream_learner.backtest`); ``simulate``
+publishes a sensor stream (:mod:`stream_learner.simulate`); see ``docs/replay.md``.
 
 ``stream-learner check --live [URL]`` probes a running worker's ``/healthz``
 and ``/readyz`` (the container healthcheck); plain ``check`` validates the
@@ -28,14 +32,17 @@ from typing import Any
 import orjson
 
 from stream_learner import __version__, admin
+from stream_learner.backtest import BacktestOptions, run_backtest
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.errors import ModelConfigError, SettingsError, StreamLearnerError
 from stream_learner.health import DEFAULT_TIMEOUT_S, metrics_url, probe
 from stream_learner.metrics import Metrics, MetricsServer
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer
+from stream_learner.replay import LabelDelay
 from stream_learner.service import ExactlyOnce, Service
 from stream_learner.settings import Settings, load_settings
+from stream_learner.simulate import FileWriter, KafkaWriter, SimulationPlan, publish, simulate
 from stream_learner.sinks import FileSink, KafkaSink, Sink, output_topics
 from stream_learner.sources import FileSource, KafkaSource, Source
 from stream_learner.stores import CheckpointStore, LocalStore, RedisStore
@@ -70,12 +77,71 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-events", type=int, help="stop after this many input records")
     run.add_argument("--quiet", action="store_true", help="do not write predictions (local)")
     run.add_argument("--summary-json", help="also write the run summary as JSON to this path")
+    _replay_parser(sub)
+    _simulate_parser(sub)
     ckpt = sub.add_parser("checkpoints", help="list, show or roll back shard checkpoints")
     ckpt.add_argument("-c", "--config", help="TOML settings file (names the store)")
     ckpt.add_argument("action", choices=["list", "show", "rollback"])
     ckpt.add_argument("shard", nargs="?", help="shard name, e.g. events:0")
     ckpt.add_argument("id", nargs="?", type=int, help="checkpoint id (show: default newest)")
     return parser
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def _replay_parser(sub: Any) -> None:
+    p = sub.add_parser("replay", help="run history (files or a topic range) through the service")
+    p.add_argument("-c", "--config", help="TOML settings file (default: built-in defaults)")
+    p.add_argument("inputs", nargs="*", metavar="FILE",
+                   help="JSON Lines or .csv files ('-': stdin); none: a range of kafka.events_topic")
+    p.add_argument("--start", default="earliest", metavar="SPEC",
+                   help="topic range start: earliest | OFFSET | P:OFFSET,... | @TIME (default earliest)")
+    p.add_argument("--end", default="latest", metavar="SPEC",
+                   help="topic range end, exclusive (default: the end when the replay starts)")
+    p.add_argument("--partitions", type=_ints, default=(), metavar="P,...",
+                   help="topic partitions to replay (default: all)")
+    p.add_argument("--sort-by-ts", action="store_true", help="files: replay in event-time order")
+    delay = p.add_mutually_exclusive_group()
+    delay.add_argument("--label-delay", type=int, metavar="EVENTS",
+                       help="re-emit each inline label as a label record this many events later")
+    delay.add_argument("--label-ts-field", metavar="FIELD",
+                       help="re-emit each inline label when event time reaches this field's time")
+    p.add_argument("--output", help="predictions: JSON Lines path or '-' (local.output)")
+    p.add_argument("--output-topic", default="", help="predictions to this Kafka topic instead")
+    p.add_argument("--alerts", default="", help="drift alerts to this JSON Lines file")
+    p.add_argument("--quiet", action="store_true", help="do not write predictions")
+    p.add_argument("--max-events", type=int, help="stop after this many records")
+    p.add_argument("--summary-json", help="also write the run summary as JSON to this path")
+    p.add_argument("--checkpoint-to", metavar="STORE",
+                   help="write a warm-start checkpoint: 'redis' ([checkpoint] settings) or a folder")
+    p.add_argument("--resume-offset", type=int,
+                   help="files: offset of <events_topic>:<--partition> the live worker starts at")
+    p.add_argument("--partition", type=int, default=0,
+                   help="files: the events partition the warm start is for (default 0)")
+
+
+def _simulate_parser(sub: Any) -> None:
+    p = sub.add_parser("simulate", help="publish a simulated sensor stream")
+    p.add_argument("-c", "--config", help="TOML settings file (the [kafka] section is used)")
+    p.add_argument("--source", default="agrawal",
+                   help="agrawal | sea | sine | stagger | friedman | river:<Dataset> (default agrawal)")
+    p.add_argument("--to", choices=["kafka", "file"], default="file",
+                   help="kafka: kafka.events_topic; file: --output (default file)")
+    p.add_argument("--output", dest="sim_output", default="-", help="file path or '-' (stdout)")
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (0: at once)")
+    p.add_argument("--count", type=int, default=0, help="events to publish (0: forever)")
+    p.add_argument("--keys", type=int, default=10, help="number of sensors (default 10)")
+    p.add_argument("--seed", type=int, default=42, help="seed of everything random (default 42)")
+    p.add_argument("--label-delay", type=int, metavar="EVENTS",
+                   help="labels as label records this many events later (default: inline)")
+    p.add_argument("--drift-at", type=_ints, default=(), metavar="N,...",
+                   help="event counts where the concept changes")
+    p.add_argument("--drift-width", type=int, default=1, help="events per change (1: abrupt)")
+    p.add_argument("--variants", type=_ints, default=(), metavar="V,...",
+                   help="concept variant of each segment (default 0,1,2,...)")
+    p.add_argument("--start-ts", default="", help="event time of the first event (epoch or ISO)")
 
 
 def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -200,6 +266,61 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
     return 0
 
 
+def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
+    spec = ModelSpec.from_settings(settings.model)
+    options = BacktestOptions(
+        inputs=tuple(args.inputs), start=args.start, end=args.end, partitions=args.partitions,
+        sort_by_ts=args.sort_by_ts,
+        label_delay=LabelDelay(events=args.label_delay, field=args.label_ts_field),
+        output_topic=args.output_topic, alerts=args.alerts,
+        resume_offset=args.resume_offset, partition=args.partition,
+    )
+    store = codec = None
+    if args.checkpoint_to:
+        c = settings.checkpoint
+        if args.checkpoint_to == "redis":
+            store = build_store(settings.model_copy(update={
+                "checkpoint": c.model_copy(update={"store": "redis"})}), environ)
+        else:
+            store = LocalStore(args.checkpoint_to, keep=c.keep)
+        codec = build_codec(settings, spec, environ)
+    try:
+        result = run_backtest(settings, spec, environ, options, store, codec)
+    finally:
+        if store is not None:
+            store.close()
+    print(result.render(), file=sys.stderr)
+    if args.summary_json:
+        Path(args.summary_json).write_bytes(orjson.dumps(
+            {**result.summary.to_dict(), "drift_points": result.drift.alerts,
+             "checkpoints": result.checkpoints}))
+    return 0
+
+
+def _simulate(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
+    from stream_learner.events import parse_ts
+
+    extra = {"start_ts": parse_ts(float(args.start_ts) if args.start_ts.replace(".", "").isdigit()
+                                  else args.start_ts)} if args.start_ts else {}
+    plan = SimulationPlan(
+        source=args.source, count=args.count, keys=args.keys, seed=args.seed,
+        label_delay=args.label_delay, drift_at=args.drift_at, drift_width=args.drift_width,
+        variants=args.variants, **extra,
+    )
+    if args.to == "kafka":
+        with _quiet_client_logs():
+            writer: FileWriter | KafkaWriter = KafkaWriter(
+                settings.kafka, environ, settings.kafka.events_topic)
+    else:
+        writer = FileWriter(args.sim_output)
+    stopping: list[bool] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.append(True))
+    stats = publish(simulate(plan), writer, args.rate, should_stop=lambda: bool(stopping))
+    print(stats.render(), file=sys.stderr)
+    return 0
+
+
 def _check(settings: Settings, environ: dict[str, str]) -> int:
     ModelSpec.from_settings(settings.model)
     if settings.service.transport == "kafka":
@@ -265,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(settings, environ)
         if args.command == "checkpoints":
             return _checkpoints(settings, environ, args)
+        if args.command == "replay":
+            return _replay(settings, environ, args)
+        if args.command == "simulate":
+            return _simulate(settings, environ, args)
         return _run(settings, environ, args)
     except (SettingsError, ModelConfigError) as exc:
         log.error("configuration: %s", exc)

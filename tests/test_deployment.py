@@ -199,7 +199,6 @@ def test_container_commands_are_accepted_by_the_cli(compose: dict[str, Any]) -> 
         _cli_accepts(test[2:])
 
 
-@pytest.mark.xfail(strict=True, reason="`stream-learner simulate` arrives with issue 7")
 def test_simulator_command_is_accepted_by_the_cli(compose: dict[str, Any]) -> None:
     _cli_accepts(compose["services"]["simulator"]["command"])
 
