@@ -58,6 +58,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import uuid
@@ -277,6 +278,18 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _threads_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by thread name (Linux only)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            out[thread.name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 class TimedSource:
     """Wraps a source: notes the first record's time and how long assignments take."""
 
@@ -343,6 +356,7 @@ def worker_main(cfg: dict[str, Any]) -> None:
         profiler.enable()
     summary = service.run()
     end, end_cpu = time.perf_counter(), _cpu_seconds()
+    threads_cpu = _threads_cpu_seconds()
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(cfg["profile"])
@@ -357,6 +371,7 @@ def worker_main(cfg: dict[str, Any]) -> None:
         "cpu_s": end_cpu - source.first_cpu if source.first_at is not None else 0.0,
         "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "assign_s": source.assign_s,
+        "threads_cpu_s": threads_cpu,
     }
     print("RESULT " + orjson.dumps(result).decode(), flush=True)
 
@@ -427,6 +442,7 @@ class MaxRun:
     rss_mib: float
     records: int
     assign_ms: float
+    threads_cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -536,6 +552,10 @@ class Bench:
         """A worker subprocess running this script's ``worker`` role."""
         cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "worker",
                "--config", orjson.dumps(cfg).decode()]
+        if cfg.get("py_spy"):
+            # every thread, on-CPU samples only, as collapsed stacks
+            cmd = ["py-spy", "record", "--threads", "--rate", "250", "--format", "raw",
+                   "--output", str(cfg["py_spy"]), "--", *cmd]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.children.append(proc)
         return proc
@@ -585,7 +605,7 @@ class Bench:
         values: Sequence[bytes],
         what: str,
         extra: Mapping[str, Any] | None = None,
-        profile: str | None = None,
+        profile: Mapping[str, Any] | None = None,
     ) -> MaxRun:
         """Pre-produce ``values``, then let one worker consume them all."""
         events = self.topic(f"{what}-events")
@@ -594,8 +614,7 @@ class Bench:
         for section, values_ in (extra or {}).items():
             settings[section] = {**settings.get(section, {}), **values_}
         cfg: dict[str, Any] = {"settings": settings}
-        if profile:
-            cfg["profile"] = profile
+        cfg.update(profile or {})
         result = self.worker_result(self.start_worker(cfg), timeout=600)
         if result["records"] != len(values):
             raise RuntimeError(f"worker read {result['records']} of {len(values)} events")
@@ -605,6 +624,7 @@ class Bench:
             rss_mib=result["maxrss_kib"] / 1024.0,
             records=result["records"],
             assign_ms=max(result["assign_s"], default=0.0) * 1000.0,
+            threads_cpu_s=result.get("threads_cpu_s", {}),
         )
 
     def latency(self, case: Case, max_rate: float) -> list[LatencyRun]:
@@ -941,16 +961,64 @@ def log(message: str) -> None:
     print(f"[benchmark] {message}", file=sys.stderr, flush=True)
 
 
-def profile_linear(bench: Bench, values: Sequence[bytes], top: int, out: IO[str]) -> None:
-    """cProfile of the linear worker at maximum throughput through the broker."""
-    path = Path(f"/tmp/stream-learner-bench-{bench.run_id}.prof")
-    run = bench.max_throughput(CASES[0], values, "profile", profile=str(path))
+def profile_linear(
+    bench: Bench, values: Sequence[bytes], profiler: str, top: int, out: IO[str]
+) -> None:
+    """Profile the linear worker at maximum throughput through the broker.
+
+    ``cprofile`` profiles the service loop's thread only (deterministic, with
+    call counts); ``py-spy`` samples every thread of the worker process
+    (the Kafka clients' I/O threads included), on CPU only.
+    """
+    path = Path(f"/tmp/stream-learner-bench-{bench.run_id}.{profiler}")
+    key = "profile" if profiler == "cprofile" else "py_spy"
+    run = bench.max_throughput(CASES[0], values, "profile", profile={key: str(path)})
     print(f"linear worker: {run.events_per_s:,.0f} events/s, "
-          f"{run.cpu_s_per_m:,.1f} CPU s per million events (under cProfile)", file=out)
-    stats = pstats.Stats(str(path), stream=out)
-    stats.sort_stats("cumulative").print_stats(top)
-    stats.sort_stats("tottime").print_stats(top)
+          f"{run.cpu_s_per_m:,.1f} CPU s per million events (under {profiler})", file=out)
+    for name, seconds in sorted(run.threads_cpu_s.items(), key=lambda kv: -kv[1]):
+        print(f"  thread {name}: {seconds:.2f} CPU s over the whole run", file=out)
+    if profiler == "cprofile":
+        stats = pstats.Stats(str(path), stream=out)
+        stats.sort_stats("cumulative").print_stats(top)
+        stats.sort_stats("tottime").print_stats(top)
+    else:
+        print(summarize_collapsed(path.read_text(encoding="utf-8"), top), file=out)
     path.unlink()
+
+
+def summarize_collapsed(text: str, top: int) -> str:
+    r"""Inclusive and self shares per function from py-spy's collapsed stacks.
+
+    Start-up (imports) is left out, so shares are of the samples taken while
+    the worker ran.
+
+    Examples
+    --------
+    >>> print(summarize_collapsed("main (a.py:1);f (a.py:5) 3\nmain (a.py:1);g (b.py:2) 1", 2))
+    samples: 4
+     incl %  self %  function
+      100.0     0.0  main (a.py)
+       75.0    75.0  f (a.py)
+    """
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or "_find_and_load" in stack:
+            continue
+        count = int(count_text)
+        total += count
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    lines = [f"samples: {total}", " incl %  self %  function"]
+    ranked = sorted(inclusive.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    for frame, count in ranked:
+        share, self_share = 100.0 * count / total, 100.0 * own.get(frame, 0) / total
+        lines.append(f"{share:7.1f} {self_share:7.1f}  {frame}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -973,7 +1041,8 @@ def run(args: argparse.Namespace) -> int:
     bench = Bench(args, plan)
     try:
         if args.profile:
-            profile_linear(bench, encoded_events(pool, True), args.profile_top, sys.stdout)
+            profile_linear(bench, encoded_events(pool, True), args.profiler, args.profile_top,
+                           sys.stdout)
             return 0
         results: list[CaseResult] = []
         for case in cases:
@@ -1064,6 +1133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
     parser.add_argument("--bare-only", action="store_true", help="River's bare loop only")
     parser.add_argument("--profile", action="store_true", help="profile the linear worker")
+    parser.add_argument("--profiler", choices=["cprofile", "py-spy"], default="cprofile",
+                        help="with --profile: cProfile (loop thread) or py-spy (every thread)")
     parser.add_argument("--profile-top", type=int, default=30, help="functions to list")
     parser.add_argument("--models", nargs="+", default=[c.name for c in CASES],
                         choices=[c.name for c in CASES])
