@@ -11,20 +11,24 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from stream_learner import __version__
-from stream_learner.errors import StreamLearnerError
+from stream_learner import __version__, admin
+from stream_learner.checkpoint import EnvelopeCodec
+from stream_learner.errors import SettingsError, StreamLearnerError
 from stream_learner.metrics import Metrics, MetricsServer
 from stream_learner.models import ModelSpec
-from stream_learner.service import Service
+from stream_learner.recovery import Checkpointer, NullCheckpointer
+from stream_learner.service import ExactlyOnce, Service
 from stream_learner.settings import Settings, load_settings
 from stream_learner.sinks import FileSink, KafkaSink, Sink
 from stream_learner.sources import FileSource, KafkaSource, Source
+from stream_learner.stores import CheckpointStore, LocalStore, RedisStore
 
 __all__ = ["build_edges", "main"]
 
@@ -47,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-events", type=int, help="stop after this many input records")
     run.add_argument("--quiet", action="store_true", help="do not write predictions (local)")
     run.add_argument("--summary-json", help="also write the run summary as JSON to this path")
+    ckpt = sub.add_parser("checkpoints", help="list, show or roll back shard checkpoints")
+    ckpt.add_argument("-c", "--config", help="TOML settings file (names the store)")
+    ckpt.add_argument("action", choices=["list", "show", "rollback"])
+    ckpt.add_argument("shard", nargs="?", help="shard name, e.g. events:0")
+    ckpt.add_argument("id", nargs="?", type=int, help="checkpoint id (show: default newest)")
     return parser
 
 
@@ -67,13 +76,52 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def build_edges(settings: Settings, environ: dict[str, str]) -> tuple[Source, Sink]:
     """The source and sink the settings ask for."""
     if settings.service.transport == "kafka":
-        return KafkaSource(settings, environ), KafkaSink(settings, environ)
+        eos = settings.service.guarantee == "exactly_once"
+        return KafkaSource(settings, environ), KafkaSink(settings, environ, transactional=eos)
     local = settings.local
     targets = {
         "predictions": None if local.quiet else local.output,
         "dead_letters": local.dead_letters,
     }
     return FileSource(local.input), FileSink(targets)
+
+
+def build_store(settings: Settings, environ: Mapping[str, str]) -> CheckpointStore | None:
+    """The checkpoint store the settings ask for (``None`` when disabled)."""
+    c = settings.checkpoint
+    if c.store == "local":
+        return LocalStore(c.directory, keep=c.keep)
+    if c.store == "redis":
+        password = environ.get(c.redis_password_env) if c.redis_password_env else None
+        prefix = c.key_prefix or f"stream-learner:{settings.kafka.group_id}"
+        return RedisStore(
+            c.redis_url, prefix, keep=c.keep, username=c.redis_username or None,
+            password=password, timeout_s=c.timeout_s,
+        )
+    return None
+
+
+def build_codec(settings: Settings, spec: ModelSpec, environ: Mapping[str, str]) -> EnvelopeCodec:
+    """The envelope codec, keyed from the environment variable ``checkpoint.key_env``."""
+    name = settings.checkpoint.key_env
+    key = environ.get(name, "").encode("utf-8")
+    if len(key) < 16:
+        raise SettingsError(
+            f"checkpoint.store = {settings.checkpoint.store!r} needs a signing key of at least "
+            f"16 bytes in the environment variable {name} (checkpoint.key_env)"
+        )
+    return EnvelopeCodec(key, spec.config_hash)
+
+
+def build_checkpointer(
+    settings: Settings, spec: ModelSpec, metrics: Metrics, environ: Mapping[str, str]
+) -> Checkpointer | NullCheckpointer:
+    """Checkpointing as configured; a null object when ``checkpoint.store = none``."""
+    store = build_store(settings, environ)
+    if store is None:
+        return NullCheckpointer()
+    codec = build_codec(settings, spec, environ)
+    return Checkpointer(store, codec, settings.checkpoint, metrics, time.time, time.monotonic)
 
 
 def _install_signal_handlers(service: Service) -> None:
@@ -92,14 +140,20 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
     if settings.metrics.enabled:
         server = MetricsServer(metrics, settings.metrics.host, settings.metrics.port).start()
         log.info("metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
+    checkpointer = build_checkpointer(settings, spec, metrics, environ)
     source, sink = build_edges(settings, environ)
-    service = Service(settings, spec, source, sink, metrics)
+    committer = None
+    eos = settings.service.guarantee == "exactly_once"
+    if eos and isinstance(sink, KafkaSink) and isinstance(source, KafkaSource):
+        committer = ExactlyOnce(source, sink)
+    service = Service(settings, spec, source, sink, metrics, checkpointer, committer)
     _install_signal_handlers(service)
     try:
         summary = service.run()
     finally:
         sink.close()
         source.close()
+        checkpointer.close()
         if server is not None:
             server.close()
     print(summary.render(), file=sys.stderr)
@@ -121,6 +175,29 @@ def _check(settings: Settings, environ: dict[str, str]) -> int:
     return 0
 
 
+def _checkpoints(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
+    store = build_store(settings, environ)
+    if store is None:
+        raise SettingsError("checkpoint.store is 'none': there are no checkpoints to manage")
+    codec = build_codec(settings, ModelSpec.from_settings(settings.model), environ)
+    try:
+        if args.action == "list":
+            print(admin.list_checkpoints(store, codec, args.shard))
+        elif args.shard is None:
+            raise SettingsError(f"checkpoints {args.action} needs a shard, e.g. events:0")
+        elif args.action == "show":
+            print(admin.show_checkpoint(store, codec, args.shard, args.id))
+        elif args.id is None:
+            raise SettingsError("checkpoints rollback needs a shard and a checkpoint id")
+        else:
+            new_id = admin.rollback(store, codec, args.shard, args.id, time.time)
+            print(f"shard {args.shard}: checkpoint {args.id} is now checkpoint {new_id}; "
+                  "workers resume from it at the committed offsets")
+    finally:
+        store.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stream-learner`` console script."""
     args = _parser().parse_args(argv)
@@ -139,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(settings, environ)
+        if args.command == "checkpoints":
+            return _checkpoints(settings, environ, args)
         return _run(settings, environ, args)
     except StreamLearnerError as exc:
         log.error("%s", exc)

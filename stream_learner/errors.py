@@ -10,7 +10,8 @@ as ``__cause__``::
     ├── InvalidRecord          one input record is unusable (becomes a dead letter)
     │   └── InvalidLabel       a label record cannot be learned (learn dead-letter topic)
     ├── CheckpointError        a checkpoint cannot be written or read
-    │   └── CheckpointRefused  a checkpoint failed verification or does not match this build
+    │   ├── CheckpointRefused  a checkpoint failed verification or does not match this build
+    │   └── CheckpointFenced   a newer owner of the shard exists; this worker must not write
     └── ConnectionFailed       a broker or Redis cannot be reached (message names the address)
 
 Only :class:`InvalidRecord` is expected in normal operation: the service turns
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CheckpointFenced",
     "CheckpointRefused",
     "ConnectionFailed",
     "InvalidLabel",
@@ -76,6 +78,10 @@ class CheckpointError(StreamLearnerError):
 
 class CheckpointRefused(CheckpointError):
     """A checkpoint failed its signature check or was made by an incompatible build."""
+
+
+class CheckpointFenced(CheckpointError):
+    """A worker of a newer group generation owns the shard; this write was refused."""
 
 
 class ConnectionFailed(StreamLearnerError):

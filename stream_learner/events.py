@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -154,7 +154,7 @@ def encode_prediction(prediction: Prediction, latency_ms: float | None = None) -
 
 
 def parse_ts(value: Any) -> float:
-    """Event time as epoch seconds, from a number or an ISO 8601 string.
+    """Event time as epoch seconds, from a number or an ISO 8601 string (UTC if no offset).
 
     Examples
     --------
@@ -168,7 +168,10 @@ def parse_ts(value: Any) -> float:
             raise ValueError("time must be finite")
         return float(value)
     if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.tzinfo is None:  # no offset given: UTC, never the host's time zone
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
     raise ValueError(f"expected epoch seconds or an ISO 8601 string, got {type(value).__name__}")
 
 

@@ -81,10 +81,38 @@ class Metrics:
             "stream_learner_assigned_partitions", "Input partitions owned by this worker.",
             registry=r,
         )
-        self.stale_states = Counter(
-            "stream_learner_stale_states_total",
-            "Partitions whose in-memory state was discarded because it was behind the log.",
+        self.checkpoint_seconds = Histogram(
+            "stream_learner_checkpoint_duration_seconds",
+            "Time to seal and store one shard checkpoint.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.checkpoint_bytes = Gauge(
+            "stream_learner_checkpoint_size_bytes", "Size of the last checkpoint of a partition.",
+            ["partition"], registry=r,
+        )
+        self.checkpoint_age = Gauge(
+            "stream_learner_checkpoint_age_seconds",
+            "Seconds since the last successful checkpoint of a partition.",
+            ["partition"], registry=r,
+        )
+        self.checkpoints = Counter(
+            "stream_learner_checkpoints_total", "Checkpoint attempts by result (ok, error).",
+            ["result"], registry=r,
+        )
+        self.checkpoint_restore_seconds = Histogram(
+            "stream_learner_restore_duration_seconds",
+            "Time to load and verify a shard checkpoint at assignment.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.replayed = Counter(
+            "stream_learner_replayed_records_total",
+            "Records re-processed silently after a restore (between checkpoint and commit).",
             registry=r,
+        )
+        self.recovery_alerts = Counter(
+            "stream_learner_recovery_alerts_total",
+            "Recovery problems that need an operator, by kind.",
+            ["kind"], registry=r,
         )
         self.ready = Gauge(
             "stream_learner_ready", "1 when the worker has restored state and consumes.",

@@ -70,6 +70,8 @@ def resolve_class(path: str) -> type:
         raise ModelConfigError(f"unknown River class {path!r} ({hint})") from None
     if not inspect.isclass(cls):
         raise ModelConfigError(f"{path!r} is not a class ({hint})")
+    if not cls.__module__.startswith("river."):
+        raise ModelConfigError(f"{path!r} is not a River class ({hint})")
     return cls
 
 
@@ -88,20 +90,26 @@ def build_step(step: Mapping[str, Any], seed: int = 42) -> Any:
     and the table does not set it, so that runs are reproducible.
     """
     unknown = set(step) - {"step", "params"}
-    if unknown:
+    if unknown or "step" not in step:
         raise ModelConfigError(
-            f"pipeline step {step.get('step')!r}: unknown keys {sorted(unknown)} "
-            "(expected 'step' and optional 'params')"
+            f"pipeline step {dict(step)!r}: expected keys 'step' and optional 'params'"
+        )
+    raw_params = step.get("params", {})
+    if not isinstance(raw_params, Mapping):
+        raise ModelConfigError(
+            f"pipeline step {step['step']!r}: 'params' must be a table, got {raw_params!r}"
         )
     cls = resolve_class(str(step["step"]))
-    params = {k: _build_value(v, seed) for k, v in dict(step.get("params", {})).items()}
+    params = {k: _build_value(v, seed) for k, v in raw_params.items()}
     accepted = inspect.signature(cls).parameters
     if "seed" in accepted and "seed" not in params:
         params["seed"] = seed
     try:
         return cls(**params)
-    except TypeError as exc:
-        raise ModelConfigError(f"pipeline step {step['step']!r}: {exc}") from None
+    except Exception as exc:  # any constructor validation error is a configuration error
+        raise ModelConfigError(
+            f"pipeline step {step['step']!r}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _load_factory(path: str) -> Callable[[], Any]:
@@ -139,7 +147,7 @@ class ModelSpec:
                 f"not a River {expected.__name__}"
             )
         metric = spec.build_metric()
-        if not metric.works_with(model):
+        if not metric.works_with(model):  # type: ignore[arg-type]
             raise ModelConfigError(
                 f"model.metric {type(metric).__name__} does not work with {type(model).__name__}"
             )
@@ -171,4 +179,9 @@ class ModelSpec:
         cls = getattr(metrics, name, None)
         if not (inspect.isclass(cls) and issubclass(cls, metrics.base.Metric)):
             raise ModelConfigError(f"model.metric {path!r}: not a river.metrics class")
-        return cls()
+        try:
+            return cls()
+        except Exception as exc:
+            raise ModelConfigError(
+                f"model.metric {path!r} cannot be built without parameters: {exc}"
+            ) from None

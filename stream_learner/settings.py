@@ -51,7 +51,9 @@ ENV_PREFIX = "STREAM_LEARNER_"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: no silent coercion (``true`` is not the integer 1); TOML and the
+    # environment parser already give numbers, booleans and strings their types.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class ServiceSettings(_Section):
@@ -68,6 +70,16 @@ class ServiceSettings(_Section):
     )
     idle_timeout_s: float = Field(
         0.0, ge=0, description="Kafka: stop after this long without records (0: never stop)."
+    )
+    guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="`exactly_once`: outputs and offsets in one Kafka transaction "
+        "(downstream reads with isolation.level=read_committed).",
+    )
+    worker_id: str = Field(
+        "",
+        description="Stable name of this worker (default: host name); the transactional id "
+        "is `<group_id>-<worker_id>`.",
     )
 
 
@@ -96,6 +108,14 @@ class KafkaSettings(_Section):
     ssl_keyfile: str = Field("", description="Client key for SSL (path).")
     linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
     session_timeout_ms: int = Field(10000, ge=1000, description="Consumer group session timeout.")
+    static_membership: bool = Field(
+        False,
+        description="Join with group.instance.id = service.worker_id, so a restarted worker "
+        "gets its partitions back at once, without a rebalance (KIP-345).",
+    )
+    transaction_timeout_ms: int = Field(
+        60000, ge=1000, description="exactly_once: broker aborts a transaction left open this long."
+    )
     connect_timeout_s: float = Field(
         30.0, gt=0, description="How long to wait for the broker at start before failing."
     )
@@ -142,6 +162,7 @@ class ModelSettings(_Section):
             {"step": "linear_model.LinearRegression", "params": {"intercept_lr": 0.1}},
         ),
         description="Steps `{step = \"module.Class\", params = {...}}`, chained with `|`.",
+        strict=False,  # TOML arrays arrive as lists
     )
     factory: str = Field(
         "", description="`package.module:function` returning a River estimator (overrides pipeline)."
@@ -172,9 +193,41 @@ class MetricsSettings(_Section):
 
 
 class CheckpointSettings(_Section):
-    """Where and how often state is saved (see docs/state.md)."""
+    """Where and how often shard state is saved (see docs/state.md)."""
 
-    store: Literal["none", "local", "redis"] = Field("none", description="Checkpoint store.")
+    store: Literal["none", "local", "redis"] = Field(
+        "none", description="`none`: state lives only in memory; `local`: a folder; `redis`."
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="`redis://` or `rediss://` (TLS) URL, no password."
+    )
+    redis_username: str = Field("", description="Redis ACL user (empty: default user).")
+    redis_password_env: str = Field(
+        "", description="Name of the environment variable holding the Redis password."
+    )
+    key_prefix: str = Field(
+        "", description="Redis key prefix (empty: `stream-learner:<kafka.group_id>`)."
+    )
+    directory: str = Field("checkpoints", description="Folder of the `local` store.")
+    keep: int = Field(3, ge=1, description="Checkpoints kept per shard (for rollback).")
+    every_events: int = Field(10000, ge=1, description="Checkpoint a shard after this many records.")
+    every_seconds: float = Field(30.0, gt=0, description="... or after this many seconds.")
+    key_env: str = Field(
+        "STREAM_LEARNER_CHECKPOINT_KEY",
+        description="Environment variable holding the HMAC signing key (16+ bytes).",
+    )
+    on_offset_out_of_range: Literal["fail", "replay_from_earliest"] = Field(
+        "fail",
+        description="When a checkpoint's offset is older than the log start: stop with an "
+        "alert, or continue from the earliest offset still in the log with an alert.",
+    )
+    restore_timeout_s: float = Field(
+        60.0, gt=0, description="How long to retry an unreachable store at restore before failing."
+    )
+    max_backoff_s: float = Field(
+        30.0, gt=0, description="Longest wait between retries of a failed checkpoint."
+    )
+    timeout_s: float = Field(5.0, gt=0, description="Redis socket timeout.")
 
 
 class Settings(_Section):
@@ -190,7 +243,7 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, strict=True)
 
     @field_validator("model")
     @classmethod
@@ -216,6 +269,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SettingsError(f"{name}: {'.'.join(path[:-1])} is a value, not a section")
+        if isinstance(node.get(path[-1]), dict):
+            raise SettingsError(f"{name}: {'.'.join(path)} is a section, not a value")
         node[path[-1]] = _parse_env_value(raw)
     return tree
 

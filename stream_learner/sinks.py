@@ -23,7 +23,7 @@ import orjson
 
 from stream_learner.errors import ConnectionFailed, InvalidRecord
 from stream_learner.settings import Settings
-from stream_learner.sources import Record, kafka_client_options
+from stream_learner.sources import Record, kafka_client_options, worker_id
 
 __all__ = [
     "DEAD_LETTER_SCHEMA_VERSION",
@@ -33,6 +33,7 @@ __all__ = [
     "KafkaSink",
     "Sink",
     "dead_letter_headers",
+    "transactional_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,15 +146,34 @@ def _wrap(key: bytes | None, value: bytes, headers: Sequence[Header]) -> bytes:
     return orjson.dumps(doc)
 
 
-class KafkaSink:
-    """An idempotent producer writing each role to its topic (``acks=all``)."""
+def transactional_id(settings: Settings) -> str:
+    """``<group_id>-<worker_id>``: stable across restarts of one worker, so a restarted
+    worker aborts its previous incarnation's open transaction at once."""
+    return f"{settings.kafka.group_id}-{worker_id(settings)}"
 
-    def __init__(self, settings: Settings, environ: Mapping[str, str]) -> None:
+
+class KafkaSink:
+    """An idempotent producer writing each role to its topic (``acks=all``).
+
+    With ``transactional=True`` (``service.guarantee = "exactly_once"``) every
+    batch's outputs and its input offsets are committed in one transaction by
+    :meth:`commit_transaction`.
+    """
+
+    def __init__(
+        self, settings: Settings, environ: Mapping[str, str], transactional: bool = False
+    ) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
         k = settings.kafka
         self._topics = {"predictions": k.predictions_topic, "dead_letters": k.dead_letter_topic}
+        extra: dict[str, Any] = {}
+        if transactional:
+            extra = {
+                "transactional_id": transactional_id(settings),
+                "transaction_timeout_ms": k.transaction_timeout_ms,
+            }
         try:
             self._producer = KafkaProducer(
                 acks="all",
@@ -162,18 +182,26 @@ class KafkaSink:
                 batch_size=256 * 1024,
                 max_block_ms=int(k.connect_timeout_s * 1000),
                 bootstrap_timeout_ms=int(k.connect_timeout_s * 1000),
+                **extra,
                 **kafka_client_options(k, environ),
             )
+            if transactional:
+                self._producer.init_transactions()
         except KafkaError as exc:
             raise ConnectionFailed(
                 f"cannot reach Kafka at {k.bootstrap_servers}: {type(exc).__name__}: {exc}"
             ) from exc
+        self._transactional = transactional
+        self._in_transaction = False
         self._pending: list[Any] = []
 
     def send(
         self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
     ) -> None:
         """Queue one record for the role's topic."""
+        if self._transactional and not self._in_transaction:
+            self._producer.begin_transaction()
+            self._in_transaction = True
         self._pending.append(
             self._producer.send(self._topics[role], value=value, key=key, headers=list(headers))
         )
@@ -191,7 +219,36 @@ class KafkaSink:
                 f"{time.monotonic() - start:.1f}s: {type(exc).__name__}: {exc}"
             ) from exc
 
+    def commit_transaction(self, offsets: Mapping[tuple[str, int], int], group: Any) -> None:
+        """Commit the open transaction with ``offsets`` (next offsets to read) inside it."""
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        if not offsets and not self._in_transaction:
+            return
+        try:
+            if not self._in_transaction:
+                self._producer.begin_transaction()
+                self._in_transaction = True
+            if offsets:
+                self._producer.send_offsets_to_transaction(
+                    {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()},
+                    group,
+                )
+            self._producer.commit_transaction()
+        except KafkaError as exc:
+            raise ConnectionFailed(
+                f"transaction commit failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            self._in_transaction = False
+            self._pending.clear()
+
     def close(self) -> None:
-        """Flush and close the producer."""
-        self.flush()
+        """Flush (abort an unfinished transaction) and close the producer."""
+        if self._in_transaction:
+            self._producer.abort_transaction()
+            self._in_transaction = False
+        else:
+            self.flush()
         self._producer.close()

@@ -10,6 +10,7 @@ service has made their outputs durable.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "Source",
     "TopicPartition",
     "kafka_client_options",
+    "worker_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,22 @@ class Source(Protocol):
         """True when a finite input has been read to its end."""
         ...
 
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The committed offsets K (``None``: nothing committed yet)."""
+        ...
+
+    def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The oldest offset still in the log of each partition."""
+        ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read ``partition`` from ``offset`` on."""
+        ...
+
+    def generation(self) -> int:
+        """The consumer-group generation this worker belongs to (0 without a group)."""
+        ...
+
     def close(self) -> None:
         """Release connections and files."""
         ...
@@ -108,6 +126,13 @@ class FileSource:
 
     def subscribe(self, listener: PartitionListener | None) -> None:
         """Open the input and report its single partition."""
+        self._open()
+        if listener is not None:
+            listener.on_assigned([(self.location, 0)])
+
+    def _open(self) -> None:
+        self.close()
+        self._offset = 0
         if self.location.startswith("river:"):
             self._lines = dataset_records(self.location.removeprefix("river:"))
         elif self.location == "-":
@@ -118,17 +143,17 @@ class FileSource:
                 raise FileNotFoundError(f"input file not found: {path}")
             self._handle = path.open("rb")
             self._lines = (line.rstrip(b"\r\n") for line in self._handle)
-        if listener is not None:
-            listener.on_assigned([(self.location, 0)])
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
         """The next ``max_records`` lines (blank lines are skipped but keep their number)."""
         out = []
+        read = 0
         for line in islice(self._lines, max_records):
+            read += 1
             if line.strip():
                 out.append(Record(line, None, 0, Origin(self.location, 0, self._offset)))
             self._offset += 1
-        if not out and len(out) < max_records:
+        if read < max_records:
             self._exhausted = True
         return out
 
@@ -140,10 +165,38 @@ class FileSource:
         """True once the input ended."""
         return self._exhausted
 
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """A file has no committed offsets: a checkpoint alone says where to resume."""
+        return dict.fromkeys(partitions)
+
+    def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Every line is still there."""
+        return dict.fromkeys(partitions, 0)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Skip to line ``offset`` (re-opening the input to go back, when it is a file)."""
+        if offset < self._offset:
+            if self.location == "-":
+                raise ValueError("cannot seek backwards on stdin")
+            self._open()
+        for _ in islice(self._lines, offset - self._offset):
+            self._offset += 1
+        self._offset = max(self._offset, offset)
+
+    def generation(self) -> int:
+        """No group: always 0."""
+        return 0
+
     def close(self) -> None:
         """Close the file, if one was opened."""
         if self._handle is not None:
             self._handle.close()
+            self._handle = None
+
+
+def worker_id(settings: Settings) -> str:
+    """This worker's stable name: ``service.worker_id``, else the host name."""
+    return settings.service.worker_id or socket.gethostname()
 
 
 def kafka_client_options(settings: KafkaSettings, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -209,6 +262,12 @@ class KafkaSource:
                 max_poll_records=settings.service.batch_size,
                 session_timeout_ms=k.session_timeout_ms,
                 heartbeat_interval_ms=max(1000, k.session_timeout_ms // 3),
+                group_instance_id=worker_id(settings) if k.static_membership else None,
+                isolation_level=(
+                    "read_committed"
+                    if settings.service.guarantee == "exactly_once"
+                    else "read_uncommitted"
+                ),
                 bootstrap_timeout_ms=int(k.connect_timeout_s * 1000),
                 **kafka_client_options(k, environ),
             )
@@ -253,6 +312,33 @@ class KafkaSource:
     def exhausted(self) -> bool:
         """A topic never ends."""
         return False
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (K), read from the coordinator."""
+        from kafka.structs import TopicPartition as KafkaTP
+
+        return {tp: self._consumer.committed(KafkaTP(*tp)) for tp in partitions}
+
+    def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The log start offsets."""
+        from kafka.structs import TopicPartition as KafkaTP
+
+        found = self._consumer.beginning_offsets([KafkaTP(*tp) for tp in partitions])
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Fetch ``partition`` from ``offset`` on."""
+        from kafka.structs import TopicPartition as KafkaTP
+
+        self._consumer.seek(KafkaTP(*partition), offset)
+
+    def generation(self) -> int:
+        """The group generation of the current assignment."""
+        return int(self._consumer.group_metadata().generation_id)
+
+    def group_metadata(self) -> Any:
+        """kafka-python's ConsumerGroupMetadata, for transactional offset commits."""
+        return self._consumer.group_metadata()
 
     def close(self) -> None:
         """Leave the group."""

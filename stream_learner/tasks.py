@@ -57,7 +57,7 @@ class Classification:
     name = "classification"
 
     def __init__(self, metric: metrics.base.Metric) -> None:
-        self._metric_wants_proba = not metric.requires_labels
+        self._metric_wants_proba = not getattr(metric, "requires_labels", True)
         self._derive_label: bool | None = None
 
     def predict(self, model: Any, x: dict[str, Any]) -> Scored:

@@ -12,7 +12,7 @@ Examples
 >>> sink = MemorySink()
 >>> settings = Settings()
 >>> summary = Service(settings, ModelSpec.from_settings(settings.model), src, sink).run()
->>> summary.predictions, summary.dead_letters, src.committed
+>>> summary.predictions, summary.dead_letters, src.committed_offsets
 (1, 1, {('events', 0): 2})
 >>> sink.values("dead_letters")
 [b'nope']
@@ -29,7 +29,7 @@ from stream_learner.events import Origin
 from stream_learner.sinks import Header
 from stream_learner.sources import PartitionListener, Record, TopicPartition
 
-__all__ = ["MemorySink", "MemorySource", "SentRecord"]
+__all__ = ["MemorySink", "MemorySource"]
 
 
 class MemorySource:
@@ -49,7 +49,8 @@ class MemorySource:
                 for i, v in enumerate(values)
             ]
         self._position = {tp: 0 for tp in self._records}
-        self.committed: dict[TopicPartition, int] = {}
+        self.committed_offsets: dict[TopicPartition, int] = {}
+        self.group_generation = 1
 
     def subscribe(self, listener: PartitionListener) -> None:
         """Assign every partition at once."""
@@ -67,19 +68,31 @@ class MemorySource:
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Remember the committed offsets."""
-        self.committed.update(offsets)
+        self.committed_offsets.update(offsets)
 
     @property
     def exhausted(self) -> bool:
         """True when every partition was read to its end."""
         return all(self._position[tp] >= len(r) for tp, r in self._records.items())
 
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """What :meth:`commit` recorded."""
+        return {tp: self.committed_offsets.get(tp) for tp in partitions}
+
+    def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Lists start at offset 0."""
+        return dict.fromkeys(partitions, 0)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read ``partition`` from ``offset`` on."""
+        self._position[partition] = offset
+
+    def generation(self) -> int:
+        """Settable group generation (default 1)."""
+        return self.group_generation
+
     def close(self) -> None:
         """Nothing to release."""
-
-
-class SentRecord(tuple[str, bytes | None, bytes, tuple[Header, ...]]):
-    """One record given to :class:`MemorySink`: (role, key, value, headers)."""
 
 
 class MemorySink:

@@ -1,0 +1,204 @@
+"""Shard state snapshots: a signed envelope, and stores that keep the last N.
+
+A checkpoint is one bytes value, written in one atomic operation::
+
+    b"SLCKPT1\\n" | header length (4 bytes, big endian) | header (JSON) | payload | HMAC (32 bytes)
+
+The header says what the payload is and who may read it: format version;
+River, Python and service versions; the model configuration hash; the shard;
+the next offset of each input partition (the state frontier C); the consumer
+group generation; the creation time; the payload's size and SHA-256. The HMAC
+(SHA-256, key from the environment, never stored with the checkpoints) covers
+everything before it.
+
+Reading checks, in this order, before anything is unpickled: the magic bytes,
+the HMAC, the header's format version, then River / Python / service versions
+and the configuration hash against the running build. Any mismatch raises
+:class:`~stream_learner.errors.CheckpointRefused` with the reason; the payload
+of a refused checkpoint is never unpickled.
+
+Invariant (see ``docs/state.md``): a snapshot is only taken of state whose
+outputs are already committed, so its offsets C never pass the committed
+offsets K. Restore loads C, re-processes C..K without emitting, then resumes.
+
+Examples
+--------
+>>> codec = EnvelopeCodec(b"k" * 32, config_hash="abc")
+>>> blob = codec.seal("events:0", {("events", 0): 10}, 3, {"n": 1}, created_at=0.0)
+>>> snap = codec.open(blob)
+>>> snap.offsets, snap.generation, snap.state
+({('events', 0): 10}, 3, {'n': 1})
+>>> EnvelopeCodec(b"x" * 32, config_hash="abc").open(blob)
+Traceback (most recent call last):
+...
+stream_learner.errors.CheckpointRefused: checkpoint signature does not verify (wrong key or tampered data)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import pickle
+import platform
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import orjson
+
+from stream_learner import __version__
+from stream_learner.errors import CheckpointRefused
+
+__all__ = [
+    "FORMAT_VERSION",
+    "EnvelopeCodec",
+    "Snapshot",
+    "build_versions",
+]
+
+FORMAT_VERSION = 1
+_MAGIC = b"SLCKPT1\n"
+_MAC_SIZE = 32
+_LEN = struct.Struct(">I")
+
+
+def build_versions() -> dict[str, str]:
+    """The versions a checkpoint must match to be loaded by this build."""
+    return {
+        "river": version("river"),
+        "python": platform.python_version(),
+        "service": __version__,
+    }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A verified checkpoint: its header fields and the unpickled state."""
+
+    shard: str
+    offsets: dict[tuple[str, int], int]
+    generation: int
+    created_at: float
+    header: dict[str, Any]
+    state: Any
+
+
+def _encode_offsets(offsets: Mapping[tuple[str, int], int]) -> list[list[Any]]:
+    return [[topic, partition, offset] for (topic, partition), offset in sorted(offsets.items())]
+
+
+def _decode_offsets(raw: list[list[Any]]) -> dict[tuple[str, int], int]:
+    return {(str(t), int(p)): int(o) for t, p, o in raw}
+
+
+class EnvelopeCodec:
+    """Seal shard state into a signed envelope and open (verify, then unpickle) one.
+
+    Parameters
+    ----------
+    key
+        HMAC key (at least 16 bytes), from the environment.
+    config_hash
+        :attr:`stream_learner.models.ModelSpec.config_hash` of the running model.
+    versions
+        Overrides :func:`build_versions` (tests).
+    """
+
+    def __init__(
+        self, key: bytes, config_hash: str, versions: Mapping[str, str] | None = None
+    ) -> None:
+        if len(key) < 16:
+            raise ValueError("the checkpoint signing key must be at least 16 bytes")
+        self._key = key
+        self.config_hash = config_hash
+        self.versions = dict(versions or build_versions())
+
+    def seal(
+        self,
+        shard: str,
+        offsets: Mapping[tuple[str, int], int],
+        generation: int,
+        state: Any,
+        created_at: float,
+        extra: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        """Pickle ``state`` and wrap it with its header and signature."""
+        payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        header = {
+            "format_version": FORMAT_VERSION,
+            "versions": self.versions,
+            "config_hash": self.config_hash,
+            "shard": shard,
+            "offsets": _encode_offsets(offsets),
+            "generation": generation,
+            "created_at": created_at,
+            "payload_size": len(payload),
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            **(extra or {}),
+        }
+        head = orjson.dumps(header)
+        body = _MAGIC + _LEN.pack(len(head)) + head + payload
+        return body + hmac.new(self._key, body, hashlib.sha256).digest()
+
+    def read_header(self, blob: bytes) -> dict[str, Any]:
+        """The verified header, without unpickling the payload."""
+        head, _payload = self._verify(blob)
+        return head
+
+    def open(self, blob: bytes) -> Snapshot:
+        """Verify ``blob`` completely, then unpickle its state.
+
+        Raises
+        ------
+        CheckpointRefused
+            Bad magic, bad signature, other format, or another build / model config.
+        """
+        header, payload = self._verify(blob)
+        self._check_compatible(header)
+        state = pickle.loads(payload)
+        return Snapshot(
+            shard=header["shard"],
+            offsets=_decode_offsets(header["offsets"]),
+            generation=int(header["generation"]),
+            created_at=float(header["created_at"]),
+            header=header,
+            state=state,
+        )
+
+    def _verify(self, blob: bytes) -> tuple[dict[str, Any], bytes]:
+        if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + _LEN.size + _MAC_SIZE:
+            raise CheckpointRefused("not a stream_learner checkpoint (bad magic bytes)")
+        body, mac = blob[:-_MAC_SIZE], blob[-_MAC_SIZE:]
+        expected = hmac.new(self._key, body, hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, expected):
+            raise CheckpointRefused(
+                "checkpoint signature does not verify (wrong key or tampered data)"
+            )
+        (head_len,) = _LEN.unpack_from(body, len(_MAGIC))
+        start = len(_MAGIC) + _LEN.size
+        header = orjson.loads(body[start : start + head_len])
+        payload = body[start + head_len :]
+        if header.get("format_version") != FORMAT_VERSION:
+            raise CheckpointRefused(
+                f"checkpoint format {header.get('format_version')!r} is not {FORMAT_VERSION}"
+            )
+        if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
+            raise CheckpointRefused("checkpoint payload does not match its digest")
+        return header, payload
+
+    def _check_compatible(self, header: Mapping[str, Any]) -> None:
+        theirs = header.get("versions", {})
+        for name, mine in self.versions.items():
+            if theirs.get(name) != mine:
+                raise CheckpointRefused(
+                    f"checkpoint was written with {name} {theirs.get(name)!r}, this worker runs "
+                    f"{mine!r}; restore with a matching build or start from a fresh model"
+                )
+        if header.get("config_hash") != self.config_hash:
+            raise CheckpointRefused(
+                "checkpoint was written for another model configuration "
+                f"(hash {str(header.get('config_hash'))[:12]}..., running "
+                f"{self.config_hash[:12]}...)"
+            )

@@ -1,0 +1,474 @@
+"""Checkpoint stores: one contract, run against MemoryStore, LocalStore and the real Redis."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_learner.errors import CheckpointError, CheckpointFenced, ConnectionFailed
+from stream_learner.stores import LocalStore, MemoryStore, RedisStore, redact_url
+
+SHARD = "events:0"
+OTHER = "events:1"
+KEEP = 3
+BINARY = bytes(range(256)) * 3 + b"\r\n\x00\xff"
+
+
+def _drop_prefix(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    prefix = f"test-{uuid.uuid4().hex}"
+    yield prefix
+    _drop_prefix(redis_url, prefix)
+
+
+StoreFactory = Callable[..., Any]
+
+
+@pytest.fixture(params=["memory", "local", pytest.param("redis", marks=pytest.mark.redis)])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Builds stores of one kind; stores built twice share their data (same folder / prefix)."""
+    made: list[Any] = []
+    if request.param == "memory":
+        shared: dict[int, MemoryStore] = {}
+
+        def factory(keep: int = KEEP) -> Any:
+            return shared.setdefault(keep, MemoryStore(keep=keep))
+
+    elif request.param == "local":
+
+        def factory(keep: int = KEEP) -> Any:
+            return LocalStore(tmp_path / "ckpt", keep=keep)
+
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+
+        def factory(keep: int = KEEP) -> Any:
+            store = RedisStore(url, prefix, keep=keep)
+            made.append(store)
+            return store
+
+    yield factory
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> Any:
+    return make_store()
+
+
+# -- the contract ---------------------------------------------------------------------------
+
+
+def test_empty_store(store):
+    assert store.latest(SHARD) is None
+    assert store.get(SHARD, 1) is None
+    assert store.ids(SHARD) == []
+    assert store.shards() == []
+    assert store.generation(SHARD) == -1
+
+
+def test_save_returns_increasing_ids_and_latest_is_the_newest(store):
+    ids = [store.save(SHARD, 1, f"blob-{i}".encode()) for i in range(5)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 5
+    assert store.latest(SHARD) == (ids[-1], b"blob-4")
+    assert store.get(SHARD, ids[-1]) == b"blob-4"
+    assert store.get(SHARD, ids[-2]) == b"blob-3"
+
+
+def test_ids_keep_only_the_last_keep(store):
+    ids = [store.save(SHARD, 1, f"blob-{i}".encode()) for i in range(7)]
+    assert store.ids(SHARD) == ids[-KEEP:]
+    for old in ids[:-KEEP]:
+        assert store.get(SHARD, old) is None
+    for i, kept in enumerate(ids[-KEEP:], start=7 - KEEP):
+        assert store.get(SHARD, kept) == f"blob-{i}".encode()
+
+
+def test_keep_one(make_store):
+    store = make_store(keep=1)
+    for i in range(4):
+        checkpoint_id = store.save(SHARD, 0, bytes([i]))
+    assert store.ids(SHARD) == [checkpoint_id]
+    assert store.latest(SHARD) == (checkpoint_id, b"\x03")
+
+
+def test_shards_are_independent(store):
+    a = [store.save(SHARD, 1, b"a%d" % i) for i in range(4)]
+    b = [store.save(OTHER, 1, b"b%d" % i) for i in range(2)]
+    assert store.ids(SHARD) == a[-KEEP:]
+    assert store.ids(OTHER) == b
+    assert store.latest(SHARD) == (a[-1], b"a3")
+    assert store.latest(OTHER) == (b[-1], b"b1")
+    assert store.shards() == sorted([SHARD, OTHER])
+
+
+def test_shards_lists_only_shards_with_checkpoints(store):
+    store.claim("events:9", 4)
+    assert store.shards() == []
+    store.save("my.topic-x:12", 4, b"x")
+    assert store.shards() == ["my.topic-x:12"]
+
+
+def test_binary_blob_round_trips(store):
+    checkpoint_id = store.save(SHARD, 1, BINARY)
+    assert store.get(SHARD, checkpoint_id) == BINARY
+    assert store.latest(SHARD) == (checkpoint_id, BINARY)
+
+
+def test_generation_is_the_newest_seen(store):
+    store.claim(SHARD, 2)
+    assert store.generation(SHARD) == 2
+    store.save(SHARD, 5, b"x")
+    assert store.generation(SHARD) == 5
+    store.claim(SHARD, 5)
+    assert store.generation(SHARD) == 5
+    assert store.generation(OTHER) == -1
+
+
+def test_save_with_an_older_generation_is_fenced(store):
+    newest = store.save(SHARD, 5, b"from generation 5")
+    with pytest.raises(CheckpointFenced, match="belongs to generation 5; this worker has 4") as info:
+        store.save(SHARD, 4, b"from a stale worker")
+    assert SHARD in str(info.value)
+    assert isinstance(info.value, CheckpointError)
+    assert store.latest(SHARD) == (newest, b"from generation 5")
+    assert store.ids(SHARD) == [newest]
+    assert store.generation(SHARD) == 5
+
+
+def test_equal_or_newer_generation_passes(store):
+    first = store.save(SHARD, 5, b"a")
+    second = store.save(SHARD, 5, b"b")
+    third = store.save(SHARD, 6, b"c")
+    assert first < second < third
+    assert store.latest(SHARD) == (third, b"c")
+    assert store.generation(SHARD) == 6
+    with pytest.raises(CheckpointFenced):
+        store.save(SHARD, 5, b"d")
+
+
+def test_claim_fences_older_saves_and_claims(store):
+    kept = store.save(SHARD, 1, b"old owner")
+    store.claim(SHARD, 3)  # a new owner after a rebalance
+    with pytest.raises(CheckpointFenced, match="belongs to generation 3; this worker has 1"):
+        store.save(SHARD, 1, b"stale")
+    with pytest.raises(CheckpointFenced, match="belongs to generation 3; this worker has 2"):
+        store.claim(SHARD, 2)
+    assert store.latest(SHARD) == (kept, b"old owner")
+    assert store.generation(SHARD) == 3
+    store.claim(SHARD, 3)  # claiming again is fine
+    new = store.save(SHARD, 3, b"new owner")
+    assert store.latest(SHARD) == (new, b"new owner")
+
+
+def test_fencing_is_per_shard(store):
+    store.claim(SHARD, 9)
+    store.save(OTHER, 1, b"x")
+    assert store.generation(OTHER) == 1
+
+
+def test_generation_zero_is_a_valid_generation(store):
+    # A fresh consumer group may report generation 0 (and -1 means "none seen").
+    store.save(SHARD, 0, b"x")
+    assert store.generation(SHARD) == 0
+    with pytest.raises(CheckpointFenced):
+        store.save(SHARD, -1, b"y")
+
+
+def test_a_second_instance_sees_the_same_data(make_store):
+    first = make_store()
+    ids = [first.save(SHARD, 2, b"%d" % i) for i in range(4)]
+    second = make_store()
+    assert second.ids(SHARD) == ids[-KEEP:]
+    assert second.latest(SHARD) == (ids[-1], b"3")
+    assert second.generation(SHARD) == 2
+    assert second.save(SHARD, 2, b"next") > ids[-1]
+    with pytest.raises(CheckpointFenced):
+        second.save(SHARD, 1, b"stale")
+
+
+# -- LocalStore -----------------------------------------------------------------------------
+
+
+def _all_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_local_store_writes_atomically_and_leaves_no_temporary_files(tmp_path: Path):
+    store = LocalStore(tmp_path, keep=2)
+    for i in range(5):
+        store.save(SHARD, 1, b"blob %d" % i)
+    store.claim(SHARD, 2)
+    files = _all_files(tmp_path)
+    assert not [p for p in files if p.name.endswith(".tmp")]
+    ckpts = sorted(p.name for p in files if p.suffix == ".ckpt")
+    assert ckpts == ["000000000004.ckpt", "000000000005.ckpt"]
+    assert (tmp_path / "events_0" / "000000000005.ckpt").read_bytes() == b"blob 4"
+
+
+def test_local_store_survives_re_instantiation(tmp_path: Path):
+    first = LocalStore(tmp_path, keep=3)
+    first.save(SHARD, 4, b"a")
+    first.save(SHARD, 4, b"b")
+    first.save(OTHER, 4, BINARY)
+    again = LocalStore(tmp_path, keep=3)
+    assert again.shards() == [SHARD, OTHER]
+    assert again.ids(SHARD) == [1, 2]
+    assert again.latest(SHARD) == (2, b"b")
+    assert again.latest(OTHER) == (1, BINARY)
+    assert again.generation(SHARD) == 4
+    assert again.save(SHARD, 4, b"c") == 3
+    with pytest.raises(CheckpointFenced):
+        LocalStore(tmp_path).save(SHARD, 3, b"stale")
+
+
+def test_local_store_failed_write_leaves_the_previous_checkpoint_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    store = LocalStore(tmp_path)
+    store.save(SHARD, 1, b"good")
+
+    def crash(*_args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(CheckpointError, match="No space left on device") as info:
+        store.save(SHARD, 1, b"torn")
+    assert str(tmp_path) in str(info.value)
+    monkeypatch.undo()
+    assert store.latest(SHARD) == (1, b"good")
+    assert store.ids(SHARD) == [1]
+
+
+def test_local_store_crash_while_saving_keeps_every_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import stream_learner.stores as stores
+
+    real_replace = stores.os.replace
+
+    def dies_on_rename(src: Any, dst: Any) -> None:
+        raise OSError(5, "Input/output error")  # the process dies before the rename
+
+    monkeypatch.setattr(stores.os, "replace", dies_on_rename)
+    with pytest.raises(CheckpointError):
+        LocalStore(tmp_path).save(SHARD, 1, b"first")
+    monkeypatch.setattr(stores.os, "replace", real_replace)
+    # nothing half-written is visible: no shard name, no checkpoint
+    assert LocalStore(tmp_path).shards() == []
+    assert LocalStore(tmp_path).latest(SHARD) is None
+    store = LocalStore(tmp_path)
+    store.save(SHARD, 1, b"good")
+    assert store.latest(SHARD) == (1, b"good")
+    assert LocalStore(tmp_path).shards() == [SHARD]
+
+
+def test_local_store_unwritable_folder_raises_checkpoint_error(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CheckpointError, match="checkpoint folder"):
+        LocalStore(blocker).save(SHARD, 1, b"x")
+
+
+# -- RedisStore -----------------------------------------------------------------------------
+
+
+
+@pytest.mark.redis
+def test_redis_keys_live_under_the_prefix(redis_url: str, redis_prefix: str):
+    import redis
+
+    shard = f"t-{uuid.uuid4().hex}:0"
+    store = RedisStore(redis_url, redis_prefix, keep=2)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for i in range(4):
+            store.save(shard, 1, b"%d" % i)
+        keys = {k.decode() for k in client.scan_iter(match=f"{redis_prefix}:*", count=1000)}
+        tagged = f"{redis_prefix}:{{{shard}}}"
+        assert keys == {
+            f"{tagged}:generation",
+            f"{tagged}:seq",
+            f"{tagged}:index",
+            f"{tagged}:ckpt:3",
+            f"{tagged}:ckpt:4",
+            f"{redis_prefix}:shards",
+        }
+        # nothing about this shard was written anywhere else
+        everywhere = {k.decode() for k in client.scan_iter(match=f"*{shard.split(':')[0]}*", count=1000)}
+        assert everywhere <= keys
+    finally:
+        client.close()
+        store.close()
+
+
+@pytest.mark.redis
+def test_redis_save_is_atomic_under_concurrent_writers(redis_url: str, redis_prefix: str):
+    import redis
+
+    n_threads, per_thread = 4, 15
+    returned: list[int] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        store = RedisStore(redis_url, redis_prefix, keep=KEEP)
+        try:
+            for i in range(per_thread):
+                checkpoint_id = store.save(SHARD, 1, b"w%d-%d" % (n, i))
+                with lock:
+                    returned.append(checkpoint_id)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    total = n_threads * per_thread
+    assert sorted(returned) == list(range(1, total + 1))  # every save got its own id
+    store = RedisStore(redis_url, redis_prefix, keep=KEEP)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert store.ids(SHARD) == list(range(total - KEEP + 1, total + 1))
+        ckpt_keys = list(client.scan_iter(match=f"{redis_prefix}:{{{SHARD}}}:ckpt:*", count=1000))
+        assert len(ckpt_keys) == KEEP
+        assert client.zcard(f"{redis_prefix}:{{{SHARD}}}:index") == KEEP
+        assert int(client.get(f"{redis_prefix}:{{{SHARD}}}:seq")) == total
+    finally:
+        client.close()
+        store.close()
+
+
+@pytest.mark.redis
+def test_redis_stale_writer_is_fenced_while_a_new_owner_writes(redis_url: str, redis_prefix: str):
+    old = RedisStore(redis_url, redis_prefix)
+    new = RedisStore(redis_url, redis_prefix)
+    try:
+        old.save(SHARD, 1, b"old")
+        new.claim(SHARD, 2)
+        kept = new.save(SHARD, 2, b"new")
+        for action in (lambda: old.save(SHARD, 1, b"stale"), lambda: old.claim(SHARD, 1)):
+            with pytest.raises(CheckpointFenced, match="belongs to generation 2; this worker has 1"):
+                action()
+        assert new.latest(SHARD) == (kept, b"new")
+    finally:
+        old.close()
+        new.close()
+
+
+def _closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+STORE_CALLS: dict[str, Callable[[RedisStore], Any]] = {
+    "ping": lambda s: s.ping(),
+    "save": lambda s: s.save(SHARD, 1, b"x"),
+    "claim": lambda s: s.claim(SHARD, 1),
+    "latest": lambda s: s.latest(SHARD),
+    "get": lambda s: s.get(SHARD, 1),
+    "ids": lambda s: s.ids(SHARD),
+    "generation": lambda s: s.generation(SHARD),
+    "shards": lambda s: s.shards(),
+}
+
+
+@pytest.mark.parametrize("call", list(STORE_CALLS))
+def test_redis_unreachable_raises_connection_failed_naming_the_address(call: str):
+    port = _closed_port()
+    store = RedisStore(f"redis://app:hunter2-secret@127.0.0.1:{port}/0", "p", timeout_s=2.0)
+    try:
+        with pytest.raises(ConnectionFailed) as info:
+            STORE_CALLS[call](store)
+    finally:
+        store.close()
+    message = str(info.value)
+    assert f"127.0.0.1:{port}" in message
+    assert "cannot reach Redis at redis://app:***@" in message
+    assert "hunter2" not in message
+    assert "hunter2" not in repr(info.value.__cause__)
+
+
+@pytest.mark.redis
+def test_redis_wrong_password_raises_connection_failed_without_the_password(redis_url: str):
+    user = f"nobody-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(redis_url, "p", username=user, password="hunter2-secret", timeout_s=2.0)
+    try:
+        with pytest.raises(ConnectionFailed, match="refused the credentials") as info:
+            store.save(SHARD, 1, b"x")
+    finally:
+        store.close()
+    host_port = redis_url.split("//", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    assert host_port in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.redis
+def test_redis_wrong_password_in_the_url_is_redacted(redis_url: str):
+    url = redis_url.replace("redis://", "redis://nobody:hunter2-secret@", 1)
+    store = RedisStore(url, "p", timeout_s=2.0)
+    try:
+        with pytest.raises(ConnectionFailed, match="refused the credentials") as info:
+            store.ping()
+    finally:
+        store.close()
+    assert "nobody:***@" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    assert store.url == redact_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://app@cache:6379/0", "redis://app@cache:6379/0"),
+        ("redis://app:s3cret@cache:6379/0", "redis://app:***@cache:6379/0"),
+        ("rediss://:s3cret@cache:6380/1", "rediss://:***@cache:6380/1"),
+        ("redis://app:p@ss@cache:6379", "redis://app:***@cache:6379"),
+        ("redis://app:s3cret@[::1]:6379/0", "redis://app:***@[::1]:6379/0"),
+    ],
+)
+def test_redact_url(url: str, expected: str):
+    assert redact_url(url) == expected
+
+
+def test_redact_url_hides_a_password_in_the_query_string():
+    port = _closed_port()
+    store = RedisStore(f"redis://127.0.0.1:{port}/0?username=app&password=hunter2-secret", "p")
+    try:
+        with pytest.raises(ConnectionFailed) as info:
+            store.ping()
+    finally:
+        store.close()
+    assert f"127.0.0.1:{port}" in str(info.value)
+    assert "hunter2" not in str(info.value)

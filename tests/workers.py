@@ -1,0 +1,169 @@
+"""Run stream-learner workers as real processes, and check their outputs."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from river import datasets
+
+from stream_learner.datasets import sample_to_event
+from stream_learner.learner import Learner
+from stream_learner.models import ModelSpec
+from stream_learner.settings import ModelSettings
+from tests.conftest import service_command, service_env
+
+CHECKPOINT_KEY = "k" * 32
+
+MODEL = ModelSettings(
+    name="agrawal-clf",
+    task="classification",
+    pipeline=(
+        {"step": "preprocessing.StandardScaler"},
+        {"step": "linear_model.LogisticRegression"},
+    ),
+)
+
+MODEL_TOML = """
+[model]
+name = "agrawal-clf"
+task = "classification"
+
+[[model.pipeline]]
+step = "preprocessing.StandardScaler"
+
+[[model.pipeline]]
+step = "linear_model.LogisticRegression"
+"""
+
+
+def labelled_events(n: int, partitions: int, sensors: int = 12) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) for ``n`` labelled Agrawal events over ``sensors`` keys."""
+    out = []
+    stream = datasets.synth.Agrawal(classification_function=2, seed=11)
+    for i, (x, y) in enumerate(itertools.islice(stream, n)):
+        sensor = i % sensors
+        event = sample_to_event(i, f"sensor-{sensor}", x, y)
+        out.append((sensor % partitions, event["key"].encode(), orjson.dumps(event)))
+    return out
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    """A worker config file: Kafka transport, the test model, plus ``extra`` TOML."""
+    path = tmp_path / "worker.toml"
+    path.write_text('[service]\ntransport = "kafka"\nbatch_size = 50\n' + extra + MODEL_TOML)
+    return path
+
+
+class Worker:
+    """One ``stream-learner run`` process."""
+
+    def __init__(self, config: Path, log: Path, **settings: str) -> None:
+        self.log_path = log
+        self._log = log.open("ab")
+        env = service_env(**settings)
+        env["STREAM_LEARNER_CHECKPOINT_KEY"] = CHECKPOINT_KEY
+        self.proc = subprocess.Popen(
+            service_command("run", "-c", str(config)), env=env,
+            stdout=subprocess.DEVNULL, stderr=self._log,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no checkpoint."""
+        self.proc.kill()
+        self.proc.wait(30)
+        self._log.close()
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM and wait for the graceful exit."""
+        self.proc.terminate()
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 120) -> int:
+        """Wait for the process to end by itself."""
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def log(self) -> str:
+        """What the worker wrote to stderr."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> None:
+        """Block until ``pattern`` (a regular expression) appears in the worker's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.log()):
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited before logging {pattern!r}:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker did not log {pattern!r} in {timeout}s:\n{self.log()[-3000:]}")
+
+
+def paced_producer(
+    bootstrap: str, topic: str, records: Sequence[tuple[int, bytes, bytes]], seconds: float
+) -> threading.Thread:
+    """Send ``records`` evenly over ``seconds`` from a background thread."""
+    from kafka import KafkaProducer
+
+    def run() -> None:
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=True
+        )
+        start = time.monotonic()
+        step = seconds / max(1, len(records))
+        for i, (partition, key, value) in enumerate(records):
+            delay = start + i * step - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            producer.send(topic, value=value, key=key, partition=partition)
+        producer.flush()
+        producer.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def reference(
+    records: Sequence[tuple[int, bytes, bytes]], partitions: int
+) -> tuple[dict[tuple[int, int], Any], dict[int, Learner]]:
+    """River's own loop per partition: prediction per (partition, offset) and final learners.
+
+    Offsets follow production order within each partition (the producer sends in order).
+    """
+    from stream_learner.events import Codec, Origin
+    from stream_learner.settings import LimitSettings, SchemaSettings
+
+    spec = ModelSpec.from_settings(MODEL)
+    codec = Codec(SchemaSettings(), LimitSettings(), spec.task)
+    learners = {p: Learner(spec) for p in range(partitions)}
+    next_offset = dict.fromkeys(range(partitions), 0)
+    out: dict[tuple[int, int], Any] = {}
+    for partition, key, value in records:
+        offset = next_offset[partition]
+        next_offset[partition] += 1
+        item = codec.decode(value, key, 0, Origin("events", partition, offset))
+        prediction = learners[partition].process(item)
+        assert prediction is not None
+        out[(partition, offset)] = orjson.loads(orjson.dumps(
+            {"prediction": prediction.prediction, **prediction.fields},
+            option=orjson.OPT_NON_STR_KEYS,
+        ))
+    return out, learners
+
+
+def probe_set(n: int = 50) -> Iterator[dict[str, Any]]:
+    """Feature dicts the final models are compared on."""
+    for i, (x, _y) in enumerate(datasets.synth.Agrawal(classification_function=2, seed=99)):
+        if i >= n:
+            return
+        yield sample_to_event(i, "probe", x, None)["features"]
