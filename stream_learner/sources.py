@@ -13,10 +13,9 @@ import logging
 import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from stream_learner.datasets import dataset_records
 from stream_learner.errors import ConnectionFailed
@@ -40,9 +39,12 @@ log = logging.getLogger(__name__)
 TopicPartition = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One raw input record, before decoding."""
+class Record(NamedTuple):
+    """One raw input record, before decoding.
+
+    Immutable; a named tuple because one is built per input record and a
+    tuple is the cheapest immutable object Python builds.
+    """
 
     value: bytes | None
     key: bytes | None
@@ -292,10 +294,10 @@ class KafkaSource:
         out: list[Record] = []
         for tp, records in batches.items():
             topic, partition = tp.topic, tp.partition
-            out.extend(
+            out += [
                 Record(r.value, r.key, r.timestamp, Origin(topic, partition, r.offset))
                 for r in records
-            )
+            ]
         return out
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
