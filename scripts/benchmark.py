@@ -47,6 +47,7 @@ import cProfile
 import dataclasses
 import datetime as dt
 import importlib
+import importlib.util
 import itertools
 import math
 import os
@@ -55,6 +56,7 @@ import platform
 import pstats
 import re
 import resource
+import secrets
 import signal
 import subprocess
 import sys
@@ -291,28 +293,15 @@ def _threads_cpu_seconds() -> dict[str, float]:
 
 
 class TimedSource:
-    """Wraps a source: notes the first record's time and how long assignments take."""
+    """Wraps a source and notes when the first record came; delegates everything else."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.first_at: float | None = None
         self.first_cpu = 0.0
-        self.assign_s: list[float] = []
 
-    def subscribe(self, listener: Any) -> None:
-        """Subscribe with a listener whose ``on_assigned`` is timed."""
-        timed = self
-
-        class Listener:
-            def on_assigned(self, partitions: Sequence[tuple[str, int]]) -> None:
-                t = time.perf_counter()
-                listener.on_assigned(partitions)
-                timed.assign_s.append(time.perf_counter() - t)
-
-            def on_revoked(self, partitions: Sequence[tuple[str, int]]) -> None:
-                listener.on_revoked(partitions)
-
-        self.inner.subscribe(Listener())
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Any]:
         """Poll the inner source; remember when the first record came."""
@@ -322,34 +311,31 @@ class TimedSource:
             self.first_cpu = _cpu_seconds()
         return records
 
-    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Commit through the inner source."""
-        self.inner.commit(offsets)
-
     @property
     def exhausted(self) -> bool:
         """As the inner source."""
         return bool(self.inner.exhausted)
 
-    def close(self) -> None:
-        """Close the inner source."""
-        self.inner.close()
-
 
 def worker_main(cfg: dict[str, Any]) -> None:
-    """Run the service as configured; print one ``RESULT`` JSON line."""
+    """Run the service as the CLI wires it; print one ``RESULT`` JSON line."""
+    from stream_learner import cli
     from stream_learner.metrics import Metrics
     from stream_learner.models import ModelSpec
     from stream_learner.service import Service
     from stream_learner.settings import load_settings
-    from stream_learner.sinks import KafkaSink
-    from stream_learner.sources import KafkaSource
 
+    environ = dict(os.environ)
     settings = load_settings(None, env={}, overrides=cfg["settings"])
     spec = ModelSpec.from_settings(settings.model)
-    source = TimedSource(KafkaSource(settings, os.environ))
-    sink = KafkaSink(settings, os.environ)
-    service = Service(settings, spec, source, sink, Metrics())
+    metrics = Metrics()
+    extra: list[Any] = []
+    build_checkpointer = getattr(cli, "build_checkpointer", None)
+    if build_checkpointer is not None:
+        extra.append(build_checkpointer(settings, spec, metrics, environ))
+    inner, sink = cli.build_edges(settings, environ)
+    source = TimedSource(inner)
+    service = Service(settings, spec, source, sink, metrics, *extra)
     signal.signal(signal.SIGTERM, lambda _s, _f: service.stop())
     profiler = cProfile.Profile() if cfg.get("profile") else None
     if profiler is not None:
@@ -362,6 +348,8 @@ def worker_main(cfg: dict[str, Any]) -> None:
         profiler.dump_stats(cfg["profile"])
     sink.close()
     source.close()
+    for part in extra:
+        part.close()
     first = source.first_at if source.first_at is not None else end
     result = {
         "records": summary.records,
@@ -370,10 +358,24 @@ def worker_main(cfg: dict[str, Any]) -> None:
         "elapsed_s": end - first,
         "cpu_s": end_cpu - source.first_cpu if source.first_at is not None else 0.0,
         "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "assign_s": source.assign_s,
         "threads_cpu_s": threads_cpu,
+        "state_metrics": _state_metrics(metrics),
     }
     print("RESULT " + orjson.dumps(result).decode(), flush=True)
+
+
+def _state_metrics(metrics: Any) -> dict[str, float]:
+    """Checkpoint and restore samples (sums, counts, gauges) of the worker's registry."""
+    out: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        if "checkpoint" not in family.name and "restore" not in family.name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith(("_bucket", "_created")):
+                continue
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
+    return out
 
 
 # -- the open-loop producer (a subprocess) ---------------------------------------------------
@@ -441,8 +443,20 @@ class MaxRun:
     cpu_s_per_m: float
     rss_mib: float
     records: int
-    assign_ms: float
+    elapsed_s: float
     threads_cpu_s: dict[str, float] = field(default_factory=dict)
+    state_metrics: dict[str, float] = field(default_factory=dict)
+
+    def state(self, name: str) -> float:
+        """Sum of the state samples called ``stream_learner_<name>`` (any labels)."""
+        full = f"stream_learner_{name}"
+        return sum(v for k, v in self.state_metrics.items() if k.split("{")[0] == full)
+
+    def state_max(self, name: str) -> float:
+        """Largest of the state samples called ``stream_learner_<name>``."""
+        full = f"stream_learner_{name}"
+        return max((v for k, v in self.state_metrics.items() if k.split("{")[0] == full),
+                   default=0.0)
 
 
 @dataclass
@@ -481,7 +495,7 @@ class CaseResult:
     max: MaxRun | None = None
     latency: list[LatencyRun] = field(default_factory=list)
     checkpoint: MaxRun | str | None = None
-    restore_ms: float | str | None = None
+    restore: MaxRun | str | None = None
 
 
 class Bench:
@@ -498,6 +512,7 @@ class Bench:
         self.topics: list[str] = []
         self.children: list[subprocess.Popen[str]] = []
         self._producer: subprocess.Popen[str] | None = None
+        self.used_redis = False
 
     # resources
 
@@ -527,6 +542,9 @@ class Bench:
             with contextlib.suppress(Exception):
                 self.admin.delete_topics(self.topics, timeout_ms=30000)
         self.admin.close()
+        if self.used_redis and self.args.redis:
+            with contextlib.suppress(Exception):
+                delete_redis_keys(self.args.redis, redis_prefix(self.run_id))
 
     # helpers
 
@@ -623,8 +641,9 @@ class Bench:
             cpu_s_per_m=result["cpu_s"] / result["records"] * 1e6,
             rss_mib=result["maxrss_kib"] / 1024.0,
             records=result["records"],
-            assign_ms=max(result["assign_s"], default=0.0) * 1000.0,
-            threads_cpu_s=result.get("threads_cpu_s", {}),
+            elapsed_s=result["elapsed_s"],
+            threads_cpu_s=result["threads_cpu_s"],
+            state_metrics=result["state_metrics"],
         )
 
     def latency(self, case: Case, max_rate: float) -> list[LatencyRun]:
@@ -739,24 +758,50 @@ def kafka_libs(given: str | None) -> Path | None:
 CHECKPOINTS_PENDING = "pending: checkpoints not implemented"
 
 
-def checkpoint_overrides(redis_url: str | None) -> dict[str, Any] | str:
-    """Settings for "a checkpoint every second", read from the checkpoint settings' fields."""
-    try:
-        importlib.import_module("stream_learner.checkpoint")
-    except ImportError:
+def checkpoint_overrides(redis_url: str | None, run_id: str) -> dict[str, Any] | str:
+    """Settings for "a checkpoint every second" (or why they cannot be made yet).
+
+    Checkpoints go to Redis under a key prefix of this run (deleted at the end),
+    signed with a throwaway key when the environment has none.
+    """
+    found = importlib.util.find_spec("stream_learner.checkpoint")
+    if found is None or not str(found.origin).startswith(str(ROOT / "stream_learner")):
         return CHECKPOINTS_PENDING
     from stream_learner.settings import CheckpointSettings
 
     fields = CheckpointSettings.model_fields
-    section: dict[str, Any] = {"store": "redis" if redis_url else "local"}
-    interval = [name for name in fields if "interval" in name and name.endswith("_s")]
-    if not interval:
-        return "pending: no time-based checkpoint interval setting"
-    section[interval[0]] = 1.0
-    for name in fields:
-        if "url" in name and redis_url:
-            section[name] = redis_url
+    if "every_seconds" not in fields:
+        return "pending: no time-based checkpoint setting"
+    if not redis_url:
+        return "not measured: no Redis (set STREAM_LEARNER_TEST_REDIS or --redis)"
+    section: dict[str, Any] = {
+        "store": "redis", "redis_url": redis_url, "every_seconds": 1.0,
+        "key_prefix": redis_prefix(run_id),
+    }
+    if "every_events" in fields:
+        section["every_events"] = 10**9  # time is the only trigger
+    key_env = fields["key_env"].default if "key_env" in fields else None
+    if key_env and len(os.environ.get(key_env, "")) < 16:
+        os.environ[key_env] = secrets.token_hex(24)  # inherited by the workers only
     return {"checkpoint": section}
+
+
+def redis_prefix(run_id: str) -> str:
+    """Redis key prefix of this run's checkpoints."""
+    return f"stream-learner-bench:{run_id}"
+
+
+def delete_redis_keys(redis_url: str, prefix: str) -> None:
+    """Delete this run's checkpoints."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -798,6 +843,23 @@ def _fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def checkpoint_share(run: MaxRun) -> float:
+    """Share of the loop's wall time spent taking checkpoints (the loop waits for them)."""
+    return run.state("checkpoint_duration_seconds_sum") / run.elapsed_s if run.elapsed_s else 0.0
+
+
+def restore_ms(run: MaxRun) -> float:
+    """Mean time to restore one shard, from the worker's restore histogram."""
+    n = run.state("restore_duration_seconds_count")
+    return run.state("restore_duration_seconds_sum") / n * 1000.0 if n else math.nan
+
+
+def _kib(run: MaxRun | str | None) -> str:
+    if not isinstance(run, MaxRun):
+        return "n/a"
+    return f"{run.state_max('checkpoint_size_bytes') / 1024:,.0f} KiB"
+
+
 def _verdict(ok: bool) -> str:
     return "**PASS**" if ok else "**FAIL**"
 
@@ -829,15 +891,20 @@ def render(
         return svc(cell)
 
     def ckpt(r: CaseResult) -> str:
-        if isinstance(r.checkpoint, MaxRun) and r.max is not None:
-            cost = 1.0 - r.checkpoint.events_per_s / r.max.events_per_s
-            return f"{r.checkpoint.events_per_s:,.0f} events/s ({cost:+.1%} vs never)"
-        return r.checkpoint if isinstance(r.checkpoint, str) else "n/a"
+        c = r.checkpoint
+        if isinstance(c, MaxRun) and r.max is not None:
+            n = c.state("checkpoint_duration_seconds_count")
+            mean = c.state("checkpoint_duration_seconds_sum") / n * 1000.0 if n else math.nan
+            delta = c.events_per_s / r.max.events_per_s - 1
+            return (f"{c.events_per_s:,.0f} events/s ({delta:+.1%} vs never);"
+                    f" {n:,.0f} checkpoints of {_kib(c)}, {_fmt(mean)} ms each; "
+                    f"{_fmt(100 * checkpoint_share(c), 2)}% of the loop's time")
+        return c if isinstance(c, str) else "n/a"
 
     def restore(r: CaseResult) -> str:
-        if isinstance(r.restore_ms, float):
-            return f"{r.restore_ms:,.1f} ms (state of ~{r.bare.model_kib:,.0f} KiB per model)"
-        return r.restore_ms if isinstance(r.restore_ms, str) else "n/a"
+        if isinstance(r.restore, MaxRun):
+            return f"{_fmt(restore_ms(r.restore))} ms per shard ({_kib(r.checkpoint)} checkpoint)"
+        return r.restore if isinstance(r.restore, str) else "n/a"
 
     lines = [
         BEGIN,
@@ -905,15 +972,16 @@ def render(
     def ckpt_target(r: CaseResult) -> str:
         if r.case.name != "linear":
             return "no target"
-        if isinstance(r.checkpoint, MaxRun) and r.max is not None:
-            cost = 1.0 - r.checkpoint.events_per_s / r.max.events_per_s
-            return f"{cost:+.1%} {_verdict(cost <= 0.01)}"
+        if isinstance(r.checkpoint, MaxRun):
+            share = checkpoint_share(r.checkpoint)
+            return f"{share:.2%} of the loop's time {_verdict(share <= 0.01)}"
         return r.checkpoint if isinstance(r.checkpoint, str) else "n/a"
 
     def restore_target(r: CaseResult) -> str:
-        if isinstance(r.restore_ms, float):
-            return f"{r.restore_ms:,.1f} ms {_verdict(r.restore_ms <= 200.0)}"
-        return r.restore_ms if isinstance(r.restore_ms, str) else "n/a"
+        if isinstance(r.restore, MaxRun):
+            ms = restore_ms(r.restore)
+            return f"{_fmt(ms)} ms for {_kib(r.checkpoint)} {_verdict(ms <= 200.0)}"
+        return r.restore if isinstance(r.restore, str) else "n/a"
 
     lines += [
         row("service / bare throughput", tput),
@@ -1055,14 +1123,16 @@ def run(args: argparse.Namespace) -> int:
                 continue
             log(f"{case.name}: service at maximum throughput")
             result.max = bench.max_throughput(case, values, f"{case.name}-max")
+            threads = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in
+                                sorted(result.max.threads_cpu_s.items(), key=lambda kv: -kv[1]))
             log(f"{case.name}: {result.max.events_per_s:,.0f} events/s, "
-                f"{result.max.cpu_s_per_m:,.1f} CPU s per million events")
+                f"{result.max.cpu_s_per_m:,.1f} CPU s per million events (threads: {threads})")
             if "latency" not in args.skip:
                 log(f"{case.name}: latency at fixed rates")
                 result.latency = bench.latency(case, result.max.events_per_s)
-            overrides = checkpoint_overrides(args.redis)
+            overrides = checkpoint_overrides(args.redis, bench.run_id)
             if isinstance(overrides, str):
-                result.checkpoint = result.restore_ms = overrides
+                result.checkpoint = result.restore = overrides
             elif case.name in ("linear", "tree") and "checkpoint" not in args.skip:
                 measure_checkpoints(bench, case, values, overrides, result)
         floor: Floor | str = "skipped"
@@ -1084,14 +1154,15 @@ def measure_checkpoints(
     bench: Bench, case: Case, values: Sequence[bytes], overrides: Mapping[str, Any],
     result: CaseResult,
 ) -> None:
-    """Throughput with a checkpoint every second, then a second worker's restore time."""
+    """Throughput with a checkpoint every second, then a second worker's restore."""
     what = f"{case.name}-ckpt"
+    bench.used_redis = True
     try:
         result.checkpoint = bench.max_throughput(case, values, what, extra=overrides)
     except Exception as exc:
-        result.checkpoint = result.restore_ms = f"pending: checkpoint run failed ({exc!s:.200})"
+        result.checkpoint = result.restore = f"not measured: checkpoint run failed ({exc!s:.300})"
         return
-    # A second worker of the same group restores what the first one saved.
+    # A second worker of the same group restores what the first one saved, then idles out.
     events = f"bench-{bench.run_id}-{what}-events"
     settings = bench.worker_settings(case, events, f"{what}-restore", idle_timeout_s=2.0)
     settings["kafka"]["group_id"] = bench.group(what)
@@ -1099,9 +1170,10 @@ def measure_checkpoints(
         settings[section] = {**settings.get(section, {}), **values_}
     try:
         restored = bench.worker_result(bench.start_worker({"settings": settings}), timeout=120)
-        result.restore_ms = max(restored["assign_s"], default=0.0) * 1000.0
+        result.restore = MaxRun(0.0, 0.0, restored["maxrss_kib"] / 1024.0, 0, 0.0,
+                                state_metrics=restored["state_metrics"])
     except Exception as exc:
-        result.restore_ms = f"pending: restore run failed ({exc!s:.200})"
+        result.restore = f"not measured: restore run failed ({exc!s:.300})"
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, dict[str, Any]]:

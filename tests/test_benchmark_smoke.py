@@ -45,16 +45,33 @@ def _results(bench: ModuleType) -> list[object]:
                       p999_us=2000.0, model_kib=1.0)
     linear = bench.CaseResult(bench.CASES[0], bare)
     linear.max = bench.MaxRun(events_per_s=600.0, cpu_s_per_m=2.0, rss_mib=100.0, records=10,
-                              assign_ms=0.1)
+                              elapsed_s=10.0)
     linear.latency = [
         bench.LatencyRun(load=load, rate=100.0, received=10, sent=10, p50_ms=1.0, p99_ms=p99,
                          p999_ms=p99, late_share=0.0)
         for load, p99 in zip(bench.LOAD_LEVELS, (5.0, 50.0, 70.0), strict=True)
     ]
-    linear.checkpoint = linear.restore_ms = bench.CHECKPOINTS_PENDING
+    # 10 checkpoints of 50 ms in all over 10 s: 0.5 % of the loop's time
+    linear.checkpoint = bench.MaxRun(
+        events_per_s=590.0, cpu_s_per_m=2.0, rss_mib=100.0, records=10, elapsed_s=10.0,
+        state_metrics={
+            "stream_learner_checkpoint_duration_seconds_sum": 0.05,
+            "stream_learner_checkpoint_duration_seconds_count": 10.0,
+            "stream_learner_checkpoint_size_bytes{partition=0}": 2048.0,
+        },
+    )
+    # 3 shards restored in 900 ms in all: 300 ms each
+    linear.restore = bench.MaxRun(
+        0.0, 0.0, 100.0, 0, 0.0,
+        state_metrics={
+            "stream_learner_restore_duration_seconds_sum": 0.9,
+            "stream_learner_restore_duration_seconds_count": 3.0,
+        },
+    )
     tree = bench.CaseResult(bench.CASES[1], bare)
     tree.max = bench.MaxRun(events_per_s=500.0, cpu_s_per_m=2.0, rss_mib=100.0, records=10,
-                            assign_ms=0.1)
+                            elapsed_s=10.0)
+    tree.checkpoint = tree.restore = bench.CHECKPOINTS_PENDING
     anomaly = bench.CaseResult(bench.CASES[2], bare, pending="pending: task `anomaly` not accepted")
     return [linear, tree, anomaly]
 
@@ -70,7 +87,11 @@ def test_report_states_each_target_and_what_is_pending(bench: ModuleType) -> Non
     # p99 at 50 % load (50 ms) against 2 x 10 ms + 1 ms
     p99_row = rows["| p99 at 50% load <= 2 x Kafka p99 floor + model p99"]
     assert "50.0 ms vs 21.0 ms **FAIL**" in p99_row
-    assert bench.CHECKPOINTS_PENDING in rows["| checkpoint every 1 s costs <= 1% throughput"]
+    ckpt_row = rows["| checkpoint every 1 s costs <= 1% throughput"]
+    assert "0.50% of the loop's time **PASS**" in ckpt_row
+    restore_row = rows["| restore <= 200 ms (1 MiB model)"]
+    assert "300.0 ms for 2 KiB **FAIL**" in restore_row
+    assert bench.CHECKPOINTS_PENDING in restore_row  # the tree's column
     assert "pending: task `anomaly` not accepted" in rows["| service max throughput, events/s"]
 
 
