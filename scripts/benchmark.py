@@ -471,6 +471,8 @@ class LatencyRun:
     p99_ms: float
     p999_ms: float
     late_share: float
+    to_send_p50_ms: float = math.nan
+    to_send_p99_ms: float = math.nan
 
 
 @dataclass
@@ -674,8 +676,9 @@ class Bench:
                    "labelled": case.labelled}
             producer.stdin.write(orjson.dumps(cmd).decode() + "\n")
             producer.stdin.flush()
-            latencies = collect(consumer, first, n, time.time() + n / rate + deadline_s)
+            latencies, to_send = collect(consumer, first, n, time.time() + n / rate + deadline_s)
             report: dict[str, Any] = orjson.loads(producer.stdout.readline())
+            report["to_send"] = sorted(to_send)
             return latencies, report
 
         try:
@@ -693,7 +696,14 @@ class Bench:
                     p99_ms=percentile(ordered, 0.99) * 1000.0,
                     p999_ms=percentile(ordered, 0.999) * 1000.0,
                     late_share=float(report["late_share"]),
+                    to_send_p50_ms=percentile(report["to_send"], 0.5) * 1000.0,
+                    to_send_p99_ms=percentile(report["to_send"], 0.99) * 1000.0,
                 ))
+                log(f"{case.name} at {load:.0%} ({rate:,.0f}/s): p50 {runs[-1].p50_ms:,.1f} ms, "
+                    f"p99 {runs[-1].p99_ms:,.1f} ms; up to the worker's send: p50 "
+                    f"{runs[-1].to_send_p50_ms:,.1f} ms, p99 {runs[-1].to_send_p99_ms:,.1f} ms; "
+                    f"producer late (>1 ms) {report['late_share']:.1%}, "
+                    f"max lag {report['max_lag_ms']:,.1f} ms")
                 time.sleep(0.5)
         finally:
             consumer.close()
@@ -721,9 +731,17 @@ class Bench:
         return Floor(p50, p99, p999, float(avg.group(1)), self.plan.floor_records, record_bytes)
 
 
-def collect(consumer: Any, first: int, n: int, deadline: float) -> list[float]:
-    """Latencies (s) of predictions ``first`` .. ``first + n - 1``: receipt time minus ``ts``."""
+def collect(
+    consumer: Any, first: int, n: int, deadline: float
+) -> tuple[list[float], list[float]]:
+    """Latencies (s) of predictions ``first`` .. ``first + n - 1``.
+
+    The first list is receipt time minus ``ts`` (the scheduled send time); the
+    second is the part of it before the worker handed the prediction to its
+    producer (the prediction record's CreateTime, in ms).
+    """
     latencies: list[float] = []
+    to_worker_send: list[float] = []
     end = first + n
     while len(latencies) < n and time.time() < deadline:
         batches = consumer.poll(timeout_ms=50)
@@ -733,7 +751,8 @@ def collect(consumer: Any, first: int, n: int, deadline: float) -> list[float]:
                 doc = orjson.loads(record.value)
                 if first <= doc["id"] < end:
                     latencies.append(received - doc["ts"])
-    return latencies
+                    to_worker_send.append(record.timestamp / 1000.0 - doc["ts"])
+    return latencies, to_worker_send
 
 
 def kafka_libs(given: str | None) -> Path | None:
