@@ -13,7 +13,8 @@ One run measures, for a linear model, a tree model and an anomaly detector:
 bare
     River's own loop over the same events, in this process: ``predict_proba_one``
     (``score_one`` for the detector) then ``learn_one``, one model per input
-    partition as in the service. The ceiling, and each event's own model time.
+    partition as in the service. The ceiling (the better of a run before and
+    one after the service's), and each event's own model time.
 max
     The service (:class:`~stream_learner.service.Service` with the Kafka source
     and sink) in a worker subprocess, consuming N events produced beforehand:
@@ -149,7 +150,7 @@ class Plan:
     def make(cls, quick: bool) -> Plan:
         """The full or the quick plan."""
         if quick:
-            return cls(n_events=6000, phase_s=2.5, floor_records=600, warmup_events=100)
+            return cls(n_events=5000, phase_s=2.0, floor_records=500, warmup_events=100)
         return cls(n_events=30000, phase_s=8.0, floor_records=3000, warmup_events=300)
 
 
@@ -1142,6 +1143,11 @@ def run(args: argparse.Namespace) -> int:
                 continue
             log(f"{case.name}: service at maximum throughput")
             result.max = bench.max_throughput(case, values, f"{case.name}-max")
+            # The ceiling is the better of two bare runs around the service run, so that
+            # a busy moment during one bare run cannot flatter the ratio.
+            again = bare_loop(case, values)
+            if again.events_per_s > result.bare.events_per_s:
+                result.bare = again
             threads = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in
                                 sorted(result.max.threads_cpu_s.items(), key=lambda kv: -kv[1]))
             log(f"{case.name}: {result.max.events_per_s:,.0f} events/s, "
@@ -1153,6 +1159,7 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(overrides, str):
                 result.checkpoint = result.restore = overrides
             elif case.name in ("linear", "tree") and "checkpoint" not in args.skip:
+                log(f"{case.name}: checkpoints every second, then a restore")
                 measure_checkpoints(bench, case, values, overrides, result)
         floor: Floor | str = "skipped"
         if "floor" not in args.skip:
@@ -1161,6 +1168,7 @@ def run(args: argparse.Namespace) -> int:
             floor = bench.floor(sizes[len(sizes) // 2])
     finally:
         bench.close()
+    info["load average at end (1, 5, 15 min)"] = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     block = render(results, floor, info, plan, args.quick)
     print(block)
     if not args.no_write:
