@@ -102,11 +102,16 @@ class Case:
 
     def model_settings(self) -> dict[str, Any]:
         """The ``[model]`` section for this case."""
-        return {
+        from stream_learner.settings import ModelSettings
+
+        section: dict[str, Any] = {
             "name": f"bench-{self.name}",
             "task": self.task,
             "pipeline": [dict(step) for step in self.pipeline],
         }
+        if self.task == "anomaly" and "anomaly_quantile" in ModelSettings.model_fields:
+            section["anomaly_quantile"] = 0.95  # is_anomaly for the top 5 % of scores
+        return section
 
 
 CASES = (
@@ -565,6 +570,10 @@ class Bench:
             },
             "model": case.model_settings(),
         }
+        from stream_learner.settings import KafkaSettings
+
+        if "learn_dead_letter_topic" in KafkaSettings.model_fields:  # a required output
+            settings["kafka"]["learn_dead_letter_topic"] = self.topic(f"{what}-learn-dlq", 1)
         for section, values in self.args.overrides.items():
             settings[section] = {**settings.get(section, {}), **values}
         return settings
