@@ -85,6 +85,27 @@ LEARN_REASONS = ("invalid_label", "unknown_id", "learn_failed")
 #: Every reason code, as documented in ``docs/errors.md``.
 REASONS = INPUT_REASONS + LEARN_REASONS
 
+_PLAIN = frozenset((int, str, bool, type(None)))
+_isfinite = math.isfinite
+
+
+def _plain_features(features: dict[str, Any], limit: int) -> bool:
+    """True when every feature is an exact JSON scalar type and every float is finite.
+
+    A cheap pre-check: False only means "validate in full", never "invalid".
+    """
+    if len(features) > limit:
+        return False
+    plain = _PLAIN
+    for value in features.values():
+        kind = type(value)
+        if kind is float:
+            if not _isfinite(value):
+                return False
+        elif kind not in plain:
+            return False
+    return True
+
 
 class Origin(NamedTuple):
     """Where a record was read: topic (or file), partition and offset (or line number)."""
@@ -284,11 +305,19 @@ class Codec:
         self._check_label = LABEL_CHECKS[task]
         self._observations = task in OBSERVATION_TASKS
         self._reserved = {schema.id, schema.key, schema.ts, schema.label}
+        # read once: decode runs per record
+        self._names = (schema.id, schema.key, schema.ts, schema.label, schema.features)
+        self._max_id = limits.max_id_length
+        self._max_features = limits.max_features
 
     def decode(
         self, value: bytes | None, record_key: bytes | None, record_ts_ms: int, origin: Origin
     ) -> Event | Label:
         """Turn one record into an :class:`Event` or a :class:`Label`.
+
+        Common well-formed values are accepted by cheap exact-type checks; any
+        other value goes through the full validation, which alone decides what
+        is rejected and with which message.
 
         Raises
         ------
@@ -296,19 +325,32 @@ class Codec:
             With a reason code from ``docs/errors.md``.
         """
         obj = self._load(value)
-        s = self.schema
-        event_id = self._id(obj.get(s.id, None), s.id)
-        key = self._key(obj.get(s.key), record_key)
-        ts = self._ts(obj.get(s.ts), record_ts_ms)
-        label = obj.get(s.label)
+        id_name, key_name, ts_name, label_name, features_name = self._names
+        max_id = self._max_id
+        event_id: Any = obj.get(id_name)
+        kind = type(event_id)
+        if not (
+            (kind is int and _INT64[0] <= event_id <= _INT64[1])
+            or (kind is str and 0 < len(event_id) <= max_id)
+        ):
+            event_id = self._id(event_id, id_name)
+        key = obj.get(key_name)
+        if not (type(key) is str and len(key) <= max_id):
+            key = self._key(key, record_key)
+        ts = obj.get(ts_name)
+        if not (type(ts) is float and _isfinite(ts)):
+            ts = self._ts(ts, record_ts_ms)
+        label = obj.get(label_name)
         has_label = label is not None
-        features = self._features(obj)
+        features = obj.get(features_name) if features_name else None
+        if not (type(features) is dict and _plain_features(features, self._max_features)):
+            features = self._features(obj)
         if features is None and self._observations and has_label:
             features = {}
         if features is None:
             if not has_label:
                 raise InvalidRecord(
-                    "no_features", f"record has neither '{s.features or 'features'}' nor a label"
+                    "no_features", f"record has neither '{features_name or 'features'}' nor a label"
                 )
             self._check_label(label)
             return Label(event_id, key, ts, label, origin)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from bisect import bisect_left
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -38,6 +40,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "Metrics",
     "MetricsServer",
+    "observe_many",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,41 @@ LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 )
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for every finite ``v`` of ``values``, at a batch's cost.
+
+    One pass counts the values per bucket, then the sum and each bucket that
+    got values are incremented once: a few locked increments per batch
+    instead of two per value. Falls back to one ``observe`` per value if the
+    client library's histogram is not built as expected.
+
+    Examples
+    --------
+    >>> m = Metrics()
+    >>> observe_many(m.event_latency, [0.0002, 0.0003, 0.02, 30.0])
+    >>> r = m.registry.get_sample_value
+    >>> r("stream_learner_event_latency_seconds_bucket", {"le": "0.0005"}), r(
+    ...     "stream_learner_event_latency_seconds_count")
+    (2.0, 4.0)
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if not values:
+        return
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # first bound >= value, as observe picks
+    total.inc(sum(values))
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 class Metrics:

@@ -18,7 +18,7 @@ import base64
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -40,6 +40,7 @@ __all__ = [
     "FileSink",
     "Header",
     "KafkaSink",
+    "KeyPartitioner",
     "Sink",
     "dead_letter",
     "dead_letter_headers",
@@ -199,6 +200,46 @@ def _wrap(key: bytes | None, value: bytes, headers: Sequence[Header]) -> bytes:
     return orjson.dumps(doc)
 
 
+class KeyPartitioner:
+    """The partition of a record key, as Kafka's default partitioner picks it, cached per key.
+
+    ``murmur2(key) & 0x7fffffff`` modulo the number of partitions, the same
+    choice as the Java client and kafka-python's ``DefaultPartitioner``, so
+    that records keyed alike stay co-partitioned.
+
+    Examples
+    --------
+    >>> by_key = KeyPartitioner({0, 1, 2})
+    >>> by_key(b"pump-7"), by_key(b"pump-7"), by_key(b"sensor-1")
+    (0, 0, 1)
+    """
+
+    #: Keys remembered before the cache starts over (entity ids can be many).
+    MAX_KEYS = 100_000
+
+    def __init__(self, partitions: Iterable[int]) -> None:
+        self._partitions = sorted(partitions)
+        self._cache: dict[bytes, int] = {}
+
+    def update(self, partitions: Iterable[int]) -> None:
+        """Start over when the topic's partitions changed."""
+        current = sorted(partitions)
+        if current != self._partitions:
+            self._partitions = current
+            self._cache.clear()
+
+    def __call__(self, key: bytes) -> int:
+        found = self._cache.get(key)
+        if found is None:
+            from kafka.partitioner.default import murmur2
+
+            if len(self._cache) >= self.MAX_KEYS:
+                self._cache.clear()
+            index = (murmur2(key) & 0x7FFFFFFF) % len(self._partitions)
+            found = self._cache[key] = self._partitions[index]
+        return found
+
+
 def transactional_id(settings: Settings) -> str:
     """``<group_id>-<worker_id>``: stable across restarts of one worker, so a restarted
     worker aborts its previous incarnation's open transaction at once."""
@@ -246,22 +287,40 @@ class KafkaSink:
         self._transactional = transactional
         self._in_transaction = False
         self._pending: list[Any] = []
+        self._by_key: dict[str, KeyPartitioner] = {}
 
     def send(
         self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
     ) -> None:
-        """Queue one record for the role's topic."""
+        """Queue one record for the role's topic.
+
+        A keyed record goes to the partition Kafka's default partitioner picks
+        for its key (murmur2), computed once per key and topic instead of once
+        per record.
+        """
         if self._transactional and not self._in_transaction:
             self._producer.begin_transaction()
             self._in_transaction = True
+        topic = self._topics[role]
+        partition = None
+        if key is not None:
+            by_key = self._by_key.get(topic)
+            if by_key is None:
+                by_key = self._by_key[topic] = KeyPartitioner(self._producer.partitions_for(topic))
+            partition = by_key(key)
         self._pending.append(
-            self._producer.send(self._topics[role], value=value, key=key, headers=list(headers))
+            self._producer.send(
+                topic, value=value, key=key, headers=list(headers) if headers else None,
+                partition=partition,
+            )
         )
 
     def flush(self) -> None:
         """Wait for every queued record; raise :class:`ConnectionFailed` if one failed."""
         start = time.monotonic()
         self._producer.flush()
+        for topic, by_key in self._by_key.items():  # the topic may have gained partitions
+            by_key.update(self._producer.partitions_for(topic))
         failed = [f for f in self._pending if f.failed()]
         self._pending.clear()
         if failed:

@@ -14,10 +14,9 @@ import socket
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from stream_learner.datasets import dataset_records
 from stream_learner.errors import ConnectionFailed, SettingsError
@@ -52,9 +51,12 @@ COMMIT_BACKOFF_S = (0.2, 5.0)
 TopicPartition = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One raw input record, before decoding."""
+class Record(NamedTuple):
+    """One raw input record, before decoding.
+
+    Immutable; a named tuple because one is built per input record and a
+    tuple is the cheapest immutable object Python builds.
+    """
 
     value: bytes | None
     key: bytes | None
@@ -385,10 +387,10 @@ class KafkaSource:
         out: list[Record] = []
         for tp, records in batches.items():
             topic, partition = tp.topic, tp.partition
-            out.extend(
+            out += [
                 Record(r.value, r.key, r.timestamp, Origin(topic, partition, r.offset))
                 for r in records
-            )
+            ]
         return out
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -1,0 +1,39 @@
+"""observe_many records exactly what one observe per value records."""
+
+from __future__ import annotations
+
+import random
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from stream_learner.metrics import LATENCY_BUCKETS, observe_many
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_same_buckets_count_and_sum_as_observe() -> None:
+    rng = random.Random(3)
+    values = [rng.choice([0.0, 1e-5, 0.0001, 0.25, 10.0, 99.0]) for _ in range(200)]
+    values += [rng.expovariate(100.0) for _ in range(2000)]
+    one, bulk = CollectorRegistry(), CollectorRegistry()
+    h_one = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=one)
+    h_bulk = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=bulk)
+    for value in values:
+        h_one.observe(value)
+    for start in range(0, len(values), 300):  # batch by batch, as the service does
+        observe_many(h_bulk, values[start : start + 300])
+    observe_many(h_bulk, [])
+    expected, got = _samples(one), _samples(bulk)
+    assert expected.keys() == got.keys()
+    for name, value in expected.items():
+        if name[0].endswith("_sum"):
+            assert abs(got[name] - value) <= 1e-9 * max(1.0, value)
+        else:
+            assert got[name] == value, name
