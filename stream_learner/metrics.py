@@ -217,6 +217,10 @@ class Metrics:
             "info) and signal (error, feature, prediction, schema, model).",
             ["severity", "signal"], registry=r,
         )
+        for severity in ("warning", "drift", "resolved"):  # exported at 0 before the first alert
+            for signal in ("error", "feature", "prediction", "schema"):
+                self.drift_alerts.labels(severity=severity, signal=signal)
+        self.drift_alerts.labels(severity="info", signal="model")
         self.drift_open = Gauge(
             "stream_learner_drift_open",
             "Monitors in drift (confirmed, not resolved yet), per input partition and signal.",
