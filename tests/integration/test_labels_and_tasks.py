@@ -95,6 +95,9 @@ class Topics:
         self.events = make_topic("events", partitions)
         self.predictions = make_topic("predictions", partitions)
         self.dlq = make_topic("dlq", 1)
+        self.learn_dlq = make_topic("learn-dlq", 1)
+        self.alerts = make_topic("alerts", 1)
+        self.metrics = make_topic("metrics", 1)
         self.group = f"g-{uuid.uuid4().hex[:8]}"
 
     def overrides(self, **extra: str) -> dict[str, str]:
@@ -103,6 +106,9 @@ class Topics:
             "kafka__events_topic": self.events,
             "kafka__predictions_topic": self.predictions,
             "kafka__dead_letter_topic": self.dlq,
+            "kafka__learn_dead_letter_topic": self.learn_dlq,
+            "kafka__alerts_topic": self.alerts,
+            "kafka__metrics_topic": self.metrics,
             "kafka__group_id": self.group,
             **extra,
         }
