@@ -34,6 +34,7 @@ import orjson
 from stream_learner import __version__, admin
 from stream_learner.backtest import BacktestOptions, run_backtest
 from stream_learner.checkpoint import EnvelopeCodec
+from stream_learner.drift_watch import make_watch
 from stream_learner.errors import ModelConfigError, SettingsError, StreamLearnerError
 from stream_learner.health import DEFAULT_TIMEOUT_S, metrics_url, probe
 from stream_learner.metrics import Metrics, MetricsServer
@@ -46,6 +47,7 @@ from stream_learner.simulate import FileWriter, KafkaWriter, SimulationPlan, pub
 from stream_learner.sinks import FileSink, KafkaSink, Sink, output_topics
 from stream_learner.sources import FileSource, KafkaSource, Source
 from stream_learner.stores import CheckpointStore, LocalStore, RedisStore
+from stream_learner.tasks import make_task
 
 __all__ = ["build_edges", "main"]
 
@@ -186,6 +188,8 @@ def build_edges(settings: Settings, environ: dict[str, str]) -> tuple[Source, Si
         "predictions": None if local.quiet else local.output,
         "dead_letters": local.dead_letters,
         "learn_dead_letters": local.learn_dead_letters,
+        "alerts": local.alerts,
+        "metrics": local.metrics,
     }
     return FileSource(local.input), FileSink(targets)
 
@@ -237,8 +241,15 @@ def _install_signal_handlers(service: Service) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
+def _model_spec(settings: Settings) -> ModelSpec:
+    """The model spec, with the ``[drift]`` detectors checked against it."""
     spec = ModelSpec.from_settings(settings.model)
+    make_watch(spec, make_task(spec.task, spec.build_metric()), settings.drift)
+    return spec
+
+
+def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
+    spec = _model_spec(settings)
     metrics = Metrics()
     server = None
     if settings.metrics.enabled:
@@ -322,7 +333,7 @@ def _simulate(settings: Settings, environ: dict[str, str], args: argparse.Namesp
 
 
 def _check(settings: Settings, environ: dict[str, str]) -> int:
-    ModelSpec.from_settings(settings.model)
+    _model_spec(settings)
     if settings.service.transport == "kafka":
         source, sink = build_edges(settings, environ)
         sink.close()

@@ -143,11 +143,13 @@ class Label:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """The model that made a prediction."""
+    """The model that made a prediction; ``generation`` counts its replacements by a
+    drift action (reset or promotion) and appears in the record once it is not 0."""
 
     name: str
     version: int
     n_learned: int
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +177,7 @@ class Prediction:
             "ts": self.ts,
             "prediction": self.prediction,
             **self.fields,
-            "model": {
-                "name": self.model.name,
-                "version": self.model.version,
-                "n_learned": self.model.n_learned,
-            },
+            "model": self._model(),
             "source": {
                 "topic": self.origin.topic,
                 "partition": self.origin.partition,
@@ -188,6 +186,13 @@ class Prediction:
         }
         if latency_ms is not None:
             out["latency_ms"] = round(latency_ms, 3)
+        return out
+
+    def _model(self) -> dict[str, Any]:
+        m = self.model
+        out: dict[str, Any] = {"name": m.name, "version": m.version, "n_learned": m.n_learned}
+        if m.generation:
+            out["generation"] = m.generation
         return out
 
 

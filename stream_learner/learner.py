@@ -50,12 +50,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from stream_learner.drift import Stamp
+from stream_learner.drift_watch import DriftWatch, Watch, make_watch
 from stream_learner.errors import InvalidLabel, InvalidRecord
 from stream_learner.events import Event, Label, ModelInfo, Prediction
 from stream_learner.labels import LabelBook
 from stream_learner.models import ModelSpec
 from stream_learner.scopes import Slot, make_models
-from stream_learner.settings import LabelSettings
+from stream_learner.settings import DriftSettings, LabelSettings
 from stream_learner.tasks import make_task
 
 __all__ = ["Learner"]
@@ -70,14 +72,23 @@ class Learner:
         Builds the models and the metric.
     labels
         Whether inline labels are learned, and the limits of the label buffers.
+    drift
+        Drift monitors and actions (see :mod:`stream_learner.drift_watch`); none when
+        ``None`` or disabled.
     """
 
-    def __init__(self, spec: ModelSpec, labels: LabelSettings | None = None) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        labels: LabelSettings | None = None,
+        drift: DriftSettings | None = None,
+    ) -> None:
         labels = labels or LabelSettings()
         self.spec = spec
         self.models = make_models(spec)
         self.metric = spec.build_metric()
         self.task = make_task(spec.task, self.metric, spec.settings.horizon)
+        self.drift: Watch = make_watch(spec, self.task, drift)
         self.book = LabelBook(labels)
         self.n_predicted = 0
         self.n_learned = 0
@@ -105,7 +116,7 @@ class Learner:
         self.book.tick(event.ts)
         key, x = event.key, event.features
         slot = self.models.get(key)
-        info = ModelInfo(self._name, self._version, slot.n_learned)
+        info = ModelInfo(self._name, self._version, slot.n_learned, slot.generation)
         try:
             scored = self.task.predict(slot.model, x)
         except Exception as exc:  # the model is third-party code: map its errors here
@@ -123,10 +134,12 @@ class Learner:
             )
         self.n_predicted += 1
         self.book.predicted()
+        self.drift.observe(slot, key, event, scored)
         if label is None:
             self.book.hold(key, event.id, kept, scored.metric_input, event.ts)
         else:
-            learn_error = self._learn(key, x, label[1], scored.metric_input)
+            at = (event.ts, event.origin)
+            learn_error = self._learn(key, x, label[1], scored.metric_input, at)
             if learn_error is None:
                 self.book.labelled(label[0])
             label_error = learn_error or label_error
@@ -153,7 +166,8 @@ class Learner:
         if entry is None:
             self.book.wait(label)
             return
-        error = self._learn(label.key, entry.x, label.label, entry.metric_input)
+        at = (label.ts, label.origin)
+        error = self._learn(label.key, entry.x, label.label, entry.metric_input, at)
         if error is not None:
             raise error
         self.book.labelled("late", self.book.delay_of(entry))
@@ -165,7 +179,9 @@ class Learner:
         early = self.book.claim_early(event.key, event.id)
         return None if early is None else ("early", early.label)
 
-    def _learn(self, key: str, x: dict[str, Any], y: Any, metric_input: Any) -> InvalidLabel | None:
+    def _learn(
+        self, key: str, x: dict[str, Any], y: Any, metric_input: Any, at: Stamp
+    ) -> InvalidLabel | None:
         slot = self.models.get(key)
         try:
             n = self.task.learn(slot.model, x, y)
@@ -176,7 +192,19 @@ class Learner:
         if metric_input is not None and metric_input != {}:
             self.metric.update(y, metric_input)
         self._count_learned(slot, n)
+        self.drift.labelled(slot, key, x, y, metric_input, at)
         return None
+
+    def use_drift(self, settings: DriftSettings) -> None:
+        """Apply the running ``[drift]`` settings to a learner restored from a checkpoint.
+
+        Monitors already built keep their detectors; the lifecycle rules and the
+        action follow ``settings``. Enabling or disabling drift swaps the watch.
+        """
+        if isinstance(self.drift, DriftWatch) and settings.enabled:
+            self.drift.configure(settings)
+        elif isinstance(self.drift, DriftWatch) != settings.enabled:
+            self.drift = make_watch(self.spec, self.task, settings)
 
     def _count_learned(self, slot: Slot, n: int) -> None:
         slot.n_learned += n

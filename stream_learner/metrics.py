@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from bisect import bisect_left
@@ -180,8 +181,10 @@ class Metrics:
         )
         self._declare_label_metrics(r)
         self._declare_model_metrics(r)
+        self._declare_drift_metrics(r)
 
         self.is_ready = False
+        self._metric_names: set[str] = set()
 
     def _declare_label_metrics(self, r: CollectorRegistry) -> None:
         self.labels_joined = Counter(
@@ -244,6 +247,76 @@ class Metrics:
             "Size of the pickled parked models, per input partition.",
             ["partition"], registry=r,
         )
+
+    def _declare_drift_metrics(self, r: CollectorRegistry) -> None:
+        self.drift_alerts = Counter(
+            "stream_learner_drift_alerts_total",
+            "Alert records written to the alerts output, by severity (warning, drift, resolved, "
+            "info) and signal (error, feature, prediction, schema, model).",
+            ["severity", "signal"], registry=r,
+        )
+        for severity in ("warning", "drift", "resolved"):  # exported at 0 before the first alert
+            for signal in ("error", "feature", "prediction", "schema"):
+                self.drift_alerts.labels(severity=severity, signal=signal)
+        self.drift_alerts.labels(severity="info", signal="model")
+        self.drift_open = Gauge(
+            "stream_learner_drift_open",
+            "Monitors in drift (confirmed, not resolved yet), per input partition and signal.",
+            ["partition", "signal"], registry=r,
+        )
+        self.drift_keys_open = Gauge(
+            "stream_learner_drift_keys_open_ratio",
+            "Share of the models of an input partition (one per key with model.scope = key) "
+            "with at least one monitor in drift.",
+            ["partition"], registry=r,
+        )
+        self.lag_records = Gauge(
+            "stream_learner_consumer_lag_records",
+            "Records of an input partition (events and labels) not processed yet.",
+            ["partition"], registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "stream_learner_consumer_lag_seconds",
+            "Seconds since the timestamp of the last processed record of an input partition "
+            "while records wait behind it (0 when none wait).",
+            ["partition"], registry=r,
+        )
+        self.snapshots = Counter(
+            "stream_learner_metrics_snapshots_total",
+            "Metrics snapshot records written to the metrics output.", registry=r,
+        )
+
+    def forget_partition(self, partition: str, signals: tuple[str, ...] = ()) -> None:
+        """Remove every per-partition series of ``partition`` (a revoked partition).
+
+        Examples
+        --------
+        >>> m = Metrics()
+        >>> m.lag_records.labels(partition="3").set(5)
+        >>> m.drift_open.labels(partition="3", signal="error").set(1)
+        >>> m.forget_partition("3", signals=("error",))
+        >>> b'partition="3"' in m.render()
+        False
+        """
+        single = (
+            self.label_coverage, self.pending_predictions, self.early_labels,
+            self.resident_models, self.parked_models, self.resident_models_bytes,
+            self.parked_models_bytes, self.checkpoint_age, self.checkpoint_bytes,
+            self.drift_keys_open, self.lag_records, self.lag_seconds,
+        )
+        pairs = [(self.drift_open, signal) for signal in signals]
+        pairs += [(self.online_metric, name) for name in self._metric_names]
+        for gauge in single:
+            with contextlib.suppress(KeyError):
+                gauge.remove(partition)
+        for gauge, other in pairs:
+            with contextlib.suppress(KeyError):
+                gauge.remove(partition, other)
+
+    def set_online_metric(self, partition: str, name: str, value: float) -> None:
+        """Set the online metric gauge (and remember the name, to forget it later)."""
+        self._metric_names.add(name)
+        self.online_metric.labels(partition=partition, metric=name).set(value)
 
     def set_ready(self, ready: bool) -> None:
         """Mark the worker ready (state restored, consuming) or not."""

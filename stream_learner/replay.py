@@ -370,6 +370,10 @@ class ReplaySource:
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """A replay is read once, in order; fresh shards never seek."""
 
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """History has no live end to lag behind: always 0."""
+        return dict.fromkeys(positions, 0)
+
     def generation(self) -> int:
         """No group: 0."""
         return 0

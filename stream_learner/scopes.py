@@ -39,10 +39,17 @@ __all__ = ["KeyedModels", "ModelScope", "PartitionModels", "Slot", "make_models"
 
 @dataclass(slots=True)
 class Slot:
-    """A model and the number of ``learn_one`` calls it has had."""
+    """A model, the number of ``learn_one`` calls it has had, and its drift state.
+
+    ``generation`` counts how many times a drift action replaced the model;
+    ``drift`` holds the model's monitors (see :mod:`stream_learner.drift_watch`),
+    so that per-key monitors are parked with their model.
+    """
 
     model: Any
     n_learned: int = 0
+    generation: int = 0
+    drift: Any = None
 
 
 class ModelScope(Protocol):

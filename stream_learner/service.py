@@ -51,10 +51,11 @@ from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics, observe_many
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer, Shard, shard_id
+from stream_learner.reporting import Reporter
 from stream_learner.scopes import memory_bytes
 from stream_learner.settings import Settings
 from stream_learner.sinks import Sink, dead_letter
-from stream_learner.sources import Record, Source, TopicPartition
+from stream_learner.sources import Record, Source, TopicPartition, worker_id
 
 __all__ = ["AtLeastOnce", "Committer", "Counts", "ExactlyOnce", "Service", "Summary"]
 
@@ -235,6 +236,10 @@ class Service:
         self._stopping = False
         self._metric_name = type(spec.build_metric()).__name__
         self.summary = Summary(metric_name=self._metric_name)
+        self.reporter = Reporter(
+            settings, self.metrics, source, sink, clock, wall_clock, worker_id(settings)
+        )
+        self._outputs_pending = False
 
     # -- partition lifecycle (called by the source, inside poll) -------------------
 
@@ -265,6 +270,7 @@ class Service:
                 continue
             # Kept in case the partition comes straight back with nothing processed elsewhere.
             self._parked[tp] = shard
+            self.reporter.forget(str(tp[1]))
         self._to_restore = [tp for tp in self._to_restore if tp not in partitions]
         self.metrics.partitions.set(len(self.shards))
         log.info("revoked partitions %s", list(partitions))
@@ -312,6 +318,7 @@ class Service:
         plan = self.checkpointer.plan(sid, committed, beginning, generation, self._new_learner)
         for partition, offset in plan.seek.items():
             self.source.seek(partition, offset)
+        plan.learner.use_drift(self.settings.drift)
         shard = Shard(sid, plan.learner, dict(plan.seek), dict(plan.replay_until))
         shard.saved_at = self._clock()
         if plan.save_now:
@@ -320,7 +327,7 @@ class Service:
         return shard
 
     def _new_learner(self) -> Learner:
-        return Learner(self.spec, self.settings.labels)
+        return Learner(self.spec, self.settings.labels, self.settings.drift)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -359,6 +366,7 @@ class Service:
                 elif svc.idle_timeout_s and now - last_record >= svc.idle_timeout_s:
                     log.info("no records for %.1fs; stopping", svc.idle_timeout_s)
                     break
+                self._report(self._clock())
             self._commit()
             self._checkpoint_all()
         finally:
@@ -400,11 +408,14 @@ class Service:
             if shard.replaying(tp, offset):
                 self._drain_shard(shard, counts)  # what live records of the batch left
                 self._replay(record, shard.learner)
+                self.reporter.alerts(shard, emit=False)
                 n_replayed += 1
             else:
                 self._handle(record, shard.learner, counts, latencies, received_at)
+                self.reporter.alerts(shard, emit=True)
                 self._uncommitted[tp] = offset + 1
             self._advance(shard, tp, offset)
+        self.reporter.seen(records)
         self.summary.replayed += n_replayed
         self.metrics.replayed.inc(n_replayed)
         self._drain_labels(counts)
@@ -548,12 +559,21 @@ class Service:
         observe_many(m.event_latency, latencies)  # per batch, not one locked observe per event
         m.stage_latency.labels(stage="process").observe(self._clock() - t0)
 
+    def _report(self, now: float) -> None:
+        """Consumer lag when due; a metrics snapshot when due (made durable at once)."""
+        self.reporter.lag(self.shards, now)
+        totals = {**self.summary.counts_dict(), "replayed": self.summary.replayed}
+        if self.reporter.snapshot_due(self.shards, totals, self._metric_name):
+            self._outputs_pending = True
+            self._commit()
+
     def _commit(self) -> None:
-        if not self._uncommitted:
+        if not self._uncommitted and not self._outputs_pending:
             return
         t0 = self._clock()
         self.committer.commit(self._uncommitted)
         self._uncommitted = {}
+        self._outputs_pending = False
         m = self.metrics
         m.commits.inc()
         m.stage_latency.labels(stage="commit").observe(self._clock() - t0)
@@ -569,9 +589,8 @@ class Service:
         for (_topic, partition), shard in self.shards.items():
             learner = shard.learner
             p = str(partition)
-            m.online_metric.labels(partition=p, metric=self._metric_name).set(
-                learner.metric_value
-            )
+            m.set_online_metric(p, self._metric_name, learner.metric_value)
+            self.reporter.drift_gauges(p, shard)
             book, models = learner.book, learner.models
             m.label_coverage.labels(partition=p).set(book.stats.coverage)
             m.pending_predictions.labels(partition=p).set(len(book.pending))

@@ -28,13 +28,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stream_learner.errors import SettingsError
 
 __all__ = [
     "ENV_PREFIX",
     "CheckpointSettings",
+    "DriftSettings",
     "KafkaSettings",
     "LabelSettings",
     "LimitSettings",
@@ -98,6 +106,12 @@ class KafkaSettings(_Section):
     learn_dead_letter_topic: str = Field(
         "events.learn.dlq", min_length=1, description="Labels that cannot be learned."
     )
+    alerts_topic: str = Field(
+        "alerts", min_length=1, description="Drift alert records (docs/drift.md)."
+    )
+    metrics_topic: str = Field(
+        "metrics", min_length=1, description="Periodic metrics snapshot records."
+    )
     labels_topic: str = Field(
         "",
         description="Topic of label records, co-partitioned with the events topic (same "
@@ -150,6 +164,13 @@ class LocalSettings(_Section):
     learn_dead_letters: str = Field(
         "learn-dead-letters.jsonl",
         description="Labels that cannot be learned: JSON Lines path or `-` for stderr.",
+    )
+    alerts: str = Field(
+        "alerts.jsonl", description="Drift alerts: JSON Lines path, `-` for stderr, empty: none."
+    )
+    metrics: str = Field(
+        "",
+        description="Metrics snapshots: JSON Lines path, `-` for stderr, empty: none.",
     )
     quiet: bool = Field(False, description="Do not write predictions (summary only).")
 
@@ -290,6 +311,85 @@ class MetricsSettings(_Section):
         description="Least seconds between two estimates of the resident models' memory "
         "(walking every model is costly; 0: at every commit).",
     )
+    snapshot_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds between two metrics snapshot records on the `metrics` output "
+        "(0: none).",
+    )
+    lag_interval_s: float = Field(
+        1.0, ge=0, description="Least seconds between two consumer lag measurements."
+    )
+
+
+Detector = Literal["adwin", "page_hinkley", "kswin"]
+Signal = Literal["error", "feature", "prediction", "schema"]
+
+
+class DriftSettings(_Section):
+    """Drift monitors, the alert lifecycle and what to do on drift (see docs/drift.md)."""
+
+    enabled: bool = Field(True, description="Monitor drift and emit alerts.")
+    signals: tuple[Signal, ...] = Field(
+        ("error", "feature", "prediction", "schema"),
+        description="Signals to monitor: `error` (when labels arrive), `feature` (each numeric "
+        "feature), `prediction` (prediction or anomaly score), `schema` (the feature set).",
+        strict=False,
+    )
+    detector: Detector = Field(
+        "adwin", description="River detector of the continuous signals (drift.ADWIN, ...)."
+    )
+    params: dict[str, float | int] = Field(
+        default_factory=dict,
+        description="Parameters of `detector`, e.g. `{delta = 0.002}` (empty: River's defaults).",
+    )
+    warning_params: dict[str, float | int] = Field(
+        default_factory=dict,
+        description="Parameters of the looser twin detector that raises warnings (empty: "
+        "ADWIN delta 0.01 and clock 8, PageHinkley threshold 25, KSWIN alpha 0.05).",
+    )
+    error_detector: Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm"] = Field(
+        "adwin",
+        description="Detector of the error stream; `ddm` / `eddm` (binary: classification and "
+        "anomaly only) have their own warning zone.",
+    )
+    error_params: dict[str, float | int] = Field(
+        default_factory=dict, description="Parameters of `error_detector`."
+    )
+    cooldown_events: int = Field(
+        500,
+        ge=0,
+        description="After a drift alert, a monitor stays silent for this many of its updates "
+        "(detections still count).",
+    )
+    resolve_after_events: int = Field(
+        1000,
+        ge=1,
+        description="A warning or drift is resolved after this many updates of its monitor "
+        "without a new warning or drift.",
+    )
+    max_features: int = Field(
+        100, ge=0, description="Most numeric features monitored per model (the first seen)."
+    )
+    schema_grace_events: int = Field(
+        100,
+        ge=0,
+        description="Events whose feature set is learned before new, missing or retyped "
+        "features raise alerts.",
+    )
+    action: Literal["alert", "reset", "challenger"] = Field(
+        "alert",
+        description="On confirmed drift: `alert` only; `reset` the model to a fresh one; "
+        "`challenger`: promote the model trained since the warning when it is better.",
+    )
+    action_signals: tuple[Signal, ...] = Field(
+        ("error",), description="Signals whose confirmed drift triggers `action`.", strict=False
+    )
+    challenger_min_labels: int = Field(
+        30,
+        ge=1,
+        description="Labels a challenger must have been scored on before it can be compared.",
+    )
 
 
 class CheckpointSettings(_Section):
@@ -342,6 +442,7 @@ class Settings(_Section):
     limits: LimitSettings = LimitSettings()
     metrics: MetricsSettings = MetricsSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
+    drift: DriftSettings = DriftSettings()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, strict=True)
 
@@ -356,6 +457,16 @@ class Settings(_Section):
         if value.task == "forecasting" and explicit_scope and value.scope != "key":
             raise ValueError("forecasting keeps one model per key: set model.scope = 'key'")
         return value
+
+    @model_validator(mode="after")
+    def _binary_error_detector(self) -> Settings:
+        binary = ("classification", "anomaly")
+        if self.drift.error_detector in ("ddm", "eddm") and self.model.task not in binary:
+            raise ValueError(
+                f"drift.error_detector = {self.drift.error_detector!r} needs a 0/1 error "
+                f"stream (classification or anomaly), not {self.model.task!r}"
+            )
+        return self
 
 
 def _parse_env_value(raw: str) -> Any:

@@ -1,8 +1,9 @@
 """Where outputs go: Kafka topics, or files / standard streams.
 
 Outputs are addressed by role (``predictions``, ``dead_letters`` for unusable
-input, ``learn_dead_letters`` for labels that cannot be learned), so the
-service never names a topic or a file. :class:`stream_learner.testing.MemorySink`
+input, ``learn_dead_letters`` for labels that cannot be learned, ``alerts`` for
+drift alerts, ``metrics`` for metrics snapshots), so the service never names a
+topic or a file. :class:`stream_learner.testing.MemorySink`
 is the in-memory twin.
 
 A dead letter keeps the original record bytes as its value and says why in
@@ -50,7 +51,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ROLES = ("predictions", "dead_letters", "learn_dead_letters")
+ROLES = ("predictions", "dead_letters", "learn_dead_letters", "alerts", "metrics")
 DEAD_LETTER_SCHEMA_VERSION = 1
 Header = tuple[str, bytes]
 TRUNCATED_HEADER = "__stream_learner.errors.value.truncated.from"
@@ -135,26 +136,32 @@ def output_topics(settings: Settings) -> dict[str, str]:
         "predictions": k.predictions_topic,
         "dead_letters": k.dead_letter_topic,
         "learn_dead_letters": k.learn_dead_letter_topic,
+        "alerts": k.alerts_topic,
+        "metrics": k.metrics_topic,
     }
 
 
 class FileSink:
     """JSON Lines per role; ``-`` means stdout (predictions) or stderr (others).
 
-    A dead letter is written as one JSON object: the original bytes in
-    ``value_base64`` (and as text in ``value`` when they are UTF-8), the record
-    key, and the headers as an object.
+    A file is created on the first record of its role, so a run without alerts
+    leaves no empty alerts file behind. A dead letter is written as one JSON
+    object: the original bytes in ``value_base64`` (and as text in ``value``
+    when they are UTF-8), the record key, and the headers as an object.
     """
 
     def __init__(self, targets: Mapping[str, str | None]) -> None:
-        self._files: dict[str, IO[bytes] | None] = {}
-        for role, target in targets.items():
-            self._files[role] = self._open(role, target)
+        self._targets = {role: target for role, target in targets.items() if target}
+        self._files: dict[str, IO[bytes]] = {}
+
+    def _handle(self, role: str) -> IO[bytes] | None:
+        handle = self._files.get(role)
+        if handle is None and role in self._targets:
+            handle = self._files[role] = self._open(role, self._targets[role])
+        return handle
 
     @staticmethod
-    def _open(role: str, target: str | None) -> IO[bytes] | None:
-        if target is None:
-            return None
+    def _open(role: str, target: str) -> IO[bytes]:
         if target == "-":
             return sys.stdout.buffer if role == "predictions" else sys.stderr.buffer
         path = Path(target)
@@ -165,7 +172,7 @@ class FileSink:
         self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
     ) -> None:
         """Append one line to the role's file (roles without a target are dropped)."""
-        handle = self._files.get(role)
+        handle = self._handle(role)
         if handle is None:
             return
         if headers:
@@ -175,14 +182,13 @@ class FileSink:
     def flush(self) -> None:
         """Flush every file."""
         for handle in self._files.values():
-            if handle is not None:
-                handle.flush()
+            handle.flush()
 
     def close(self) -> None:
         """Flush, then close the files this sink opened."""
         self.flush()
         for handle in self._files.values():
-            if handle is not None and handle not in (sys.stdout.buffer, sys.stderr.buffer):
+            if handle not in (sys.stdout.buffer, sys.stderr.buffer):
                 handle.close()
 
 

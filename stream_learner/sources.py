@@ -112,6 +112,10 @@ class Source(Protocol):
         """The consumer-group generation this worker belongs to (0 without a group)."""
         ...
 
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Records between each partition's ``position`` (next to process) and its end."""
+        ...
+
     def close(self) -> None:
         """Release connections and files."""
         ...
@@ -200,6 +204,10 @@ class FileSource:
     def generation(self) -> int:
         """No group: always 0."""
         return 0
+
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """A file's end is unknown until it is read: always 0."""
+        return dict.fromkeys(positions, 0)
 
     def close(self) -> None:
         """Close the file, if one was opened."""
@@ -453,6 +461,23 @@ class KafkaSource:
     def generation(self) -> int:
         """The group generation of the current assignment."""
         return int(self._consumer.group_metadata().generation_id)
+
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """End offsets (one request to the broker) minus ``positions``."""
+        from kafka.errors import KafkaError
+        from kafka.structs import TopicPartition as KafkaTP
+
+        if not positions:
+            return {}
+        try:
+            ends = self._consumer.end_offsets([KafkaTP(*tp) for tp in positions])
+        except KafkaError as exc:
+            log.warning("cannot read end offsets for the lag: %s", exc)
+            return {}
+        return {
+            (tp.topic, tp.partition): max(0, int(end) - positions[(tp.topic, tp.partition)])
+            for tp, end in ends.items()
+        }
 
     def group_metadata(self) -> Any:
         """kafka-python's ConsumerGroupMetadata, for transactional offset commits."""

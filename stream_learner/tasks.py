@@ -62,6 +62,25 @@ class Task(Protocol):
         """Learn that ``x`` has label ``y``; return the ``learn_one`` calls made."""
         ...
 
+    def error(self, y: Any, metric_input: Any) -> float | None:
+        """The error of a prediction (its metric input) once its label ``y`` is known."""
+        ...
+
+    def signal(self, scored: Scored) -> float | None:
+        """The number the prediction drift monitor follows (None: nothing to follow)."""
+        ...
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _absolute_error(y: Any, y_pred: Any) -> float | None:
+    y, y_pred = _number(y), _number(y_pred)
+    return None if y is None or y_pred is None else abs(y - y_pred)
+
 
 def _final_step(model: Any) -> Any:
     if isinstance(model, compose.Pipeline):
@@ -101,6 +120,25 @@ class Classification:
         model.learn_one(x, y)
         return 1
 
+    def error(self, y: Any, metric_input: Any) -> float | None:
+        """1.0 when the predicted class (argmax of the probabilities) is wrong, else 0.0.
+
+        Examples
+        --------
+        >>> from river import metrics
+        >>> task = Classification(metrics.Accuracy())
+        >>> task.error(1, 1), task.error(1, {0: 0.7, 1: 0.3}), task.error(1, None)
+        (0.0, 1.0, 1.0)
+        """
+        if isinstance(metric_input, dict):
+            metric_input = max(metric_input, key=metric_input.__getitem__) if metric_input else None
+        return float(metric_input != y)
+
+    def signal(self, scored: Scored) -> float | None:
+        """The probability of the predicted class (the model's confidence)."""
+        proba = scored.fields.get("proba")
+        return float(max(proba.values())) if proba else None
+
 
 class Regression:
     """A single number from ``predict_one``."""
@@ -120,6 +158,20 @@ class Regression:
         """``model.learn_one(x, y)``."""
         model.learn_one(x, y)
         return 1
+
+    def error(self, y: Any, metric_input: Any) -> float | None:
+        """The absolute error ``|y - y_pred|``.
+
+        Examples
+        --------
+        >>> Regression().error(3.0, 1.5), Regression().error(3.0, None)
+        (1.5, None)
+        """
+        return _absolute_error(y, metric_input)
+
+    def signal(self, scored: Scored) -> float | None:
+        """The predicted value."""
+        return _number(scored.prediction)
 
 
 class AnomalyDetection:
@@ -162,6 +214,14 @@ class AnomalyDetection:
     def learn(self, model: Any, x: dict[str, Any], y: Any) -> int:
         """Nothing to learn: the label only scores the detector."""
         return 0
+
+    def error(self, y: Any, metric_input: Any) -> float | None:
+        """None: a score is not a prediction of the label (the score is the signal)."""
+        return None
+
+    def signal(self, scored: Scored) -> float | None:
+        """The anomaly score."""
+        return _number(scored.fields.get("score"))
 
 
 class Forecasting:
@@ -210,6 +270,14 @@ class Forecasting:
         """``model.learn_one(y=y, x=x)``."""
         model.learn_one(x=x, y=y)
         return 1
+
+    def error(self, y: Any, metric_input: Any) -> float | None:
+        """The absolute error of the one-step forecast."""
+        return _absolute_error(y, metric_input)
+
+    def signal(self, scored: Scored) -> float | None:
+        """The one-step forecast."""
+        return _number(scored.prediction)
 
 
 def make_task(name: str, metric: metrics.base.Metric, horizon: int = 1) -> Task:

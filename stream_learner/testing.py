@@ -92,6 +92,10 @@ class MemorySource:
         """Settable group generation (default 1)."""
         return self.group_generation
 
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Records in each list after ``position``."""
+        return {tp: max(0, len(self._records[tp]) - pos) for tp, pos in positions.items()}
+
     def close(self) -> None:
         """Nothing to release."""
 

@@ -105,7 +105,8 @@ def test_missing_topic_is_one_line_naming_it(kafka_bootstrap: str) -> None:
 def test_secret_is_never_logged_nor_written(
     kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path
 ) -> None:
-    topics = {role: make_topic(role) for role in ("events", "predictions", "dlq", "learn")}
+    roles = ("events", "predictions", "dlq", "learn", "alerts", "metrics")
+    topics = {role: make_topic(role) for role in roles}
     produce(kafka_bootstrap, topics["events"], [
         (0, b"k", b'{"id": 1, "features": {"x": 1.0}, "label": 2.0}'),
         (0, b"k", b"not json"),
@@ -121,6 +122,7 @@ def test_secret_is_never_logged_nor_written(
         kafka__bootstrap_servers=kafka_bootstrap, kafka__group_id=f"g-{uuid.uuid4().hex[:8]}",
         kafka__events_topic=topics["events"], kafka__predictions_topic=topics["predictions"],
         kafka__dead_letter_topic=topics["dlq"], kafka__learn_dead_letter_topic=topics["learn"],
+        kafka__alerts_topic=topics["alerts"], kafka__metrics_topic=topics["metrics"],
         kafka__sasl_mechanism="PLAIN", kafka__sasl_username="svc",
         kafka__sasl_password_env="KAFKA_PASSWORD_FOR_TEST",
     )

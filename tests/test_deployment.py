@@ -53,12 +53,6 @@ COMPOSE_SECRETS = {
 
 #: Metrics the dashboard and the alert rules use that the service does not export yet.
 #: When one of them is exported, its xfail below turns into a failure: drop it from here.
-PENDING_METRICS = {
-    "stream_learner_drift_open",
-    "stream_learner_drift_alerts_total",
-    "stream_learner_consumer_lag_records",
-    "stream_learner_consumer_lag_seconds",
-}
 
 METRIC_NAME = re.compile(r"\bstream_learner_[a-zA-Z0-9_]+\b")
 
@@ -402,29 +396,9 @@ def test_promtool_checks_the_live_metrics(worker: Worker) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_pending_metrics_list_is_exact() -> None:
-    assert used_metrics() >= PENDING_METRICS, "PENDING_METRICS names a metric nothing uses"
-
-
 def test_dashboard_and_rules_use_only_exported_metrics(worker: Worker) -> None:
-    missing = sorted(used_metrics() - PENDING_METRICS - worker.samples)
+    missing = sorted(used_metrics() - worker.samples)
     assert not missing, f"used by the dashboard or the alert rules but not exported: {missing}"
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True, reason="drift and consumer-lag metrics arrive with issues 4 and 5"
-            ),
-        )
-        for name in sorted(PENDING_METRICS)
-    ],
-)
-def test_pending_metric_is_exported(worker: Worker, name: str) -> None:
-    assert name in worker.samples, f"{name} is not exported yet"
 
 
 # -- configuration reference -------------------------------------------------------------------

@@ -205,6 +205,8 @@ def test_bad_input_never_stops_the_stream(
         "predictions": make_topic("predictions", PARTITIONS),
         "dead_letters": make_topic("dlq", 1),
         "learn_dead_letters": make_topic("learn-dlq", 1),
+        "alerts": make_topic("alerts", 1),
+        "metrics": make_topic("metrics", 1),
     }
     produced_from = time.time() - 1.0
     positions = produce(kafka_bootstrap, topics["events"],
@@ -223,6 +225,8 @@ def test_bad_input_never_stops_the_stream(
         kafka__predictions_topic=topics["predictions"],
         kafka__dead_letter_topic=topics["dead_letters"],
         kafka__learn_dead_letter_topic=topics["learn_dead_letters"],
+        kafka__alerts_topic=topics["alerts"],
+        kafka__metrics_topic=topics["metrics"],
         kafka__group_id=f"g-{uuid.uuid4().hex[:8]}",
         service__max_events=str(len(stream)),
         service__idle_timeout_s="30",

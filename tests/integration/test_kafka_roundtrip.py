@@ -104,6 +104,7 @@ def test_predictions_equal_river_loop(
     predictions_topic = make_topic("predictions", PARTITIONS)
     dlq_topic = make_topic("dlq", 1)
     learn_dlq_topic = make_topic("learn-dlq", 1)
+    alerts_topic, metrics_topic = make_topic("alerts", 1), make_topic("metrics", 1)
     events = _events(make_dataset)
     positions = produce(kafka_bootstrap, events_topic, events)
 
@@ -115,6 +116,8 @@ def test_predictions_equal_river_loop(
         kafka__predictions_topic=predictions_topic,
         kafka__dead_letter_topic=dlq_topic,
         kafka__learn_dead_letter_topic=learn_dlq_topic,
+        kafka__alerts_topic=alerts_topic,
+        kafka__metrics_topic=metrics_topic,
         kafka__group_id=f"g-{uuid.uuid4().hex[:8]}",
         service__max_events=str(N_EVENTS),
         service__idle_timeout_s="60",

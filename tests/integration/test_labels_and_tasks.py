@@ -95,8 +95,10 @@ class Topics:
         self.events = make_topic("events", partitions)
         self.predictions = make_topic("predictions", partitions)
         self.dlq = make_topic("dlq", 1)
-        # the worker requires the learn dead-letter topic at start
+        # the worker requires its output topics at start
         self.learn_dlq = make_topic("learn-dlq", 1)
+        self.alerts = make_topic("alerts", 1)
+        self.metrics = make_topic("metrics", 1)
         self.group = f"g-{uuid.uuid4().hex[:8]}"
 
     def overrides(self, **extra: str) -> dict[str, str]:
@@ -106,6 +108,8 @@ class Topics:
             "kafka__predictions_topic": self.predictions,
             "kafka__dead_letter_topic": self.dlq,
             "kafka__learn_dead_letter_topic": self.learn_dlq,
+            "kafka__alerts_topic": self.alerts,
+            "kafka__metrics_topic": self.metrics,
             "kafka__group_id": self.group,
             **extra,
         }

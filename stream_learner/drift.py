@@ -1,0 +1,339 @@
+"""Drift monitors and the alert lifecycle: warning, drift, resolved.
+
+A :class:`Monitor` follows one numeric series (the error stream, one feature,
+the predictions) with one of River's detectors (``drift.ADWIN`` by default)
+and, for detectors without a warning zone of their own, a looser twin of the
+same detector whose detections are *warnings*. ``drift.binary.DDM`` and
+``EDDM`` have their own ``warning_detected``. A :class:`SchemaMonitor` follows
+the feature set itself: new, missing or retyped features.
+
+Lifecycle of a monitor, counted in its own updates (no clock)::
+
+    stable --warning--> warning --drift--> drift --(resolve_after quiet updates)--> stable
+       \\-------------------drift-------------^        (emits "resolved")
+
+Every detection of the drift detector is a ``drift`` change, whatever the
+state. A change is *emitted* as an alert unless the monitor is cooling down:
+within ``cooldown`` updates after its last emitted drift alert, warnings and
+drifts change the state silently. A ``resolved`` is emitted when the episode
+it closes was announced. With ``cooldown = 0`` the drift alerts fall exactly on
+the detector's detections.
+
+Each change carries the statistics of its *window*: the updates since the
+monitor's previous change (count, mean, and the detector's own estimate when
+it has one), with their event-time and offset range.
+
+Everything here is pure and deterministic, and pickles with the learner.
+
+Examples
+--------
+>>> import random
+>>> from stream_learner.events import Origin
+>>> rng = random.Random(1)
+>>> monitor = Monitor("feature", "feature:x", make_detector("adwin", {}),
+...                   warning_twin("adwin", {}))
+>>> values = [rng.gauss(0, 1) for _ in range(500)] + [rng.gauss(1.5, 1) for _ in range(300)]
+>>> rules = Rules(cooldown=0, resolve_after=100)
+>>> changes = [monitor.update(v, (float(i), Origin("events", 0, i)), rules)
+...            for i, v in enumerate(values)]
+>>> [(i, c.severity, c.window["n"]) for i, c in enumerate(changes) if c]
+[(527, 'warning', 528), (543, 'drift', 16), (643, 'resolved', 100)]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from river import drift
+
+from stream_learner.errors import SettingsError
+from stream_learner.events import Origin
+
+__all__ = [
+    "BINARY_DETECTORS",
+    "DETECTORS",
+    "Change",
+    "Monitor",
+    "Rules",
+    "SchemaMonitor",
+    "Stamp",
+    "Window",
+    "feature_kind",
+    "make_detector",
+    "warning_twin",
+]
+
+#: Where an update happened: (event time, origin of the record).
+Stamp = tuple[float, Origin]
+
+DETECTORS: dict[str, Any] = {
+    "adwin": drift.ADWIN,
+    "page_hinkley": drift.PageHinkley,
+    "kswin": drift.KSWIN,
+    "ddm": drift.binary.DDM,
+    "eddm": drift.binary.EDDM,
+}
+#: Detectors of 0/1 streams, with a warning zone of their own.
+BINARY_DETECTORS = frozenset({"ddm", "eddm"})
+#: Parameters of the looser twin that raises warnings, per detector.
+WARNING_DEFAULTS: dict[str, dict[str, float]] = {
+    "adwin": {"delta": 0.01, "clock": 8},
+    "page_hinkley": {"threshold": 25.0},
+    "kswin": {"alpha": 0.05},
+}
+
+
+def make_detector(name: str, params: dict[str, Any], seed: int | None = None) -> Any:
+    """A River detector by its setting name, with ``params``.
+
+    Raises
+    ------
+    SettingsError
+        An unknown detector or parameter.
+
+    Examples
+    --------
+    >>> make_detector("page_hinkley", {"threshold": 10})
+    PageHinkley (
+      min_instances=30
+      delta=0.005
+      threshold=10
+      alpha=0.9999
+      mode="both"
+    )
+    >>> make_detector("adwin", {"delt": 0.1})
+    Traceback (most recent call last):
+    ...
+    stream_learner.errors.SettingsError: drift: ADWIN does not take parameters {'delt': 0.1} ...
+    """
+    try:
+        cls = DETECTORS[name]
+    except KeyError:
+        raise SettingsError(f"drift: unknown detector {name!r}") from None
+    kwargs = dict(params)
+    if name == "kswin" and "seed" not in kwargs:
+        kwargs["seed"] = seed
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(
+            f"drift: {cls.__name__} does not take parameters {dict(params)} ({exc})"
+        ) from None
+
+
+def warning_twin(name: str, params: dict[str, Any], seed: int | None = None) -> Any:
+    """The looser detector whose detections are warnings (None: the detector has its own)."""
+    if name in BINARY_DETECTORS:
+        return None
+    return make_detector(name, params or WARNING_DEFAULTS[name], seed)
+
+
+class Rules(NamedTuple):
+    """Lifecycle rules, in updates of the monitor."""
+
+    cooldown: int
+    resolve_after: int
+
+
+@dataclass
+class Window:
+    """Count, mean and range of the updates since a monitor's previous change."""
+
+    n: int = 0
+    total: float = 0.0
+    first: Stamp | None = None
+    last: Stamp | None = None
+
+    def add(self, value: float, at: Stamp) -> None:
+        """Count one update."""
+        self.n += 1
+        self.total += value
+        if self.first is None:
+            self.first = at
+        self.last = at
+
+    def stats(self, detector: Any) -> dict[str, Any]:
+        """Count and mean, plus the detector's estimate (ADWIN: mean and width of its window)."""
+        out: dict[str, Any] = {"n": self.n, "mean": self.total / self.n if self.n else None}
+        estimation = getattr(detector, "estimation", None)
+        if isinstance(estimation, int | float) and math.isfinite(estimation):
+            out["detector_estimation"] = float(estimation)
+        width = getattr(detector, "width", None)
+        if isinstance(width, int | float):
+            out["detector_width"] = int(width)
+        return out
+
+
+class Change(NamedTuple):
+    """A lifecycle change of a monitor; ``emit`` is False while it cools down."""
+
+    severity: str
+    window: dict[str, Any]
+    first: Stamp
+    last: Stamp
+    emit: bool
+    updates: int
+
+
+@dataclass
+class Monitor:
+    """One detector (and its warning twin) on one series, with its lifecycle state."""
+
+    signal: str
+    series: str
+    detector: Any
+    warner: Any
+    state: str = "stable"
+    n: int = 0
+    changed_at: int = 0
+    alerted_at: int | None = None
+    announced: bool = False
+    window: Window = field(default_factory=Window)
+
+    @property
+    def detector_name(self) -> str:
+        """The River class name of the drift detector."""
+        return type(self.detector).__name__
+
+    def update(self, value: float, at: Stamp, rules: Rules) -> Change | None:
+        """Feed one value; return the lifecycle change it caused, if any."""
+        self.n += 1
+        self.detector.update(value)
+        if self.warner is not None:
+            self.warner.update(value)
+        self.window.add(value, at)
+        if self.detector.drift_detected:
+            return self._change("drift", rules)
+        warns = self._warns()
+        if self.state == "stable":
+            return self._change("warning", rules) if warns else None
+        if warns:
+            self.changed_at = self.n
+        elif self.n - self.changed_at >= rules.resolve_after:
+            return self._change("resolved", rules)
+        return None
+
+    def _warns(self) -> bool:
+        if self.warner is not None:
+            return bool(self.warner.drift_detected)
+        return bool(getattr(self.detector, "warning_detected", False))
+
+    def _cooling(self, rules: Rules) -> bool:
+        return self.alerted_at is not None and self.n - self.alerted_at <= rules.cooldown
+
+    def _change(self, severity: str, rules: Rules) -> Change:
+        if severity == "resolved":
+            emit, self.announced = self.announced, False
+            self.state = "stable"
+        else:
+            emit = not self._cooling(rules)
+            self.announced = self.announced or emit
+            self.state = severity
+            self.changed_at = self.n
+            if emit and severity == "drift":
+                self.alerted_at = self.n
+        w = self.window
+        assert w.first is not None and w.last is not None
+        change = Change(severity, w.stats(self.detector), w.first, w.last, emit, self.n)
+        self.window = Window()
+        return change
+
+
+def feature_kind(value: Any) -> str | None:
+    """The schema type of a feature value (None for null, which fits any type).
+
+    Examples
+    --------
+    >>> [feature_kind(v) for v in (1, 2.5, True, "a", None)]
+    ['number', 'number', 'bool', 'string', None]
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return "string"
+
+
+@dataclass
+class SchemaMonitor:
+    """The feature set seen so far; after a grace period, changes to it are drifts.
+
+    A change is *new* (a name never seen), *missing* (a name that was in every
+    event so far) or *retyped* (a name seen with another type). Each change is
+    reported once, then becomes part of the schema. The monitor is in drift
+    from a change until ``resolve_after`` events pass without one.
+
+    Examples
+    --------
+    >>> from stream_learner.events import Origin
+    >>> m = SchemaMonitor()
+    >>> at = (0.0, Origin("events", 0, 0))
+    >>> rules = Rules(0, 10)
+    >>> m.update({"a": 1.0, "b": "x"}, at, rules, grace=1)
+    []
+    >>> [c.window["change"] for c in m.update({"a": "oops", "c": 1}, at, rules, grace=1)]
+    ['retyped', 'new', 'missing']
+    """
+
+    types: dict[str, str] = field(default_factory=dict)
+    always: set[str] = field(default_factory=set)
+    n: int = 0
+    state: str = "stable"
+    changed_at: int = 0
+    first: Stamp | None = None
+
+    signal = "schema"
+    series = "schema"
+    detector_name = "schema"
+
+    def update(
+        self, features: dict[str, Any], at: Stamp, rules: Rules, grace: int
+    ) -> list[Change]:
+        """Compare one event's features to the schema; return the drifts and resolutions."""
+        self.n += 1
+        if self.first is None:
+            self.first = at
+        found = self._compare(features) if self.n > grace else []
+        self._learn(features)
+        changes = [self._drift(kind, name, detail, at) for kind, name, detail in found]
+        if not changes and self.state == "drift" and self.n - self.changed_at >= rules.resolve_after:
+            self.state = "stable"
+            changes.append(self._make("resolved", {"n": self.n - self.changed_at}, at))
+        if changes:
+            self.first = None
+        return changes
+
+    def _compare(self, features: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+        found: list[tuple[str, str, dict[str, Any]]] = []
+        for name, value in features.items():
+            kind = feature_kind(value)
+            known = self.types.get(name)
+            if name not in self.types:
+                found.append(("new", name, {"type": kind}))
+            elif kind is not None and known and kind != known:
+                found.append(("retyped", name, {"from": known, "to": kind}))
+        for name in sorted(self.always - features.keys()):
+            found.append(("missing", name, {}))
+        return found
+
+    def _learn(self, features: dict[str, Any]) -> None:
+        if self.n == 1:
+            self.always = set(features)
+        else:
+            self.always &= features.keys()
+        for name, value in features.items():
+            kind = feature_kind(value)
+            if kind is not None or name not in self.types:
+                self.types[name] = kind or self.types.get(name, "") or ""
+
+    def _drift(self, kind: str, name: str, detail: dict[str, Any], at: Stamp) -> Change:
+        self.state = "drift"
+        self.changed_at = self.n
+        return self._make("drift", {"change": kind, "feature": name, **detail}, at)
+
+    def _make(self, severity: str, window: dict[str, Any], at: Stamp) -> Change:
+        return Change(severity, window, self.first or at, at, True, self.n)

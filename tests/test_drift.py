@@ -1,0 +1,359 @@
+"""Drift monitors, the alert lifecycle and drift actions (pure core, in-memory twins)."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import pickle
+import random
+from typing import Any
+
+import orjson
+import pytest
+from jsonschema import Draft202012Validator
+
+from stream_learner.drift import Monitor, Rules, SchemaMonitor, make_detector, warning_twin
+from stream_learner.errors import SettingsError
+from stream_learner.events import Event, Origin
+from stream_learner.learner import Learner
+from stream_learner.models import ModelSpec
+from stream_learner.service import Service
+from stream_learner.settings import DriftSettings, Settings, load_settings
+from stream_learner.testing import MemorySink, MemorySource
+from tests.drift_streams import CLASSIFIER, STREAMS, reference_detections
+
+
+def at(i: int) -> tuple[float, Origin]:
+    return float(i), Origin("events", 0, i)
+
+
+def shifted(n: int = 500, m: int = 300, seed: int = 1) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.gauss(0, 1) for _ in range(n)] + [rng.gauss(1.5, 1) for _ in range(m)]
+
+
+def adwin_monitor() -> Monitor:
+    return Monitor("feature", "feature:x", make_detector("adwin", {}), warning_twin("adwin", {}))
+
+
+def run_monitor(monitor: Monitor, values: list[float], rules: Rules) -> list[tuple[int, str, bool]]:
+    out = []
+    for i, v in enumerate(values):
+        change = monitor.update(v, at(i), rules)
+        if change is not None:
+            out.append((i, change.severity, change.emit))
+    return out
+
+
+# -- lifecycle -------------------------------------------------------------------------
+
+
+def test_lifecycle_goes_warning_drift_resolved() -> None:
+    changes = run_monitor(adwin_monitor(), shifted(), Rules(cooldown=0, resolve_after=100))
+    assert [c[1] for c in changes] == ["warning", "drift", "resolved"]
+    assert all(emit for _, _, emit in changes)
+    warning, drift, resolved = (c[0] for c in changes)
+    assert warning <= drift and resolved - drift == 100
+
+
+def test_drift_alerts_fall_on_every_detection_without_cooldown() -> None:
+    values = shifted() + [-1.0] * 400 + [2.0] * 400
+    detector = make_detector("adwin", {})
+    detections = []
+    for i, v in enumerate(values):
+        detector.update(v)
+        if detector.drift_detected:
+            detections.append(i)
+    changes = run_monitor(adwin_monitor(), values, Rules(0, 1000))
+    assert [i for i, severity, _ in changes if severity == "drift"] == detections
+    assert len(detections) >= 3
+
+
+def test_cooldown_silences_alerts_but_not_detections() -> None:
+    values = shifted() + [-1.0] * 400 + [2.0] * 400
+    loud = run_monitor(adwin_monitor(), values, Rules(0, 10_000))
+    quiet = run_monitor(adwin_monitor(), values, Rules(10_000, 10_000))
+    assert [c[:2] for c in loud] == [c[:2] for c in quiet]  # same detections
+    emitted = [severity for _, severity, emit in quiet if emit]
+    assert emitted.count("drift") == 1  # everything after the first drift alert cools down
+
+
+def test_ddm_has_its_own_warning_zone() -> None:
+    rng = random.Random(3)
+    errors = [float(rng.random() < 0.1) for _ in range(1000)] + [
+        float(rng.random() < 0.5) for _ in range(500)
+    ]
+    monitor = Monitor("error", "error", make_detector("ddm", {}), warning_twin("ddm", {}))
+    assert monitor.warner is None
+    severities = [c[1] for c in run_monitor(monitor, errors, Rules(0, 200))]
+    first_drift = severities.index("drift")
+    assert severities[first_drift - 1] == "warning"
+
+
+def test_unknown_detector_parameters_are_a_settings_error() -> None:
+    with pytest.raises(SettingsError, match="KSWIN does not take"):
+        make_detector("kswin", {"alpha_": 0.1})
+    with pytest.raises(SettingsError, match="needs a 0/1 error stream"):
+        load_settings(None, env={"STREAM_LEARNER_DRIFT__ERROR_DETECTOR": "eddm"})
+
+
+def test_schema_monitor_reports_new_missing_and_retyped_features_once() -> None:
+    m = SchemaMonitor()
+    rules = Rules(0, 3)
+    for i in range(5):
+        assert m.update({"a": 1.0, "b": "x", "c": None}, at(i), rules, grace=5) == []
+    changes = m.update({"a": "1", "c": 2, "d": True}, at(5), rules, grace=5)
+    assert [(c.window["change"], c.window["feature"]) for c in changes] == [
+        ("retyped", "a"), ("new", "d"), ("missing", "b"),
+    ]
+    assert m.update({"a": "2", "c": 3, "d": False}, at(6), rules, grace=5) == []
+    resolved = [m.update({"a": "2", "c": 3, "d": False}, at(i), rules, grace=5) for i in (7, 8)]
+    assert [c.severity for c in resolved[-1]] == ["resolved"]
+
+
+# -- the learner -------------------------------------------------------------------------
+
+
+def learner(**drift: Any) -> Learner:
+    settings = load_settings(None, env={}, overrides={
+        "model": {"task": "classification", "name": "m", "pipeline": list(CLASSIFIER)},
+        "drift": {"cooldown_events": 0, **drift},
+    })
+    return Learner(ModelSpec.from_settings(settings.model), settings.labels, settings.drift)
+
+
+def flipped(n: int, flip_at: int, seed: int = 5) -> list[Event]:
+    """y = x > 0.5, then y = x <= 0.5 from ``flip_at``: the concept turns over."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        x = rng.random()
+        y = (x > 0.5) != (i >= flip_at)
+        out.append(Event(i, "k", float(i), {"x": x}, y, True, Origin("events", 0, i)))
+    return out
+
+
+def alerts_of(lr: Learner, events: list[Event]) -> list[dict[str, Any]]:
+    out = []
+    for event in events:
+        lr.process(event)
+        out.extend(a.to_dict("events:0") for a in lr.drift.drain())
+    return out
+
+
+def test_learner_alerts_are_deterministic_and_survive_pickling() -> None:
+    events = flipped(3000, 1500)
+    straight = alerts_of(learner(), events)
+    assert any(a["severity"] == "drift" and a["signal"] == "error" for a in straight)
+    again = alerts_of(learner(), events)
+    assert again == straight
+    first = learner()
+    head = alerts_of(first, events[:1600])
+    restored = pickle.loads(pickle.dumps(first))
+    assert head + alerts_of(restored, events[1600:]) == straight
+
+
+def test_null_watch_when_disabled() -> None:
+    lr = learner(enabled=False)
+    assert alerts_of(lr, flipped(2000, 1000)) == []
+    assert lr.drift.open_counts() == {}
+
+
+def test_reset_action_replaces_the_model_and_says_so() -> None:
+    lr = learner(action="reset", signals=["error"])
+    alerts = alerts_of(lr, flipped(3000, 1500))
+    drift = [a for a in alerts if a["severity"] == "drift"]
+    info = [a for a in alerts if a["severity"] == "info"]
+    assert drift and drift[0]["action"] == "reset"
+    assert info[0]["action"] == "reset" and info[0]["model"]["generation"] == 1
+    assert lr.models.get("k").generation == len(info)
+
+
+def test_challenger_is_promoted_when_better_on_recent_data() -> None:
+    lr = learner(action="challenger", signals=["error"], challenger_min_labels=50)
+    events = flipped(4000, 2000)
+    alerts = alerts_of(lr, events)
+    promoted = [a for a in alerts if a["action"] == "promoted"]
+    assert promoted, [(a["severity"], a["action"]) for a in alerts]
+    first = promoted[0]
+    assert first["severity"] == "info" and first["signal"] == "model"
+    assert first["detector"] == "challenger" and first["model"]["generation"] == 1
+    window = first["window"]
+    assert window["metric"] == "Accuracy" and window["challenger"] > window["champion"]
+    assert window["n"] >= 50
+    # the promoted model serves next: its generation shows in the predictions
+    p = lr.process(Event("z", "k", 9e3, {"x": 0.9}, None, False, Origin("events", 0, 9999)))
+    assert p is not None and p.model.generation >= 1
+    assert p.to_dict()["model"]["generation"] == p.model.generation
+
+
+# -- the service -----------------------------------------------------------------------------
+
+
+def service_settings(**drift: Any) -> Settings:
+    stream = STREAMS["agrawal"]
+    return load_settings(None, env={}, overrides={
+        "model": stream.model_settings(),
+        "drift": {"cooldown_events": 0, **drift},
+        "service": {"batch_size": 100},
+    })
+
+
+def run(settings: Settings, records: list[bytes], **kwargs: Any) -> tuple[Service, MemorySink]:
+    sink = MemorySink()
+    service = Service(
+        settings, ModelSpec.from_settings(settings.model),
+        MemorySource({("events", 0): records}), sink, **kwargs,
+    )
+    service.run()
+    return service, sink
+
+
+def schema(name: str) -> Draft202012Validator:
+    text = (importlib.resources.files("stream_learner") / "schemas" / f"{name}.json").read_text()
+    doc = json.loads(text)
+    Draft202012Validator.check_schema(doc)
+    return Draft202012Validator(doc)
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_service_alerts_fall_on_the_same_events_as_the_detector_in_process(name: str) -> None:
+    stream = STREAMS[name]
+    settings = load_settings(None, env={}, overrides={
+        "model": stream.model_settings(), "drift": {"cooldown_events": 0},
+        "service": {"batch_size": 64},
+    })
+    _, sink = run(settings, stream.records())
+    alerts = sink.decoded("alerts")
+    got = [a["offsets"]["to"] for a in alerts
+           if a["series"] == stream.signal and a["severity"] == "drift"]
+    assert got == reference_detections(stream, ModelSpec.from_settings(settings.model))
+
+
+def test_service_alerts_match_their_schema_and_metrics_count_them() -> None:
+    service, sink = run(service_settings(action="challenger"), STREAMS["agrawal"].records())
+    alerts = sink.decoded("alerts")
+    assert {a["severity"] for a in alerts} >= {"warning", "drift", "resolved"}
+    validator = schema("alert")
+    for alert in alerts:
+        validator.validate(alert)
+    assert all(a["shard"] == "events:0" and a["key"] is None for a in alerts)
+    text = service.metrics.render().decode()
+    drifts = sum(1 for a in alerts if a["severity"] == "drift" and a["signal"] == "error")
+    assert f'stream_learner_drift_alerts_total{{severity="drift",signal="error"}} {drifts}.0' in text
+    assert 'stream_learner_drift_open{partition="0",signal="error"}' in text
+    assert 'stream_learner_drift_keys_open_ratio{partition="0"}' in text
+
+
+def test_alert_records_are_json_with_the_documented_example() -> None:
+    example = orjson.loads(_doc_example())
+    schema("alert").validate(example)
+
+
+def _doc_example() -> str:
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "drift.md").read_text()
+    start = text.index("```json\n", text.index("## Alert schema")) + len("```json\n")
+    return text[start : text.index("```", start)]
+
+
+def test_silent_replay_updates_monitors_but_emits_no_alert() -> None:
+    from stream_learner.checkpoint import EnvelopeCodec
+    from stream_learner.metrics import Metrics
+    from stream_learner.recovery import Checkpointer
+    from stream_learner.stores import MemoryStore
+
+    settings = service_settings()
+    records = STREAMS["agrawal"].records()[:4000]
+    first, sink = run(settings, records)
+    assert sink.decoded("alerts")
+    # a worker with an empty store re-learns everything below the committed offsets silently
+    spec = ModelSpec.from_settings(settings.model)
+    metrics = Metrics()
+    checkpointer = Checkpointer(
+        MemoryStore(), EnvelopeCodec(b"k" * 32, spec.config_hash), settings.checkpoint, metrics,
+        lambda: 0.0, lambda: 0.0,
+    )
+    source = MemorySource({("events", 0): records})
+    source.committed_offsets = {("events", 0): len(records)}
+    sink2 = MemorySink()
+    second = Service(settings, spec, source, sink2, metrics, checkpointer)
+    summary = second.run()
+    assert summary.replayed == len(records) and sink2.values("alerts") == []
+    before = first.shards[("events", 0)].learner.drift.open_counts()
+    restored = second.shards[("events", 0)].learner
+    assert restored.drift.open_counts() == before
+
+
+def test_per_key_monitors_and_the_fleet_share() -> None:
+    rng = random.Random(2)
+    records = []
+    for i in range(4000):
+        key = f"k{i % 4}"
+        x = rng.random()
+        flip = key in ("k0", "k1") and i >= 2000
+        records.append(orjson.dumps({"id": i, "key": key, "ts": float(i),
+                                     "features": {"x": x}, "label": (x > 0.5) != flip}))
+    settings = load_settings(None, env={}, overrides={
+        "model": {"task": "classification", "pipeline": list(CLASSIFIER), "scope": "key"},
+        "drift": {"cooldown_events": 0, "signals": ["error"], "resolve_after_events": 5000},
+    })
+    service, sink = run(settings, records)
+    drift_keys = {a["key"] for a in sink.decoded("alerts") if a["severity"] == "drift"}
+    assert drift_keys == {"k0", "k1"}
+    text = service.metrics.render().decode()
+    assert 'stream_learner_drift_keys_open_ratio{partition="0"} 0.5' in text
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 0.01
+        return self.t
+
+
+def test_metrics_snapshots_follow_their_schema() -> None:
+    settings = load_settings(None, env={}, overrides={
+        "model": STREAMS["agrawal"].model_settings(),
+        "metrics": {"snapshot_interval_s": 5.0}, "service": {"batch_size": 50},
+    })
+    service, sink = run(settings, STREAMS["agrawal"].records()[:2000], clock=Clock(),
+                        wall_clock=lambda: 1.7e9)
+    snapshots = sink.decoded("metrics")
+    assert snapshots, "no snapshot record was written"
+    validator = schema("metrics-snapshot")
+    for snap in snapshots:
+        validator.validate(snap)
+    last = snapshots[-1]
+    assert last["partitions"][0]["shard"] == "events:0"
+    assert last["totals"]["records"] <= 2000
+    assert sink.flushed == len(sink.sent)
+    assert "stream_learner_metrics_snapshots_total" in service.metrics.render().decode()
+
+
+def test_consumer_lag_gauges_and_their_removal_on_revocation() -> None:
+    settings = load_settings(None, env={}, overrides={
+        "model": STREAMS["agrawal"].model_settings(), "service": {"batch_size": 100},
+        "metrics": {"lag_interval_s": 0.0},
+    })
+    records = STREAMS["agrawal"].records()[:300]
+    source = MemorySource({("events", 0): records})
+    service = Service(settings, ModelSpec.from_settings(settings.model), source, MemorySink())
+    source.subscribe(service)
+    service._restore()
+    service.process_batch(source.poll(100, 0), 0.0)
+    service._commit()
+    service._report(1.0)
+    text = service.metrics.render().decode()
+    assert 'stream_learner_consumer_lag_records{partition="0"} 200.0' in text
+    assert 'stream_learner_consumer_lag_seconds{partition="0"}' in text
+    service.on_revoked([("events", 0)])
+    assert 'partition="0"' not in service.metrics.render().decode()
+
+
+def test_drift_settings_defaults_are_documented() -> None:
+    d = DriftSettings()
+    assert d.detector == "adwin" and d.action == "alert" and d.enabled
