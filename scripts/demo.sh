@@ -2,7 +2,8 @@
 # The whole product on the embedded default in under a minute: a simulated
 # sensor stream with a concept drift at event 10,000 and labels arriving 50
 # events late, scored and learned by `stream-learner run` (JSON Lines in and
-# out, no Kafka, no Redis), then a summary: predictions, learning, metrics.
+# out, no Kafka, no Redis), then what an operator sees: the summary, the
+# predictions, the drift alerts and a metrics snapshot.
 #
 #   scripts/demo.sh              # work files in a temporary folder
 #   scripts/demo.sh DIR          # ... or in DIR (kept)
@@ -19,6 +20,10 @@ cli simulate --source agrawal --count 20000 --keys 20 --drift-at 10000 --variant
     --label-delay 50 --seed 7 --output "$WORK/events.jsonl"
 
 echo "== scoring and learning with the local transport"
+STREAM_LEARNER_LOCAL__DEAD_LETTERS="$WORK/dead-letters.jsonl" \
+STREAM_LEARNER_LOCAL__LEARN_DEAD_LETTERS="$WORK/learn-dead-letters.jsonl" \
+STREAM_LEARNER_LOCAL__ALERTS="$WORK/alerts.jsonl" \
+STREAM_LEARNER_LOCAL__METRICS="$WORK/metrics.jsonl" \
 cli run -c "$ROOT/config/demo.toml" --input "$WORK/events.jsonl" \
     --output "$WORK/predictions.jsonl" --summary-json "$WORK/summary.json" 2>&1 \
     | grep -v " INFO "
@@ -45,8 +50,18 @@ for lo, hi in ((0, 10000), (10000, 11000), (11000, 20000)):
     print(f"  events {lo:>6,}..{hi - 1:>6,}: accuracy {hits / n:.3f}")
 PY
 
-# HOOK(drift alerts, issue 5): once the service emits drift alerts, print them
-# here, e.g. run with an alerts output and show where the drift was detected:
-#   echo "== drift alerts"; cat "$WORK/alerts.jsonl"
-echo "== drift alerts: not available in this build yet"
+echo "== drift alerts ($WORK/alerts.jsonl)"
+python - "$WORK" <<'PY'
+import os, sys, orjson
+path = os.path.join(sys.argv[1], "alerts.jsonl")
+alerts = [orjson.loads(line) for line in open(path, "rb")] if os.path.exists(path) else []
+drifts = [a for a in alerts if a["severity"] == "drift"]
+print(f"  {len(alerts)} alert records, {len(drifts)} confirmed drifts")
+for a in drifts[:5]:
+    print(f"  {a['severity']:>7} {a['signal']:<10} {a.get('detector', '')} key={a.get('key')!r} "
+          f"offsets {a['offsets']['from']}..{a['offsets']['to']}")
+PY
+
+echo "== last metrics snapshot ($WORK/metrics.jsonl)"
+tail -n 1 "$WORK/metrics.jsonl" 2>/dev/null | cut -c1-400 || echo "  (none)"
 echo "== work files in $WORK"

@@ -44,6 +44,8 @@ def _create_topics(bootstrap: str) -> dict[str, str]:
         "predictions": (f"predictions-{suffix}", PARTITIONS),
         "dlq": (f"dlq-{suffix}", 1),
         "learn_dlq": (f"learn-dlq-{suffix}", 1),
+        "alerts": (f"alerts-{suffix}", 1),
+        "metrics": (f"metrics-{suffix}", 1),
     }
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tests-admin")
     try:
@@ -162,6 +164,8 @@ def test_redis_restarted_mid_stream(
         "predictions": make_topic("predictions", PARTITIONS),
         "dlq": make_topic("dlq", 1),
         "learn_dlq": make_topic("learn-dlq", 1),
+        "alerts": make_topic("alerts", 1),
+        "metrics": make_topic("metrics", 1),
     }
     _worker, log = _run_through_restart(
         private_redis, kafka_bootstrap, private_redis.address, topics, tmp_path, "at_least_once"

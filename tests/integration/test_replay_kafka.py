@@ -27,6 +27,8 @@ def _topics(make_topic: Any) -> dict[str, str]:
         "predictions": make_topic("predictions", PARTITIONS),
         "dlq": make_topic("dlq", 1),
         "learn_dlq": make_topic("learn-dlq", 1),
+        "alerts": make_topic("alerts", 1),
+        "metrics": make_topic("metrics", 1),
     }
 
 
@@ -37,6 +39,8 @@ def _settings(bootstrap: str, topics: dict[str, str], group: str, **extra: str) 
         "kafka__predictions_topic": topics["predictions"],
         "kafka__dead_letter_topic": topics["dlq"],
         "kafka__learn_dead_letter_topic": topics["learn_dlq"],
+        "kafka__alerts_topic": topics["alerts"],
+        "kafka__metrics_topic": topics["metrics"],
         "kafka__group_id": group,
         "service__idle_timeout_s": "3",
         "checkpoint_key": CHECKPOINT_KEY,
