@@ -18,17 +18,8 @@ used: from its newest checkpoint (seek to C, re-process C..K silently), from
 the log start when the store holds nothing, or as a fresh model when
 checkpoints are disabled.
 
-Accounting: every input record ends as exactly one outcome, ``prediction``
-(an event was scored), ``label`` (a label record was applied) or
-``dead_letter`` (the record went to a dead-letter output), so
-``records == predictions + label_records + dead_letters``. An event whose
-inline label cannot be learned is a ``prediction``; its label additionally
-goes to the ``learn_dead_letters`` output and is counted as
-``inline_labels_rejected``, so that
-``input_dead_letters + learn_dead_letters == dead_letters + inline_labels_rejected
-+ labels_expired`` (``labels_expired``: label records accepted earlier whose event
-never came; they leave the early-label buffer to the learn dead letters).
-Records re-processed silently after a restore count only as ``replayed``.
+Outcome accounting: :mod:`stream_learner.summary`. Commit strategies:
+:mod:`stream_learner.commits`.
 
 :meth:`Service.stop` (wired to SIGTERM / SIGINT by the CLI) lets the current
 batch finish, flush, commit and checkpoint before :meth:`Service.run` returns.
@@ -38,12 +29,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
 
 import orjson
 
+from stream_learner.commits import AtLeastOnce, Committer, ExactlyOnce
 from stream_learner.errors import CheckpointFenced, InvalidLabel, InvalidRecord
 from stream_learner.events import Codec, encode_prediction
 from stream_learner.labels import Expired, LabelStats
@@ -56,131 +46,11 @@ from stream_learner.scopes import memory_bytes
 from stream_learner.settings import Settings
 from stream_learner.sinks import Sink, dead_letter
 from stream_learner.sources import Record, Source, TopicPartition, worker_id
+from stream_learner.summary import Counts, Summary
 
 __all__ = ["AtLeastOnce", "Committer", "Counts", "ExactlyOnce", "Service", "Summary"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Counts:
-    """Outcome counts (see the module docstring for how they add up)."""
-
-    records: int = 0
-    predictions: int = 0
-    label_records: int = 0
-    dead_letters: int = 0
-    labels: int = 0
-    input_dead_letters: int = 0
-    learn_dead_letters: int = 0
-    inline_labels_rejected: int = 0
-    labels_expired: int = 0
-
-    def add(self, other: Counts) -> None:
-        """Add ``other``'s counts to these."""
-        for name in Counts.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-    def counts_dict(self) -> dict[str, int]:
-        """The counts as a JSON-ready object."""
-        return {name: getattr(self, name) for name in Counts.__dataclass_fields__}
-
-
-@dataclass
-class Summary(Counts):
-    """What a run did; printed by ``stream-learner run`` at the end.
-
-    ``labels`` counts labels learned (inline and label records);
-    ``label_records`` counts label records applied (an input outcome).
-    """
-
-    replayed: int = 0
-    elapsed_s: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-    metric_name: str = ""
-    #: label counters, coverage and mean delays over the shards owned at the end
-    labelling: dict[str, float] = field(default_factory=dict)
-    #: resident / parked models and their size over the shards owned at the end
-    models: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def events_per_s(self) -> float:
-        """Input records per second of wall time."""
-        return self.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, object]:
-        """The summary as a JSON-ready object."""
-        return {
-            **self.counts_dict(),
-            "replayed": self.replayed,
-            "elapsed_s": self.elapsed_s,
-            "events_per_s": self.events_per_s,
-            "metric": self.metric_name,
-            "online_metric": self.metrics,
-            "labelling": self.labelling,
-            "models": self.models,
-        }
-
-    def render(self) -> str:
-        """A short human summary."""
-        quality = ", ".join(f"{shard}: {value:.4f}" for shard, value in self.metrics.items())
-        rejected = (
-            f" (+{self.inline_labels_rejected} rejected inline labels)"
-            if self.inline_labels_rejected
-            else ""
-        )
-        lab = self.labelling
-        expired = int(lab.get("expired_pending", 0) + lab.get("expired_early", 0))
-        return (
-            f"{self.records} records in {self.elapsed_s:.2f}s ({self.events_per_s:,.0f} events/s): "
-            f"{self.predictions} predictions, {self.label_records} label records, "
-            f"{self.dead_letters} dead letters{rejected}; {self.labels} labels learned "
-            f"(coverage {lab.get('coverage', 0.0):.1%}, {expired} expired)"
-            + (f", {self.replayed} replayed silently" if self.replayed else "")
-            + f"; online {self.metric_name}: {quality or 'n/a'}"
-        )
-
-
-class Committer(Protocol):
-    """Makes a batch's outputs durable and commits its offsets, as one step."""
-
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Outputs first, then offsets (or both atomically)."""
-        ...
-
-
-class AtLeastOnce:
-    """Flush the sink, then commit offsets: a crash in between repeats one batch."""
-
-    def __init__(self, source: Source, sink: Sink) -> None:
-        self._source = source
-        self._sink = sink
-
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Flush, then commit."""
-        self._sink.flush()
-        if offsets:
-            self._source.commit(offsets)
-
-
-class _TransactionalSink(Protocol):
-    def commit_transaction(self, offsets: Mapping[TopicPartition, int], group: Any) -> None: ...
-
-
-class _GroupSource(Protocol):
-    def group_metadata(self) -> Any: ...
-
-
-class ExactlyOnce:
-    """Outputs and offsets in one Kafka transaction (read_committed consumers see each once)."""
-
-    def __init__(self, source: _GroupSource, sink: _TransactionalSink) -> None:
-        self._source = source
-        self._sink = sink
-
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Commit the open transaction with the offsets inside it."""
-        self._sink.commit_transaction(offsets, self._source.group_metadata())
 
 
 class Service:
