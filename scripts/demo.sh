@@ -26,7 +26,7 @@ STREAM_LEARNER_LOCAL__ALERTS="$WORK/alerts.jsonl" \
 STREAM_LEARNER_LOCAL__METRICS="$WORK/metrics.jsonl" \
 cli run -c "$ROOT/config/demo.toml" --input "$WORK/events.jsonl" \
     --output "$WORK/predictions.jsonl" --summary-json "$WORK/summary.json" 2>&1 \
-    | grep -v " INFO "
+    | grep -v -E " (INFO|WARNING) "
 
 echo "== first predictions ($WORK/predictions.jsonl)"
 head -n 3 "$WORK/predictions.jsonl"
@@ -55,11 +55,14 @@ python - "$WORK" <<'PY'
 import os, sys, orjson
 path = os.path.join(sys.argv[1], "alerts.jsonl")
 alerts = [orjson.loads(line) for line in open(path, "rb")] if os.path.exists(path) else []
+from collections import Counter
 drifts = [a for a in alerts if a["severity"] == "drift"]
-print(f"  {len(alerts)} alert records, {len(drifts)} confirmed drifts")
-for a in drifts[:5]:
-    print(f"  {a['severity']:>7} {a['signal']:<10} {a.get('detector', '')} key={a.get('key')!r} "
-          f"offsets {a['offsets']['from']}..{a['offsets']['to']}")
+print(f"  {len(alerts)} alert records; confirmed drifts by signal: "
+      f"{dict(Counter(a['signal'] for a in drifts))}")
+for a in [a for a in drifts if a["signal"] == "error"][:5]:
+    print(f"  drift on the error stream ({a['detector']}): records "
+          f"{a['offsets']['from']}..{a['offsets']['to']} of the input, "
+          f"mean error {a['window']['mean']:.3f} over its last {a['window']['n']} labels")
 PY
 
 echo "== last metrics snapshot ($WORK/metrics.jsonl)"
