@@ -567,13 +567,12 @@ class Bench:
                 "events_topic": events,
                 "predictions_topic": self.topic(f"{what}-predictions"),
                 "dead_letter_topic": self.topic(f"{what}-dlq", 1),
+                "learn_dead_letter_topic": self.topic(f"{what}-learn-dlq", 1),
+                "alerts_topic": self.topic(f"{what}-alerts", 1),
+                "metrics_topic": self.topic(f"{what}-metrics", 1),
             },
             "model": case.model_settings(),
         }
-        from stream_learner.settings import KafkaSettings
-
-        if "learn_dead_letter_topic" in KafkaSettings.model_fields:  # a required output
-            settings["kafka"]["learn_dead_letter_topic"] = self.topic(f"{what}-learn-dlq", 1)
         for section, values in self.args.overrides.items():
             settings[section] = {**settings.get(section, {}), **values}
         return settings

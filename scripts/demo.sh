@@ -24,6 +24,7 @@ STREAM_LEARNER_LOCAL__DEAD_LETTERS="$WORK/dead-letters.jsonl" \
 STREAM_LEARNER_LOCAL__LEARN_DEAD_LETTERS="$WORK/learn-dead-letters.jsonl" \
 STREAM_LEARNER_LOCAL__ALERTS="$WORK/alerts.jsonl" \
 STREAM_LEARNER_LOCAL__METRICS="$WORK/metrics.jsonl" \
+STREAM_LEARNER_METRICS__SNAPSHOT_INTERVAL_S=0.5 \
 cli run -c "$ROOT/config/demo.toml" --input "$WORK/events.jsonl" \
     --output "$WORK/predictions.jsonl" --summary-json "$WORK/summary.json" 2>&1 \
     | grep -v -E " (INFO|WARNING) "

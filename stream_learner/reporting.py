@@ -150,19 +150,12 @@ class Reporter:
     # -- snapshots -----------------------------------------------------------------------
 
     def snapshot_due(
-        self,
-        shards: Mapping[TopicPartition, Shard],
-        totals: Mapping[str, Any],
-        metric: str,
-        final: bool = False,
+        self, shards: Mapping[TopicPartition, Shard], totals: Mapping[str, Any], metric: str
     ) -> bool:
-        """Write a snapshot record when ``metrics.snapshot_interval_s`` has passed.
-
-        ``final`` (at shutdown) writes one whatever the time, unless snapshots are off.
-        """
+        """Write a snapshot record when ``metrics.snapshot_interval_s`` has passed."""
         interval = self.settings.snapshot_interval_s
         now = self._clock()
-        if not interval or (not final and now - self._snapshot_at < interval):
+        if not interval or now - self._snapshot_at < interval:
             return False
         self.sink.send("metrics", self._worker.encode("utf-8"), self.snapshot(shards, totals,
                                                                                metric, now))

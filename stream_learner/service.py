@@ -237,7 +237,6 @@ class Service:
                     log.info("no records for %.1fs; stopping", svc.idle_timeout_s)
                     break
                 self._report(self._clock())
-            self._report(self._clock(), final=True)
             self._commit()
             self._checkpoint_all()
         finally:
@@ -430,11 +429,11 @@ class Service:
         observe_many(m.event_latency, latencies)  # per batch, not one locked observe per event
         m.stage_latency.labels(stage="process").observe(self._clock() - t0)
 
-    def _report(self, now: float, final: bool = False) -> None:
-        """Consumer lag when due; a metrics snapshot when due or ``final`` (made durable)."""
+    def _report(self, now: float) -> None:
+        """Consumer lag when due; a metrics snapshot when due (made durable at once)."""
         self.reporter.lag(self.shards, now)
         totals = {**self.summary.counts_dict(), "replayed": self.summary.replayed}
-        if self.reporter.snapshot_due(self.shards, totals, self._metric_name, final):
+        if self.reporter.snapshot_due(self.shards, totals, self._metric_name):
             self._outputs_pending = True
             self._commit()
 

@@ -331,9 +331,10 @@ class DriftSettings(_Section):
 
     enabled: bool = Field(True, description="Monitor drift and emit alerts.")
     signals: tuple[Signal, ...] = Field(
-        ("error", "feature", "prediction", "schema"),
+        ("error", "prediction", "schema"),
         description="Signals to monitor: `error` (when labels arrive), `feature` (each numeric "
-        "feature), `prediction` (prediction or anomaly score), `schema` (the feature set).",
+        "feature: two detectors per feature per event, so opt-in), `prediction` (prediction or "
+        "anomaly score), `schema` (the feature set).",
         strict=False,
     )
     detector: Detector = Field(

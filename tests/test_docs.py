@@ -28,3 +28,16 @@ def test_readme_links_the_error_and_security_pages() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "(docs/errors.md)" in readme and "(docs/security.md)" in readme
     assert (ROOT / "docs" / "security.md").is_file()
+
+
+def test_every_relative_link_in_the_docs_points_to_a_file() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, broken

@@ -220,7 +220,8 @@ def schema(name: str) -> Draft202012Validator:
 def test_service_alerts_fall_on_the_same_events_as_the_detector_in_process(name: str) -> None:
     stream = STREAMS[name]
     settings = load_settings(None, env={}, overrides={
-        "model": stream.model_settings(), "drift": {"cooldown_events": 0},
+        "model": stream.model_settings(),
+        "drift": {"cooldown_events": 0, "signals": ["error", "feature", "prediction", "schema"]},
         "service": {"batch_size": 64},
     })
     _, sink = run(settings, stream.records())
