@@ -37,7 +37,9 @@ log "installing stream-learner[dev] into .venv"
 # Servers.
 started=0
 if [ -z "${STREAM_LEARNER_TEST_KAFKA:-}" ] || [ -z "${STREAM_LEARNER_TEST_REDIS:-}" ]; then
-  if scripts/servers.sh status | grep -q down; then started=1; fi
+  # capture first: `grep -q` closing the pipe early would fail the pipeline under pipefail
+  status="$(scripts/servers.sh status)"
+  if [[ "$status" == *down* ]]; then started=1; fi
 fi
 scripts/servers.sh start
 # shellcheck disable=SC1091

@@ -55,8 +55,14 @@ def _run(
     model_toml: str = MODEL_TOML, check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     config = _config(tmp_path, model_toml)
+    outputs = {  # every local output in the test's folder, none in the working directory
+        f"local__{name}": str(tmp_path / f"{name}.jsonl")
+        for name in ("dead_letters", "learn_dead_letters", "alerts", "metrics")
+    }
     return _cli(
-        ["run", "-c", str(config), "--input", str(input_path), "--output", str(output)], store, check
+        ["run", "-c", str(config), "--input", str(input_path), "--output", str(output)],
+        {**store, **outputs},
+        check,
     )
 
 
