@@ -885,7 +885,11 @@ def restore_ms(run: MaxRun) -> float:
 def _kib(run: MaxRun | str | None) -> str:
     if not isinstance(run, MaxRun):
         return "n/a"
-    return f"{run.state_max('checkpoint_size_bytes') / 1024:,.0f} KiB"
+    # the per-partition size gauges are gone once the worker released its partitions
+    saved = run.state("checkpoints_total")
+    written = run.state("checkpoint_written_bytes_total")
+    size = written / saved if saved and written else run.state_max("checkpoint_size_bytes")
+    return f"{size / 1024:,.0f} KiB"
 
 
 def _verdict(ok: bool) -> str:

@@ -147,6 +147,11 @@ class Metrics:
             "Time to seal and store one shard checkpoint.",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.checkpoint_written = Counter(
+            "stream_learner_checkpoint_written_bytes_total",
+            "Bytes of checkpoints written to the store (all partitions).",
+            registry=r,
+        )
         self.checkpoint_bytes = Gauge(
             "stream_learner_checkpoint_size_bytes", "Size of the last checkpoint of a partition.",
             ["partition"], registry=r,

@@ -305,6 +305,7 @@ class Checkpointer:
         m = self.metrics
         m.checkpoint_seconds.observe(self._clock() - t0)
         m.checkpoint_bytes.labels(partition=shard.id.rsplit(":", 1)[1]).set(len(blob))
+        m.checkpoint_written.inc(len(blob))
         m.checkpoints.labels(result="ok").inc()
         shard.saved_at = now
         shard.records_since_save = 0
