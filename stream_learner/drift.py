@@ -285,6 +285,10 @@ class SchemaMonitor:
     state: str = "stable"
     changed_at: int = 0
     first: Stamp | None = None
+    #: feature sets (names and value types) already folded into the schema: an event
+    #: with one of them can change nothing, so it skips the comparison; cleared
+    #: whenever the schema changes
+    seen: set[tuple[tuple[str, type], ...]] = field(default_factory=set)
 
     signal = "schema"
     series = "schema"
@@ -297,8 +301,16 @@ class SchemaMonitor:
         self.n += 1
         if self.first is None:
             self.first = at
-        found = self._compare(features) if self.n > grace else []
-        self._learn(features)
+        signature = tuple((name, type(value)) for name, value in features.items())
+        if signature in self.seen:
+            found: list[tuple[str, str, dict[str, Any]]] = []
+        else:
+            found = self._compare(features) if self.n > grace else []
+            before = (dict(self.types), set(self.always))
+            self._learn(features)
+            if before != (self.types, self.always):
+                self.seen.clear()
+            self.seen.add(signature)
         changes = [self._drift(kind, name, detail, at) for kind, name, detail in found]
         if not changes and self.state == "drift" and self.n - self.changed_at >= rules.resolve_after:
             self.state = "stable"
