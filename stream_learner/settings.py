@@ -134,7 +134,12 @@ class KafkaSettings(_Section):
     ssl_password_env: str = Field(
         "", description="Name of the environment variable that holds the SSL key password."
     )
-    linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    linger_ms: int = Field(
+        500,
+        ge=0,
+        description="Producer batching delay. Every poll batch ends with a flush that sends at "
+        "once, so a long linger only stops partial sends within a batch (cheaper per event).",
+    )
     session_timeout_ms: int = Field(10000, ge=1000, description="Consumer group session timeout.")
     static_membership: bool = Field(
         False,
