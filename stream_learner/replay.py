@@ -415,8 +415,8 @@ class RoutedSink:
 class DriftPoints:
     """Passes records through to ``sink`` and keeps the drift alerts among them.
 
-    HOOK (drift alerts, issue 5): the service sends alerts with the role
-    ``alerts``; every one that passes is kept here for the replay summary.
+    The service sends drift alerts with the role ``alerts``; every one that
+    passes is kept here for the replay summary ("drift points").
     """
 
     ROLE = "alerts"
