@@ -44,6 +44,7 @@ from stream_learner.events import Origin, parse_ts
 from stream_learner.settings import SchemaSettings
 from stream_learner.sinks import Header, Sink
 from stream_learner.sources import (
+    FiniteInput,
     PartitionListener,
     Record,
     TopicPartition,
@@ -312,7 +313,7 @@ class Progress:
             self._stream.flush()
 
 
-class ReplaySource:
+class ReplaySource(FiniteInput):
     """A finite, ordered sequence of records behind the :class:`~stream_learner.sources.Source`
     protocol: every partition is assigned at once, nothing is committed, and the
     service restores each shard as a fresh model.
@@ -351,32 +352,8 @@ class ReplaySource:
             self._progress.update(len(batch))
         return batch
 
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """A replay commits nothing."""
-
-    @property
-    def exhausted(self) -> bool:
-        """True once every record was handed out."""
-        return self._exhausted
-
-    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
-        """Nothing committed: every shard starts from a fresh model."""
-        return dict.fromkeys(partitions)
-
-    def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        """Offsets start at 0."""
-        return dict.fromkeys(partitions, 0)
-
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """A replay is read once, in order; fresh shards never seek."""
-
-    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """History has no live end to lag behind: always 0."""
-        return dict.fromkeys(positions, 0)
-
-    def generation(self) -> int:
-        """No group: 0."""
-        return 0
 
     def close(self) -> None:
         """Close the progress line."""

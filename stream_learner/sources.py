@@ -27,6 +27,7 @@ __all__ = [
     "COMMIT_BACKOFF_S",
     "RECONNECT_BACKOFF_MAX_MS",
     "FileSource",
+    "FiniteInput",
     "KafkaSource",
     "PartitionListener",
     "Record",
@@ -121,7 +122,41 @@ class Source(Protocol):
         ...
 
 
-class FileSource:
+class FiniteInput:
+    """The parts of :class:`Source` shared by inputs that are read once, without a group.
+
+    Nothing is committed (positions live in checkpoints), every offset is still
+    there, there is no group generation and no live end to lag behind.
+    """
+
+    _exhausted: bool = False
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Nothing to record: positions live in checkpoints."""
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the input ended."""
+        return self._exhausted
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """No committed offsets: a checkpoint alone says where to resume."""
+        return dict.fromkeys(partitions)
+
+    def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Offsets start at 0 and every one is still there."""
+        return dict.fromkeys(partitions, 0)
+
+    def generation(self) -> int:
+        """No group: always 0."""
+        return 0
+
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """No live end to lag behind: always 0."""
+        return dict.fromkeys(positions, 0)
+
+
+class FileSource(FiniteInput):
     """JSON Lines from a file, stdin (``-``) or a bundled River dataset (``river:Name``).
 
     The whole input is partition 0 of a "topic" named after the input; the
@@ -175,22 +210,6 @@ class FileSource:
             self._exhausted = True
         return out
 
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Nothing to record for a file; positions live in checkpoints."""
-
-    @property
-    def exhausted(self) -> bool:
-        """True once the input ended."""
-        return self._exhausted
-
-    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
-        """A file has no committed offsets: a checkpoint alone says where to resume."""
-        return dict.fromkeys(partitions)
-
-    def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        """Every line is still there."""
-        return dict.fromkeys(partitions, 0)
-
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Skip to line ``offset`` (re-opening the input to go back, when it is a file)."""
         if offset < self._offset:
@@ -200,14 +219,6 @@ class FileSource:
         for _ in islice(self._lines, offset - self._offset):
             self._offset += 1
         self._offset = max(self._offset, offset)
-
-    def generation(self) -> int:
-        """No group: always 0."""
-        return 0
-
-    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """A file's end is unknown until it is read: always 0."""
-        return dict.fromkeys(positions, 0)
 
     def close(self) -> None:
         """Close the file, if one was opened."""
