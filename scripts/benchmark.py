@@ -29,6 +29,14 @@ latency
 floor
     Kafka's own ``EndToEndLatency`` tool (same jars, same broker): one
     produce -> consume hop with ``acks=all``, records of the events' size.
+edges
+    The worker's Kafka edges with nothing between them: poll a batch, send one
+    prediction-sized record per event, flush, commit, through the project's own
+    Kafka source, sink and commit strategy (kafka-python). With no decoding,
+    model or metrics this is the client's own cost per event, and with the bare
+    loop it bounds the throughput ratio the service can reach. The same loop is
+    also run with confluent-kafka (librdkafka) when that package is installed
+    (``pip install -e '.[bench]'``); it is not a dependency of the service.
 checkpoint
     Throughput with a checkpoint every second against none, and the time a
     worker spends restoring state when its partitions are assigned; reported
@@ -370,6 +378,105 @@ def worker_main(cfg: dict[str, Any]) -> None:
     print("RESULT " + orjson.dumps(result).decode(), flush=True)
 
 
+PREDICTION_SHAPE = {
+    "id": 12345, "key": "sensor-7", "ts": 12345.0, "prediction": 1,
+    "proba": {"0": 0.0712, "1": 0.9288},
+    "model": {"name": "bench-linear", "version": 1, "n_learned": 12345, "generation": 0},
+    "source": {"topic": "bench-0123abcd-linear-max-events", "partition": 1, "offset": 4115},
+    "latency_ms": 1.234,
+}
+
+
+class _NoRestore:
+    """A partition listener with nothing to restore (the edges-only loop keeps no state)."""
+
+    def on_assigned(self, partitions: Sequence[Any]) -> None:
+        """Nothing to do."""
+
+    def on_revoked(self, partitions: Sequence[Any]) -> None:
+        """Nothing to do."""
+
+
+def edges_main(cfg: dict[str, Any]) -> None:
+    """The worker's Kafka edges with nothing between them; print one ``RESULT`` line.
+
+    Per poll batch, as the service does: poll, one prediction-sized record per
+    input record, then flush and commit (``kafka-python``: the project's own
+    source, sink and commit strategy). No decoding, no model, no metrics: what is
+    left is the Kafka client's own cost per event.
+    """
+    from stream_learner.settings import load_settings
+
+    settings = load_settings(None, env={}, overrides=cfg["settings"])
+    value = orjson.dumps(PREDICTION_SHAPE)
+    n = int(settings.service.max_events)
+    loop = _ck_edges if cfg["edges"] == "confluent-kafka" else _kafka_python_edges
+    first, first_cpu = loop(settings, n, value)
+    end, end_cpu = time.perf_counter(), _cpu_seconds()
+    result = {"records": n, "elapsed_s": end - first, "cpu_s": end_cpu - first_cpu,
+              "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+    print("RESULT " + orjson.dumps(result).decode(), flush=True)
+
+
+def _kafka_python_edges(settings: Any, n: int, value: bytes) -> tuple[float, float]:
+    """Consume ``n`` records and answer each through the project's Kafka source and sink."""
+    from stream_learner import cli
+    from stream_learner.commits import AtLeastOnce
+
+    source, sink = cli.build_edges(settings, dict(os.environ))
+    committer = AtLeastOnce(source, sink)
+    source.subscribe(_NoRestore())
+    batch, timeout = settings.service.batch_size, settings.service.poll_timeout_ms
+    done, first, first_cpu = 0, 0.0, 0.0
+    while done < n:
+        records = source.poll(min(batch, n - done), timeout)
+        if records and not done:
+            first, first_cpu = time.perf_counter(), _cpu_seconds()
+        offsets: dict[tuple[str, int], int] = {}
+        for record in records:
+            sink.send("predictions", record.key, value)
+            offsets[(record.origin.topic, record.origin.partition)] = record.origin.offset + 1
+        committer.commit(offsets)
+        done += len(records)
+    sink.close()
+    source.close()
+    return first, first_cpu
+
+
+def _ck_edges(settings: Any, n: int, value: bytes) -> tuple[float, float]:
+    """The same loop with confluent-kafka (librdkafka), configured like the worker's client."""
+    from confluent_kafka import Consumer, Producer
+
+    k = settings.kafka
+    consumer = Consumer({
+        "bootstrap.servers": k.bootstrap_servers, "group.id": k.group_id,
+        "auto.offset.reset": k.auto_offset_reset, "enable.auto.commit": False,
+        "partition.assignment.strategy": "range",
+    })
+    producer = Producer({
+        "bootstrap.servers": k.bootstrap_servers, "acks": "all", "enable.idempotence": True,
+        "linger.ms": k.linger_ms, "batch.size": 256 * 1024,
+    })
+    consumer.subscribe([k.events_topic])
+    batch, timeout = settings.service.batch_size, settings.service.poll_timeout_ms / 1000.0
+    done, first, first_cpu = 0, 0.0, 0.0
+    while done < n:
+        messages = consumer.consume(min(batch, n - done), timeout)
+        if messages and not done:
+            first, first_cpu = time.perf_counter(), _cpu_seconds()
+        for message in messages:
+            if message.error() is not None:
+                raise RuntimeError(f"confluent-kafka: {message.error()}")
+            producer.produce(k.predictions_topic, value=value, key=message.key())
+        if messages:
+            if producer.flush(30) != 0:
+                raise RuntimeError("confluent-kafka: records left unsent after 30 s")
+            consumer.commit(asynchronous=False)
+        done += len(messages)
+    consumer.close()
+    return first, first_cpu
+
+
 def _state_metrics(metrics: Any) -> dict[str, float]:
     """Checkpoint and restore samples (sums, counts, gauges) of the worker's registry."""
     out: dict[str, float] = {}
@@ -494,6 +601,20 @@ class Floor:
 
 
 @dataclass
+class Edges:
+    """The worker's Kafka edges alone: poll, one output per record, flush, commit."""
+
+    client: str
+    events_per_s: float
+    cpu_us: float
+
+    @property
+    def wall_us(self) -> float:
+        """Wall time per event."""
+        return 1e6 / self.events_per_s
+
+
+@dataclass
 class CaseResult:
     """Everything measured for one model."""
 
@@ -577,10 +698,12 @@ class Bench:
             settings[section] = {**settings.get(section, {}), **values}
         return settings
 
-    def start_worker(self, cfg: Mapping[str, Any]) -> subprocess.Popen[str]:
-        """A worker subprocess running this script's ``worker`` role."""
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "worker",
-               "--config", orjson.dumps(cfg).decode()]
+    def start_worker(
+        self, cfg: Mapping[str, Any], role: str = "worker", **extra: Any
+    ) -> subprocess.Popen[str]:
+        """A worker subprocess running this script's ``worker`` (or ``edges``) role."""
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--role", role,
+               "--config", orjson.dumps({**cfg, **extra}).decode()]
         if cfg.get("py_spy"):
             # every thread, on-CPU samples only, as collapsed stacks
             cmd = ["py-spy", "record", "--threads", "--rate", "250", "--format", "raw",
@@ -655,6 +778,20 @@ class Bench:
             elapsed_s=result["elapsed_s"],
             threads_cpu_s=result["threads_cpu_s"],
             state_metrics=result["state_metrics"],
+        )
+
+    def edges(self, values: Sequence[bytes], client: str) -> Edges:
+        """Pre-produce ``values``, then run the edges-only loop of ``client`` over them."""
+        what = f"edges-{client}"
+        events = self.topic(f"{what}-events")
+        self.produce(events, values)
+        settings = self.worker_settings(CASES[0], events, what, max_events=len(values))
+        proc = self.start_worker({"settings": settings}, role="edges", edges=client)
+        result = self.worker_result(proc, timeout=600)
+        return Edges(
+            client=client,
+            events_per_s=result["records"] / result["elapsed_s"],
+            cpu_us=result["cpu_s"] / result["records"] * 1e6,
         )
 
     def latency(self, case: Case, max_rate: float) -> list[LatencyRun]:
@@ -839,7 +976,6 @@ def machine() -> dict[str, str]:
     """Machine and library details for the report."""
     from importlib.metadata import version
 
-
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -861,8 +997,18 @@ def machine() -> dict[str, str]:
         "river": version("river"),
         "kafka-python": version("kafka-python"),
         "orjson": version("orjson"),
+        "confluent-kafka (edges comparison only)": _version_or_absent("confluent-kafka"),
         "load average at start (1, 5, 15 min)": load,
     }
+
+
+def _version_or_absent(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -898,7 +1044,7 @@ def _verdict(ok: bool) -> str:
 
 def render(
     results: Sequence[CaseResult], floor: Floor | str | None, info: Mapping[str, str], plan: Plan,
-    quick: bool,
+    quick: bool, edges: Sequence[Edges] = (),
 ) -> str:
     """The generated part of docs/benchmarks.md."""
     names = [r.case.name for r in results]
@@ -921,6 +1067,9 @@ def render(
             return (f"{_fmt(lr.p50_ms)} / {_fmt(lr.p99_ms)} / {_fmt(lr.p999_ms)} "
                     f"@ {lr.rate:,.0f}/s{lost}")
         return svc(cell)
+
+    def ceiling(e: Edges) -> Callable[[CaseResult], str]:
+        return lambda r: f"{edges_ceiling(r.bare, e):.2f}"
 
     def ckpt(r: CaseResult) -> str:
         c = r.checkpoint
@@ -967,7 +1116,10 @@ def render(
           for i, load in enumerate(LOAD_LEVELS)),
         row("checkpoint every 1 s: throughput", ckpt),
         row("restore time", restore),
+        *(row(f"throughput ratio if the service added only the {e.client} edges", ceiling(e))
+          for e in edges),
         "",
+        *render_edges(edges, plan),
     ]
     if isinstance(floor, Floor):
         lines.append(
@@ -1024,6 +1176,38 @@ def render(
         END,
     ]
     return "\n".join(lines)
+
+
+def edges_ceiling(bare: Bare, edges: Edges) -> float:
+    """Service / bare throughput if the loop were River's model plus the Kafka edges only.
+
+    Examples
+    --------
+    >>> round(edges_ceiling(Bare(50_000.0, 0, 0, 0, 0, 0), Edges("c", 50_000.0, 15.0)), 2)
+    0.5
+    """
+    model_us = 1e6 / bare.events_per_s
+    return model_us / (model_us + edges.wall_us)
+
+
+def render_edges(edges: Sequence[Edges], plan: Plan) -> list[str]:
+    """The table of the edges-only runs (empty when they were skipped)."""
+    if not edges:
+        return []
+    lines = [
+        f"Kafka edges alone, {plan.n_events:,} events, one process: poll up to "
+        "`service.batch_size` records, one prediction-sized record per event, flush, commit "
+        "(acks=all, idempotent producer, same linger), with no decoding, model or metrics in "
+        "between. kafka-python is the service's client through its own source, sink and "
+        "commit strategy; confluent-kafka (librdkafka) is not a dependency and is measured "
+        "only when it is installed, with the same loop written against its API.",
+        "",
+        "| client | events/s | CPU µs per event (every thread) | wall µs per event |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {e.client} | {e.events_per_s:,.0f} | {e.cpu_us:.1f} | {e.wall_us:.1f} |"
+              for e in edges]
+    return [*lines, ""]
 
 
 DOC_INTRO = """# Benchmarks
@@ -1173,6 +1357,7 @@ def run(args: argparse.Namespace) -> int:
             elif case.name in ("linear", "tree") and "checkpoint" not in args.skip:
                 log(f"{case.name}: checkpoints every second, then a restore")
                 measure_checkpoints(bench, case, values, overrides, result)
+        edges = measure_edges(bench, pool, args.skip)
         floor: Floor | str = "skipped"
         if "floor" not in args.skip:
             log("Kafka's end-to-end latency floor")
@@ -1181,12 +1366,29 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bench.close()
     info["load average at end (1, 5, 15 min)"] = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    block = render(results, floor, info, plan, args.quick)
+    block = render(results, floor, info, plan, args.quick, edges)
     print(block)
     if not args.no_write:
         write_doc(block)
         log(f"wrote {DOC.relative_to(ROOT)}")
     return 0
+
+
+def measure_edges(bench: Bench, pool: Sequence[tuple[dict[str, Any], Any]],
+                  skip: Sequence[str]) -> list[Edges]:
+    """The Kafka edges alone: kafka-python (the service's), and confluent-kafka if installed."""
+    if "edges" in skip:
+        return []
+    values = encoded_events(pool, True)
+    clients = ["kafka-python"]
+    if importlib.util.find_spec("confluent_kafka") is not None:
+        clients.append("confluent-kafka")
+    out = []
+    for client in clients:
+        log(f"Kafka edges alone ({client}): poll, one output per record, flush, commit")
+        out.append(bench.edges(values, client))
+        log(f"{client}: {out[-1].events_per_s:,.0f} events/s, {out[-1].cpu_us:.1f} CPU µs/event")
+    return out
 
 
 def measure_checkpoints(
@@ -1253,17 +1455,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis", default=os.environ.get("STREAM_LEARNER_TEST_REDIS"))
     parser.add_argument("--kafka-libs", help="folder of the Kafka jars (kafka-tools included)")
     parser.add_argument("--events", type=int, help="events of the max-throughput runs")
-    parser.add_argument("--skip", nargs="+", default=[], choices=["latency", "floor", "checkpoint"],
+    parser.add_argument("--skip", nargs="+", default=[],
+                        choices=["latency", "floor", "checkpoint", "edges"],
                         help="leave parts out (for quick experiments)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a worker setting, e.g. kafka.linger_ms=50 (value read as TOML)")
-    parser.add_argument("--role", choices=["main", "worker", "producer"], default="main",
+    parser.add_argument("--role", choices=["main", "worker", "edges", "producer"], default="main",
                         help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.overrides = parse_sets(args.set)
     if args.role == "worker":
         worker_main(orjson.loads(args.config))
+        return 0
+    if args.role == "edges":
+        edges_main(orjson.loads(args.config))
         return 0
     if args.role == "producer":
         producer_main(args.bootstrap)

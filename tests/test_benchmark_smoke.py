@@ -95,6 +95,23 @@ def test_report_states_each_target_and_what_is_pending(bench: ModuleType) -> Non
     assert "pending: task `anomaly` not accepted" in rows["| service max throughput, events/s"]
 
 
+def test_report_bounds_the_ratio_by_the_edges_alone(bench: ModuleType) -> None:
+    # bare loop 1000 events/s = 1000 µs per event; edges 4000 events/s = 250 µs per event
+    edges = [bench.Edges("kafka-python", events_per_s=4000.0, cpu_us=200.0),
+             bench.Edges("confluent-kafka", events_per_s=9000.0, cpu_us=20.0)]
+    text = bench.render(_results(bench), None, {"cpu": "test"}, bench.Plan.make(True), True,
+                        edges)
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    # 1000 / (1000 + 250) for every model
+    assert rows["| throughput ratio if the service added only the kafka-python edges"] == (
+        "| throughput ratio if the service added only the kafka-python edges | 0.80 | 0.80 | 0.80 |"
+    )
+    assert "| kafka-python | 4,000 | 200.0 | 250.0 |" in text
+    assert "| confluent-kafka | 9,000 | 20.0 | 111.1 |" in text
+    without = bench.render(_results(bench), None, {"cpu": "test"}, bench.Plan.make(True), True)
+    assert "edges" not in without
+
+
 def test_page_keeps_text_outside_the_generated_block(bench: ModuleType, tmp_path: Path) -> None:
     page = tmp_path / "benchmarks.md"
     bench.write_doc(f"{bench.BEGIN}\nfirst\n{bench.END}", page)
