@@ -20,7 +20,7 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, BaseModel):
         value = value.model_dump(by_alias=True)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         inner = ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items())
         return f"{{ {inner} }}" if inner else "{}"
     if isinstance(value, list | tuple | set | frozenset):
@@ -88,8 +88,8 @@ def type_name(annotation: Any) -> str:
 
     >>> type_name(typing.Literal["local", "kafka"])
     'one of `"local"`, `"kafka"`'
-    >>> type_name(tuple[dict[str, Any], ...])
-    'list of tables'
+    >>> type_name(tuple[dict[str, Any], ...]), type_name(Mapping[str, float])
+    ('list of tables', 'table')
     """
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -102,7 +102,7 @@ def type_name(annotation: Any) -> str:
     if origin in (list, tuple, set, frozenset, Sequence):
         items = [a for a in args if a is not Ellipsis]
         return "list of " + (_plural(type_name(items[0])) if items else "values")
-    if origin is dict or annotation is dict:
+    if origin in (dict, Mapping) or annotation in (dict, Mapping):
         return "table"
     if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
         return "table"

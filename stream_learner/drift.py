@@ -43,6 +43,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -85,7 +86,7 @@ WARNING_DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
-def make_detector(name: str, params: dict[str, Any], seed: int | None = None) -> Any:
+def make_detector(name: str, params: Mapping[str, Any], seed: int | None = None) -> Any:
     """A River detector by its setting name, with ``params``.
 
     Raises
@@ -123,7 +124,7 @@ def make_detector(name: str, params: dict[str, Any], seed: int | None = None) ->
         ) from None
 
 
-def warning_twin(name: str, params: dict[str, Any], seed: int | None = None) -> Any:
+def warning_twin(name: str, params: Mapping[str, Any], seed: int | None = None) -> Any:
     """The looser detector whose detections are warnings (None: the detector has its own)."""
     if name in BINARY_DETECTORS:
         return None

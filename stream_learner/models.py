@@ -94,9 +94,12 @@ def resolve_class(path: str) -> type:
 
 
 def _build_value(value: Any, seed: int) -> Any:
-    if isinstance(value, Mapping) and "step" in value:
-        return build_step(value, seed)
-    if isinstance(value, list):
+    """A parameter as River expects it: nested steps built, tables and arrays as dicts and lists."""
+    if isinstance(value, Mapping):
+        if "step" in value:
+            return build_step(value, seed)
+        return {k: _build_value(v, seed) for k, v in value.items()}
+    if isinstance(value, list | tuple):
         return [_build_value(v, seed) for v in value]
     return value
 

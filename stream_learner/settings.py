@@ -24,14 +24,16 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
@@ -43,6 +45,7 @@ __all__ = [
     "ENV_PREFIX",
     "CheckpointSettings",
     "DriftSettings",
+    "FrozenMap",
     "KafkaSettings",
     "LabelSettings",
     "LimitSettings",
@@ -56,6 +59,73 @@ __all__ = [
 ]
 
 ENV_PREFIX = "STREAM_LEARNER_"
+
+
+class FrozenMap(Mapping[str, Any]):
+    """A read-only, hashable mapping: how frozen settings hold TOML tables.
+
+    Values are frozen too (tables become ``FrozenMap``, arrays tuples), so a
+    settings object can be neither changed after validation nor made unhashable.
+
+    Examples
+    --------
+    >>> m = freeze({"step": "linear_model.LinearRegression", "params": {"l2": [0.1]}})
+    >>> m["params"]["l2"], hash(m) == hash(freeze(thaw(m)))
+    ((0.1,), True)
+    >>> m["step"] = "x"
+    Traceback (most recent call last):
+    ...
+    TypeError: 'FrozenMap' object does not support item assignment
+    """
+
+    __slots__ = ("_hash", "_items")
+
+    def __init__(self, items: Mapping[str, Any]) -> None:
+        self._items = dict(items)
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._items.items()))
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+
+def freeze(value: Any) -> Any:
+    """``value`` with every table made a :class:`FrozenMap` and every array a tuple."""
+    if isinstance(value, Mapping):
+        return FrozenMap({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The plain dicts and lists :func:`freeze` was given (for dumps and hashes)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+_FREEZE = AfterValidator(freeze)
+_THAW = PlainSerializer(thaw, return_type=dict[str, Any])
+#: A TOML table (a pipeline step), frozen once validated.
+Table = Annotated[Mapping[str, Any], _FREEZE, _THAW]
+#: A table of numbers (detector parameters), frozen once validated.
+Numbers = Annotated[Mapping[str, float | int], _FREEZE, _THAW]
 
 
 class _Section(BaseModel):
@@ -231,7 +301,7 @@ class ModelSettings(_Section):
         description="Anomaly: `is_anomaly` when the score is at least this running quantile of "
         "past scores (wraps the detector in anomaly.QuantileFilter).",
     )
-    pipeline: tuple[dict[str, Any], ...] = Field(
+    pipeline: tuple[Table, ...] = Field(
         (
             {"step": "preprocessing.StandardScaler"},
             {"step": "linear_model.LinearRegression", "params": {"intercept_lr": 0.1}},
@@ -345,12 +415,12 @@ class DriftSettings(_Section):
     detector: Detector = Field(
         "adwin", description="River detector of the continuous signals (drift.ADWIN, ...)."
     )
-    params: dict[str, float | int] = Field(
-        default_factory=dict,
+    params: Numbers = Field(
+        default_factory=lambda: FrozenMap({}),
         description="Parameters of `detector`, e.g. `{delta = 0.002}` (empty: River's defaults).",
     )
-    warning_params: dict[str, float | int] = Field(
-        default_factory=dict,
+    warning_params: Numbers = Field(
+        default_factory=lambda: FrozenMap({}),
         description="Parameters of the looser twin detector that raises warnings (empty: "
         "ADWIN delta 0.01 and clock 8, PageHinkley threshold 25, KSWIN alpha 0.05).",
     )
@@ -359,8 +429,8 @@ class DriftSettings(_Section):
         description="Detector of the error stream; `ddm` / `eddm` (binary: classification and "
         "anomaly only) have their own warning zone.",
     )
-    error_params: dict[str, float | int] = Field(
-        default_factory=dict, description="Parameters of `error_detector`."
+    error_params: Numbers = Field(
+        default_factory=lambda: FrozenMap({}), description="Parameters of `error_detector`."
     )
     cooldown_events: int = Field(
         500,

@@ -318,11 +318,6 @@ def test_boolean_is_not_accepted_for_an_integer_key():
         load_settings(None, env=env(SERVICE__BATCH_SIZE="true"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Settings is 'frozen' but model.pipeline holds plain dicts: they can be "
-    "mutated after validation and make the frozen object unhashable",
-)
 def test_pipeline_steps_are_immutable_too():
     def fresh() -> Settings:
         steps = [{"step": "linear_model.LinearRegression", "params": {"intercept_lr": 0.1}}]
