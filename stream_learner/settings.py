@@ -308,6 +308,7 @@ class ModelSettings(_Section):
         ),
         description="Steps `{step = \"module.Class\", params = {...}}`, chained with `|`.",
         strict=False,  # TOML arrays arrive as lists
+        validate_default=True,  # the default steps are frozen too
     )
     factory: str = Field(
         "",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pydantic
 import pytest
 
@@ -327,3 +329,7 @@ def test_pipeline_steps_are_immutable_too():
     with pytest.raises(TypeError):
         s.model.pipeline[0]["params"]["intercept_lr"] = 99.0
     assert hash(s) == hash(fresh())
+    defaults = load_settings(None, env={})
+    with pytest.raises(TypeError):
+        defaults.model.pipeline[1]["params"]["intercept_lr"] = 99.0
+    assert hash(defaults) == hash(pickle.loads(pickle.dumps(defaults)))  # as in checkpoints
