@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -299,14 +300,25 @@ class Service:
     def _drain_shard(self, shard: Shard, counts: Counts) -> None:
         m = self.metrics
         book = shard.learner.book
-        for when, events, seconds in book.drain_delays():
-            m.labels_joined.labels(when=when).inc()
-            m.label_delay_events.observe(events)
-            m.label_delay_seconds.observe(seconds)
+        delays = book.drain_delays()
+        if delays:
+            self._report_delays(delays)
         for expired in book.drain_expired():
             m.labels_expired.labels(buffer=expired.buffer).inc()
             if expired.label is not None:
                 self._expired_label(expired, counts)
+
+    def _report_delays(self, delays: Sequence[tuple[str, int, float]]) -> None:
+        """Joined labels and their delays: one increment per ``when``, one fill per histogram.
+
+        Three locked Prometheus calls per label were a tenth of the loop's time;
+        the values are the same as with one ``inc`` and two ``observe`` per label.
+        """
+        m = self.metrics
+        for when, n in Counter(when for when, _, _ in delays).items():  # first-seen order
+            m.labels_joined.labels(when=when).inc(n)
+        observe_many(m.label_delay_events, [events for _, events, _ in delays])
+        observe_many(m.label_delay_seconds, [seconds for _, _, seconds in delays])
 
     def _advance(self, shard: Shard, tp: TopicPartition, offset: int) -> None:
         shard.position[tp] = offset + 1
