@@ -41,6 +41,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,6 +70,11 @@ MONITORED = ("error", "feature", "prediction", "schema")
 class Watch(Protocol):
     """What the learner calls; :class:`NullDriftWatch` when drift is disabled."""
 
+    @property
+    def outbox(self) -> Sequence[Alert]:
+        """The alerts raised since the last drain (read per record: empty is cheap to test)."""
+        ...
+
     def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
         """An event was scored by ``slot``'s model."""
         ...
@@ -95,6 +101,9 @@ class Watch(Protocol):
 
 class NullDriftWatch:
     """Drift disabled: nothing is monitored."""
+
+    #: never any alert (a class attribute: pickles of this watch stay as they were)
+    outbox: tuple[Alert, ...] = ()
 
     def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
         """Nothing."""

@@ -268,23 +268,27 @@ class Service:
         counts = Counts()
         latencies: list[float] = []
         n_replayed = 0
+        shards, uncommitted = self.shards, self._uncommitted
         for record in records:
-            tp = (record.origin.topic, record.origin.partition)
-            shard = self.shards.get(self.shard_of(tp))
+            topic, partition, offset = record.origin
+            tp = (topic, partition)
+            shard = shards.get(self.shard_of(tp))
             if shard is None:  # revoked mid-batch: not ours to count or commit
                 continue
-            offset = record.origin.offset
-            if not self._in_sequence(shard, tp, offset):
+            if shard.position.get(tp, offset) != offset and not self._in_sequence(
+                shard, tp, offset
+            ):
                 continue
-            if shard.replaying(tp, offset):
+            if shard.replay_until and shard.replaying(tp, offset):
                 self._drain_shard(shard, counts)  # what live records of the batch left
                 self._replay(record, shard.learner)
                 self.reporter.alerts(shard, emit=False)
                 n_replayed += 1
             else:
                 self._handle(record, shard.learner, counts, latencies, received_at)
-                self.reporter.alerts(shard, emit=True)
-                self._uncommitted[tp] = offset + 1
+                if shard.learner.drift.outbox:
+                    self.reporter.alerts(shard, emit=True)
+                uncommitted[tp] = offset + 1
             self._advance(shard, tp, offset)
         self.reporter.seen(records)
         self.summary.replayed += n_replayed
@@ -354,8 +358,9 @@ class Service:
         counts.records += 1
         stats = learner.book.stats
         labelled = stats.labelled
+        value, key, timestamp_ms, origin = record
         try:
-            item = self.codec.decode(record.value, record.key, record.timestamp_ms, record.origin)
+            item = self.codec.decode(value, key, timestamp_ms, origin)
             prediction = learner.process(item)
         except InvalidRecord as error:
             self._dead_letter(record, error, counts)
