@@ -201,13 +201,17 @@ class Monitor:
     def update(self, value: float, at: Stamp, rules: Rules) -> Change | None:
         """Feed one value; return the lifecycle change it caused, if any."""
         self.n += 1
-        self.detector.update(value)
-        if self.warner is not None:
-            self.warner.update(value)
+        detector, warner = self.detector, self.warner
+        detector.update(value)
+        if warner is not None:
+            warner.update(value)
         self.window.add(value, at)
-        if self.detector.drift_detected:
+        if detector.drift_detected:
             return self._change("drift", rules)
-        warns = self._warns()
+        if warner is not None:
+            warns = bool(warner.drift_detected)
+        else:  # a detector with its own warning zone (DDM, EDDM)
+            warns = bool(getattr(detector, "warning_detected", False))
         if self.state == "stable":
             return self._change("warning", rules) if warns else None
         if warns:
@@ -215,11 +219,6 @@ class Monitor:
         elif self.n - self.changed_at >= rules.resolve_after:
             return self._change("resolved", rules)
         return None
-
-    def _warns(self) -> bool:
-        if self.warner is not None:
-            return bool(self.warner.drift_detected)
-        return bool(getattr(self.detector, "warning_detected", False))
 
     def _cooling(self, rules: Rules) -> bool:
         return self.alerted_at is not None and self.n - self.alerted_at <= rules.cooldown
@@ -302,8 +301,10 @@ class SchemaMonitor:
         self.n += 1
         if self.first is None:
             self.first = at
-        signature = tuple((name, type(value)) for name, value in features.items())
+        signature = tuple(zip(features, map(type, features.values()), strict=True))
         if signature in self.seen:
+            if self.state != "drift":  # nothing to find and nothing to resolve
+                return []
             found: list[tuple[str, str, dict[str, Any]]] = []
         else:
             found = self._compare(features) if self.n > grace else []

@@ -41,6 +41,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,6 +70,11 @@ MONITORED = ("error", "feature", "prediction", "schema")
 class Watch(Protocol):
     """What the learner calls; :class:`NullDriftWatch` when drift is disabled."""
 
+    @property
+    def outbox(self) -> Sequence[Alert]:
+        """The alerts raised since the last drain (read per record: empty is cheap to test)."""
+        ...
+
     def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
         """An event was scored by ``slot``'s model."""
         ...
@@ -95,6 +101,9 @@ class Watch(Protocol):
 
 class NullDriftWatch:
     """Drift disabled: nothing is monitored."""
+
+    #: never any alert (a class attribute: pickles of this watch stay as they were)
+    outbox: tuple[Alert, ...] = ()
 
     def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
         """Nothing."""
@@ -179,15 +188,16 @@ class DriftWatch:
     def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
         """Update the schema, feature and prediction monitors of ``slot``."""
         sd = _slot_drift(slot)
+        signals = self.signals
         at: Stamp = (event.ts, event.origin)
-        if "schema" in self.signals:
-            self._schema(slot, key, event.features, at)
-        if "feature" in self.signals:
+        if "schema" in signals:
+            self._schema(slot, sd, key, event.features, at)
+        if "feature" in signals:
             self._features(slot, key, sd, event.features, at)
-        if "prediction" in self.signals:
+        if "prediction" in signals:
             value = self.task.signal(scored)
             if value is not None:
-                self._update(slot, key, "prediction", "prediction", value, at)
+                self._update(slot, sd, key, "prediction", "prediction", value, at)
         challenger = sd.challenger
         if challenger is not None:
             challenger.n_learned += self.task.observe(challenger.model, event.features)
@@ -202,7 +212,7 @@ class DriftWatch:
         if "error" in self.signals:
             error = self.task.error(y, metric_input)
             if error is not None:
-                self._update(slot, key, "error", "error", error, at)
+                self._update(slot, sd, key, "error", "error", error, at)
         challenger = sd.challenger
         if challenger is not None and challenger.armed and self._ready(challenger):
             self._decide(slot, key, sd, at)
@@ -244,26 +254,36 @@ class DriftWatch:
                 if sd.n_features >= self.settings.max_features:
                     continue
                 sd.n_features += 1
-            self._update(slot, key, "feature", series, float(value), at)
+            self._update(slot, sd, key, "feature", series, float(value), at)
 
     def _update(
-        self, slot: Slot, key: str, signal: str, series: str, value: float, at: Stamp
+        self,
+        slot: Slot,
+        sd: SlotDrift,
+        key: str,
+        signal: str,
+        series: str,
+        value: float,
+        at: Stamp,
     ) -> None:
-        sd = _slot_drift(slot)
         monitor = sd.monitors.get(series)
         if monitor is None:
             monitor = sd.monitors[series] = self._monitor(signal, series)
         before = monitor.state
         change = monitor.update(value, at, self.rules)
-        self._count_open(key, signal, before, monitor.state)
+        if monitor.state != before:
+            self._count_open(key, signal, before, monitor.state)
         if change is not None and change.emit:
             self._changed(slot, key, monitor, change, at)
 
-    def _schema(self, slot: Slot, key: str, features: dict[str, Any], at: Stamp) -> None:
-        monitor = _slot_drift(slot).schema
+    def _schema(
+        self, slot: Slot, sd: SlotDrift, key: str, features: dict[str, Any], at: Stamp
+    ) -> None:
+        monitor = sd.schema
         before = monitor.state
         changes = monitor.update(features, at, self.rules, self.settings.schema_grace_events)
-        self._count_open(key, "schema", before, monitor.state)
+        if monitor.state != before:
+            self._count_open(key, "schema", before, monitor.state)
         for change in changes:
             self._emit(slot, key, change, "schema", "schema", "schema", "none")
 

@@ -115,9 +115,12 @@ class Origin(NamedTuple):
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One input event: features to score, and possibly its label."""
+class Event(NamedTuple):
+    """One input event: features to score, and possibly its label.
+
+    Immutable, and a named tuple rather than a frozen dataclass: one is built
+    per record, and a frozen dataclass's ``__init__`` costs three times as much.
+    """
 
     id: str | int
     key: str
@@ -141,8 +144,7 @@ class Label:
     origin: Origin
 
 
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
+class ModelInfo(NamedTuple):
     """The model that made a prediction; ``generation`` counts its replacements by a
     drift action (reset or promotion) and appears in the record once it is not 0."""
 
@@ -152,12 +154,12 @@ class ModelInfo:
     generation: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Prediction:
+class Prediction(NamedTuple):
     """One prediction record; ``fields`` holds the task-specific fields (e.g. ``proba``).
 
     ``label_error`` is not part of the record: it says why the event's inline
-    label was not learned (the event is still predicted), or is None.
+    label was not learned (the event is still predicted), or is None. A named
+    tuple, like :class:`Event`, because one is built per event.
     """
 
     id: str | int
@@ -171,28 +173,22 @@ class Prediction:
 
     def to_dict(self, latency_ms: float | None = None) -> dict[str, Any]:
         """The JSON object of the prediction contract (``docs/contracts.md``)."""
+        name, version, n_learned, generation = self.model
+        model: dict[str, Any] = {"name": name, "version": version, "n_learned": n_learned}
+        if generation:
+            model["generation"] = generation
+        topic, partition, offset = self.origin
         out: dict[str, Any] = {
             "id": self.id,
             "key": self.key,
             "ts": self.ts,
             "prediction": self.prediction,
             **self.fields,
-            "model": self._model(),
-            "source": {
-                "topic": self.origin.topic,
-                "partition": self.origin.partition,
-                "offset": self.origin.offset,
-            },
+            "model": model,
+            "source": {"topic": topic, "partition": partition, "offset": offset},
         }
         if latency_ms is not None:
             out["latency_ms"] = round(latency_ms, 3)
-        return out
-
-    def _model(self) -> dict[str, Any]:
-        m = self.model
-        out: dict[str, Any] = {"name": m.name, "version": m.version, "n_learned": m.n_learned}
-        if m.generation:
-            out["generation"] = m.generation
         return out
 
 

@@ -250,12 +250,13 @@ class LabelBook:
 
         Only a late label has a delay other than 0 (see :meth:`delay_of`).
         """
+        events, seconds = delay
         st = self.stats
         st.labelled += 1
         setattr(st, when, getattr(st, when) + 1)
-        st.delay_events_sum += delay[0]
-        st.delay_seconds_sum += delay[1]
-        self.delays.append((when, *delay))
+        st.delay_events_sum += events
+        st.delay_seconds_sum += seconds
+        self.delays.append((when, events, seconds))
 
     def delay_of(self, entry: PendingPrediction) -> tuple[int, float]:
         """Delay of a label applied now to ``entry``: (events, seconds of event time).

@@ -113,12 +113,13 @@ class Learner:
 
     def predict_one(self, event: Event) -> Prediction:
         """Score ``event``; learn its label now if it is known, else keep it pending."""
-        self.book.tick(event.ts)
+        book, task = self.book, self.task
+        book.tick(event.ts)
         key, x = event.key, event.features
         slot = self.models.get(key)
         info = ModelInfo(self._name, self._version, slot.n_learned, slot.generation)
         try:
-            scored = self.task.predict(slot.model, x)
+            scored = task.predict(slot.model, x)
         except Exception as exc:  # the model is third-party code: map its errors here
             raise InvalidRecord(
                 "model_rejected", f"the model cannot score these features: {_describe(exc)}"
@@ -127,21 +128,21 @@ class Learner:
         kept = x if label is not None else dict(x)  # features as they are when scored
         label_error = event.label_error
         try:
-            self._count_learned(slot, self.task.observe(slot.model, x))
+            self._count_learned(slot, task.observe(slot.model, x))
         except Exception as exc:
             label_error = InvalidLabel(
                 "learn_failed", f"the model cannot learn this event: {_describe(exc)}"
             )
         self.n_predicted += 1
-        self.book.predicted()
+        book.predicted()
         self.drift.observe(slot, key, event, scored)
         if label is None:
-            self.book.hold(key, event.id, kept, scored.metric_input, event.ts)
+            book.hold(key, event.id, kept, scored.metric_input, event.ts)
         else:
             at = (event.ts, event.origin)
-            learn_error = self._learn(key, x, label[1], scored.metric_input, at)
+            learn_error = self._learn(slot, key, x, label[1], scored.metric_input, at)
             if learn_error is None:
-                self.book.labelled(label[0])
+                book.labelled(label[0])
             label_error = learn_error or label_error
         return Prediction(
             event.id,
@@ -167,7 +168,8 @@ class Learner:
             self.book.wait(label)
             return
         at = (label.ts, label.origin)
-        error = self._learn(label.key, entry.x, label.label, entry.metric_input, at)
+        slot = self.models.get(label.key)
+        error = self._learn(slot, label.key, entry.x, label.label, entry.metric_input, at)
         if error is not None:
             raise error
         self.book.labelled("late", self.book.delay_of(entry))
@@ -180,9 +182,9 @@ class Learner:
         return None if early is None else ("early", early.label)
 
     def _learn(
-        self, key: str, x: dict[str, Any], y: Any, metric_input: Any, at: Stamp
+        self, slot: Slot, key: str, x: dict[str, Any], y: Any, metric_input: Any, at: Stamp
     ) -> InvalidLabel | None:
-        slot = self.models.get(key)
+        """Teach ``slot`` (the model of ``key``) label ``y``; update the metric and drift."""
         try:
             n = self.task.learn(slot.model, x, y)
         except Exception as exc:  # the model is third-party code: map its errors here

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -267,23 +268,27 @@ class Service:
         counts = Counts()
         latencies: list[float] = []
         n_replayed = 0
+        shards, uncommitted = self.shards, self._uncommitted
         for record in records:
-            tp = (record.origin.topic, record.origin.partition)
-            shard = self.shards.get(self.shard_of(tp))
+            topic, partition, offset = record.origin
+            tp = (topic, partition)
+            shard = shards.get(self.shard_of(tp))
             if shard is None:  # revoked mid-batch: not ours to count or commit
                 continue
-            offset = record.origin.offset
-            if not self._in_sequence(shard, tp, offset):
+            if shard.position.get(tp, offset) != offset and not self._in_sequence(
+                shard, tp, offset
+            ):
                 continue
-            if shard.replaying(tp, offset):
+            if shard.replay_until and shard.replaying(tp, offset):
                 self._drain_shard(shard, counts)  # what live records of the batch left
                 self._replay(record, shard.learner)
                 self.reporter.alerts(shard, emit=False)
                 n_replayed += 1
             else:
                 self._handle(record, shard.learner, counts, latencies, received_at)
-                self.reporter.alerts(shard, emit=True)
-                self._uncommitted[tp] = offset + 1
+                if shard.learner.drift.outbox:
+                    self.reporter.alerts(shard, emit=True)
+                uncommitted[tp] = offset + 1
             self._advance(shard, tp, offset)
         self.reporter.seen(records)
         self.summary.replayed += n_replayed
@@ -299,14 +304,25 @@ class Service:
     def _drain_shard(self, shard: Shard, counts: Counts) -> None:
         m = self.metrics
         book = shard.learner.book
-        for when, events, seconds in book.drain_delays():
-            m.labels_joined.labels(when=when).inc()
-            m.label_delay_events.observe(events)
-            m.label_delay_seconds.observe(seconds)
+        delays = book.drain_delays()
+        if delays:
+            self._report_delays(delays)
         for expired in book.drain_expired():
             m.labels_expired.labels(buffer=expired.buffer).inc()
             if expired.label is not None:
                 self._expired_label(expired, counts)
+
+    def _report_delays(self, delays: Sequence[tuple[str, int, float]]) -> None:
+        """Joined labels and their delays: one increment per ``when``, one fill per histogram.
+
+        Three locked Prometheus calls per label were a tenth of the loop's time;
+        the values are the same as with one ``inc`` and two ``observe`` per label.
+        """
+        m = self.metrics
+        for when, n in Counter(when for when, _, _ in delays).items():  # first-seen order
+            m.labels_joined.labels(when=when).inc(n)
+        observe_many(m.label_delay_events, [events for _, events, _ in delays])
+        observe_many(m.label_delay_seconds, [seconds for _, _, seconds in delays])
 
     def _advance(self, shard: Shard, tp: TopicPartition, offset: int) -> None:
         shard.position[tp] = offset + 1
@@ -342,8 +358,9 @@ class Service:
         counts.records += 1
         stats = learner.book.stats
         labelled = stats.labelled
+        value, key, timestamp_ms, origin = record
         try:
-            item = self.codec.decode(record.value, record.key, record.timestamp_ms, record.origin)
+            item = self.codec.decode(value, key, timestamp_ms, origin)
             prediction = learner.process(item)
         except InvalidRecord as error:
             self._dead_letter(record, error, counts)

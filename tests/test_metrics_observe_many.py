@@ -37,3 +37,20 @@ def test_same_buckets_count_and_sum_as_observe() -> None:
             assert abs(got[name] - value) <= 1e-9 * max(1.0, value)
         else:
             assert got[name] == value, name
+
+
+def test_sum_is_the_same_float_and_nan_goes_to_no_bucket() -> None:
+    rng = random.Random(5)
+    values = [rng.uniform(0.0, 1e6) / 7.0 for _ in range(1000)] + [float("nan"), 0.1, 1e300]
+    one, bulk = CollectorRegistry(), CollectorRegistry()
+    h_one = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=one)
+    h_bulk = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=bulk)
+    for value in values[:500]:  # the batches add to what is there already
+        h_one.observe(value)
+        h_bulk.observe(value)
+    for value in values[500:]:
+        h_one.observe(value)
+    for start in range(500, len(values), 97):
+        observe_many(h_bulk, values[start : start + 97])
+    expected, got = _samples(one), _samples(bulk)
+    assert repr(got) == repr(expected)  # NaN == NaN as text; floats to the last bit

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Per-event CPU cost of the pure core: the service without Kafka, against River's bare loop.
+
+Run from the repository root::
+
+    python scripts/bench_core.py                          # the three models, 30 000 events
+    python scripts/bench_core.py --models linear --events 10000
+
+For each model of ``scripts/benchmark.py`` (``linear``: StandardScaler |
+LogisticRegression, ``tree``: HoeffdingTreeClassifier, ``anomaly``: MinMaxScaler |
+HalfSpaceTrees) and the same seeded events, three loops are timed:
+
+bare
+    River's own loop (``benchmark.bare_loop``): predict then learn each event,
+    one model per input partition.
+core (drift on)
+    :class:`~stream_learner.service.Service` over an in-memory source and sink
+    (:mod:`stream_learner.testing`) with the default ``[drift]`` monitors
+    (error, prediction, schema): decoding, scoring, learning, label accounting,
+    drift monitors, encoding, metrics and commits, without the Kafka client.
+core (drift off)
+    The same with ``drift.enabled = false``.
+
+Each figure is the median of ``--repeat`` runs (3 by default), all in this
+process, so the baseline and the service share the machine's state. The table
+shows microseconds of wall time per event (the loop is single-threaded and does
+no I/O, so this is its CPU cost), the service's overhead over the bare loop,
+and the ratio bare / core (1.0: the service costs nothing over River).
+
+Notes
+-----
+Drift alerts are logged at WARNING by the service; logging is disabled here so
+that the table is not interleaved with them (they are a handful per run).
+No timing is asserted anywhere: the figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # this tree's package, not an installed one
+    sys.path.insert(0, str(ROOT))
+
+from stream_learner.events import Origin  # noqa: E402
+from stream_learner.models import ModelSpec  # noqa: E402
+from stream_learner.service import Service  # noqa: E402
+from stream_learner.settings import load_settings  # noqa: E402
+from stream_learner.sources import Record  # noqa: E402
+from stream_learner.testing import MemorySink, MemorySource  # noqa: E402
+
+
+def _load_benchmark() -> ModuleType:
+    """``scripts/benchmark.py``: its models, events and bare loop define the workload."""
+    path = ROOT / "scripts" / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("benchmark_script", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+B = _load_benchmark()
+
+
+@dataclass(frozen=True)
+class Row:
+    """Median microseconds per event of one model's three loops."""
+
+    model: str
+    bare_us: float
+    core_us: float
+    core_nodrift_us: float
+
+    @property
+    def ratio(self) -> float:
+        """bare / core with drift on: the share of the service's time River itself takes."""
+        return self.bare_us / self.core_us
+
+
+def partitions(values: Sequence[bytes]) -> dict[tuple[str, int], list[Record]]:
+    """The events spread over the partitions as in ``benchmark.py`` (key by sensor)."""
+    out: dict[tuple[str, int], list[Record]] = {}
+    for i, value in enumerate(values):
+        partition, key = B.sensor(i)
+        records = out.setdefault(("events", partition), [])
+        origin = Origin("events", partition, len(records))
+        records.append(Record(value, key.encode(), i, origin))
+    return out
+
+
+def core_us(case: Any, values: Sequence[bytes], drift: bool) -> float:
+    """Microseconds per event of one :meth:`Service.run` over an in-memory source and sink."""
+    overrides: dict[str, Any] = {"model": case.model_settings()}
+    if not drift:
+        overrides["drift"] = {"enabled": False}
+    settings = load_settings(None, env={}, overrides=overrides)
+    spec = ModelSpec.from_settings(settings.model)
+    service = Service(settings, spec, MemorySource(partitions(values)), MemorySink())
+    started = time.perf_counter()
+    summary = service.run()
+    elapsed = time.perf_counter() - started
+    if summary.predictions != len(values):
+        raise RuntimeError(f"{case.name}: {summary.predictions} predictions of {len(values)}")
+    return elapsed / len(values) * 1e6
+
+
+def bare_us(case: Any, values: Sequence[bytes]) -> float:
+    """Microseconds per event of River's bare predict-then-learn loop."""
+    return 1e6 / float(B.bare_loop(case, values).events_per_s)
+
+
+def measure(case: Any, events: int, repeat: int) -> Row:
+    """Bare, core with drift and core without drift, interleaved run by run."""
+    values = B.encoded_events(B.samples(events), case.labelled)
+    runs: dict[str, list[float]] = {"bare": [], "on": [], "off": []}
+    for _ in range(repeat):  # interleaved: a slow moment of the machine hits all three
+        runs["bare"].append(bare_us(case, values))
+        runs["on"].append(core_us(case, values, drift=True))
+        runs["off"].append(core_us(case, values, drift=False))
+    med = {name: statistics.median(times) for name, times in runs.items()}
+    return Row(case.name, med["bare"], med["on"], med["off"])
+
+
+def render(rows: Sequence[Row]) -> str:
+    """The results as a Markdown table."""
+    lines = [
+        "| model | bare µs/event | core µs/event (drift on) | overhead µs | "
+        "core µs/event (drift off) | overhead µs | bare / core |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.model} | {r.bare_us:.1f} | {r.core_us:.1f} | {r.core_us - r.bare_us:.1f} | "
+            f"{r.core_nodrift_us:.1f} | {r.core_nodrift_us - r.bare_us:.1f} | {r.ratio:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the arguments, measure every model, print the table."""
+    names = [case.name for case in B.CASES]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--models", nargs="+", choices=names, default=names, help="models to measure"
+    )
+    parser.add_argument("--events", type=int, default=30_000, help="events per run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)
+    cases = {case.name: case for case in B.CASES}
+    rows = []
+    for name in args.models:
+        rows.append(measure(cases[name], args.events, args.repeat))
+        print(f"{name}: done", file=sys.stderr, flush=True)
+    print(f"{args.events} events, median of {args.repeat} runs\n")
+    print(render(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
