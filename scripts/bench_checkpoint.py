@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def measure(
         ms, blob = timed(lambda: codec.seal(SHARD, {("events", 0): n}, 1, learner, time.time()))
         seal.append(ms)
         size = len(blob)
-        ms, _id = timed(lambda b=blob: store.save(SHARD, 1, b))
+        ms, _id = timed(partial(store.save, SHARD, 1, blob))
         save.append(ms)
 
         def load() -> Any:
