@@ -227,13 +227,17 @@ class Bare:
 
 
 def build_model(case: Case) -> Any:
-    """A fresh model of ``case``, built by the project's own pipeline builder."""
-    from river import compose
+    """A fresh model of ``case``, exactly as the service builds it from the same settings.
 
-    from stream_learner.models import build_step
+    For the anomaly case that includes the ``anomaly.QuantileFilter`` the service
+    wraps the detector in (``model.anomaly_quantile``), whose ``learn_one`` scores
+    each event once more: River's work either way, so it belongs in the ceiling.
+    """
+    from stream_learner.models import ModelSpec
+    from stream_learner.settings import load_settings
 
-    steps = [build_step(step, 42) for step in case.pipeline]
-    return steps[0] if len(steps) == 1 else compose.Pipeline(*steps)
+    settings = load_settings(None, env={}, overrides={"model": case.model_settings()})
+    return ModelSpec.from_settings(settings.model).build()
 
 
 def bare_loop(case: Case, values: Sequence[bytes]) -> Bare:
