@@ -474,21 +474,38 @@ class KafkaSource:
         return int(self._consumer.group_metadata().generation_id)
 
     def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """End offsets (one request to the broker) minus ``positions``."""
-        from kafka.errors import KafkaError
+        """Each partition's end offset minus its ``position``.
+
+        The end is the high watermark the latest fetch response carried, as the
+        Java consumer's ``records-lag`` metric uses: no request, so measuring lag
+        never holds up the loop. (A request for end offsets waits behind the fetch
+        the broker holds open on the same connection: up to ``fetch.max.wait.ms``.)
+        Only partitions not fetched yet cost one request for their end offsets.
+        With ``read_committed`` the high watermark can be ahead of what the
+        worker may read by the records of open transactions and their markers.
+        """
+        from kafka.errors import IllegalStateError, KafkaError
         from kafka.structs import TopicPartition as KafkaTP
 
-        if not positions:
-            return {}
-        try:
-            ends = self._consumer.end_offsets([KafkaTP(*tp) for tp in positions])
-        except KafkaError as exc:
-            log.warning("cannot read end offsets for the lag: %s", exc)
-            return {}
-        return {
-            (tp.topic, tp.partition): max(0, int(end) - positions[(tp.topic, tp.partition)])
-            for tp, end in ends.items()
-        }
+        ends: dict[TopicPartition, int] = {}
+        unknown = []
+        for tp in positions:
+            try:
+                end = self._consumer.highwater(KafkaTP(*tp))
+            except IllegalStateError:  # no longer assigned: nothing to report
+                continue
+            if end is None:
+                unknown.append(KafkaTP(*tp))
+            else:
+                ends[tp] = int(end)
+        if unknown:
+            try:
+                fetched = self._consumer.end_offsets(unknown)
+            except KafkaError as exc:
+                log.warning("cannot read end offsets for the lag: %s", exc)
+                fetched = {}
+            ends.update({(tp.topic, tp.partition): int(end) for tp, end in fetched.items()})
+        return {tp: max(0, end - positions[tp]) for tp, end in ends.items()}
 
     def group_metadata(self) -> Any:
         """kafka-python's ConsumerGroupMetadata, for transactional offset commits."""
