@@ -26,6 +26,10 @@ latency
     event's ``ts``; a late send is not skipped and still counts from its
     scheduled time, so there is no coordinated omission. Latency runs from
     the scheduled send time to the moment a consumer receives the prediction.
+    The load producer and that consumer use confluent-kafka when it is
+    installed (``--harness``): on a small machine they share the cores with the
+    worker and the broker, and librdkafka needs a tenth of kafka-python's CPU
+    per record. The worker itself always runs the service as shipped.
 floor
     Kafka's own ``EndToEndLatency`` tool (same jars, same broker): one
     produce -> consume hop with ``acks=all``, records of the events' size.
@@ -498,14 +502,62 @@ def _state_metrics(metrics: Any) -> dict[str, float]:
 # -- the open-loop producer (a subprocess) ---------------------------------------------------
 
 
-def producer_main(bootstrap: str) -> None:
-    """Serve paced-send commands read from stdin, one JSON line each; answer on stdout."""
-    from kafka import KafkaProducer
+def harness_client(choice: str) -> str:
+    """The client of the load producer and the latency consumer.
 
+    ``auto`` picks confluent-kafka when it is installed: it needs about a tenth
+    of kafka-python's CPU per record, which on a small machine is CPU the
+    worker and the broker keep. The worker always uses the service's client.
+    """
+    if choice != "auto":
+        return choice
+    found = importlib.util.find_spec("confluent_kafka") is not None
+    return "confluent-kafka" if found else "kafka-python"
+
+
+class LoadProducer:
+    """Sends one record at once (no linger), with kafka-python or confluent-kafka."""
+
+    def __init__(self, bootstrap: str, client: str) -> None:
+        self.client = client
+        if client == "confluent-kafka":
+            from confluent_kafka import Producer
+
+            self._ck = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0,
+                                 "client.id": "benchmark-load"})
+        else:
+            from kafka import KafkaProducer
+
+            self._kp = KafkaProducer(bootstrap_servers=[bootstrap], acks=1, linger_ms=0,
+                                     client_id="benchmark-load")
+
+    def send(self, topic: str, value: bytes, key: bytes, partition: int) -> None:
+        """Queue one record for ``partition``."""
+        if self.client == "confluent-kafka":
+            self._ck.produce(topic, value=value, key=key, partition=partition)
+            self._ck.poll(0)  # serve delivery reports so the queue stays short
+        else:
+            self._kp.send(topic, value=value, key=key, partition=partition)
+
+    def flush(self) -> None:
+        """Wait until every record sent is acknowledged."""
+        if self.client == "confluent-kafka":
+            self._ck.flush(60)
+        else:
+            self._kp.flush()
+
+    def close(self) -> None:
+        """Flush and release the client."""
+        if self.client == "confluent-kafka":
+            self._ck.flush(60)
+        else:
+            self._kp.close()
+
+
+def producer_main(bootstrap: str, client: str) -> None:
+    """Serve paced-send commands read from stdin, one JSON line each; answer on stdout."""
     pool = samples(20000)
-    producer = KafkaProducer(
-        bootstrap_servers=[bootstrap], acks=1, linger_ms=0, client_id="benchmark-load"
-    )
+    producer = LoadProducer(bootstrap, client)
     print("READY", flush=True)
     for line in sys.stdin:
         cmd = orjson.loads(line)
@@ -513,8 +565,60 @@ def producer_main(bootstrap: str) -> None:
     producer.close()
 
 
+class PredictionReader:
+    """Reads the predictions topic from its start: (value, CreateTime ms) of each record."""
+
+    def __init__(self, bootstrap: str, topic: str, client: str) -> None:
+        self.client = client
+        if client == "confluent-kafka":
+            from confluent_kafka import OFFSET_BEGINNING, Consumer
+            from confluent_kafka import TopicPartition as CkTP
+
+            self._ck = Consumer({
+                "bootstrap.servers": bootstrap, "group.id": f"benchmark-latency-{uuid.uuid4()}",
+                "enable.auto.commit": False, "client.id": "benchmark-latency",
+                "fetch.wait.max.ms": 100,
+            })
+            self._ck.assign([CkTP(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        else:
+            from kafka import KafkaConsumer
+            from kafka.structs import TopicPartition
+
+            self._kp = KafkaConsumer(
+                bootstrap_servers=[bootstrap], group_id=None, enable_auto_commit=False,
+                client_id="benchmark-latency", fetch_max_wait_ms=100,
+            )
+            self._kp.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+            self._kp.seek_to_beginning()
+
+    def poll(self, timeout_s: float) -> list[tuple[bytes, int]]:
+        """The records that arrived, waiting up to ``timeout_s`` for the first."""
+        if self.client == "confluent-kafka":
+            # consume() waits for its whole count or the timeout: wait for one record,
+            # then take what is already queued without waiting
+            first = self._ck.poll(timeout_s)
+            messages = [] if first is None else [first, *self._ck.consume(1000, 0)]
+            out = []
+            for m in messages:
+                if m.error() is not None:
+                    raise RuntimeError(f"confluent-kafka: {m.error()}")
+                value = m.value()
+                if value is not None:  # predictions are never tombstones
+                    out.append((value, m.timestamp()[1]))
+            return out
+        batches = self._kp.poll(timeout_ms=int(timeout_s * 1000))
+        return [(r.value, r.timestamp) for records in batches.values() for r in records]
+
+    def close(self) -> None:
+        """Release the client."""
+        if self.client == "confluent-kafka":
+            self._ck.close()
+        else:
+            self._kp.close()
+
+
 def paced_send(
-    producer: Any, pool: Sequence[tuple[dict[str, Any], Any]], cmd: Mapping[str, Any]
+    producer: LoadProducer, pool: Sequence[tuple[dict[str, Any], Any]], cmd: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Send ``n`` events at ``rate``/s on a schedule fixed in advance.
 
@@ -646,6 +750,7 @@ class Bench:
         self.children: list[subprocess.Popen[str]] = []
         self._producer: subprocess.Popen[str] | None = None
         self.used_redis = False
+        self.harness = harness_client(args.harness)
 
     # resources
 
@@ -744,7 +849,7 @@ class Bench:
         """The long-lived open-loop producer subprocess."""
         if self._producer is None:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "producer",
-                   "--bootstrap", self.bootstrap]
+                   "--bootstrap", self.bootstrap, "--harness", self.harness]
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             self.children.append(proc)
             assert proc.stdout is not None
@@ -800,20 +905,12 @@ class Bench:
 
     def latency(self, case: Case, max_rate: float) -> list[LatencyRun]:
         """Drive one worker at each load level; latency from scheduled send to receipt."""
-        from kafka import KafkaConsumer
-        from kafka.structs import TopicPartition
-
         what = f"{case.name}-latency"
         events = self.topic(f"{what}-events")
         settings = self.worker_settings(case, events, what)
         predictions = settings["kafka"]["predictions_topic"]
         worker = self.start_worker({"settings": settings})
-        consumer = KafkaConsumer(
-            bootstrap_servers=[self.bootstrap], group_id=None, enable_auto_commit=False,
-            client_id="benchmark-latency", fetch_max_wait_ms=100,
-        )
-        consumer.assign([TopicPartition(predictions, p) for p in range(PARTITIONS)])
-        consumer.seek_to_beginning()
+        consumer = PredictionReader(self.bootstrap, predictions, self.harness)
         producer = self.producer()
         next_id = 0
 
@@ -882,7 +979,7 @@ class Bench:
 
 
 def collect(
-    consumer: Any, first: int, n: int, deadline: float
+    consumer: PredictionReader, first: int, n: int, deadline: float
 ) -> tuple[list[float], list[float]]:
     """Latencies (s) of predictions ``first`` .. ``first + n - 1``.
 
@@ -894,14 +991,13 @@ def collect(
     to_worker_send: list[float] = []
     end = first + n
     while len(latencies) < n and time.time() < deadline:
-        batches = consumer.poll(timeout_ms=50)
+        records = consumer.poll(0.05)
         received = time.time()
-        for records in batches.values():
-            for record in records:
-                doc = orjson.loads(record.value)
-                if first <= doc["id"] < end:
-                    latencies.append(received - doc["ts"])
-                    to_worker_send.append(record.timestamp / 1000.0 - doc["ts"])
+        for value, create_ms in records:
+            doc = orjson.loads(value)
+            if first <= doc["id"] < end:
+                latencies.append(received - doc["ts"])
+                to_worker_send.append(create_ms / 1000.0 - doc["ts"])
     return latencies, to_worker_send
 
 
@@ -1327,6 +1423,7 @@ def run(args: argparse.Namespace) -> int:
         log("no broker: set STREAM_LEARNER_TEST_KAFKA or pass --bootstrap")
         return 2
     bench = Bench(args, plan)
+    info["client of the load producer and latency consumer"] = bench.harness
     try:
         if args.profile:
             profile_linear(bench, encoded_events(pool, True), args.profiler, args.profile_top,
@@ -1466,6 +1563,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a worker setting, e.g. kafka.linger_ms=50 (value read as TOML)")
     parser.add_argument("--role", choices=["main", "worker", "edges", "producer"], default="main",
                         help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--harness", choices=["auto", "kafka-python", "confluent-kafka"], default="auto",
+        help="client of the load producer and latency consumer (auto: confluent-kafka when "
+        "installed); the worker always uses the service's own client",
+    )
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.overrides = parse_sets(args.set)
@@ -1476,7 +1578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         edges_main(orjson.loads(args.config))
         return 0
     if args.role == "producer":
-        producer_main(args.bootstrap)
+        producer_main(args.bootstrap, harness_client(args.harness))
         return 0
     return run(args)
 
