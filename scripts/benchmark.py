@@ -145,7 +145,7 @@ CASES = (
     ),
     Case(
         "anomaly",
-        "MinMaxScaler | HalfSpaceTrees",
+        "MinMaxScaler | HalfSpaceTrees, in a QuantileFilter (q = 0.95)",
         "anomaly",
         ({"step": "preprocessing.MinMaxScaler"}, {"step": "anomaly.HalfSpaceTrees"}),
         labelled=False,
