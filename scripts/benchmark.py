@@ -359,6 +359,7 @@ def worker_main(cfg: dict[str, Any]) -> None:
     source = TimedSource(inner)
     service = Service(settings, spec, source, sink, metrics, *extra)
     signal.signal(signal.SIGTERM, lambda _s, _f: service.stop())
+    cli.settle_heap()
     profiler = cProfile.Profile() if cfg.get("profile") else None
     if profiler is not None:
         profiler.enable()
