@@ -101,6 +101,10 @@ class FrozenMap(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"FrozenMap({self._items!r})"
 
+    def __reduce__(self) -> tuple[type[FrozenMap], tuple[dict[str, Any]]]:
+        # the cached hash stays behind: string hashes differ from one process to the next
+        return (FrozenMap, (self._items,))
+
 
 def freeze(value: Any) -> Any:
     """``value`` with every table made a :class:`FrozenMap` and every array a tuple."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pydantic
 import pytest
@@ -14,6 +18,7 @@ from stream_learner.settings import (
     Settings,
     load_settings,
 )
+from tests.conftest import ROOT
 
 CONFIG = """
 [service]
@@ -333,3 +338,22 @@ def test_pipeline_steps_are_immutable_too():
     with pytest.raises(TypeError):
         defaults.model.pipeline[1]["params"]["intercept_lr"] = 99.0
     assert hash(defaults) == hash(pickle.loads(pickle.dumps(defaults)))  # as in checkpoints
+
+
+def test_frozen_tables_hash_alike_after_a_pickle_crosses_processes(tmp_path: Path) -> None:
+    # checkpoints carry the settings to another process, where strings hash differently
+    s = load_settings(None, env={})
+    hash(s)  # caches each table's hash in this process
+    blob = tmp_path / "settings.pickle"
+    blob.write_bytes(pickle.dumps(s))
+    code = (
+        "import pickle, sys\n"
+        "from stream_learner.settings import load_settings\n"
+        "old = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "fresh = load_settings(None, env={})\n"
+        "print(old == fresh and hash(old) == hash(fresh) and len({old, fresh}) == 1)\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code, str(blob)], env=env, capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "True"
