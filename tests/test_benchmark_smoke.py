@@ -112,6 +112,17 @@ def test_report_bounds_the_ratio_by_the_edges_alone(bench: ModuleType) -> None:
     assert "edges" not in without
 
 
+def test_report_checks_the_restore_target_on_a_state_of_a_mebibyte(bench: ModuleType) -> None:
+    def text(ms: float) -> str:
+        big = bench.BigRestore("forest", 1500, 1536.0, "Redis", ms, 5)
+        return bench.render(_results(bench), None, {"cpu": "test"}, bench.Plan.make(True), True,
+                            (), big)
+
+    assert "Restore of a 1.5 MiB state (forest after 1,500 events)" in text(27.5)
+    assert "median of 5: 27.5 ms **PASS**" in text(27.5)
+    assert "median of 5: 250.0 ms **FAIL**" in text(250.0)
+
+
 def test_page_keeps_text_outside_the_generated_block(bench: ModuleType, tmp_path: Path) -> None:
     page = tmp_path / "benchmarks.md"
     bench.write_doc(f"{bench.BEGIN}\nfirst\n{bench.END}", page)
