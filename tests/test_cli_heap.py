@@ -25,14 +25,16 @@ def test_settle_heap_moves_start_up_objects_out_of_the_collectors_sight() -> Non
         "from stream_learner import cli\n"
         "tracked = len(gc.get_objects())\n"
         "cli.settle_heap()\n"
-        "print(tracked, gc.get_freeze_count(), len(gc.get_objects()), gc.isenabled())\n",
+        "print(tracked, gc.get_freeze_count(), len(gc.get_objects()), gc.isenabled(),\n"
+        "      gc.get_threshold()[0])\n",
         ROOT,
     )
-    tracked, frozen, left, enabled = out.split()
+    tracked, frozen, left, enabled, young = out.split()
     assert int(tracked) > 10_000  # River, NumPy, SciPy and the Kafka client are loaded
     assert int(frozen) > 0.9 * int(tracked)
     assert int(left) < 0.01 * int(frozen)
     assert enabled == "True"  # collection still runs, for what the service allocates
+    assert int(young) == 10_000
 
 
 def test_run_settles_the_heap_once_before_the_first_record(tmp_path: Path) -> None:
