@@ -420,15 +420,17 @@ def edges_main(cfg: dict[str, Any]) -> None:
     value = orjson.dumps(PREDICTION_SHAPE)
     n = int(settings.service.max_events)
     loop = _ck_edges if cfg["edges"] == "confluent-kafka" else _kafka_python_edges
-    first, first_cpu = loop(settings, n, value)
-    end, end_cpu = time.perf_counter(), _cpu_seconds()
+    first, first_cpu, end, end_cpu = loop(settings, n, value)
     result = {"records": n, "elapsed_s": end - first, "cpu_s": end_cpu - first_cpu,
               "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     print("RESULT " + orjson.dumps(result).decode(), flush=True)
 
 
-def _kafka_python_edges(settings: Any, n: int, value: bytes) -> tuple[float, float]:
-    """Consume ``n`` records and answer each through the project's Kafka source and sink."""
+def _kafka_python_edges(settings: Any, n: int, value: bytes) -> tuple[float, float, float, float]:
+    """Consume ``n`` records and answer each through the project's Kafka source and sink.
+
+    Returns wall and CPU seconds at the first record and after the last commit.
+    """
     from stream_learner import cli
     from stream_learner.commits import AtLeastOnce
 
@@ -447,12 +449,13 @@ def _kafka_python_edges(settings: Any, n: int, value: bytes) -> tuple[float, flo
             offsets[(record.origin.topic, record.origin.partition)] = record.origin.offset + 1
         committer.commit(offsets)
         done += len(records)
+    end, end_cpu = time.perf_counter(), _cpu_seconds()
     sink.close()
     source.close()
-    return first, first_cpu
+    return first, first_cpu, end, end_cpu
 
 
-def _ck_edges(settings: Any, n: int, value: bytes) -> tuple[float, float]:
+def _ck_edges(settings: Any, n: int, value: bytes) -> tuple[float, float, float, float]:
     """The same loop with confluent-kafka (librdkafka), configured like the worker's client."""
     from confluent_kafka import Consumer, Producer
 
@@ -482,8 +485,9 @@ def _ck_edges(settings: Any, n: int, value: bytes) -> tuple[float, float]:
                 raise RuntimeError("confluent-kafka: records left unsent after 30 s")
             consumer.commit(asynchronous=False)
         done += len(messages)
+    end, end_cpu = time.perf_counter(), _cpu_seconds()
     consumer.close()
-    return first, first_cpu
+    return first, first_cpu, end, end_cpu
 
 
 def _state_metrics(metrics: Any) -> dict[str, float]:
