@@ -1540,20 +1540,19 @@ def measure_big_restore(redis_url: str | None, repeat: int = 5) -> BigRestore:
 
     learner, config_hash = bc.trained(bc.MODELS[BIG_MODEL][0], BIG_EVENTS)
     codec = EnvelopeCodec(secrets.token_bytes(32), config_hash)
+    prefix = redis_prefix(f"big-{uuid.uuid4().hex[:8]}")
     with tempfile.TemporaryDirectory() as tmp:
         store: CheckpointStore
         if redis_url:
-            store, where = RedisStore(redis_url, f"bench-big-{uuid.uuid4().hex[:8]}"), "Redis"
+            store, where = RedisStore(redis_url, prefix), "Redis"
         else:
             store, where = LocalStore(Path(tmp), keep=2), "a local folder"
         try:
             result = bc.measure(store, codec, learner, BIG_EVENTS, repeat)
         finally:
-            if isinstance(store, RedisStore):
-                keys = store._redis.keys(f"{store.prefix}:*")
-                if keys:
-                    store._redis.delete(*keys)
             store.close()
+            if redis_url:
+                delete_redis_keys(redis_url, prefix)
     return BigRestore(BIG_MODEL, BIG_EVENTS, result["bytes"] / 1024.0, where,
                       result["restore_ms"], repeat)
 
