@@ -275,11 +275,9 @@ class Service:
             shard = shards.get(self.shard_of(tp))
             if shard is None:  # revoked mid-batch: not ours to count or commit
                 continue
-            if shard.position.get(tp, offset) != offset and not self._in_sequence(
-                shard, tp, offset
-            ):
+            if not self._in_sequence(shard, tp, offset):
                 continue
-            if shard.replay_until and shard.replaying(tp, offset):
+            if shard.replaying(tp, offset):
                 self._drain_shard(shard, counts)  # what live records of the batch left
                 self._replay(record, shard.learner)
                 self.reporter.alerts(shard, emit=False)
