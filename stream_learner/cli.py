@@ -382,8 +382,8 @@ def _simulate(settings: Settings, environ: dict[str, str], args: argparse.Namesp
 def _report(settings: Settings, args: argparse.Namespace) -> int:
     inputs = ReportInputs(args.metrics, args.predictions, args.labels, args.alerts,
                           args.dead_letters, args.learn_dead_letters)
-    for path in (p for p in vars(inputs).values() if p):
-        if not Path(path).is_file():
+    for path in (args.metrics, args.predictions, args.labels, args.alerts):
+        if path and not Path(path).is_file():
             print(f"stream-learner: report: file not found: {path}", file=sys.stderr)
             return 1
     document = build_report(inputs, settings.schema_)

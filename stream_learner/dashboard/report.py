@@ -13,7 +13,9 @@ turns them into the document the live page draws
 - totals, partitions and label coverage from the last snapshot;
 - label delays from the input (events and label records in arrival order):
   events scored between an event and its label, and seconds of event time;
-- dead letters by output and reason code (the reason header of each);
+- dead letters by output and reason code (the reason header of each); a
+  dead-letter file that does not exist counts as none (the file sink creates
+  it with the first dead letter);
 - per shard, the model of its last prediction, and the last challenger
   action in the alerts.
 
@@ -208,6 +210,8 @@ def build_report(
     dead: Counter[tuple[str, str]] = Counter()
     for output, path in (("dead_letters", inputs.dead_letters),
                          ("learn_dead_letters", inputs.learn_dead_letters)):
+        if path and not Path(path).exists():  # the file sink creates it on the first one
+            continue
         for record in _lines(path):
             dead[(output, str(record.get("headers", {}).get(_REASON, "unknown")))] += 1
     doc["dead_letters"] = [
