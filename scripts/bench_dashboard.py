@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""What the live page costs the worker: throughput with nobody watching vs one viewer.
+
+The same stream (the demo's sensor stream, inline labels, 150,000 events) runs
+through the service in this process, file in, predictions to /dev/null, with
+the metrics endpoint up, in four variants, interleaved round by round so that
+the shared machine's noise falls on all of them alike:
+
+- ``no history``: the page's sampling switched off (the cost of collecting it);
+- ``nobody watching``: as shipped (the baseline of the ratios);
+- ``one viewer``: a separate process does what an open page does: ``/`` once,
+  then ``/api/v1/dashboard`` every 2 s;
+- ``busy viewer``: the same, every 0.1 s (twenty open pages).
+
+Each variant's throughput is input records per second of the run (the run's
+summary); the ratios are per round, against ``nobody watching``, and the
+median is reported with the range.
+
+    python scripts/bench_dashboard.py                 # ~7 minutes; figures for docs/dashboard.md
+    python scripts/bench_dashboard.py --events 50000 --rounds 2   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a source tree that is not installed
+    sys.path.insert(0, str(ROOT))
+
+from stream_learner.api import build_service  # noqa: E402
+from stream_learner.cli import settle_heap  # noqa: E402
+from stream_learner.dashboard.history import History  # noqa: E402
+from stream_learner.metrics import Metrics, MetricsServer  # noqa: E402
+from stream_learner.sinks import FileSink  # noqa: E402
+from stream_learner.sources import FileSource  # noqa: E402
+
+VARIANTS = ("no history", "nobody watching", "one viewer", "busy viewer")
+POLL = {"one viewer": 2.0, "busy viewer": 0.1}
+
+VIEWER = """
+import sys, time, urllib.request
+base, every = sys.argv[1], float(sys.argv[2])
+urllib.request.urlopen(base + "/").read()
+print("ready", flush=True)
+while True:
+    urllib.request.urlopen(base + "/api/v1/dashboard").read()
+    time.sleep(every)
+"""
+
+
+def make_events(path: Path, n: int) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(
+        [sys.executable, "-m", "stream_learner", "simulate", "--source", "agrawal", "--count",
+         str(n), "--keys", "20", "--drift-at", str(n // 2), "--variants", "0,2", "--seed", "7",
+         "--output", str(path)], env=env, check=True, stderr=subprocess.DEVNULL)
+
+
+@contextmanager
+def viewer(variant: str, port: int) -> Iterator[None]:
+    if variant not in POLL:
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-c", VIEWER, f"http://127.0.0.1:{port}",
+                             str(POLL[variant])], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # started and has loaded the page: its start-up is not timed
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def run_once(variant: str, events: Path) -> float:
+    """Input records per second of one run of ``variant``."""
+    settings = {
+        "model": {"name": "sensor-classifier", "task": "classification",
+                  "metric": "metrics.Accuracy", "pipeline": [
+                      {"step": "preprocessing.StandardScaler"},
+                      {"step": "linear_model.LogisticRegression"}]},
+        "local": {"alerts": os.devnull, "metrics": ""},
+    }
+    metrics = Metrics()
+    server = MetricsServer(metrics, "127.0.0.1", 0).start()
+    sink = FileSink({"predictions": os.devnull, "dead_letters": os.devnull,
+                     "learn_dead_letters": os.devnull, "alerts": os.devnull, "metrics": None})
+    service = build_service(settings, source=FileSource(str(events)), sink=sink, metrics=metrics,
+                            environ={})
+    off = mock.patch.object(History, "sample", return_value=False)
+    try:
+        with viewer(variant, server.port):
+            if variant == "no history":
+                with off:
+                    summary = service.run()
+            else:
+                summary = service.run()
+    finally:
+        sink.close()
+        server.close()
+    return summary.records / summary.elapsed_s
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=150_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    logging.getLogger("stream_learner").setLevel(logging.ERROR)  # alerts are logged as warnings
+    work = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
+    events = work / "events.jsonl"
+    make_events(events, args.events)
+    settle_heap()
+    rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for r in range(args.rounds):
+        order = VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))
+        for variant in order:
+            rates[variant].append(run_once(variant, events))
+        print(f"round {r + 1}: " + ", ".join(f"{v} {rates[v][-1]:,.0f}/s" for v in VARIANTS),
+              file=sys.stderr)
+    base = rates["nobody watching"]
+    print(f"{args.events:,} events per run, {args.rounds} rounds, interleaved\n")
+    print("| variant | records/s (median) | vs nobody watching (median of rounds) | range |")
+    print("|---|---:|---:|---|")
+    for v in VARIANTS:
+        ratios = [x / b for x, b in zip(rates[v], base, strict=True)]
+        print(f"| {v} | {statistics.median(rates[v]):,.0f} | {statistics.median(ratios):.3f} "
+              f"| {min(ratios):.3f} .. {max(ratios):.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
