@@ -194,3 +194,13 @@ def test_report_command_writes_one_self_contained_file(tmp_path: Path) -> None:
 
 def test_live_page_settings_default_to_loopback() -> None:
     assert Settings().metrics.host == "127.0.0.1"
+
+
+def test_dashboard_doc_names_real_metrics_and_every_document_field() -> None:
+    text = (ROOT / "docs" / "dashboard.md").read_text(encoding="utf-8")
+    names = {m.name for m in Metrics().registry.collect()}
+    for metric in re.findall(r"`(stream_learner_[a-z_]+?)(?:_total)?[{`]", text):
+        assert metric in names, metric
+    schema = json.loads((ROOT / "stream_learner" / "schemas" / "dashboard.json").read_text())
+    for field in schema["required"]:
+        assert f'"{field}"' in text, field
