@@ -204,3 +204,32 @@ def test_dashboard_doc_names_real_metrics_and_every_document_field() -> None:
     schema = json.loads((ROOT / "stream_learner" / "schemas" / "dashboard.json").read_text())
     for field in schema["required"]:
         assert f'"{field}"' in text, field
+
+
+def test_report_label_delays_follow_arrival_order_in_both_record_shapes(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_bytes(b"")
+    nested = tmp_path / "nested.jsonl"
+    nested.write_bytes(b"\n".join([
+        b'{"id": 1, "key": "a", "ts": 10, "features": {"x": 1}}',
+        b'{"id": 2, "key": "a", "ts": 11, "features": {"x": 2}}',
+        b'{"id": 3, "key": "a", "ts": 12, "features": {"x": 3}, "label": 1}',
+        b'{"id": 1, "key": "a", "ts": 15, "label": 0}',
+        b'{"id": 2, "key": "a", "ts": 16, "label": 0}',
+    ]))
+    doc = build_report(ReportInputs(str(metrics), labels=str(nested)))
+    # delays in events: 0 (inline), 2 and 1 (events scored after the labelled one)
+    assert doc["labels"]["delay_events"] == {"p50": 1, "p99": 2}
+    # seconds: from the labelled event's ts to the latest event's (12), as the service counts
+    assert doc["labels"]["delay_seconds"] == {"p50": 1.0, "p99": 2.0}
+    flat = tmp_path / "flat.jsonl"
+    flat.write_bytes(b"\n".join([
+        b'{"sensor": "a", "n": 1, "t": 10, "temp": 3.5}',
+        b'{"sensor": "a", "n": 2, "t": 11, "temp": 3.6}',
+        b'{"sensor": "a", "n": 1, "t": 12, "target": 1}',
+    ]))
+    schema = load_settings(None, env={}, overrides={"schema": {
+        "id": "n", "key": "sensor", "ts": "t", "label": "target", "features": ""}}).schema_
+    doc = build_report(ReportInputs(str(metrics), labels=str(flat)), schema)
+    assert doc["labels"]["delay_events"] == {"p50": 1, "p99": 1}
+    assert doc["labels"]["delay_seconds"] == {"p50": 1.0, "p99": 1.0}

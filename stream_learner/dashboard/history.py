@@ -34,6 +34,8 @@ import orjson
 from prometheus_client import Counter, Histogram
 from prometheus_client.samples import Sample
 
+from stream_learner.labels import LabelStats
+
 if TYPE_CHECKING:
     from stream_learner.metrics import Metrics
     from stream_learner.recovery import Shard
@@ -234,8 +236,6 @@ class History:
         }
 
     def _labels(self, shards: Mapping[TopicPartition, Shard]) -> dict[str, Any]:
-        from stream_learner.labels import LabelStats
-
         stats = LabelStats.total(s.learner.book.stats for s in shards.values()).to_dict()
         return {
             "coverage": stats["coverage"],

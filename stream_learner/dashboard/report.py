@@ -116,7 +116,10 @@ def _label_delays(path: str, schema: SchemaSettings) -> tuple[list[int], list[fl
     for record in _lines(path):
         ts = record.get(schema.ts)
         ts = float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else 0.0
-        is_event = schema.features in record if schema.features else len(record) > 3
+        if schema.features:
+            is_event = schema.features in record
+        else:  # flat records: an event has a field besides the id, key, time and label
+            is_event = bool(record.keys() - {schema.id, schema.key, schema.ts, schema.label})
         ident = (record.get(schema.key), record.get(schema.id))
         if is_event:
             events[ident] = (n_events, ts)
@@ -128,7 +131,7 @@ def _label_delays(path: str, schema: SchemaSettings) -> tuple[list[int], list[fl
         elif schema.label in record and ident in events:
             seq, at = events.pop(ident)
             by_events.append(n_events - 1 - seq)
-            by_seconds.append(max(0.0, max(event_time, ts) - at))
+            by_seconds.append(max(0.0, event_time - at))  # event time moves with events only
     return by_events, by_seconds
 
 
