@@ -25,8 +25,11 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from stream_learner.checkpoint import EnvelopeCodec
+from stream_learner.cli import build_edges, build_store
+from stream_learner.drift_watch import make_watch
 from stream_learner.errors import SettingsError
 from stream_learner.metrics import Metrics
+from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer
 from stream_learner.service import ExactlyOnce, Service
 from stream_learner.settings import Settings, load_settings
@@ -34,6 +37,7 @@ from stream_learner.sinks import Sink
 from stream_learner.sources import Source
 from stream_learner.stores import CheckpointStore
 from stream_learner.summary import Summary
+from stream_learner.tasks import make_task
 
 __all__ = ["build_service", "run", "settings_from"]
 
@@ -97,11 +101,10 @@ def build_service(
     SettingsError
         Wrong settings, or a checkpoint store without a signing key.
     """
-    from stream_learner.cli import _model_spec, build_edges, build_store
-
     s = settings_from(settings)
     env = dict(os.environ if environ is None else environ)
-    spec = _model_spec(s)
+    spec = ModelSpec.from_settings(s.model)
+    make_watch(spec, make_task(spec.task, spec.build_metric()), s.drift)  # detectors fit the task
     metrics = metrics or Metrics()
     if source is None or sink is None:
         built_source, built_sink = build_edges(s, env)
