@@ -171,9 +171,29 @@ class History:
         if now < self._due:
             return False
         self._due = now + SAMPLE_INTERVAL_S
-        m = self.metrics
-        records = sum(_by_label(m.records, "outcome").values())
-        bounds, counts = _buckets(m.event_latency)
+        records = sum(_by_label(self.metrics.records, "outcome").values())
+        point = self._rates(records, now, wall)
+        partitions = [self._partition(tp, shard, lag) for tp, shard in sorted(shards.items())]
+        point["online_metric"] = {str(p["partition"]): p["online_metric"] for p in partitions}
+        point["lag_records"] = {str(p["partition"]): p["lag_records"] for p in partitions}
+        dead = _by_label(self.metrics.dead_letters, "output", "reason")
+        latest = {
+            "metric": next((type(s.learner.metric).__name__ for s in shards.values()), ""),
+            "totals": self._totals(records),
+            "partitions": partitions,
+            "labels": self._labels(shards),
+            "dead_letters": [{"output": output, "reason": reason, "count": int(count)}
+                             for (output, reason), count in sorted(dead.items())],
+            "models": [self._model(shard) for _tp, shard in sorted(shards.items())],
+        }
+        with self._lock:
+            self._samples.append(point)
+            self._latest = latest
+        return True
+
+    def _rates(self, records: float, now: float, wall: float) -> dict[str, Any]:
+        """Records/s and latency quantiles since the previous sample (None for the first)."""
+        bounds, counts = _buckets(self.metrics.event_latency)
         point: dict[str, Any] = {"ts": wall, "records_per_s": None,
                                  "latency_p50_ms": None, "latency_p99_ms": None}
         if self._last is not None:
@@ -184,25 +204,7 @@ class History:
                 value = bucket_quantile(bounds, delta, q)
                 point[name] = None if value is None else value * 1000.0
         self._last = (now, records, counts)
-        partitions = [self._partition(tp, shard, lag) for tp, shard in sorted(shards.items())]
-        point["online_metric"] = {str(p["partition"]): p["online_metric"] for p in partitions}
-        point["lag_records"] = {str(p["partition"]): p["lag_records"] for p in partitions}
-        latest = {
-            "metric": next((type(s.learner.metric).__name__ for s in shards.values()), ""),
-            "totals": self._totals(records),
-            "partitions": partitions,
-            "labels": self._labels(shards),
-            "dead_letters": [
-                {"output": output, "reason": reason, "count": int(count)}
-                for (output, reason), count in sorted(_by_label(m.dead_letters, "output",
-                                                                "reason").items())
-            ],
-            "models": [self._model(shard) for _tp, shard in sorted(shards.items())],
-        }
-        with self._lock:
-            self._samples.append(point)
-            self._latest = latest
-        return True
+        return point
 
     def _totals(self, records: float) -> dict[str, int]:
         by_outcome = _by_label(self.metrics.records, "outcome")
