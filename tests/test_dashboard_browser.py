@@ -9,8 +9,8 @@ against the document. Then the run's files become a report
 ``tests/integration/test_dashboard_kafka.py`` does the same on the real broker.
 
 Skipped when chromium or playwright is missing, unless
-STREAM_LEARNER_REQUIRE_SERVERS=1 (then it fails). The browser is launched
-from /usr/bin/chromium; nothing is downloaded.
+STREAM_LEARNER_REQUIRE_SERVERS=1 (then it fails). The browser is the system's
+chromium (or STREAM_LEARNER_CHROMIUM); nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import ROOT, run_service, service_command, service_env
 from tests.test_dashboard import validate_document
 
-CHROMIUM = os.environ.get("STREAM_LEARNER_CHROMIUM", "/usr/bin/chromium")
+#: Debian's chromium (STREAM_LEARNER_CHROMIUM names another executable)
+CHROMIUM = os.environ.get("STREAM_LEARNER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -43,7 +44,7 @@ BAD_LINES = [b"not json", b"[1]", b'{"id": "bad-1", "features": [1, 2]}']
 
 
 def _unavailable() -> str:
-    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+    if not Path(CHROMIUM).exists():
         return f"chromium is not installed at {CHROMIUM} (apt-get install chromium)"
     try:
         import playwright.sync_api  # noqa: F401
