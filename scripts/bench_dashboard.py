@@ -12,6 +12,13 @@ the shared machine's noise falls on all of them alike:
   then ``/api/v1/dashboard`` every 2 s;
 - ``busy viewer``: the same, every 0.1 s (twenty open pages).
 
+Then the cost of each piece, in CPU time of the thread that does it (which the
+machine's other load barely changes): one sample (the loop's thread, once a
+second), and the document with a full history (600 samples, 500 alerts) and
+the page (the HTTP thread, per request). The loop is one thread holding the
+GIL, so a viewer can take from its throughput at most the serving thread's
+share of a core: the document's cost every 2 s.
+
 Each variant's throughput is input records per CPU second of the worker's
 process (``time.process_time``: the loop and the HTTP thread that serves the
 page, not the viewer), which other processes on a shared machine do not
@@ -43,13 +50,27 @@ if str(ROOT) not in sys.path:  # run from a source tree that is not installed
 
 from stream_learner.api import build_service  # noqa: E402
 from stream_learner.cli import settle_heap  # noqa: E402
-from stream_learner.dashboard.history import History  # noqa: E402
+from stream_learner.dashboard.history import (  # noqa: E402
+    ALERTS_KEPT,
+    SAMPLE_INTERVAL_S,
+    SAMPLES_KEPT,
+    History,
+    dashboard_response,
+)
 from stream_learner.metrics import Metrics, MetricsServer  # noqa: E402
 from stream_learner.sinks import FileSink  # noqa: E402
 from stream_learner.sources import FileSource  # noqa: E402
 
 VARIANTS = ("no history", "nobody watching", "one viewer", "busy viewer")
 POLL = {"one viewer": 2.0, "busy viewer": 0.1}
+#: the demo's model (config/demo.toml)
+SETTINGS = {
+    "model": {"name": "sensor-classifier", "task": "classification",
+              "metric": "metrics.Accuracy", "pipeline": [
+                  {"step": "preprocessing.StandardScaler"},
+                  {"step": "linear_model.LogisticRegression"}]},
+    "local": {"alerts": os.devnull, "metrics": ""},
+}
 
 VIEWER = """
 import sys, time, urllib.request
@@ -88,18 +109,11 @@ def viewer(variant: str, port: int) -> Iterator[None]:
 
 def run_once(variant: str, events: Path) -> tuple[float, float]:
     """Input records per CPU second and per wall-clock second of one run of ``variant``."""
-    settings = {
-        "model": {"name": "sensor-classifier", "task": "classification",
-                  "metric": "metrics.Accuracy", "pipeline": [
-                      {"step": "preprocessing.StandardScaler"},
-                      {"step": "linear_model.LogisticRegression"}]},
-        "local": {"alerts": os.devnull, "metrics": ""},
-    }
     metrics = Metrics()
     server = MetricsServer(metrics, "127.0.0.1", 0).start()
     sink = FileSink({"predictions": os.devnull, "dead_letters": os.devnull,
                      "learn_dead_letters": os.devnull, "alerts": os.devnull, "metrics": None})
-    service = build_service(settings, source=FileSource(str(events)), sink=sink, metrics=metrics,
+    service = build_service(SETTINGS, source=FileSource(str(events)), sink=sink, metrics=metrics,
                             environ={})
     off = mock.patch.object(History, "sample", return_value=False)
     try:
@@ -115,6 +129,39 @@ def run_once(variant: str, events: Path) -> tuple[float, float]:
         sink.close()
         server.close()
     return summary.records / cpu, summary.records / summary.elapsed_s
+
+
+def per_call_costs(events: Path, repeats: int = 200) -> dict[str, float]:
+    """CPU seconds (this thread's) of one sample, and of serving the page and the document
+    with a full history (600 samples, 500 alerts), after a run over ``events``."""
+    metrics = Metrics()
+    sink = FileSink({"predictions": os.devnull, "dead_letters": os.devnull,
+                     "learn_dead_letters": os.devnull, "alerts": os.devnull, "metrics": None})
+    service = build_service(SETTINGS, source=FileSource(str(events)), sink=sink,
+                            metrics=metrics, environ={})
+    service.run()
+    sink.close()
+    history = metrics.history
+    lag = {str(tp[1]): (0, 0.0) for tp in service.shards}
+    clock = 1e6
+    costs: dict[str, list[float]] = {"sample": [], "page": [], "document": []}
+    for _ in range(SAMPLES_KEPT):
+        clock += SAMPLE_INTERVAL_S
+        t0 = time.thread_time()
+        history.sample(service.shards, lag, clock, clock)
+        costs["sample"].append(time.thread_time() - t0)
+    alert = {"severity": "drift", "signal": "error", "series": "error", "detector": "ADWIN",
+             "shard": "events:0", "key": None, "action": "none", "message": "drift confirmed",
+             "offsets": {"topic": "events", "partition": 0, "from": 1, "to": 2},
+             "event_time": {"from": 1.0, "to": 2.0}, "window": {"n": 10, "mean": 0.4}}
+    for i in range(ALERTS_KEPT):
+        history.alert(alert, float(i))
+    for _ in range(repeats):
+        for name, path in (("page", "/"), ("document", "/api/v1/dashboard")):
+            t0 = time.thread_time()
+            dashboard_response(path, history)
+            costs[name].append(time.thread_time() - t0)
+    return {name: statistics.median(values) for name, values in costs.items()}
 
 
 def main() -> int:
@@ -148,6 +195,14 @@ def main() -> int:
             cells.append(f"| {statistics.median(rates[v]):,.0f} | {statistics.median(ratios):.3f} "
                          f"({min(ratios):.3f} .. {max(ratios):.3f}) ")
         print("".join(cells) + "|")
+    cost = per_call_costs(events)
+    print("\n| per call (CPU of the worker's thread, median) | cost | share of one core |")
+    print("|---|---:|---:|")
+    print(f"| one sample, once a second (the loop's thread) | {cost['sample'] * 1e6:,.0f} µs "
+          f"| {cost['sample'] / SAMPLE_INTERVAL_S:.4%} |")
+    print(f"| the document, full history, every 2 s per viewer (HTTP thread) "
+          f"| {cost['document'] * 1e3:,.2f} ms | {cost['document'] / 2.0:.4%} |")
+    print(f"| the page, once per viewer | {cost['page'] * 1e3:,.2f} ms | once |")
     return 0
 
 
