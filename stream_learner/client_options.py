@@ -9,10 +9,10 @@ client that will receive them.
 
 Options the service must own are refused when the settings are read
 (:func:`check_options`), in either spelling: what decides the consumer group,
-offsets and commits, the delivery guarantee (acknowledgements, idempotence,
-transactions, isolation), how records are (de)serialised, and the connection
-and its security, which have settings of their own (secrets come from the
-environment, never from a settings file).
+partition assignment, offsets and commits, the delivery guarantee
+(acknowledgements, idempotence, transactions, isolation), how records are
+(de)serialised, and the connection and its security, which have settings of
+their own (secrets come from the environment, never from a settings file).
 
 Examples
 --------
@@ -66,6 +66,11 @@ DENIED: dict[str, dict[str, str]] = {
         "key.deserializer": _BYTES,
         "value.deserializer": _BYTES,
         "enable.partition.eof": "the service detects the end of its input itself",
+        "partition.assignment.strategy": "partition p of the events and labels topics must go "
+        "to the same worker: the service uses the range assignor",
+        "group.protocol": "partition p of the events and labels topics must go to the same "
+        "worker: the service uses the classic protocol with the range assignor",
+        "max.poll.records": "set service.batch_size",
     },
     "producer": {
         **_BOTH,
@@ -125,9 +130,10 @@ def spelled(options: Mapping[str, Any], client: Client) -> dict[str, Any]:
 def client_options(kafka: KafkaSettings, client: Client, role: Role) -> dict[str, Any]:
     """The pass-through options for a ``role`` client of the ``client`` library.
 
-    Merge them into the client's configuration before the service's own
-    options, so that the service's win (they cannot clash: the settings
-    refuse the options the service owns).
+    Merge them over the service's configuration of the client
+    (``{**service_config, **client_options(...)}``): they override its
+    defaults (e.g. the producer's ``batch_size``), and cannot override what
+    it owns, since the settings refuse those options.
 
     Examples
     --------

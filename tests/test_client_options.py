@@ -56,6 +56,8 @@ def test_environment_overrides_a_pass_through_option() -> None:
     ("producer", "max_in_flight_requests_per_connection"), ("producer", "linger.ms"),
     ("producer", "sasl.password"), ("consumer", "sasl_plain_password"), ("producer", "ssl_cafile"),
     ("consumer", "bootstrap_servers"), ("producer", "Security.Protocol"),
+    ("consumer", "partition_assignment_strategy"), ("consumer", "group.protocol"),
+    ("consumer", "max_poll_records"),
 ])
 def test_options_the_service_owns_are_refused_in_both_spellings(
     tmp_path: Path, role: str, name: str
