@@ -164,10 +164,27 @@ def per_call_costs(events: Path, repeats: int = 200) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in costs.items()}
 
 
+def table(cpu: dict[str, list[float]], wall: dict[str, list[float]],
+          args: argparse.Namespace) -> None:
+    """The end-to-end table: rates and ratios to nobody watching, per variant."""
+    print(f"{args.events:,} events per run, {args.rounds} rounds, interleaved\n")
+    print("| variant | records per CPU second (median) | vs nobody watching (median, range) "
+          "| records per wall second (median) | vs nobody watching (median, range) |")
+    print("|---|---:|---|---:|---|")
+    for v in VARIANTS:
+        cells = [f"| {v} "]
+        for rates in (cpu, wall):
+            ratios = [x / b for x, b in zip(rates[v], rates["nobody watching"], strict=True)]
+            cells.append(f"| {statistics.median(rates[v]):,.0f} | {statistics.median(ratios):.3f} "
+                         f"({min(ratios):.3f} .. {max(ratios):.3f}) ")
+        print("".join(cells) + "|")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of the end-to-end runs (0: only the per-call costs)")
     args = parser.parse_args()
     logging.getLogger("stream_learner").setLevel(logging.ERROR)  # alerts are logged as warnings
     work = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
@@ -184,17 +201,8 @@ def main() -> int:
             wall[variant].append(per_wall)
         print(f"round {r + 1}: " + ", ".join(f"{v} {cpu[v][-1]:,.0f}/cpu-s" for v in VARIANTS),
               file=sys.stderr)
-    print(f"{args.events:,} events per run, {args.rounds} rounds, interleaved\n")
-    print("| variant | records per CPU second (median) | vs nobody watching (median, range) "
-          "| records per wall second (median) | vs nobody watching (median, range) |")
-    print("|---|---:|---|---:|---|")
-    for v in VARIANTS:
-        cells = [f"| {v} "]
-        for rates in (cpu, wall):
-            ratios = [x / b for x, b in zip(rates[v], rates["nobody watching"], strict=True)]
-            cells.append(f"| {statistics.median(rates[v]):,.0f} | {statistics.median(ratios):.3f} "
-                         f"({min(ratios):.3f} .. {max(ratios):.3f}) ")
-        print("".join(cells) + "|")
+    if args.rounds:
+        table(cpu, wall, args)
     cost = per_call_costs(events)
     print("\n| per call (CPU of the worker's thread, median) | cost | share of one core |")
     print("|---|---:|---:|")
@@ -202,7 +210,7 @@ def main() -> int:
           f"| {cost['sample'] / SAMPLE_INTERVAL_S:.4%} |")
     print(f"| the document, full history, every 2 s per viewer (HTTP thread) "
           f"| {cost['document'] * 1e3:,.2f} ms | {cost['document'] / 2.0:.4%} |")
-    print(f"| the page, once per viewer | {cost['page'] * 1e3:,.2f} ms | once |")
+    print(f"| the page, once per viewer (HTTP thread) | {cost['page'] * 1e6:,.0f} µs | - |")
     return 0
 
 
