@@ -12,13 +12,14 @@ cd "$ROOT"
 
 log() { printf '[test] %s\n' "$*" >&2; }
 
-# System packages: Redis server, promtool (Prometheus), a compose implementation.
+# System packages: Redis server, promtool (Prometheus), a compose implementation, chromium.
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v mvn >/dev/null || missing+=(maven)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v chromium >/dev/null || missing+=(chromium)  # the page tests' headless browser
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing ${missing[*]} (apt)"
   apt-get update -qq >/dev/null

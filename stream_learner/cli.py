@@ -1,8 +1,10 @@
-"""Command line: ``stream-learner run | check | checkpoints | replay | simulate``.
+"""Command line: ``stream-learner run | check | checkpoints | replay | simulate | report``.
 
 ``replay`` runs history (files or a topic range) through the service and can
 write a warm-start checkpoint (:mod:`stream_learner.backtest`); ``simulate``
 publishes a sensor stream (:mod:`stream_learner.simulate`); see ``docs/replay.md``.
+``report`` turns a finished run's files into one self-contained HTML page, the
+live page's view of the run (:mod:`stream_learner.dashboard`, ``docs/dashboard.md``).
 
 ``stream-learner check --live [URL]`` probes a running worker's ``/healthz``
 and ``/readyz`` (the container healthcheck); plain ``check`` validates the
@@ -35,6 +37,8 @@ import orjson
 from stream_learner import __version__, admin
 from stream_learner.backtest import BacktestOptions, run_backtest
 from stream_learner.checkpoint import EnvelopeCodec
+from stream_learner.dashboard import render_page
+from stream_learner.dashboard.report import ReportInputs, build_report
 from stream_learner.drift_watch import make_watch
 from stream_learner.errors import ModelConfigError, SettingsError, StreamLearnerError
 from stream_learner.health import DEFAULT_TIMEOUT_S, metrics_url, probe
@@ -82,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--summary-json", help="also write the run summary as JSON to this path")
     _replay_parser(sub)
     _simulate_parser(sub)
+    _report_parser(sub)
     ckpt = sub.add_parser("checkpoints", help="list, show or roll back shard checkpoints")
     ckpt.add_argument("-c", "--config", help="TOML settings file (names the store)")
     ckpt.add_argument("action", choices=["list", "show", "rollback"])
@@ -145,6 +150,23 @@ def _simulate_parser(sub: Any) -> None:
     p.add_argument("--variants", type=_ints, default=(), metavar="V,...",
                    help="concept variant of each segment (default 0,1,2,...)")
     p.add_argument("--start-ts", default="", help="event time of the first event (epoch or ISO)")
+
+
+def _report_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="a finished run's files as one self-contained HTML page")
+    p.add_argument("-c", "--config", help="TOML settings file (the [schema] field names)")
+    p.add_argument("--metrics", required=True, metavar="FILE",
+                   help="metrics snapshots (JSON Lines, local.metrics)")
+    p.add_argument("--predictions", default="", metavar="FILE", help="predictions (local.output)")
+    p.add_argument("--labels", default="", metavar="FILE",
+                   help="the input with its label records, for label delays")
+    p.add_argument("--alerts", default="", metavar="FILE", help="drift alerts (local.alerts)")
+    p.add_argument("--dead-letters", default="", metavar="FILE", help="local.dead_letters")
+    p.add_argument("--learn-dead-letters", default="", metavar="FILE",
+                   help="local.learn_dead_letters")
+    p.add_argument("--json", default="", metavar="FILE", help="also write the document as JSON")
+    p.add_argument("-o", "--output", dest="report_output", required=True, metavar="FILE",
+                   help="the HTML file to write")
 
 
 def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -357,6 +379,22 @@ def _simulate(settings: Settings, environ: dict[str, str], args: argparse.Namesp
     return 0
 
 
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    inputs = ReportInputs(args.metrics, args.predictions, args.labels, args.alerts,
+                          args.dead_letters, args.learn_dead_letters)
+    for path in (args.metrics, args.predictions, args.labels, args.alerts):
+        if path and not Path(path).is_file():
+            print(f"stream-learner: report: file not found: {path}", file=sys.stderr)
+            return 1
+    document = build_report(inputs, settings.schema_)
+    Path(args.report_output).write_text(render_page(document), encoding="utf-8")
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS))
+    print(f"report of {document['totals']['records']} records, {len(document['series'])} "
+          f"snapshots, {len(document['alerts'])} alerts: {args.report_output}", file=sys.stderr)
+    return 0
+
+
 def _check(settings: Settings, environ: dict[str, str]) -> int:
     _model_spec(settings)
     if settings.service.transport == "kafka":
@@ -426,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(settings, environ, args)
         if args.command == "simulate":
             return _simulate(settings, environ, args)
+        if args.command == "report":
+            return _report(settings, args)
         return _run(settings, environ, args)
     except (SettingsError, ModelConfigError) as exc:
         log.error("configuration: %s", exc)

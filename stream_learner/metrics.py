@@ -11,8 +11,9 @@ equals ``stream_learner_records_total{outcome="dead_letter"}`` plus
 ``stream_learner_inline_labels_rejected_total``.
 
 The endpoint serves ``/metrics`` (Prometheus text format), ``/healthz``
-(the process is alive) and ``/readyz`` (200 only once state is restored and
-the worker is consuming).
+(the process is alive), ``/readyz`` (200 only once state is restored and
+the worker is consuming), and the live page ``/`` with its JSON document
+``/api/v1/dashboard`` (:mod:`stream_learner.dashboard`).
 
 Examples
 --------
@@ -34,6 +35,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from stream_learner.dashboard.history import History, dashboard_response
 
 __all__ = [
     "DELAY_EVENT_BUCKETS",
@@ -196,6 +199,8 @@ class Metrics:
 
         self.is_ready = False
         self._metric_names: set[str] = set()
+        #: what the page at ``/`` shows (sampled by the reporter, read by the HTTP thread)
+        self.history = History(self)
 
     def _declare_label_metrics(self, r: CollectorRegistry) -> None:
         self.labels_joined = Counter(
@@ -351,6 +356,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/readyz":
             ready = self.server.metrics.is_ready
             self._reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
+        elif path in ("/", "/api/v1/dashboard"):  # the live page (docs/dashboard.md)
+            body, ctype = dashboard_response(path, self.server.metrics.history)
+            self._reply(200, body, ctype)
         else:
             self._reply(404, b"not found\n")
 

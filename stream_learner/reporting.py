@@ -20,7 +20,8 @@ The snapshot record (``stream_learner/schemas/metrics-snapshot.json``)::
 Consumer lag is read from the source at most once per ``metrics.lag_interval_s``:
 records between the shard's position and the end of each of its input
 partitions; in seconds, the age of the last processed record's timestamp while
-records wait behind it.
+records wait behind it. The live page's history (:mod:`stream_learner.dashboard`)
+is sampled right after, at most once a second.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Reporter:
         self._clock = clock
         self._wall_clock = wall_clock
         self._worker = worker
+        metrics.history.worker = worker
         self._lag_due = -float("inf")
         self._last_ts: dict[TopicPartition, float] = {}
         self._lag: dict[str, tuple[int, float]] = {}
@@ -92,11 +94,13 @@ class Reporter:
         if not emit:
             return
         for alert in alerts:
+            record = alert.to_dict(shard.id)
             self.sink.send(
                 "alerts",
                 (alert.key or "").encode("utf-8"),
-                orjson.dumps(alert.to_dict(shard.id), option=orjson.OPT_NON_STR_KEYS),
+                orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS),
             )
+            self.metrics.history.alert(record, self._wall_clock())
             self.metrics.drift_alerts.labels(severity=alert.severity, signal=alert.signal).inc()
             log.log(
                 logging.WARNING if alert.severity in ("warning", "drift") else logging.INFO,
@@ -146,6 +150,7 @@ class Reporter:
             self._lag[p] = (records, seconds)
             self.metrics.lag_records.labels(partition=p).set(records)
             self.metrics.lag_seconds.labels(partition=p).set(seconds)
+        self.metrics.history.sample(shards, self._lag, now, wall)
 
     # -- snapshots -----------------------------------------------------------------------
 

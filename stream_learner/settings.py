@@ -35,10 +35,12 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from stream_learner.client_options import check_options
 from stream_learner.errors import SettingsError
 
 __all__ = [
@@ -226,6 +228,25 @@ class KafkaSettings(_Section):
     connect_timeout_s: float = Field(
         30.0, gt=0, description="How long to wait for the broker at start before failing."
     )
+    consumer_options: Table = Field(
+        FrozenMap({}),
+        description="Passed to the Kafka consumer as they are, e.g. `fetch_max_bytes` or "
+        "`\"fetch.max.bytes\"` (either spelling; quote dotted names). Options the service "
+        "owns (group, offsets, commits, isolation, security, ...) are refused: the list and "
+        "the reasons are in stream_learner/client_options.py.",
+    )
+    producer_options: Table = Field(
+        FrozenMap({}),
+        description="Passed to the Kafka producer as they are, e.g. `compression_type = "
+        "\"lz4\"` or `batch_size`. Options the service owns (acks, idempotence, "
+        "transactions, linger, security, ...) are refused.",
+    )
+
+    @field_validator("consumer_options", "producer_options")
+    @classmethod
+    def _pass_through(cls, value: Mapping[str, Any], info: ValidationInfo) -> Mapping[str, Any]:
+        check_options("consumer" if info.field_name == "consumer_options" else "producer", value)
+        return value
 
 
 class LocalSettings(_Section):

@@ -1,0 +1,67 @@
+"""The in-process API: the README's example runs as printed; the names are public."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+import stream_learner
+from stream_learner import LocalStore, MemorySink, MemorySource, build_service, run
+from stream_learner.errors import SettingsError
+from tests.conftest import ROOT
+
+
+def readme_example() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## The operator's page, run reports and the Python API", 1)[1]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found, "the README's API section has no python example"
+    return found.group(1)
+
+
+def test_readme_example_runs_and_prints_what_it_says() -> None:
+    code = readme_example()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    lines = out.getvalue().splitlines()
+    assert re.fullmatch(r"page at http://127\.0\.0\.1:\d+/", lines[0])
+    # each "print(...)  # expected" line of the example prints what its comment says
+    expected = [line.split("# ", 1)[1] for line in code.splitlines()
+                if line.startswith("print(") and "# " in line]
+    assert lines[1:] == expected == ["2 1", "{'name': 'pumps', 'version': 1, 'n_learned': 1}"]
+
+
+def test_public_names_are_listed_and_importable() -> None:
+    for name in stream_learner.__all__:
+        assert getattr(stream_learner, name) is not None, name
+    with pytest.raises(AttributeError):
+        stream_learner.NoSuchThing  # noqa: B018
+
+
+def test_checkpoint_store_object_needs_a_key_and_restores_state(tmp_path: Path) -> None:
+    events = [b'{"id": %d, "features": {"x": %d}, "label": %d}' % (i, i, 2 * i) for i in range(50)]
+    with pytest.raises(SettingsError, match="signing key"):
+        build_service(source=MemorySource({("events", 0): events}), sink=MemorySink(),
+                      store=LocalStore(str(tmp_path)), environ={})
+    key = b"k" * 32
+    first = run(source=MemorySource({("events", 0): events[:30]}), sink=MemorySink(),
+                store=LocalStore(str(tmp_path)), signing_key=key, environ={})
+    assert first.predictions == 30
+    # the next run starts from the checkpoint: it has learned 30 labels already
+    sink = MemorySink()
+    source = MemorySource({("events", 0): events})
+    source.committed_offsets[("events", 0)] = 30
+    run(source=source, sink=sink, store=LocalStore(str(tmp_path)), signing_key=key, environ={})
+    predictions = sink.decoded("predictions")
+    assert predictions[0]["source"]["offset"] == 30
+    assert predictions[0]["model"]["n_learned"] == 30
+
+
+def test_settings_as_nested_values_are_validated() -> None:
+    with pytest.raises(SettingsError, match="batch_siz"):
+        build_service({"service": {"batch_siz": 1}}, source=MemorySource({}), sink=MemorySink())

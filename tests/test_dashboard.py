@@ -1,0 +1,235 @@
+"""The page's document: sampled from a running service, served at /api/v1/dashboard, and
+built from a finished run's files; each checked against its JSON Schema."""
+
+from __future__ import annotations
+
+import importlib.resources
+import itertools
+import json
+import re
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from jsonschema import Draft202012Validator
+
+from stream_learner.dashboard import render_page
+from stream_learner.dashboard.history import SAMPLE_INTERVAL_S, bucket_quantile
+from stream_learner.dashboard.report import ReportInputs, build_report
+from stream_learner.metrics import Metrics, MetricsServer
+from stream_learner.models import ModelSpec
+from stream_learner.service import Service
+from stream_learner.settings import Settings, load_settings
+from stream_learner.testing import MemorySink, MemorySource
+from tests.conftest import ROOT, run_service, service_command, service_env
+
+
+def validate_document(doc: dict[str, Any]) -> None:
+    """Fail unless ``doc`` follows stream_learner/schemas/dashboard.json."""
+    text = (importlib.resources.files("stream_learner") / "schemas" / "dashboard.json").read_text()
+    schema = json.loads(text)
+    Draft202012Validator.check_schema(schema)
+    Draft202012Validator(schema).validate(doc)
+
+
+class Clock:
+    """Monotonic seconds that move only when told (one tick per read)."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def _flip_events(n: int) -> list[bytes]:
+    """y = x > 0.5, turned over half-way: the error monitor must raise a drift."""
+    import random
+
+    rng = random.Random(5)
+    out = []
+    for i in range(n):
+        x = rng.random()
+        y = (x > 0.5) != (i >= n // 2)
+        out.append(orjson.dumps({"id": i, "key": "s", "ts": float(i), "features": {"x": x},
+                                 "label": y}))
+    return out
+
+
+def _service(metrics: Metrics) -> tuple[Service, MemorySink]:
+    settings = load_settings(None, env={}, overrides={
+        "model": {"task": "classification", "name": "flip", "pipeline": [
+            {"step": "preprocessing.StandardScaler"}, {"step": "linear_model.LogisticRegression"}]},
+        "drift": {"signals": ["error"], "action": "challenger", "cooldown_events": 0,
+                  "challenger_min_labels": 50},
+        "service": {"batch_size": 20},
+        "metrics": {"lag_interval_s": 0.0},
+    })
+    events = _flip_events(4000)
+    events[100:100] = [b"nope", b"[1]"]
+    sink = MemorySink()
+    # each clock read moves 2 ms: a sample (>= SAMPLE_INTERVAL_S apart) every few batches
+    clock = Clock(0.002)
+    service = Service(settings, ModelSpec.from_settings(settings.model),
+                      MemorySource({("events", 0): events}), sink, metrics,
+                      clock=clock, wall_clock=clock)
+    return service, sink
+
+
+def test_bucket_quantile_interpolates_like_prometheus() -> None:
+    bounds = [0.001, 0.01, 0.1, float("inf")]
+    assert bucket_quantile(bounds, [50, 100, 100, 100], 0.5) == 0.001
+    assert bucket_quantile(bounds, [0, 100, 100, 100], 0.5) == pytest.approx(0.0055)
+    assert bucket_quantile(bounds, [0, 0, 0, 10], 0.99) == 0.1  # +Inf: the last finite bound
+    assert bucket_quantile(bounds, [0, 0, 0, 0], 0.5) is None
+
+
+def test_history_of_a_run_follows_the_schema_and_the_counters() -> None:
+    metrics = Metrics()
+    service, sink = _service(metrics)
+    summary = service.run()
+    doc = metrics.history.document(123.0)
+    validate_document(doc)
+    assert doc["source"] == "live" and doc["generated_at"] == 123.0
+    series = doc["series"]
+    assert len(series) > 3
+    gaps = [b["ts"] - a["ts"] for a, b in itertools.pairwise(series)]
+    # at most one sample a second (of the one clock: the wall is read a few ticks later)
+    assert min(gaps) > SAMPLE_INTERVAL_S - 0.1
+    assert metrics.batches._value.get() > 2 * len(series)  # not one per batch
+    assert series[0]["records_per_s"] is None and all(p["records_per_s"] for p in series[1:])
+    # the last sample saw the end of the stream (sampled after the last batch)
+    assert doc["totals"]["records"] <= summary.records
+    assert doc["totals"]["dead_letters"] == 2 == summary.dead_letters
+    assert {(d["output"], d["reason"]) for d in doc["dead_letters"]} == {
+        (d["output"], d["reason"]) for d in doc["dead_letters"] if d["count"] == 1}
+    assert sum(d["count"] for d in doc["dead_letters"]) == 2
+    alerts = sink.decoded("alerts")
+    assert [a["offsets"] for a in doc["alerts"]] == [a["offsets"] for a in alerts]
+    assert any(a["severity"] == "drift" and a["signal"] == "error" for a in doc["alerts"])
+    model = doc["models"][0]
+    assert (model["shard"], model["name"], model["version"]) == ("events:0", "flip", 1)
+    assert model["challenger"] == "none" or model["challenger"].startswith(("training", "armed"))
+    assert 0.0 < doc["labels"]["coverage"] <= 1.0
+
+
+def test_history_holds_nothing_before_the_first_sample() -> None:
+    doc = Metrics().history.document(1.0)
+    validate_document(doc)
+    assert doc["series"] == [] and doc["models"] == [] and doc["totals"]["records"] == 0
+
+
+def test_page_and_document_are_served_on_the_metrics_port() -> None:
+    metrics = Metrics()
+    service, _sink = _service(metrics)
+    service.run()
+    server = MetricsServer(metrics, "127.0.0.1", 0).start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        with urllib.request.urlopen(base + "/") as response:
+            page = response.read().decode("utf-8")
+            assert response.headers["Content-Type"].startswith("text/html")
+        assert page == render_page() and "<script src" not in page and "<link rel=\"stylesheet" not in page
+        with urllib.request.urlopen(base + "/api/v1/dashboard") as response:
+            assert response.headers["Content-Type"] == "application/json"
+            doc = orjson.loads(response.read())
+        validate_document(doc)
+        assert doc["totals"] == metrics.history.document(0.0)["totals"]
+    finally:
+        server.close()
+
+
+def test_report_of_a_local_run_follows_the_schema(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join([*_flip_events(3000), b"nope"]) + b"\n")
+    out = {n: tmp_path / f"{n}.jsonl" for n in ("predictions", "alerts", "metrics", "dlq", "ldlq")}
+    run_service(
+        ["run", "--input", str(events), "--output", str(out["predictions"])],
+        model__task="classification", model__name="flip",
+        model__pipeline='[{step = "preprocessing.StandardScaler"}, '
+        '{step = "linear_model.LogisticRegression"}]',
+        drift__signals='["error"]', service__batch_size="50",
+        metrics__snapshot_interval_s="0.001", local__alerts=str(out["alerts"]),
+        local__metrics=str(out["metrics"]), local__dead_letters=str(out["dlq"]),
+        local__learn_dead_letters=str(out["ldlq"]),
+    )
+    doc = build_report(ReportInputs(str(out["metrics"]), str(out["predictions"]), str(events),
+                                    str(out["alerts"]), str(out["dlq"]), str(out["ldlq"])))
+    validate_document(doc)
+    snapshots = [orjson.loads(line) for line in out["metrics"].read_bytes().splitlines()]
+    predictions = [orjson.loads(line) for line in out["predictions"].read_bytes().splitlines()]
+    assert len(doc["series"]) == len(snapshots) > 1
+    assert doc["totals"]["records"] == snapshots[-1]["totals"]["records"]
+    assert doc["totals"]["predictions"] == len(predictions) == 3000
+    assert doc["dead_letters"] == [{"output": "dead_letters", "reason": "not_json", "count": 1}]
+    assert len(doc["alerts"]) == len(out["alerts"].read_bytes().splitlines()) > 0
+    assert doc["labels"]["delay_events"] == {"p50": 0, "p99": 0}  # inline labels
+    latencies = sorted(p["latency_ms"] for p in predictions)
+    assert max(p["latency_p99_ms"] or 0 for p in doc["series"]) <= latencies[-1]
+    assert doc["models"][0]["n_learned"] == snapshots[-1]["partitions"][0]["labels_learned"]
+
+
+def test_report_command_writes_one_self_contained_file(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_bytes(orjson.dumps({
+        "schema_version": 1, "worker": "w", "ts": 1.0, "interval_s": 1.0, "records_per_s": 5.0,
+        "totals": {"records": 5, "predictions": 5, "labels": 5},
+        "partitions": [{"partition": 0, "shard": "e:0", "metric": "MAE", "online_metric": 0.5,
+                        "predictions": 5, "labels_learned": 5, "label_coverage": 1.0,
+                        "pending_predictions": 0, "lag_records": 0, "lag_seconds": 0.0}]}) + b"\n")
+    out = tmp_path / "r.html"
+    run_service(["report", "--metrics", str(metrics), "-o", str(out)])
+    html = out.read_text()
+    assert '"worker":"w"' in html  # the document is embedded
+    assert not re.search(r'(src|href)="(?!data:)', html)  # and nothing is loaded from elsewhere
+    proc = subprocess.run(
+        service_command("report", "--metrics", str(tmp_path / "missing.jsonl"), "-o", str(out)),
+        env=service_env(), capture_output=True, text=True, check=False, cwd=ROOT)
+    assert proc.returncode == 1 and "file not found" in proc.stderr
+
+
+def test_live_page_settings_default_to_loopback() -> None:
+    assert Settings().metrics.host == "127.0.0.1"
+
+
+def test_dashboard_doc_names_real_metrics_and_every_document_field() -> None:
+    text = (ROOT / "docs" / "dashboard.md").read_text(encoding="utf-8")
+    names = {m.name for m in Metrics().registry.collect()}
+    for metric in re.findall(r"`(stream_learner_[a-z_]+?)(?:_total)?[{`]", text):
+        assert metric in names, metric
+    schema = json.loads((ROOT / "stream_learner" / "schemas" / "dashboard.json").read_text())
+    for field in schema["required"]:
+        assert f'"{field}"' in text, field
+
+
+def test_report_label_delays_follow_arrival_order_in_both_record_shapes(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_bytes(b"")
+    nested = tmp_path / "nested.jsonl"
+    nested.write_bytes(b"\n".join([
+        b'{"id": 1, "key": "a", "ts": 10, "features": {"x": 1}}',
+        b'{"id": 2, "key": "a", "ts": 11, "features": {"x": 2}}',
+        b'{"id": 3, "key": "a", "ts": 12, "features": {"x": 3}, "label": 1}',
+        b'{"id": 1, "key": "a", "ts": 15, "label": 0}',
+        b'{"id": 2, "key": "a", "ts": 16, "label": 0}',
+    ]))
+    doc = build_report(ReportInputs(str(metrics), labels=str(nested)))
+    # delays in events: 0 (inline), 2 and 1 (events scored after the labelled one)
+    assert doc["labels"]["delay_events"] == {"p50": 1, "p99": 2}
+    # seconds: from the labelled event's ts to the latest event's (12), as the service counts
+    assert doc["labels"]["delay_seconds"] == {"p50": 1.0, "p99": 2.0}
+    flat = tmp_path / "flat.jsonl"
+    flat.write_bytes(b"\n".join([
+        b'{"sensor": "a", "n": 1, "t": 10, "temp": 3.5}',
+        b'{"sensor": "a", "n": 2, "t": 11, "temp": 3.6}',
+        b'{"sensor": "a", "n": 1, "t": 12, "target": 1}',
+    ]))
+    schema = load_settings(None, env={}, overrides={"schema": {
+        "id": "n", "key": "sensor", "ts": "t", "label": "target", "features": ""}}).schema_
+    doc = build_report(ReportInputs(str(metrics), labels=str(flat)), schema)
+    assert doc["labels"]["delay_events"] == {"p50": 1, "p99": 1}
+    assert doc["labels"]["delay_seconds"] == {"p50": 1.0, "p99": 1.0}
