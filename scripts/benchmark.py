@@ -196,23 +196,28 @@ def samples(n: int) -> list[tuple[dict[str, Any], Any]]:
     return [(dict(x), int(y)) for x, y in itertools.islice(stream, n)]
 
 
-def sensor(i: int) -> tuple[int, str]:
-    """Partition and key of event ``i``: 12 sensors keyed over the partitions."""
-    s = i % SENSORS
+def sensor(i: int, sensors: int = SENSORS) -> tuple[int, str]:
+    """Partition and key of event ``i``: ``sensors`` keys spread over the partitions."""
+    s = i % sensors
     return s % PARTITIONS, f"sensor-{s}"
 
 
-def event(i: int, x: dict[str, Any], y: Any, labelled: bool, ts: float) -> dict[str, Any]:
+def event(
+    i: int, x: dict[str, Any], y: Any, labelled: bool, ts: float, sensors: int = SENSORS
+) -> dict[str, Any]:
     """Event ``i`` of the event contract."""
-    doc: dict[str, Any] = {"id": i, "key": sensor(i)[1], "ts": ts, "features": x}
+    doc: dict[str, Any] = {"id": i, "key": sensor(i, sensors)[1], "ts": ts, "features": x}
     if labelled:
         doc["label"] = y
     return doc
 
 
-def encoded_events(pool: Sequence[tuple[dict[str, Any], Any]], labelled: bool) -> list[bytes]:
+def encoded_events(
+    pool: Sequence[tuple[dict[str, Any], Any]], labelled: bool, sensors: int = SENSORS
+) -> list[bytes]:
     """One JSON record per sample."""
-    return [orjson.dumps(event(i, x, y, labelled, float(i))) for i, (x, y) in enumerate(pool)]
+    return [orjson.dumps(event(i, x, y, labelled, float(i), sensors))
+            for i, (x, y) in enumerate(pool)]
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -377,6 +382,7 @@ def worker_main(cfg: dict[str, Any]) -> None:
     profiler = cProfile.Profile() if cfg.get("profile") else None
     if profiler is not None:
         profiler.enable()
+    run_started = time.perf_counter()
     summary = service.run()
     end, end_cpu = time.perf_counter(), _cpu_seconds()
     threads_cpu = _threads_cpu_seconds()
@@ -393,6 +399,7 @@ def worker_main(cfg: dict[str, Any]) -> None:
         "predictions": summary.predictions,
         "dead_letters": summary.dead_letters,
         "elapsed_s": end - first,
+        "since_run_s": end - run_started,
         "cpu_s": end_cpu - source.first_cpu if source.first_at is not None else 0.0,
         "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "threads_cpu_s": threads_cpu,
@@ -804,6 +811,8 @@ class MaxRun:
     elapsed_s: float
     threads_cpu_s: dict[str, float] = field(default_factory=dict)
     state_metrics: dict[str, float] = field(default_factory=dict)
+    #: from the call of ``Service.run`` (group join, restore) to the last commit
+    since_run_s: float = math.nan
 
     def state(self, name: str) -> float:
         """Sum of the state samples called ``stream_learner_<name>`` (any labels)."""
@@ -999,7 +1008,7 @@ class Bench:
                 return result
         raise RuntimeError(f"worker exited {proc.returncode} without a result:\n{err[-3000:]}")
 
-    def produce(self, topic: str, values: Sequence[bytes]) -> None:
+    def produce(self, topic: str, values: Sequence[bytes], sensors: int = SENSORS) -> None:
         """Write ``values`` (event ``i`` to its sensor's partition) as fast as possible."""
         from kafka import KafkaProducer
 
@@ -1008,7 +1017,7 @@ class Bench:
             client_id="benchmark-preload",
         )
         for i, value in enumerate(values):
-            partition, key = sensor(i)
+            partition, key = sensor(i, sensors)
             producer.send(topic, value=value, key=key.encode(), partition=partition)
         producer.flush()
         producer.close()
@@ -1036,17 +1045,26 @@ class Bench:
         extra: Mapping[str, Any] | None = None,
         profile: Mapping[str, Any] | None = None,
         events: str | None = None,
+        sensors: int = SENSORS,
+        live: bool = False,
     ) -> MaxRun:
-        """Pre-produce ``values`` (unless ``events`` has them), then let a worker consume them."""
+        """Pre-produce ``values`` (unless ``events`` has them), then let a worker consume them.
+
+        With ``live`` the worker starts first and the events are produced while it reads.
+        """
         if events is None:
             events = self.topic(f"{what}-events")
-            self.produce(events, values)
+            if not live:
+                self.produce(events, values, sensors)
         settings = self.worker_settings(case, events, what, max_events=len(values))
         for section, values_ in (extra or {}).items():
             settings[section] = {**settings.get(section, {}), **values_}
         cfg: dict[str, Any] = {"settings": settings}
         cfg.update(profile or {})
-        result = self.worker_result(self.start_worker(cfg), timeout=600)
+        worker = self.start_worker(cfg)
+        if live:
+            self.produce(events, values, sensors)
+        result = self.worker_result(worker, timeout=600)
         if result["records"] != len(values):
             raise RuntimeError(f"worker read {result['records']} of {len(values)} events")
         return MaxRun(
@@ -1057,6 +1075,7 @@ class Bench:
             elapsed_s=result["elapsed_s"],
             threads_cpu_s=result["threads_cpu_s"],
             state_metrics=result["state_metrics"],
+            since_run_s=result.get("since_run_s", math.nan),
         )
 
     def edges(self, values: Sequence[bytes], client: str) -> Edges:
@@ -1633,6 +1652,9 @@ def run(args: argparse.Namespace) -> int:
     bench = Bench(args, plan)
     info["client of the load producer and latency consumer"] = bench.harness
     try:
+        if args.gap:
+            print(render_gap(measure_gap(bench, args.gap)))
+            return 0
         if args.profile:
             profile_linear(bench, encoded_events(pool, True), args.profiler, args.profile_top,
                            sys.stdout)
@@ -1900,6 +1922,78 @@ def peer_targets(peers: Peers) -> list[tuple[str, str, str]]:
     return out
 
 
+@dataclass(frozen=True)
+class GapVariant:
+    """One setup of the throughput-gap experiment (``--gap``)."""
+
+    name: str
+    events: int = 30_000
+    sensors: int = SENSORS
+    features: int = 9
+    checkpoints: bool = False
+    drift: bool = True
+    live: bool = False
+
+
+GAP_VARIANTS = (
+    GapVariant("this page's max run: 30,000 events, 12 sensors, 9 features, drift on, "
+               "no checkpoints, pre-filled topic"),
+    GapVariant("+ Redis checkpoints every 1 s", checkpoints=True),
+    GapVariant("drift off instead", drift=False),
+    GapVariant("+ 50 sensors, 8 features", sensors=50, features=8),
+    GapVariant("+ 150,000 events", events=150_000),
+    GapVariant("+ produced while the worker reads (live)", live=True),
+    GapVariant("the comparison's setup: 150,000 events, 50 sensors, 8 features, drift on, "
+               "checkpoints every 1 s", events=150_000, sensors=50, features=8, checkpoints=True),
+    GapVariant("the same, produced while the worker reads", events=150_000, sensors=50,
+               features=8, checkpoints=True, live=True),
+)
+
+
+def measure_gap(bench: Bench, repeat: int) -> list[tuple[GapVariant, list[MaxRun]]]:
+    """The linear worker's throughput under each of ``GAP_VARIANTS``, ``repeat`` rounds.
+
+    Rounds are interleaved (every variant once, then again) so that a busy
+    moment of the machine does not land on one variant only.
+    """
+    case = CASES[0]
+    pool = samples(max(v.events for v in GAP_VARIANTS))
+    overrides = checkpoint_overrides(bench.args.redis, bench.run_id)
+    runs: dict[GapVariant, list[MaxRun]] = {v: [] for v in GAP_VARIANTS}
+    for round_ in range(repeat):
+        for i, v in enumerate(GAP_VARIANTS):
+            if v.checkpoints and isinstance(overrides, str):
+                log(f"gap: skipping {v.name!r}: {overrides}")
+                continue
+            drop = list(pool[0][0])[v.features:]
+            part = [({k: x[k] for k in x if k not in drop}, y) for x, y in pool[: v.events]]
+            values = encoded_events(part, True, v.sensors)
+            extra: dict[str, Any] = {}
+            if v.checkpoints and not isinstance(overrides, str):
+                extra.update(overrides)
+                bench.used_redis = True
+            if not v.drift:
+                extra["drift"] = {"enabled": False}
+            run = bench.max_throughput(case, values, f"gap-{round_}-{i}", extra=extra,
+                                       sensors=v.sensors, live=v.live)
+            runs[v].append(run)
+            log(f"gap: {v.name}: {run.events_per_s:,.0f} events/s from the first record, "
+                f"{run.records / run.since_run_s:,.0f} from the start of the loop")
+    return [(v, rs) for v, rs in runs.items() if rs]
+
+
+def render_gap(rows: Sequence[tuple[GapVariant, Sequence[MaxRun]]]) -> str:
+    """The throughput-gap experiment as a Markdown table (medians over the rounds)."""
+    lines = ["| setup | events/s, first record to last commit | events/s, loop start to "
+             "last commit | runs |", "|---|---|---|---|"]
+    for v, rs in rows:
+        first = sorted(r.events_per_s for r in rs)
+        start = sorted(r.records / r.since_run_s for r in rs)
+        lines.append(f"| {v.name} | {first[len(first) // 2]:,.0f} | "
+                     f"{start[len(start) // 2]:,.0f} | {len(rs)} |")
+    return "\n".join(lines)
+
+
 def measure_checkpoints(
     bench: Bench, case: Case, values: Sequence[bytes], overrides: Mapping[str, Any],
     result: CaseResult,
@@ -1969,6 +2063,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="leave parts out (for quick experiments)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a worker setting, e.g. kafka.linger_ms=50 (value read as TOML)")
+    parser.add_argument("--gap", type=int, default=0, metavar="ROUNDS",
+                        help="only the throughput-gap experiment (GAP_VARIANTS), this many "
+                        "interleaved rounds; prints a table, writes nothing")
     parser.add_argument("--clients", nargs="+", choices=CLIENTS, default=list(CLIENTS),
                         help="Kafka clients of the service in the peers comparison; a client "
                         "the installed service refuses is skipped (default: both)")
