@@ -3,10 +3,11 @@
 
 Run from the repository root (the broker is ``STREAM_LEARNER_TEST_KAFKA`` or ``--bootstrap``)::
 
-    python scripts/benchmark.py              # full run, about 5 minutes on 2 cores
+    python scripts/benchmark.py              # full run, 6 to 10 minutes on 2 cores
     python scripts/benchmark.py --quick      # smaller samples, about 1 minute
     python scripts/benchmark.py --profile    # cProfile of the linear worker through the broker
     python scripts/benchmark.py --bare-only  # River's bare loop only: no broker needed
+    python scripts/benchmark.py --gap 2      # only: which setup moves the linear throughput
 
 One run measures, for a linear model, a tree model and an anomaly detector:
 
@@ -182,7 +183,7 @@ class Plan:
         """The full or the quick plan."""
         if quick:
             return cls(n_events=5000, phase_s=2.0, floor_records=500, warmup_events=100)
-        return cls(n_events=30000, phase_s=8.0, floor_records=3000, warmup_events=300)
+        return cls(n_events=30000, phase_s=6.0, floor_records=3000, warmup_events=300)
 
 
 # -- events ----------------------------------------------------------------------------------
