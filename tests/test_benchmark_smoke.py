@@ -208,11 +208,12 @@ def test_peers_run_through_the_broker(kafka_bootstrap: str, tmp_path: Path) -> N
 def test_gap_table_shows_medians_of_both_windows(bench: ModuleType) -> None:
     def run(rate: float, since: float) -> object:
         return bench.MaxRun(events_per_s=rate, cpu_s_per_m=1.0, rss_mib=1.0, records=1000,
-                            elapsed_s=1000 / rate, since_run_s=since)
+                            elapsed_s=1000 / rate, since_run_s=since, since_spawn_s=since * 2)
 
     base, ckpt = bench.GAP_VARIANTS[0], bench.GAP_VARIANTS[1]
     text = bench.render_gap([(base, [run(900.0, 2.0), run(1000.0, 1.0), run(2000.0, 4.0)]),
                              (ckpt, [run(800.0, 2.5)])])
-    # medians: 1,000 events/s from the first record; 1000 records / 2 s from the loop start
-    assert f"| {base.name} | 1,000 | 500 | 3 |" in text
-    assert f"| {ckpt.name} | 800 | 400 | 1 |" in text
+    # medians: 1,000 events/s from the first record; 1000 records / 2 s from the loop
+    # start; 1000 records / 4 s from the process start
+    assert f"| {base.name} | 1,000 | 500 | 250 | 3 |" in text
+    assert f"| {ckpt.name} | 800 | 400 | 200 | 1 |" in text
