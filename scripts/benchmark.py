@@ -1963,6 +1963,7 @@ def measure_gap(bench: Bench, repeat: int) -> list[tuple[GapVariant, list[MaxRun
     moment of the machine does not land on one variant only.
     """
     case = CASES[0]
+    log(f"gap: {len(GAP_VARIANTS)} setups, {repeat} round(s)")
     pool = samples(max(v.events for v in GAP_VARIANTS))
     overrides = checkpoint_overrides(bench.args.redis, bench.run_id)
     runs: dict[GapVariant, list[MaxRun]] = {v: [] for v in GAP_VARIANTS}
@@ -1985,15 +1986,16 @@ def measure_gap(bench: Bench, repeat: int) -> list[tuple[GapVariant, list[MaxRun
             runs[v].append(run)
             log(f"gap: {v.name}: {run.events_per_s:,.0f} events/s from the first record, "
                 f"{run.records / run.since_run_s:,.0f} from the start of the loop, "
-                f"{run.records / run.since_spawn_s:,.0f} from the start of the process")
+                f"{run.records / run.since_spawn_s:,.0f} from the start of the process; "
+                f"{run.cpu_s_per_m:,.1f} CPU µs per event")
     return [(v, rs) for v, rs in runs.items() if rs]
 
 
 def render_gap(rows: Sequence[tuple[GapVariant, Sequence[MaxRun]]]) -> str:
     """The throughput-gap experiment as a Markdown table (medians over the rounds)."""
     lines = ["| setup | events/s, first record to last commit | events/s, loop start to "
-             "last commit | events/s, process start to last commit | runs |",
-             "|---|---|---|---|---|"]
+             "last commit | events/s, process start to last commit | worker CPU µs per event "
+             "| runs |", "|---|---|---|---|---|---|"]
 
     def median(values: Sequence[float]) -> float:
         ordered = sorted(values)
@@ -2003,7 +2005,9 @@ def render_gap(rows: Sequence[tuple[GapVariant, Sequence[MaxRun]]]) -> str:
         first = median([r.events_per_s for r in rs])
         start = median([r.records / r.since_run_s for r in rs])
         spawn = median([r.records / r.since_spawn_s for r in rs])
-        lines.append(f"| {v.name} | {first:,.0f} | {start:,.0f} | {spawn:,.0f} | {len(rs)} |")
+        cpu = median([r.cpu_s_per_m for r in rs])
+        lines.append(f"| {v.name} | {first:,.0f} | {start:,.0f} | {spawn:,.0f} | {cpu:,.1f} "
+                     f"| {len(rs)} |")
     return "\n".join(lines)
 
 

@@ -215,5 +215,5 @@ def test_gap_table_shows_medians_of_both_windows(bench: ModuleType) -> None:
                              (ckpt, [run(800.0, 2.5)])])
     # medians: 1,000 events/s from the first record; 1000 records / 2 s from the loop
     # start; 1000 records / 4 s from the process start
-    assert f"| {base.name} | 1,000 | 500 | 250 | 3 |" in text
-    assert f"| {ckpt.name} | 800 | 400 | 200 | 1 |" in text
+    assert f"| {base.name} | 1,000 | 500 | 250 | 1.0 | 3 |" in text
+    assert f"| {ckpt.name} | 800 | 400 | 200 | 1.0 | 1 |" in text
