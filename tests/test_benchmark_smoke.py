@@ -217,3 +217,13 @@ def test_gap_table_shows_medians_of_both_windows(bench: ModuleType) -> None:
     # start; 1000 records / 4 s from the process start
     assert f"| {base.name} | 1,000 | 500 | 250 | 1.0 | 3 |" in text
     assert f"| {ckpt.name} | 800 | 400 | 200 | 1.0 | 1 |" in text
+
+
+def test_page_keeps_a_section_between_other_markers(bench: ModuleType, tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    scale = "<!-- scale:begin -->\n## Scale\n\n| keys | ms |\n<!-- scale:end -->\n"
+    page.write_text(f"# Benchmarks\n\n{bench.BEGIN}\nold\n{bench.END}\n\n{scale}\n## Notes\n")
+    bench.write_doc(f"{bench.BEGIN}\nnew\n{bench.END}", page)
+    text = page.read_text()
+    assert scale in text and "new" in text and "old" not in text
+    assert text.index(bench.END) < text.index("<!-- scale:begin -->")
