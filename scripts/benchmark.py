@@ -1319,7 +1319,8 @@ def machine() -> dict[str, str]:
         "river": version("river"),
         "kafka-python": version("kafka-python"),
         "orjson": version("orjson"),
-        "confluent-kafka (edges comparison only)": _version_or_absent("confluent-kafka"),
+        "confluent-kafka": _version_or_absent("confluent-kafka"),
+        "quixstreams (peer)": _version_or_absent("quixstreams"),
         "load average at start (1, 5, 15 min)": load,
     }
 
