@@ -85,26 +85,24 @@ LEARN_REASONS = ("invalid_label", "unknown_id", "learn_failed")
 #: Every reason code, as documented in ``docs/errors.md``.
 REASONS = INPUT_REASONS + LEARN_REASONS
 
-_PLAIN = frozenset((int, str, bool, type(None)))
-_isfinite = math.isfinite
+#: Exact types of a feature value that need no further check. Values come from
+#: orjson, which never yields a non-finite float: it rejects NaN, Infinity and
+#: numbers beyond a double (see ``Codec._load``).
+_PLAIN = frozenset((int, float, str, bool, type(None)))
 
 
 def _plain_features(features: dict[str, Any], limit: int) -> bool:
-    """True when every feature is an exact JSON scalar type and every float is finite.
+    """True when every feature (at most ``limit``) is an exact JSON scalar type.
 
-    A cheap pre-check: False only means "validate in full", never "invalid".
+    A cheap pre-check of values decoded by orjson: False only means "validate
+    in full", never "invalid".
+
+    Examples
+    --------
+    >>> _plain_features({"a": 1.5, "b": "x", "c": None}, 10), _plain_features({"a": [1]}, 10)
+    (True, False)
     """
-    if len(features) > limit:
-        return False
-    plain = _PLAIN
-    for value in features.values():
-        kind = type(value)
-        if kind is float:
-            if not _isfinite(value):
-                return False
-        elif kind not in plain:
-            return False
-    return True
+    return len(features) <= limit and _PLAIN.issuperset(map(type, features.values()))
 
 
 class Origin(NamedTuple):
@@ -282,6 +280,14 @@ LABEL_CHECKS: dict[str, Callable[[Any], None]] = {
     "forecasting": _check_regression_label,
 }
 
+#: Exact label types each task's check accepts whatever the value (no anomaly entry:
+#: its check looks at the value).
+PLAIN_LABELS: dict[str, frozenset[type]] = {
+    "classification": frozenset((str, int, bool)),
+    "regression": frozenset((int, float)),
+    "forecasting": frozenset((int, float)),
+}
+
 #: Tasks whose every record is an event: a record without features is an
 #: observation of its key's series (forecasting), not a label record.
 OBSERVATION_TASKS = frozenset({"forecasting"})
@@ -304,6 +310,8 @@ class Codec:
         self.schema = schema
         self.limits = limits
         self._check_label = LABEL_CHECKS[task]
+        #: exact label types that ``_check_label`` always accepts (orjson floats are finite)
+        self._plain_labels = PLAIN_LABELS.get(task, frozenset())
         self._observations = task in OBSERVATION_TASKS
         self._reserved = {schema.id, schema.key, schema.ts, schema.label}
         # read once: decode runs per record
@@ -339,7 +347,7 @@ class Codec:
         if not (type(key) is str and len(key) <= max_id):
             key = self._key(key, record_key)
         ts = obj.get(ts_name)
-        if not (type(ts) is float and _isfinite(ts)):
+        if type(ts) is not float:  # a float from orjson is finite
             ts = self._ts(ts, record_ts_ms)
         label = obj.get(label_name)
         has_label = label is not None
@@ -356,7 +364,7 @@ class Codec:
             self._check_label(label)
             return Label(event_id, key, ts, label, origin)
         label_error = None
-        if has_label:
+        if has_label and type(label) not in self._plain_labels:
             try:
                 self._check_label(label)
             except InvalidLabel as error:

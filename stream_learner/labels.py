@@ -173,7 +173,8 @@ class LabelBook:
                 wait.t = ts
         if ts > self.event_time:
             self.event_time = ts
-        self._expire_old()
+        if self.pending or self.early:
+            self._expire_old()
 
     def _too_old(self, seq: int, t: float, max_events: int, max_s: float) -> bool:
         return (max_events > 0 and self.n_events - 1 - seq > max_events) or (
@@ -253,7 +254,12 @@ class LabelBook:
         events, seconds = delay
         st = self.stats
         st.labelled += 1
-        setattr(st, when, getattr(st, when) + 1)
+        if when == "inline":
+            st.inline += 1
+        elif when == "early":
+            st.early += 1
+        else:
+            st.late += 1
         st.delay_events_sum += events
         st.delay_seconds_sum += seconds
         self.delays.append((when, events, seconds))

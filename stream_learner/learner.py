@@ -124,17 +124,25 @@ class Learner:
             raise InvalidRecord(
                 "model_rejected", f"the model cannot score these features: {_describe(exc)}"
             ) from exc
-        label = self._known_label(event)
-        kept = x if label is not None else dict(x)  # features as they are when scored
+        if event.has_label and self._inline:
+            label: tuple[str, Any] | None = ("inline", event.label)
+            kept = x
+        else:
+            early = book.claim_early(key, event.id)
+            label = None if early is None else ("early", early.label)
+            kept = x if label is not None else dict(x)  # features as they are when scored
         label_error = event.label_error
         try:
-            self._count_learned(slot, task.observe(slot.model, x))
+            n = task.observe(slot.model, x)
         except Exception as exc:
             label_error = InvalidLabel(
                 "learn_failed", f"the model cannot learn this event: {_describe(exc)}"
             )
+        else:
+            if n:
+                self._count_learned(slot, n)
         self.n_predicted += 1
-        book.predicted()
+        book.stats.predictions += 1
         self.drift.observe(slot, key, event, scored)
         if label is None:
             book.hold(key, event.id, kept, scored.metric_input, event.ts)
@@ -173,13 +181,6 @@ class Learner:
         if error is not None:
             raise error
         self.book.labelled("late", self.book.delay_of(entry))
-
-    def _known_label(self, event: Event) -> tuple[str, Any] | None:
-        """(when, label) when the event's label is already known: inline or early."""
-        if event.has_label and self._inline:
-            return "inline", event.label
-        early = self.book.claim_early(event.key, event.id)
-        return None if early is None else ("early", early.label)
 
     def _learn(
         self, slot: Slot, key: str, x: dict[str, Any], y: Any, metric_input: Any, at: Stamp

@@ -268,13 +268,34 @@ class Service:
         counts = Counts()
         latencies: list[float] = []
         n_replayed = 0
-        shards, uncommitted = self.shards, self._uncommitted
-        for record in records:
-            topic, partition, offset = record.origin
-            tp = (topic, partition)
+        shards = self.shards
+        for tp, run in _runs(records):
             shard = shards.get(self.shard_of(tp))
             if shard is None:  # revoked mid-batch: not ours to count or commit
                 continue
+            if shard.replay_until:
+                n_replayed += self._restored_run(shard, tp, run, counts, latencies, received_at)
+            else:
+                self._live_run(shard, tp, run, counts, latencies, received_at)
+        self.reporter.seen(records)
+        self.summary.replayed += n_replayed
+        self.metrics.replayed.inc(n_replayed)
+        self._drain_labels(counts)
+        self._record_batch(counts, latencies, received_at)
+
+    def _restored_run(
+        self,
+        shard: Shard,
+        tp: TopicPartition,
+        run: Sequence[Record],
+        counts: Counts,
+        latencies: list[float],
+        received_at: float,
+    ) -> int:
+        """Records of a shard that is replaying after a restore, one by one; returns replayed."""
+        n_replayed = 0
+        for record in run:
+            offset = record.origin[2]
             if not self._in_sequence(shard, tp, offset):
                 continue
             if shard.replaying(tp, offset):
@@ -286,13 +307,44 @@ class Service:
                 self._handle(record, shard.learner, counts, latencies, received_at)
                 if shard.learner.drift.outbox:
                     self.reporter.alerts(shard, emit=True)
-                uncommitted[tp] = offset + 1
+                self._uncommitted[tp] = offset + 1
             self._advance(shard, tp, offset)
-        self.reporter.seen(records)
-        self.summary.replayed += n_replayed
-        self.metrics.replayed.inc(n_replayed)
-        self._drain_labels(counts)
-        self._record_batch(counts, latencies, received_at)
+        return n_replayed
+
+    def _live_run(
+        self,
+        shard: Shard,
+        tp: TopicPartition,
+        run: Sequence[Record],
+        counts: Counts,
+        latencies: list[float],
+        received_at: float,
+    ) -> None:
+        """Consecutive records of one partition of a shard that is not replaying.
+
+        The same steps as :meth:`_restored_run` for each record, with the
+        per-record bookkeeping of position, commit frontier and checkpoint
+        schedule done once for the run (their values after the run are the same).
+        """
+        expected = shard.position.get(tp)
+        drift = shard.learner.drift
+        handle, in_sequence = self._handle, self._in_sequence
+        learner = shard.learner
+        done = 0
+        for record in run:
+            offset = record.origin[2]
+            if offset != expected and expected is not None and not in_sequence(shard, tp, offset):
+                continue
+            handle(record, learner, counts, latencies, received_at)
+            if drift.outbox:
+                self.reporter.alerts(shard, emit=True)
+            expected = offset + 1
+            done += 1
+        if done and expected is not None:
+            shard.position[tp] = expected
+            shard.records_since_save += done
+            shard.dirty = True
+            self._uncommitted[tp] = expected
 
     def _drain_labels(self, counts: Counts) -> None:
         """Report joined labels' delays; dead-letter early labels that expired unjoined."""
@@ -512,3 +564,26 @@ class Service:
             t0 = self._clock()
             self.checkpointer.save(shard, self.source.generation(), now)
             self.metrics.stage_latency.labels(stage="checkpoint").observe(self._clock() - t0)
+
+
+def _runs(records: Sequence[Record]) -> list[tuple[TopicPartition, list[Record]]]:
+    """The batch cut into runs of consecutive records of one input partition, in order.
+
+    Examples
+    --------
+    >>> from stream_learner.events import Origin
+    >>> rs = [Record(b"", None, 0, Origin("t", p, o)) for p, o in [(0, 5), (0, 6), (1, 2), (0, 7)]]
+    >>> [(tp, [r.origin.offset for r in run]) for tp, run in _runs(rs)]
+    [(('t', 0), [5, 6]), (('t', 1), [2]), (('t', 0), [7])]
+    """
+    out: list[tuple[TopicPartition, list[Record]]] = []
+    current: TopicPartition | None = None
+    run: list[Record] = []
+    for record in records:
+        topic, partition, _offset = record.origin
+        if current is None or partition != current[1] or topic != current[0]:
+            current = (topic, partition)
+            run = []
+            out.append((current, run))
+        run.append(record)
+    return out

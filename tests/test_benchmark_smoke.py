@@ -130,3 +130,100 @@ def test_page_keeps_text_outside_the_generated_block(bench: ModuleType, tmp_path
     bench.write_doc(f"{bench.BEGIN}\nsecond\n{bench.END}", page)
     text = page.read_text()
     assert "second" in text and "first" not in text and "## Notes written by hand" in text
+
+
+def _peers(bench: ModuleType, *, ck: bool) -> object:
+    def lat(p99s: tuple[float, float], received: int = 100) -> list[object]:
+        return [bench.LatencyRun(load=0.0, rate=rate, received=received, sent=100, p50_ms=1.0,
+                                 p99_ms=p99, p999_ms=p99, late_share=0.0)
+                for rate, p99 in zip(bench.PEER_RATES, p99s, strict=True)]
+
+    def run(rate: float) -> object:
+        return bench.MaxRun(events_per_s=rate, cpu_s_per_m=50.0, rss_mib=100.0, records=10,
+                            elapsed_s=1.0)
+
+    peers = bench.Peers(1000, "Redis, every 1 s")
+    kp = bench.Peer("stream-learner, kafka-python client", run(1200.0), lat((30.0, 90.0)))
+    peers.systems[bench.service_peer("kafka-python")] = kp
+    if ck:
+        peers.systems[bench.service_peer("confluent-kafka")] = bench.Peer(
+            "stream-learner, confluent-kafka client", run(2700.0), lat((15.0, 80.0), 99))
+    else:
+        peers.systems[bench.service_peer("confluent-kafka")] = bench.Peer(
+            "stream-learner, confluent-kafka client", note="skipped: refused")
+    peers.systems[bench.QUIX] = bench.Peer("Quix Streams app", run(2000.0), lat((20.0, 60.0)))
+    peers.systems[bench.NAIVE] = bench.Peer("naive kafka-python loop", run(1000.0))
+    return peers
+
+
+def test_peer_targets_compare_each_client_with_its_peer(bench: ModuleType) -> None:
+    verdicts = {target: (measured, verdict) for target, measured, verdict
+                in bench.peer_targets(_peers(bench, ck=True))}
+    # 2700 / 2000 = 1.35 >= 1.3; 1200 / 1000 = 1.2 < 1.3
+    assert verdicts["confluent-kafka: throughput >= 1.3 x the Quix Streams app"] == (
+        "1.35 x (2,700 vs 2,000 events/s)", "**PASS**")
+    assert verdicts["kafka-python: throughput >= 1.3 x the naive kafka-python loop"] == (
+        "1.20 x (1,200 vs 1,000 events/s)", "**FAIL**")
+    assert verdicts["confluent-kafka: p99 at 2,000 events/s <= the Quix app's"] == (
+        "15.0 vs 20.0 ms (1 missing)", "**FAIL**")  # a lost prediction never passes
+    assert verdicts["confluent-kafka: p99 at 5,000 events/s <= the Quix app's"][1] == "**FAIL**"
+
+
+def test_a_client_the_service_refuses_is_a_row_that_says_so(bench: ModuleType) -> None:
+    text = "\n".join(bench.render_peers(_peers(bench, ck=False)))
+    assert "| stream-learner, confluent-kafka client | skipped: refused |" in text
+    assert "| confluent-kafka: throughput >= 1.3 x the Quix Streams app | skipped: refused | " \
+        "not measured |" in text
+    assert "| naive kafka-python loop | 1,000 | 50.0 | not measured | not measured |" in text
+    assert "| Quix Streams app | 2,000 | 50.0 | 1.0 / 20.0 / 20.0 | 1.0 / 60.0 / 60.0 |" in text
+
+
+def test_client_support_follows_the_installed_settings(bench: ModuleType) -> None:
+    from stream_learner.settings import KafkaSettings
+
+    assert bench.client_support("kafka-python") is None
+    answer = bench.client_support("confluent-kafka")
+    if "client" in KafkaSettings.model_fields:
+        assert answer is None
+    else:
+        assert answer is not None and "kafka.client" in answer
+
+
+@pytest.mark.kafka
+def test_peers_run_through_the_broker(kafka_bootstrap: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--models", "linear", "--events", "400",
+         "--skip", "latency", "floor", "checkpoint", "edges", "--no-write",
+         "--bootstrap", kafka_bootstrap],
+        env=service_env(), capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in proc.stdout.splitlines()
+            if line.startswith("| ")}
+    for system in ("stream-learner, kafka-python client", "Quix Streams app",
+                   "naive kafka-python loop"):
+        assert float(rows[f"| {system}"][1].replace(",", "")) > 0, rows[f"| {system}"]
+
+
+def test_gap_table_shows_medians_of_both_windows(bench: ModuleType) -> None:
+    def run(rate: float, since: float) -> object:
+        return bench.MaxRun(events_per_s=rate, cpu_s_per_m=1.0, rss_mib=1.0, records=1000,
+                            elapsed_s=1000 / rate, since_run_s=since, since_spawn_s=since * 2)
+
+    base, ckpt = bench.GAP_VARIANTS[0], bench.GAP_VARIANTS[1]
+    text = bench.render_gap([(base, [run(900.0, 2.0), run(1000.0, 1.0), run(2000.0, 4.0)]),
+                             (ckpt, [run(800.0, 2.5)])])
+    # medians: 1,000 events/s from the first record; 1000 records / 2 s from the loop
+    # start; 1000 records / 4 s from the process start
+    assert f"| {base.name} | 1,000 | 500 | 250 | 1.0 | 3 |" in text
+    assert f"| {ckpt.name} | 800 | 400 | 200 | 1.0 | 1 |" in text
+
+
+def test_page_keeps_a_section_between_other_markers(bench: ModuleType, tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    scale = "<!-- scale:begin -->\n## Scale\n\n| keys | ms |\n<!-- scale:end -->\n"
+    page.write_text(f"# Benchmarks\n\n{bench.BEGIN}\nold\n{bench.END}\n\n{scale}\n## Notes\n")
+    bench.write_doc(f"{bench.BEGIN}\nnew\n{bench.END}", page)
+    text = page.read_text()
+    assert scale in text and "new" in text and "old" not in text
+    assert text.index(bench.END) < text.index("<!-- scale:begin -->")
