@@ -37,6 +37,7 @@ from stream_learner.backtest import BacktestOptions, run_backtest
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.drift_watch import make_watch
 from stream_learner.errors import ModelConfigError, SettingsError, StreamLearnerError
+from stream_learner.guard import Guard, build_suspects
 from stream_learner.health import DEFAULT_TIMEOUT_S, metrics_url, probe
 from stream_learner.metrics import Metrics, MetricsServer
 from stream_learner.models import ModelSpec
@@ -285,7 +286,8 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
     eos = settings.service.guarantee == "exactly_once"
     if eos and isinstance(sink, KafkaSink) and isinstance(source, KafkaSource):
         committer = ExactlyOnce(source, sink)
-    service = Service(settings, spec, source, sink, metrics, checkpointer, committer)
+    guard = Guard(build_suspects(settings, environ))
+    service = Service(settings, spec, source, sink, metrics, checkpointer, committer, guard=guard)
     _install_signal_handlers(service)
     settle_heap()
     try:
@@ -294,6 +296,7 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
         sink.close()
         source.close()
         checkpointer.close()
+        guard.close()
         if server is not None:
             server.close()
     print(summary.render(), file=sys.stderr)

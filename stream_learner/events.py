@@ -79,9 +79,13 @@ INPUT_REASONS = (
     "non_finite",
     "no_features",
     "model_rejected",
+    "encode_failed",
+    "unexpected_error",
+    "stopped_worker",
 )
-#: Reason codes of labels that cannot be learned (learn dead letters).
-LEARN_REASONS = ("invalid_label", "unknown_id", "learn_failed")
+#: Reason codes of labels that cannot be learned, or of predicted events the metric or the
+#: drift monitors could not use (learn dead letters).
+LEARN_REASONS = ("invalid_label", "unknown_id", "learn_failed", "metric_failed", "drift_failed")
 #: Every reason code, as documented in ``docs/errors.md``.
 REASONS = INPUT_REASONS + LEARN_REASONS
 
