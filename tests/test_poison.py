@@ -16,6 +16,7 @@ from river import base, linear_model
 from stream_learner import service as service_module
 from stream_learner.drift_watch import DriftWatch
 from stream_learner.errors import ModelFailing, RecordStoppedWorker
+from stream_learner.events import Codec
 from stream_learner.guard import Guard, MemorySuspects
 from stream_learner.metrics import Metrics
 from stream_learner.models import ModelSpec
@@ -113,7 +114,17 @@ def test_deep_labels_features_and_ids_on_every_task(tmp_path: Path) -> None:
 # -- a model that breaks on chosen records, for the stages after decoding -----------------
 
 #: feature ``boom`` of an event: what the model does with it
-PREDICT_RAISES, LEARN_RAISES, EXITS, UNENCODABLE = 1, 2, 3, 4
+PREDICT_RAISES, LEARN_RAISES, EXITS, UNENCODABLE, BREAKS_DRIFT, BREAKS_METRIC = 1, 2, 3, 4, 5, 6
+
+
+class Explosive(float):
+    """A prediction that encodes as JSON but cannot be read as a float by a monitor."""
+
+    def __float__(self) -> float:
+        raise ValueError("this number cannot be read")
+
+    def item(self) -> float:
+        return float.__float__(self)
 
 
 class Fragile(base.Regressor):  # type: ignore[misc]
@@ -130,6 +141,10 @@ class Fragile(base.Regressor):  # type: ignore[misc]
             raise SystemExit(3)  # what some libraries do on a fatal condition
         if boom == UNENCODABLE:
             return object()
+        if boom == BREAKS_DRIFT:
+            return Explosive(0.5)
+        if boom == BREAKS_METRIC:
+            return "0.5"
         return self.inner.predict_one(_clean(x))
 
     def learn_one(self, x: dict[str, Any], y: Any) -> None:
@@ -313,3 +328,39 @@ def test_cli_model_failing_on_every_record_stops_with_one_line(tmp_path: Path) -
     last = proc.stderr.strip().splitlines()[-1]
     assert "ERROR" in last and "the model raised on 1000 records in a row" in last, last
     assert "Traceback" not in proc.stderr
+
+
+def test_a_prediction_monitors_or_the_metric_cannot_read_is_still_sent() -> None:
+    stream = [event(i) for i in range(10)] + [event(10, boom=BREAKS_DRIFT)]
+    stream += [event(11, boom=BREAKS_METRIC)] + [event(i) for i in range(12, 20)]
+    summary, sink = serve(stream)
+    got = predictions(sink)
+    assert (got[10], got[11]) == (0.5, "0.5")
+    assert letters(sink) == [
+        ("learn_dead_letters", "drift_failed", stream[10]),
+        ("learn_dead_letters", "metric_failed", stream[11]),
+    ]
+    assert summary.predictions == 20
+
+
+def test_an_unexpected_error_in_decoding_costs_only_its_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = Codec.decode
+
+    def decode(self: Codec, value: bytes | None, *args: Any) -> Any:
+        if value == b'{"id": "trap", "features": {}}':
+            raise AttributeError("'NoneType' object has no attribute 'get'")
+        return real(self, value, *args)
+
+    monkeypatch.setattr(Codec, "decode", decode)
+    stream = [event(1), b'{"id": "trap", "features": {}}', event(2)]
+    summary, sink = serve(stream)
+    assert summary.records == 3 and summary.dead_letters == 1
+    assert sorted(predictions(sink)) == [1, 2]
+    assert letters(sink) == [("dead_letters", "unexpected_error", stream[1])]
+    message = dict(sink.sent[1][3])["__stream_learner.errors.exception.message"]
+    assert message == (
+        b"an unexpected AttributeError while handling this record: "
+        b"'NoneType' object has no attribute 'get'"
+    )
