@@ -6,6 +6,8 @@ From the outside: the CLI on the local transport, real files.
 from __future__ import annotations
 
 import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,22 @@ from river import base, linear_model
 from stream_learner import service as service_module
 from stream_learner.drift_watch import DriftWatch
 from stream_learner.errors import ModelFailing, RecordStoppedWorker
-from stream_learner.events import Codec
-from stream_learner.guard import Guard, MemorySuspects
+from stream_learner.events import Codec, Origin
+from stream_learner.guard import (
+    KEEP,
+    Guard,
+    LocalSuspects,
+    MemorySuspects,
+    RedisSuspects,
+    Suspect,
+    SuspectStore,
+    digest,
+)
 from stream_learner.metrics import Metrics
 from stream_learner.models import ModelSpec
 from stream_learner.service import Service, Summary
 from stream_learner.settings import Settings
+from stream_learner.sources import Record
 from stream_learner.testing import MemorySink, MemorySource
 from tests.conftest import service_command, service_env
 
@@ -364,3 +376,45 @@ def test_an_unexpected_error_in_decoding_costs_only_its_record(
         b"an unexpected AttributeError while handling this record: "
         b"'NoneType' object has no attribute 'get'"
     )
+
+
+# -- the marker stores: one contract, three places ----------------------------------------
+
+
+@pytest.fixture(params=["memory", "local", pytest.param("redis", marks=pytest.mark.redis)])
+def suspects(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SuspectStore]:
+    if request.param == "memory":
+        yield MemorySuspects()
+    elif request.param == "local":
+        yield LocalSuspects(tmp_path)
+    else:
+        url = request.getfixturevalue("redis_url")
+        store = RedisSuspects(url, f"test-suspects-{uuid.uuid4().hex[:8]}")
+        try:
+            yield store
+        finally:
+            store._redis.delete(store._key(("events", 0)), store._key(("events", 1)))
+            store.close()
+
+
+def test_marker_stores_keep_the_newest_markers_of_each_partition(suspects: SuspectStore) -> None:
+    assert suspects.load(("events", 0)) == []
+    for offset in range(KEEP + 3):
+        suspects.add(("events", 0), Suspect(offset, digest(str(offset).encode()), "E: x"))
+    suspects.add(("events", 1), Suspect(7, "tombstone", "SystemExit: 3"))
+    kept = suspects.load(("events", 0))
+    assert [s.offset for s in kept] == list(range(3, KEEP + 3))
+    assert kept[0] == Suspect(3, digest(b"3"), "E: x")
+    assert suspects.load(("events", 1)) == [Suspect(7, "tombstone", "SystemExit: 3")]
+    guard = Guard(suspects)
+    guard.watch([("events", 1)])
+    tombstone = Record(None, b"k", 0, Origin("events", 1, 7))
+    assert guard.recognise(tombstone) == Suspect(7, "tombstone", "SystemExit: 3")
+    assert guard.recognise(tombstone._replace(value=b"")) is None
+
+
+def test_a_marker_that_cannot_be_written_does_not_hide_the_error(tmp_path: Path) -> None:
+    (tmp_path / ".suspects").write_text("a file where the folder should be")
+    guard = Guard(LocalSuspects(tmp_path))
+    guard.remember(Record(b"x", None, 0, Origin("events", 0, 1)), RuntimeError("boom"))
+    assert guard.suspects == {}
