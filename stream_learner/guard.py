@@ -216,9 +216,21 @@ class Guard:
         self.suspects: dict[TopicPartition, dict[int, Suspect]] = {}
 
     def watch(self, partitions: Iterable[TopicPartition]) -> None:
-        """Load the markers of newly owned partitions."""
+        """Load the markers of newly owned partitions.
+
+        A store that cannot be read is logged and skipped: the guard is a
+        safety net, and an unreachable Redis is handled (retried, reported) by
+        the checkpoints.
+        """
         for tp in partitions:
-            found = {s.offset: s for s in self.store.load(tp)}
+            try:
+                found = {s.offset: s for s in self.store.load(tp)}
+            except Exception as exc:  # reported; the worker goes on without these markers
+                log.warning(
+                    "%s[%d]: cannot read the markers of records that stopped a worker (%s); "
+                    "such a record would stop this worker again", tp[0], tp[1], exc,
+                )
+                continue
             if found:
                 self.suspects[tp] = found
                 log.warning(

@@ -418,3 +418,12 @@ def test_a_marker_that_cannot_be_written_does_not_hide_the_error(tmp_path: Path)
     guard = Guard(LocalSuspects(tmp_path))
     guard.remember(Record(b"x", None, 0, Origin("events", 0, 1)), RuntimeError("boom"))
     assert guard.suspects == {}
+
+
+def test_markers_that_cannot_be_read_do_not_stop_the_worker(tmp_path: Path) -> None:
+    store = LocalSuspects(tmp_path)
+    store.add(("events", 0), Suspect(1, "d", "E: x"))
+    store._path(("events", 0)).write_text("{not json")
+    guard = Guard(store)
+    guard.watch([("events", 0)])
+    assert guard.suspects == {}
