@@ -81,8 +81,10 @@ def _about_one_record(exc: BaseException) -> bool:
     (True, True)
     >>> _about_one_record(OSError("disk full")), _about_one_record(ModelFailing("x"))
     (False, False)
+    >>> _about_one_record(MemoryError())
+    False
     """
-    if isinstance(exc, KeyboardInterrupt | GeneratorExit | OSError):
+    if isinstance(exc, KeyboardInterrupt | GeneratorExit | OSError | MemoryError):
         return False
     if isinstance(exc, StreamLearnerError) and not isinstance(exc, InvalidRecord):
         return False
@@ -435,6 +437,8 @@ class Service:
             counts.labels += stats.labelled - labelled  # e.g. learned, then the metric failed
             self._reject(record, error, counts)
             return
+        except MemoryError:
+            raise  # the worker's memory, not this record (records are at most max_record_bytes)
         except Exception as exc:  # a defect this record's content reached: only its own loss
             self._reject(record, _unexpected(exc), counts, exc)
             return

@@ -427,3 +427,19 @@ def test_markers_that_cannot_be_read_do_not_stop_the_worker(tmp_path: Path) -> N
     guard = Guard(store)
     guard.watch([("events", 0)])
     assert guard.suspects == {}
+
+
+def test_running_out_of_memory_stops_the_worker_without_blaming_the_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def decode(self: Codec, value: bytes | None, *args: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(Codec, "decode", decode)
+    guard = Guard(MemorySuspects())
+    sink = MemorySink()
+    service = Service(FRAGILE, ModelSpec.from_settings(FRAGILE.model),
+                      MemorySource({("events", 0): [event(1)]}), sink, Metrics(), guard=guard)
+    with pytest.raises(MemoryError):
+        service.run()
+    assert guard.store.load(("events", 0)) == [] and sink.sent == []
