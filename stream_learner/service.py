@@ -558,8 +558,8 @@ class Service:
     ) -> None:
         """Queue ``record`` on the input or the learn dead-letter output.
 
-        The first dead letter of each reason is logged as a warning (with the
-        traceback of an unexpected error), the others at debug level.
+        Every dead letter is logged at debug level; the first of each reason
+        also as a warning (with the traceback of an unexpected error).
         """
         limit = self.settings.limits.max_dead_letter_bytes
         value, headers = dead_letter(record, error, self._wall_clock(), limit)
@@ -571,9 +571,8 @@ class Service:
             counts.input_dead_letters += 1
         self.sink.send(output, record.key, value, headers)
         self.metrics.dead_letters.labels(output=output, reason=error.reason).inc()
-        if error.reason in self._reasons_logged:
-            log.debug("dead letter at %s: %s", record.origin, error)
-        else:
+        log.debug("dead letter at %s: %s", record.origin, error)
+        if error.reason not in self._reasons_logged:
             self._reasons_logged.add(error.reason)
             log.warning(
                 "dead letter to %s at %s[%d]@%d: %s (further ones of this reason at debug level)",
