@@ -12,9 +12,11 @@ cd "$ROOT"
 
 log() { printf '[test] %s\n' "$*" >&2; }
 
-# System packages: Redis server, promtool (Prometheus), a compose implementation, chromium.
+# System packages: Redis server, promtool (Prometheus), a compose implementation, chromium
+# (the live page's browser tests) and kcat (an independent Kafka producer for the bad-input tests).
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v kcat >/dev/null || missing+=(kcat)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v mvn >/dev/null || missing+=(maven)

@@ -41,6 +41,7 @@ from stream_learner.dashboard import render_page
 from stream_learner.dashboard.report import ReportInputs, build_report
 from stream_learner.drift_watch import make_watch
 from stream_learner.errors import ModelConfigError, SettingsError, StreamLearnerError
+from stream_learner.guard import Guard, build_suspects
 from stream_learner.health import DEFAULT_TIMEOUT_S, metrics_url, probe
 from stream_learner.metrics import Metrics, MetricsServer
 from stream_learner.models import ModelSpec
@@ -307,7 +308,8 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
     eos = settings.service.guarantee == "exactly_once"
     if eos and isinstance(sink, KafkaSink) and isinstance(source, KafkaSource):
         committer = ExactlyOnce(source, sink)
-    service = Service(settings, spec, source, sink, metrics, checkpointer, committer)
+    guard = Guard(build_suspects(settings, environ))
+    service = Service(settings, spec, source, sink, metrics, checkpointer, committer, guard=guard)
     _install_signal_handlers(service)
     settle_heap()
     try:
@@ -316,6 +318,7 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
         sink.close()
         source.close()
         checkpointer.close()
+        guard.close()
         if server is not None:
             server.close()
     print(summary.render(), file=sys.stderr)

@@ -12,10 +12,13 @@ as ``__cause__``::
     ├── CheckpointError        a checkpoint cannot be written or read
     │   ├── CheckpointRefused  a checkpoint failed verification or does not match this build
     │   └── CheckpointFenced   a newer owner of the shard exists; this worker must not write
-    └── ConnectionFailed       a broker or Redis cannot be reached (message names the address)
+    ├── ConnectionFailed       a broker or Redis cannot be reached (message names the address)
+    ├── ModelFailing           the model raised on many records in a row: not about one record
+    └── RecordStoppedWorker    an error escaped the handling of one record (a defect)
 
 Only :class:`InvalidRecord` is expected in normal operation: the service turns
-it into a dead letter and a metric and carries on.
+it into a dead letter and a metric and carries on. Which failures are about
+one record and which stop the worker: ``docs/errors.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ __all__ = [
     "InvalidLabel",
     "InvalidRecord",
     "ModelConfigError",
+    "ModelFailing",
+    "RecordStoppedWorker",
     "SettingsError",
     "StreamLearnerError",
 ]
@@ -86,3 +91,15 @@ class CheckpointFenced(CheckpointError):
 
 class ConnectionFailed(StreamLearnerError):
     """A server (Kafka broker, Redis) could not be reached; the message names its address."""
+
+
+class ModelFailing(StreamLearnerError):
+    """The model raised on every one of many consecutive records: its configuration, not the data."""
+
+
+class RecordStoppedWorker(StreamLearnerError):
+    """An error escaped the handling of one record; the original is chained as ``__cause__``.
+
+    The worker stops and leaves a marker (:mod:`stream_learner.guard`), so a
+    restarted worker dead-letters that record instead of stopping on it again.
+    """

@@ -79,9 +79,13 @@ INPUT_REASONS = (
     "non_finite",
     "no_features",
     "model_rejected",
+    "encode_failed",
+    "unexpected_error",
+    "stopped_worker",
 )
-#: Reason codes of labels that cannot be learned (learn dead letters).
-LEARN_REASONS = ("invalid_label", "unknown_id", "learn_failed")
+#: Reason codes of labels that cannot be learned, or of predicted events the metric or the
+#: drift monitors could not use (learn dead letters).
+LEARN_REASONS = ("invalid_label", "unknown_id", "learn_failed", "metric_failed", "drift_failed")
 #: Every reason code, as documented in ``docs/errors.md``.
 REASONS = INPUT_REASONS + LEARN_REASONS
 
@@ -237,15 +241,75 @@ def parse_ts(value: Any) -> float:
 
 
 def preview(value: Any, limit: int = 64) -> str:
-    """A short ``repr`` of producer data for error messages (never the whole value).
+    """A short text of producer data for error messages (never the whole value).
+
+    Lists and objects are drawn only as far as ``limit`` characters reach,
+    without recursion: a label nested 100,000 levels deep costs what a flat
+    one costs, and never raises.
 
     Examples
     --------
     >>> preview("x" * 100, limit=10)
     "'xxxxxxx...(102 chars)"
+    >>> preview({"a": [1, 2.5, None]})
+    "{'a': [1, 2.5, None]}"
+    >>> deep = []
+    >>> for _ in range(100_000):
+    ...     deep = [deep]
+    >>> preview(deep, limit=12)
+    '[[[[[[[[[[...(list of 1 item)'
     """
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 2]}...({len(text)} chars)"
+    if not isinstance(value, list | dict):
+        text = _scalar_text(value)
+        return text if len(text) <= limit else f"{text[: limit - 2]}...({len(text)} chars)"
+    text, complete = _sketch(value, limit)
+    if complete and len(text) <= limit:
+        return text
+    n = len(value)
+    return f"{text[: limit - 2]}...({_kind(value)} of {n} item{'s' * (n != 1)})"
+
+
+class _Piece(str):
+    """Text already drawn, waiting on :func:`_sketch`'s stack."""
+
+
+def _scalar_text(value: Any) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # an integer beyond the interpreter's digit limit
+        return f"<integer of about {int(value.bit_length() * 0.30103)} digits>"
+
+
+def _sketch(value: list[Any] | dict[Any, Any], limit: int) -> tuple[str, bool]:
+    """Draw ``value`` until ``limit`` characters; True when it was drawn whole."""
+    out: list[str] = []
+    size = 0
+    stack: list[Any] = [value]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, _Piece):
+            piece = str(item)
+        elif isinstance(item, list | dict):
+            close = "]" if isinstance(item, list) else "}"
+            entries: list[Any] = []
+            for i, entry in enumerate(item.items() if isinstance(item, dict) else item):
+                if i >= limit:  # each entry draws at least one character: enough to fill it
+                    entries.append(_Piece(", ..."))
+                    break
+                if i:
+                    entries.append(_Piece(", "))
+                if isinstance(item, dict):
+                    entries.extend((_Piece(f"{_scalar_text(entry[0])}: "), entry[1]))
+                else:
+                    entries.append(entry)
+            stack.append(_Piece(close))
+            stack.extend(reversed(entries))
+            piece = "[" if close == "]" else "{"
+        else:
+            piece = _scalar_text(item[: limit + 2] if isinstance(item, str) else item)
+        out.append(piece)
+        size += len(piece)
+    return "".join(out), not stack
 
 
 def _check_classification_label(label: Any) -> None:
@@ -269,7 +333,7 @@ def _check_anomaly_label(label: Any) -> None:
     if label not in (0, 1) or isinstance(label, float):
         raise InvalidLabel(
             "invalid_label",
-            f"an anomaly label must be true/false or 1/0 (1: anomaly), got {label!r}",
+            f"an anomaly label must be true/false or 1/0 (1: anomaly), got {preview(label)}",
         )
 
 

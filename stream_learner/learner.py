@@ -22,7 +22,10 @@ a model that cannot score an event's features raises ``model_rejected`` (the
 state is untouched); a label the model cannot learn does not stop the
 prediction: it is returned with ``label_error`` set (``learn_failed``), the
 metric is not updated and ``n_learned`` does not move. A label record that
-cannot be learned raises :class:`~stream_learner.errors.InvalidLabel`.
+cannot be learned raises :class:`~stream_learner.errors.InvalidLabel`. The
+metric and the drift monitors read the record's values too: when one of them
+raises, the model has still learned (and the event is still predicted), and
+the error travels the same way (``metric_failed``, ``drift_failed``).
 
 Examples
 --------
@@ -143,13 +146,16 @@ class Learner:
                 self._count_learned(slot, n)
         self.n_predicted += 1
         book.stats.predictions += 1
-        self.drift.observe(slot, key, event, scored)
+        try:
+            self.drift.observe(slot, key, event, scored)
+        except Exception as exc:  # monitors read the record's values: map their errors here
+            label_error = label_error or _monitor_error(exc)
         if label is None:
             book.hold(key, event.id, kept, scored.metric_input, event.ts)
         else:
             at = (event.ts, event.origin)
             learn_error = self._learn(slot, key, x, label[1], scored.metric_input, at)
-            if learn_error is None:
+            if learn_error is None or learn_error.reason != "learn_failed":
                 book.labelled(label[0])
             label_error = learn_error or label_error
         return Prediction(
@@ -178,25 +184,41 @@ class Learner:
         at = (label.ts, label.origin)
         slot = self.models.get(label.key)
         error = self._learn(slot, label.key, entry.x, label.label, entry.metric_input, at)
+        if error is None or error.reason != "learn_failed":
+            self.book.labelled("late", self.book.delay_of(entry))
         if error is not None:
             raise error
-        self.book.labelled("late", self.book.delay_of(entry))
 
     def _learn(
         self, slot: Slot, key: str, x: dict[str, Any], y: Any, metric_input: Any, at: Stamp
     ) -> InvalidLabel | None:
-        """Teach ``slot`` (the model of ``key``) label ``y``; update the metric and drift."""
+        """Teach ``slot`` (the model of ``key``) label ``y``; update the metric and drift.
+
+        Returns why not everything was done, or None: ``learn_failed`` (nothing
+        was learned), ``metric_failed`` or ``drift_failed`` (the model learned
+        the label; the metric or the drift monitors skipped it).
+        """
         try:
             n = self.task.learn(slot.model, x, y)
         except Exception as exc:  # the model is third-party code: map its errors here
             return InvalidLabel(
                 "learn_failed", f"the model cannot learn this label: {_describe(exc)}"
             )
-        if metric_input is not None and metric_input != {}:
-            self.metric.update(y, metric_input)
         self._count_learned(slot, n)
-        self.drift.labelled(slot, key, x, y, metric_input, at)
-        return None
+        error = None
+        if metric_input is not None and metric_input != {}:
+            try:
+                self.metric.update(y, metric_input)
+            except Exception as exc:
+                error = InvalidLabel(
+                    "metric_failed",
+                    f"the model learned this label, the metric cannot use it: {_describe(exc)}",
+                )
+        try:
+            self.drift.labelled(slot, key, x, y, metric_input, at)
+        except Exception as exc:
+            error = error or _monitor_error(exc)
+        return error
 
     def use_drift(self, settings: DriftSettings) -> None:
         """Apply the running ``[drift]`` settings to a learner restored from a checkpoint.
@@ -222,6 +244,12 @@ class Learner:
     def metric_value(self) -> float:
         """Current value of the online metric."""
         return float(self.metric.get())
+
+
+def _monitor_error(exc: Exception) -> InvalidLabel:
+    return InvalidLabel(
+        "drift_failed", f"the drift monitors cannot use this record: {_describe(exc)}"
+    )
 
 
 def _describe(exc: Exception, limit: int = 200) -> str:

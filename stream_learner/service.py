@@ -31,12 +31,21 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import orjson
 
 from stream_learner.commits import AtLeastOnce, Committer, ExactlyOnce
-from stream_learner.errors import CheckpointFenced, InvalidLabel, InvalidRecord
+from stream_learner.errors import (
+    CheckpointFenced,
+    InvalidLabel,
+    InvalidRecord,
+    ModelFailing,
+    RecordStoppedWorker,
+    StreamLearnerError,
+)
 from stream_learner.events import Codec, encode_prediction
+from stream_learner.guard import Guard, MemorySuspects
 from stream_learner.labels import Expired, LabelStats
 from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics, observe_many
@@ -52,6 +61,44 @@ from stream_learner.summary import Counts, Summary
 __all__ = ["AtLeastOnce", "Committer", "Counts", "ExactlyOnce", "Service", "Summary"]
 
 log = logging.getLogger(__name__)
+
+#: Model failures (``model_rejected``, ``learn_failed``) in a row after which the worker
+#: stops: a model that raises on every record is misconfigured, not fed bad records.
+MODEL_FAILURE_LIMIT = 1000
+_MODEL_REASONS = frozenset({"model_rejected", "learn_failed"})
+
+
+#: Errors of these libraries come from servers and clients, never from one record's content.
+_CLIENT_MODULES = ("kafka", "confluent_kafka", "redis")
+
+
+def _about_one_record(exc: BaseException) -> bool:
+    """False for what stops the worker whatever the record: signals, I/O, servers, settings.
+
+    Examples
+    --------
+    >>> _about_one_record(RecursionError()), _about_one_record(SystemExit(3))
+    (True, True)
+    >>> _about_one_record(OSError("disk full")), _about_one_record(ModelFailing("x"))
+    (False, False)
+    >>> _about_one_record(MemoryError())
+    False
+    """
+    if isinstance(exc, KeyboardInterrupt | GeneratorExit | OSError | MemoryError):
+        return False
+    if isinstance(exc, StreamLearnerError) and not isinstance(exc, InvalidRecord):
+        return False
+    return not any(c.__module__.split(".")[0] in _CLIENT_MODULES for c in type(exc).__mro__)
+
+
+def _unexpected(exc: Exception) -> InvalidRecord:
+    text = str(exc)
+    if len(text) > 300:
+        text = f"{text[:300]}...({len(text)} chars)"
+    return InvalidRecord(
+        "unexpected_error",
+        f"an unexpected {type(exc).__name__} while handling this record: {text}",
+    )
 
 
 class Service:
@@ -73,6 +120,8 @@ class Service:
         Output-then-offset commit strategy (default: :class:`AtLeastOnce`).
     clock, wall_clock
         Monotonic and epoch seconds; injectable for tests.
+    guard
+        Remembers a record that made the worker stop (default: in memory only).
     """
 
     def __init__(
@@ -86,6 +135,7 @@ class Service:
         committer: Committer | None = None,
         clock: Callable[[], float] = time.perf_counter,
         wall_clock: Callable[[], float] = time.time,
+        guard: Guard | None = None,
     ) -> None:
         self.settings = settings
         self.spec = spec
@@ -111,6 +161,12 @@ class Service:
             settings, self.metrics, source, sink, clock, wall_clock, worker_id(settings)
         )
         self._outputs_pending = False
+        self.guard = guard or Guard(MemorySuspects())
+        self._suspects = self.guard.suspects  # empty unless a record stopped a worker before
+        self._reasons_logged: set[str] = set()
+        self._model_streak = 0
+        self._succeeded_at_failure = -1
+        self._failed_predictions = 0
 
     # -- partition lifecycle (called by the source, inside poll) -------------------
 
@@ -156,6 +212,7 @@ class Service:
         committed = self.source.committed(every)
         beginning = self.source.beginning(every)
         generation = self.source.generation()
+        self.guard.watch(every)
         moved: set[TopicPartition] = set()
         for key, tps in inputs.items():
             shard = self._resume(
@@ -298,16 +355,19 @@ class Service:
             offset = record.origin[2]
             if not self._in_sequence(shard, tp, offset):
                 continue
-            if shard.replaying(tp, offset):
-                self._drain_shard(shard, counts)  # what live records of the batch left
-                self._replay(record, shard.learner)
-                self.reporter.alerts(shard, emit=False)
-                n_replayed += 1
-            else:
-                self._handle(record, shard.learner, counts, latencies, received_at)
-                if shard.learner.drift.outbox:
-                    self.reporter.alerts(shard, emit=True)
-                self._uncommitted[tp] = offset + 1
+            try:
+                if shard.replaying(tp, offset):
+                    self._drain_shard(shard, counts)  # what live records of the batch left
+                    self._replay(record, shard.learner)
+                    self.reporter.alerts(shard, emit=False)
+                    n_replayed += 1
+                else:
+                    self._handle(record, shard.learner, counts, latencies, received_at)
+                    if shard.learner.drift.outbox:
+                        self.reporter.alerts(shard, emit=True)
+                    self._uncommitted[tp] = offset + 1
+            except BaseException as exc:
+                self._escaped(record, exc)
             self._advance(shard, tp, offset)
         return n_replayed
 
@@ -331,20 +391,25 @@ class Service:
         handle, in_sequence = self._handle, self._in_sequence
         learner = shard.learner
         done = 0
-        for record in run:
-            offset = record.origin[2]
-            if offset != expected and expected is not None and not in_sequence(shard, tp, offset):
-                continue
-            handle(record, learner, counts, latencies, received_at)
-            if drift.outbox:
-                self.reporter.alerts(shard, emit=True)
-            expected = offset + 1
-            done += 1
-        if done and expected is not None:
-            shard.position[tp] = expected
-            shard.records_since_save += done
-            shard.dirty = True
-            self._uncommitted[tp] = expected
+        record: Record | None = None
+        try:
+            for record in run:
+                offset = record.origin[2]
+                if offset != expected and expected is not None and not in_sequence(shard, tp, offset):
+                    continue
+                handle(record, learner, counts, latencies, received_at)
+                if drift.outbox:
+                    self.reporter.alerts(shard, emit=True)
+                expected = offset + 1
+                done += 1
+        except BaseException as exc:
+            self._escaped(record, exc)
+        finally:  # the records handled before an error are processed: keep their bookkeeping
+            if done and expected is not None:
+                shard.position[tp] = expected
+                shard.records_since_save += done
+                shard.dirty = True
+                self._uncommitted[tp] = expected
 
     def _drain_labels(self, counts: Counts) -> None:
         """Report joined labels' delays; dead-letter early labels that expired unjoined."""
@@ -389,11 +454,13 @@ class Service:
         Labels it joined and buffer entries it expired were reported (and
         expired labels dead-lettered) when the record was first processed.
         """
+        if self._suspects and self.guard.recognise(record) is not None:
+            return  # it stopped a worker before: dead-lettered, never learned
         try:
             item = self.codec.decode(record.value, record.key, record.timestamp_ms, record.origin)
             learner.process(item)
-        except InvalidRecord:
-            pass  # its dead letter was emitted before the crash
+        except Exception:  # its dead letter was emitted when it was first processed
+            pass
         learner.book.drain_delays()
         learner.book.drain_expired()
 
@@ -405,7 +472,15 @@ class Service:
         latencies: list[float],
         received_at: float,
     ) -> None:
+        """Decode, score, learn and emit one live record; its content's failures are its own.
+
+        Whatever this record's content makes fail (decode, validation, the
+        model, the metric, the drift monitors, encoding the prediction) makes a
+        dead letter with a reason code, never an exception: see docs/errors.md.
+        """
         counts.records += 1
+        if self._suspects and self._stopped_before(record, counts):
+            return
         stats = learner.book.stats
         labelled = stats.labelled
         value, key, timestamp_ms, origin = record
@@ -413,8 +488,13 @@ class Service:
             item = self.codec.decode(value, key, timestamp_ms, origin)
             prediction = learner.process(item)
         except InvalidRecord as error:
-            self._dead_letter(record, error, counts)
-            counts.dead_letters += 1
+            counts.labels += stats.labelled - labelled  # e.g. learned, then the metric failed
+            self._reject(record, error, counts)
+            return
+        except MemoryError:
+            raise  # the worker's memory, not this record (records are at most max_record_bytes)
+        except Exception as exc:  # a defect this record's content reached: only its own loss
+            self._reject(record, _unexpected(exc), counts, exc)
             return
         # labels learned by this record: an inline one, an early one joined to this event,
         # or this label record joined to its prediction (not one that waits for its event)
@@ -423,16 +503,96 @@ class Service:
             counts.label_records += 1
             return
         latency = self._clock() - received_at
+        try:
+            body = encode_prediction(prediction, latency * 1000.0)
+        except Exception as exc:  # the model returned what JSON cannot hold
+            unencodable = InvalidRecord(
+                "encode_failed",
+                f"the prediction of this event cannot be encoded: {type(exc).__name__}: {exc}",
+            )
+            self._reject(record, unencodable, counts)
+            return
         latencies.append(latency)
-        self.sink.send(
-            "predictions",
-            prediction.key.encode("utf-8"),
-            encode_prediction(prediction, latency * 1000.0),
-        )
+        self.sink.send("predictions", prediction.key.encode("utf-8"), body)
         counts.predictions += 1
         if prediction.label_error is not None:
-            self._dead_letter(record, prediction.label_error, counts)
             counts.inline_labels_rejected += 1
+            if prediction.label_error.reason == "learn_failed":
+                self._failed_predictions += 1
+                self._model_failed(record, prediction.label_error, counts)
+            self._dead_letter(record, prediction.label_error, counts)
+
+    def _reject(
+        self,
+        record: Record,
+        error: InvalidRecord,
+        counts: Counts,
+        cause: BaseException | None = None,
+    ) -> None:
+        """``record`` has no other outcome than its dead letter."""
+        counts.dead_letters += 1
+        if error.reason in _MODEL_REASONS:
+            self._model_failed(record, error, counts)
+        self._dead_letter(record, error, counts, cause)
+
+    def _model_failed(self, record: Record, error: InvalidRecord, counts: Counts) -> None:
+        """Count a model failure; stop once the model has failed on every one of many records.
+
+        The streak is broken by any record the model handled without raising
+        (a prediction without ``learn_failed``, or a label record); records
+        rejected before the model neither break nor extend it.
+
+        Raises
+        ------
+        ModelFailing
+            After :data:`MODEL_FAILURE_LIMIT` model failures in a row.
+        """
+        s = self.summary
+        succeeded = (
+            s.predictions + counts.predictions + s.label_records + counts.label_records
+            - self._failed_predictions
+        )
+        if succeeded != self._succeeded_at_failure:
+            self._model_streak = 0
+        self._succeeded_at_failure = succeeded
+        self._model_streak += 1
+        if self._model_streak >= MODEL_FAILURE_LIMIT:
+            topic, partition, offset = record.origin
+            raise ModelFailing(
+                f"the model raised on {self._model_streak} records in a row, the last at "
+                f"{topic}[{partition}]@{offset}: {error}; check the [model] settings"
+            )
+
+    def _stopped_before(self, record: Record, counts: Counts) -> bool:
+        """Dead-letter ``record`` when it made a worker stop before (see :mod:`.guard`)."""
+        suspect = self.guard.recognise(record)
+        if suspect is None:
+            return False
+        error = InvalidRecord(
+            "stopped_worker",
+            f"this record made a worker stop before ({suspect.error}); it is not retried",
+        )
+        self._reject(record, error, counts)
+        return True
+
+    def _escaped(self, record: Record | None, exc: BaseException) -> NoReturn:
+        """An error left one record's handling: re-raise it, or stop naming that record."""
+        if record is None or not _about_one_record(exc):
+            raise exc
+        self._stopped_by(record, exc)
+
+    def _stopped_by(self, record: Record, exc: BaseException) -> NoReturn:
+        """Leave a marker of ``record`` and stop: one line naming the record and the error."""
+        topic, partition, offset = record.origin
+        log.error(
+            "%s[%d]@%d made the worker stop; a restarted worker dead-letters it "
+            "(reason stopped_worker) if it comes again with the same bytes",
+            topic, partition, offset, exc_info=exc,
+        )
+        self.guard.remember(record, exc)
+        raise RecordStoppedWorker(
+            f"{topic}[{partition}]@{offset} made the worker stop: {type(exc).__name__}: {exc}"
+        ) from exc
 
     def _in_sequence(self, shard: Shard, tp: TopicPartition, offset: int) -> bool:
         expected = shard.position.get(tp)
@@ -449,8 +609,18 @@ class Service:
         self.metrics.recovery_alerts.labels(kind="offset_gap").inc()
         return True
 
-    def _dead_letter(self, record: Record, error: InvalidRecord, counts: Counts) -> None:
-        """Queue ``record`` on the input or the learn dead-letter output."""
+    def _dead_letter(
+        self,
+        record: Record,
+        error: InvalidRecord,
+        counts: Counts,
+        cause: BaseException | None = None,
+    ) -> None:
+        """Queue ``record`` on the input or the learn dead-letter output.
+
+        Every dead letter is logged at debug level; the first of each reason
+        also as a warning (with the traceback of an unexpected error).
+        """
         limit = self.settings.limits.max_dead_letter_bytes
         value, headers = dead_letter(record, error, self._wall_clock(), limit)
         if isinstance(error, InvalidLabel):
@@ -462,6 +632,12 @@ class Service:
         self.sink.send(output, record.key, value, headers)
         self.metrics.dead_letters.labels(output=output, reason=error.reason).inc()
         log.debug("dead letter at %s: %s", record.origin, error)
+        if error.reason not in self._reasons_logged:
+            self._reasons_logged.add(error.reason)
+            log.warning(
+                "dead letter to %s at %s[%d]@%d: %s (further ones of this reason at debug level)",
+                output, *record.origin, error, exc_info=cause,
+            )
 
     def _expired_label(self, expired: Expired, counts: Counts) -> None:
         """An early label whose event never came: to the learn dead letters.

@@ -223,7 +223,11 @@ class KafkaSettings(_Section):
         "gets its partitions back at once, without a rebalance (KIP-345).",
     )
     transaction_timeout_ms: int = Field(
-        60000, ge=1000, description="exactly_once: broker aborts a transaction left open this long."
+        10000,
+        ge=1000,
+        description="exactly_once: broker aborts a transaction left open this long. A worker "
+        "killed mid-transaction and restarted under another `service.worker_id` holds back "
+        "read_committed readers and its own offset fetch this long (docs/state.md).",
     )
     connect_timeout_s: float = Field(
         30.0, gt=0, description="How long to wait for the broker at start before failing."
