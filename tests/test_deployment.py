@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -442,3 +443,100 @@ def test_configuration_reference_covers_nested_sections() -> None:
     text = generator.section_text(("drift", "inner"), Inner)
     row = "| `depth` | integer (≥ 1) | `3` | How deep. | `STREAM_LEARNER_DRIFT__INNER__DEPTH` |"
     assert row in text
+
+
+# -- the stack as the workers see it -----------------------------------------------------
+
+
+def _image_env() -> dict[str, str]:
+    """The ENV of the Dockerfile's final stage: what a container starts with."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    final = text.split("\nFROM ")[-1]
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV (.+)$", final, re.MULTILINE):
+        for pair in line.split():
+            name, _, value = pair.partition("=")
+            env[name] = value
+    return env
+
+
+def _container_env(service: dict[str, Any]) -> dict[str, str]:
+    """The environment of a container of ``service``: image ENV, then compose's."""
+    declared = service.get("environment", {})
+    return {**_image_env(), **{k: str(v) for k, v in declared.items() if v is not None}}
+
+
+def _created_topics(compose: dict[str, Any]) -> set[str]:
+    """Topics the one-shot kafka-topics service creates, with its environment."""
+    service = compose["services"]["kafka-topics"]
+    script = _container_file(service, service["entrypoint"][-1]).read_text()
+    env = _container_env(service)
+    topics = set()
+    for var, default in re.findall(r'^create "\$\{(\w+):-([^}]*)\}"', script, re.MULTILINE):
+        topics.add(env.get(var, default))
+    return topics
+
+
+def _host(address: str) -> str:
+    return address.rsplit(":", 1)[0]
+
+
+def test_workers_reach_only_services_of_the_stack(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    names = set(services) | {s["hostname"] for s in services.values() if "hostname" in s}
+    for name, worker in _workers(compose).items():
+        settings = load_settings(_settings_path(worker), env=_container_env(worker))
+        for address in settings.kafka.bootstrap_servers.split(","):
+            assert _host(address) in names, f"{name}: Kafka at {address} is not in the stack"
+        assert settings.checkpoint.store == "redis"
+        redis_host = urllib.parse.urlsplit(settings.checkpoint.redis_url).hostname
+        assert redis_host in names, f"{name}: Redis at {settings.checkpoint.redis_url}"
+
+
+def _settings_path(service: dict[str, Any]) -> Path:
+    command = service["command"]
+    return _container_file(service, command[command.index("-c") + 1])
+
+
+def test_workers_have_every_secret_they_need(compose: dict[str, Any]) -> None:
+    redis_env = _container_env(compose["services"]["redis"])
+    for name, worker in _workers(compose).items():
+        env = _container_env(worker)
+        settings = load_settings(_settings_path(worker), env=env)
+        c = settings.checkpoint
+        assert c.redis_password_env, f"{name}: checkpoint.redis_password_env is empty"
+        assert env.get(c.redis_password_env) == redis_env["REDIS_PASSWORD"], (
+            f"{name}: ${c.redis_password_env} is not the stack's Redis password")
+        assert len(env.get(c.key_env, "")) >= 16, f"{name}: no signing key in ${c.key_env}"
+        for var in (settings.kafka.sasl_password_env, settings.kafka.ssl_password_env):
+            assert not var or var in env, f"{name}: ${var} is not set"
+
+
+def test_every_topic_a_worker_requires_is_created_by_the_stack(compose: dict[str, Any]) -> None:
+    from stream_learner.sinks import output_topics
+
+    created = _created_topics(compose)
+    for name, worker in _workers(compose).items():
+        settings = load_settings(_settings_path(worker), env=_container_env(worker))
+        k = settings.kafka
+        required = {k.events_topic, *output_topics(settings).values()}
+        if k.labels_topic:
+            required.add(k.labels_topic)
+        assert required <= created, f"{name}: topics not created: {sorted(required - created)}"
+    simulator = compose["services"]["simulator"]
+    events = load_settings(None, env=_container_env(simulator)).kafka.events_topic
+    assert events in created
+
+
+def test_operations_doc_names_the_topics_the_stack_creates(compose: dict[str, Any]) -> None:
+    text = OPERATIONS.read_text()
+    for topic in re.findall(r"`([a-z.]+\.dlq)`", text):
+        assert topic in _created_topics(compose), f"docs/operations.md names `{topic}`"
+
+
+def test_every_image_is_pinned_to_a_release(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        image = service.get("image", "")
+        if image.startswith("stream-learner:"):
+            continue  # built from this repository
+        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+(-\w+)?", image), f"{name}: {image}"
