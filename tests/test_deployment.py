@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_learner.cli import _parser, main
 from stream_learner.datasets import dataset_records
+from stream_learner.health import main as health_main
 from stream_learner.settings import load_settings
 from tests.conftest import ROOT, service_command, service_env
 
@@ -175,7 +176,7 @@ def test_dockerfile_runs_as_non_root_with_the_cli_entrypoint() -> None:
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
     assert re.search(r"^USER (?!root)\S+", text, re.MULTILINE)
     assert 'ENTRYPOINT ["stream-learner"]' in text
-    assert _dockerfile_healthcheck()[:3] == ["stream-learner", "check", "--live"]
+    assert _dockerfile_healthcheck()[:3] == ["python", "-m", "stream_learner.health"]
 
 
 def _cli_accepts(argv: list[str]) -> None:
@@ -185,13 +186,25 @@ def _cli_accepts(argv: list[str]) -> None:
         pytest.fail(f"stream-learner does not accept {argv}: exit {exc.code}")
 
 
+def _health_accepts(argv: list[str]) -> None:
+    assert argv[:3] == ["python", "-m", "stream_learner.health"], argv
+    proc = subprocess.run([*service_command()[:1], *argv[1:], "--help"], env=service_env(),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    with pytest.raises(SystemExit) as exit_:  # only the arguments: nothing listens here
+        health_main([*argv[3:], "--bogus-flag"])
+    assert exit_.value.code == 2
+    closed = f"http://127.0.0.1:{_free_port()}"
+    assert health_main([closed, *argv[4:]]) == 1  # parsed and probed: nothing listens there
+
+
 def test_container_commands_are_accepted_by_the_cli(compose: dict[str, Any]) -> None:
-    _cli_accepts(_dockerfile_healthcheck()[1:])
+    _health_accepts(_dockerfile_healthcheck())
     for worker in _workers(compose).values():
         _cli_accepts(worker["command"])
         test = worker["healthcheck"]["test"]
-        assert test[:2] == ["CMD", "stream-learner"]
-        _cli_accepts(test[2:])
+        assert test[0] == "CMD"
+        assert test[1:] == _dockerfile_healthcheck(), "compose and the image probe alike"
 
 
 def test_simulator_command_is_accepted_by_the_cli(compose: dict[str, Any]) -> None:
@@ -390,6 +403,40 @@ def test_health_command_passes_on_a_running_worker(
 ) -> None:
     assert main(["check", "--live", worker.url]) == 0
     assert capsys.readouterr().out == f"ready: {worker.url}\n"
+
+
+def test_container_healthcheck_passes_without_importing_river_or_scipy(worker: Worker) -> None:
+    command = _dockerfile_healthcheck()
+    url = command[3]
+    argv = [worker.url if a == url else a for a in command[1:]]
+    proc = subprocess.run([*service_command()[:1], "-X", "importtime", *argv], env=service_env(),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == f"ready: {worker.url}\n"
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+                for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "stream_learner" in imported
+    assert not imported & {"river", "scipy", "numpy", "pandas", "pydantic"}, sorted(imported)
+
+
+def test_metrics_endpoint_answers_head(worker: Worker) -> None:
+    for path in ("/metrics", "/healthz", "/readyz"):
+        request = urllib.request.Request(worker.url + path, method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 200
+            assert int(reply.headers["Content-Length"]) > 0
+            assert reply.read() == b""
+
+
+def test_live_metrics_include_process_and_info_metrics(worker: Worker) -> None:
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes",
+            "process_start_time_seconds"} <= worker.samples
+    families = {f.name: f for f in text_string_to_metric_families(worker.exposition)}
+    build = families["stream_learner_build"].samples[0].labels
+    assert set(build) == {"version", "river", "python"}
+    model = families["stream_learner_model"].samples[0].labels
+    assert model["name"] == "water-flow-regressor" and model["task"] == "regression"
+    assert model["version"] == "1" and len(model["config_hash"]) >= 8
 
 
 def test_promtool_checks_the_live_metrics(worker: Worker) -> None:
