@@ -508,11 +508,14 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
         else:
             store = LocalStore(args.checkpoint_to, keep=c.keep)
         codec = build_codec(settings, spec, environ)
+    summary_file = _open_for_writing(args.summary_json, "--summary-json")
     try:
         result = run_backtest(settings, spec, environ, options, store, codec)
     finally:
         if store is not None:
             store.close()
+        if summary_file is not None:
+            summary_file.close()
     print(result.render(), file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_bytes(orjson.dumps(

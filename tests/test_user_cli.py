@@ -341,3 +341,15 @@ def test_local_toml_spells_out_the_embedded_default() -> None:
     from stream_learner.settings import Settings, load_settings
 
     assert load_settings(ROOT / "config" / "local.toml", env={}) == Settings()
+
+
+def test_replay_checks_its_summary_path_before_the_first_record(
+    events: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = tmp_path / "p.jsonl"
+    proc = cli("replay", "-c", DEMO, str(events), "--output", str(out),
+               "--summary-json", str(blocker / "s.json"))
+    assert "--summary-json" in one_line_error(proc, 2)
+    assert not out.exists() or out.read_bytes() == b""
