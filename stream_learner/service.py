@@ -111,6 +111,7 @@ class Service:
             settings, self.metrics, source, sink, clock, wall_clock, worker_id(settings)
         )
         self._outputs_pending = False
+        self._snapshot_records = 0  # records at the last metrics snapshot
 
     # -- partition lifecycle (called by the source, inside poll) -------------------
 
@@ -452,12 +453,18 @@ class Service:
         self.reporter.lag(self.shards, now)
         totals = {**self.summary.counts_dict(), "replayed": self.summary.replayed}
         if self.reporter.snapshot_due(self.shards, totals, self._metric_name):
+            self._snapshot_records = self.summary.records
             self._outputs_pending = True
             self._commit()
 
     def _final_snapshot(self) -> None:
-        """A last metrics snapshot at shutdown, however short the run was."""
-        if not self.settings.metrics.snapshot_interval_s:
+        """Local transport: a last metrics snapshot at shutdown, however short the run was."""
+        local = self.settings.service.transport == "local"
+        if (
+            not (local and self.settings.local.metrics)  # Kafka: the periodic snapshots
+            or not self.settings.metrics.snapshot_interval_s
+            or self._snapshot_records == self.summary.records  # the last one has these totals
+        ):
             return
         totals = {**self.summary.counts_dict(), "replayed": self.summary.replayed}
         now = self._clock()

@@ -432,9 +432,9 @@ def test_live_metrics_include_process_and_info_metrics(worker: Worker) -> None:
     assert {"process_cpu_seconds_total", "process_resident_memory_bytes",
             "process_start_time_seconds"} <= worker.samples
     families = {f.name: f for f in text_string_to_metric_families(worker.exposition)}
-    build = families["stream_learner_build"].samples[0].labels
+    build = families["stream_learner_build_info"].samples[0].labels
     assert set(build) == {"version", "river", "python"}
-    model = families["stream_learner_model"].samples[0].labels
+    model = families["stream_learner_model_info"].samples[0].labels
     assert model["name"] == "water-flow-regressor" and model["task"] == "regression"
     assert model["version"] == "1" and len(model["config_hash"]) >= 8
 
