@@ -353,3 +353,15 @@ def test_replay_checks_its_summary_path_before_the_first_record(
                "--summary-json", str(blocker / "s.json"))
     assert "--summary-json" in one_line_error(proc, 2)
     assert not out.exists() or out.read_bytes() == b""
+
+
+def test_checkpoints_show_into_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    store = {"checkpoint__store": "local", "checkpoint__directory": str(tmp_path / "ck"),
+             "checkpoint_key": "0123456789abcdef0123"}
+    assert cli("run", "--max-events", "200", "--quiet", cwd=tmp_path, **store).returncode == 0
+    env = service_env(**store)
+    command = " ".join(service_command("checkpoints", "show", "river:WaterFlow:0")) + " | true"
+    proc = subprocess.run(["bash", "-c", command + '; echo "exit ${PIPESTATUS[0]}"'], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip() in ("exit 0", "exit 141")  # 141: SIGPIPE, as shell tools
