@@ -6,14 +6,30 @@
 # predictions, the drift alerts and a metrics snapshot.
 #
 #   scripts/demo.sh              # work files in a temporary folder
-#   scripts/demo.sh DIR          # ... or in DIR (kept)
+#   scripts/demo.sh DIR          # ... or in DIR (kept; its outputs are overwritten)
+#
+# Needs only Python 3.11+ with the venv module: it creates .venv in the source
+# tree (as scripts/test.sh does) and installs stream-learner there, so nothing
+# is installed into the system Python (a Debian or Ubuntu python3 refuses pip
+# with "externally-managed-environment"). PYTHON=... picks the interpreter.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-$(mktemp -d)}"
 mkdir -p "$WORK"
-# Run this source tree's CLI, whether or not it is installed.
-cli() { PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" python -m stream_learner "$@"; }
+
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== creating $VENV"
+  "${PYTHON:-python3}" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+if ! "$PY" -c 'import stream_learner.cli' 2>/dev/null; then
+  echo "== installing stream-learner into $VENV (once)"
+  "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT"
+fi
+# Run this source tree's CLI with the environment's dependencies.
+cli() { PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m stream_learner "$@"; }
 
 echo "== simulating 20,000 sensor events (20 sensors, drift at 10,000, labels 50 events late)"
 cli simulate --source agrawal --count 20000 --keys 20 --drift-at 10000 --variants 0,2 \
@@ -33,7 +49,7 @@ echo "== first predictions ($WORK/predictions.jsonl)"
 head -n 3 "$WORK/predictions.jsonl"
 
 echo "== online accuracy before and after the drift (from the predictions and the labels)"
-python - "$WORK" <<'PY'
+"$PY" - "$WORK" <<'PY'
 import sys, orjson
 work = sys.argv[1]
 labels = {}
@@ -52,7 +68,7 @@ for lo, hi in ((0, 10000), (10000, 11000), (11000, 20000)):
 PY
 
 echo "== drift alerts ($WORK/alerts.jsonl)"
-python - "$WORK" <<'PY'
+"$PY" - "$WORK" <<'PY'
 import os, sys, orjson
 path = os.path.join(sys.argv[1], "alerts.jsonl")
 alerts = [orjson.loads(line) for line in open(path, "rb")] if os.path.exists(path) else []

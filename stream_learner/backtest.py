@@ -40,6 +40,7 @@ from stream_learner.replay import (
     Progress,
     ReplaySource,
     RoutedSink,
+    count_records,
     delay_labels,
     file_records,
     sort_by_event_time,
@@ -321,7 +322,7 @@ def _file_history(
     values: Iterable[bytes] = itertools.chain.from_iterable(
         file_records(path) for path in options.inputs
     )
-    total = None
+    total = count_records(options.inputs)
     if options.sort_by_ts:
         values = sort_by_event_time(values, settings.schema_)
         total = len(values)
@@ -370,9 +371,11 @@ def run_backtest(
     else:
         history = TopicHistory(settings, environ, options.start, options.end, options.partitions)
         partitions, records, total = history.range.partitions, history.records(), history.range.size
+    progress = Progress(total)
+    records = progress.counted(records)  # input records: inserted label records do not count
     if options.label_delay.active:
         records = delay_labels(records, settings.schema_, options.label_delay)
-    source = ReplaySource(partitions, records, Progress(total))
+    source = ReplaySource(partitions, records, progress)
     try:
         sink = _sink(settings, environ, options)
         try:

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import gc
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -39,20 +40,30 @@ from stream_learner.backtest import BacktestOptions, run_backtest
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.dashboard import render_page
 from stream_learner.dashboard.report import ReportInputs, build_report
+from stream_learner.datasets import BUNDLED
 from stream_learner.drift_watch import make_watch
-from stream_learner.errors import ModelConfigError, SettingsError, StreamLearnerError
+from stream_learner.errors import (
+    InvalidLabel,
+    InvalidRecord,
+    ModelConfigError,
+    SettingsError,
+    StreamLearnerError,
+)
+from stream_learner.events import Codec, Origin
 from stream_learner.guard import Guard, build_suspects
 from stream_learner.health import DEFAULT_TIMEOUT_S, metrics_url, probe
+from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics, MetricsServer
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer
 from stream_learner.replay import LabelDelay
 from stream_learner.service import ExactlyOnce, Service
-from stream_learner.settings import Settings, load_settings
+from stream_learner.settings import Settings, load_settings, unknown_variables
 from stream_learner.simulate import FileWriter, KafkaWriter, SimulationPlan, publish, simulate
 from stream_learner.sinks import FileSink, KafkaSink, Sink, output_topics
 from stream_learner.sources import FileSource, KafkaSource, Source
 from stream_learner.stores import CheckpointStore, LocalStore, RedisStore
+from stream_learner.summary import Summary
 from stream_learner.tasks import make_task
 
 __all__ = ["build_edges", "main"]
@@ -60,17 +71,52 @@ __all__ = ["build_edges", "main"]
 log = logging.getLogger("stream_learner")
 
 
+def _sub(sub: Any, name: str, summary: str, description: str, examples: str) -> Any:
+    """A subcommand whose ``--help`` says what it does and shows examples."""
+    return sub.add_parser(
+        name, help=summary, description=description,
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stream-learner",
         description="Score events with an online River model while it learns from labels.",
+        epilog="examples:\n  stream-learner run                      # the embedded default\n"
+        "  stream-learner run -c config/kafka.toml # a worker of a consumer group\n"
+        "  stream-learner COMMAND --help           # what each command does",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"stream-learner {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the service (embedded default without -c)")
-    check = sub.add_parser("check", help="validate settings, model and connectivity, then exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = _sub(
+        sub, "run", "run the service (embedded default without -c)",
+        "Score every event, learn every label, watch for drift. With the local transport\n"
+        "(the default) events come from --input and predictions go to --output; with\n"
+        "service.transport = 'kafka' the worker joins its consumer group and runs until\n"
+        "stopped. Output files are overwritten unless --append. Ctrl-C finishes the\n"
+        "current batch and exits 130; a second Ctrl-C exits at once.",
+        """
+stream-learner run                                   # river:WaterFlow to stdout
+stream-learner run -c config/demo.toml --input events.jsonl --output predictions.jsonl
+producer | stream-learner run -c config/demo.toml --input - --quiet
+stream-learner run -c config/kafka.toml              # a Kafka worker""",
+    )
+    check = _sub(
+        sub, "check", "validate settings, model and connectivity, then exit",
+        "Validate the settings, build the model and try it on a sample record (the first\n"
+        "records of the local input, else a made-up one), and reach the broker when the\n"
+        "transport is kafka. With --live, probe a running worker's /healthz and /readyz.",
+        """
+stream-learner check -c config/demo.toml --input events.jsonl
+stream-learner check -c config/kafka.toml
+stream-learner check --live http://127.0.0.1:9108""",
+    )
     for p in (run, check):
         p.add_argument("-c", "--config", help="TOML settings file (default: built-in defaults)")
+        p.add_argument("--input", help="local transport: JSON Lines path, '-' or river:<Dataset>")
     check.add_argument(
         "--live", nargs="?", const="", metavar="URL",
         help="probe a running worker's /healthz and /readyz instead; exit 0 only if ready "
@@ -80,20 +126,49 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
         help=f"--live: seconds each request may take (default {DEFAULT_TIMEOUT_S:g})",
     )
-    run.add_argument("--input", help="local transport: JSON Lines path, '-' or river:<Dataset>")
     run.add_argument("--output", help="local transport: predictions path or '-'")
-    run.add_argument("--max-events", type=int, help="stop after this many input records")
+    run.add_argument("--append", action="store_true",
+                     help="append to the output files instead of overwriting them")
+    run.add_argument("--max-events", type=int, metavar="N",
+                     help="stop after N input records (events and label records both count)")
     run.add_argument("--quiet", action="store_true", help="do not write predictions (local)")
     run.add_argument("--summary-json", help="also write the run summary as JSON to this path")
     _replay_parser(sub)
     _simulate_parser(sub)
     _report_parser(sub)
-    ckpt = sub.add_parser("checkpoints", help="list, show or roll back shard checkpoints")
-    ckpt.add_argument("-c", "--config", help="TOML settings file (names the store)")
-    ckpt.add_argument("action", choices=["list", "show", "rollback"])
-    ckpt.add_argument("shard", nargs="?", help="shard name, e.g. events:0")
-    ckpt.add_argument("id", nargs="?", type=int, help="checkpoint id (show: default newest)")
+    _checkpoints_parser(sub)
     return parser
+
+
+def _checkpoints_parser(sub: Any) -> None:
+    ckpt = _sub(
+        sub, "checkpoints", "list, show or roll back shard checkpoints",
+        "Manage the checkpoints of the store the settings name ([checkpoint] store).",
+        """
+stream-learner checkpoints -c worker.toml list
+stream-learner checkpoints -c worker.toml show events:0
+stream-learner checkpoints -c worker.toml rollback events:0 41""",
+    )
+    ckpt.add_argument("-c", "--config", help="TOML settings file (names the store)")
+    actions = ckpt.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, summary, description, example in (
+        ("list", "list the kept checkpoints", "One line per kept checkpoint: shard, id, "
+         "created, offsets, generation, size.", "list\nstream-learner checkpoints -c "
+         "worker.toml list events:0"),
+        ("show", "show one checkpoint's verified header", "The verified header of a "
+         "checkpoint as JSON (the newest of the shard by default).", "show events:0 41"),
+        ("rollback", "make an older checkpoint the newest", "Copy checkpoint ID of SHARD as "
+         "its newest checkpoint; workers resume from it.\nStop the group's workers first.",
+         "rollback events:0 41"),
+    ):
+        p = _sub(actions, name, summary, description,
+                 f"stream-learner checkpoints -c worker.toml {example}")
+        p.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                       help="TOML settings file (names the store)")
+        p.add_argument("shard", nargs="?", help="shard name, e.g. events:0")
+        if name != "list":
+            p.add_argument("id", nargs="?", type=int,
+                           help="checkpoint id" + (" (default newest)" if name == "show" else ""))
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -101,7 +176,16 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _replay_parser(sub: Any) -> None:
-    p = sub.add_parser("replay", help="run history (files or a topic range) through the service")
+    p = _sub(
+        sub, "replay", "run history (files or a topic range) through the service",
+        "Run recorded events through the same service loop as a live worker, as fast as\n"
+        "they can be read: a backtest with the online metric, the drift points and,\n"
+        "optionally, a warm-start checkpoint for a live worker (docs/replay.md).",
+        """
+stream-learner replay -c config/demo.toml history.jsonl --label-delay 50 --quiet
+stream-learner replay -c config/kafka.toml --start @2026-01-01T00:00:00Z --alerts drift.jsonl
+stream-learner replay -c worker.toml history.jsonl --checkpoint-to redis --resume-offset 0""",
+    )
     p.add_argument("-c", "--config", help="TOML settings file (default: built-in defaults)")
     p.add_argument("inputs", nargs="*", metavar="FILE",
                    help="JSON Lines or .csv files ('-': stdin); none: a range of kafka.events_topic")
@@ -132,7 +216,15 @@ def _replay_parser(sub: Any) -> None:
 
 
 def _simulate_parser(sub: Any) -> None:
-    p = sub.add_parser("simulate", help="publish a simulated sensor stream")
+    p = _sub(
+        sub, "simulate", "publish a simulated sensor stream",
+        "Publish events from River's synthetic generators (or a bundled dataset) with\n"
+        "concept drifts where asked and labels inline or some events late, to a JSON\n"
+        "Lines file or to kafka.events_topic.",
+        """
+stream-learner simulate --count 20000 --keys 20 --drift-at 10000 --output events.jsonl
+stream-learner simulate --rate 200 --label-delay 50 --to kafka -c config/kafka.toml""",
+    )
     p.add_argument("-c", "--config", help="TOML settings file (the [kafka] section is used)")
     p.add_argument("--source", default="agrawal",
                    help="agrawal | sea | sine | stagger | friedman | river:<Dataset> (default agrawal)")
@@ -175,6 +267,7 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "input": getattr(args, "input", None),
         "output": getattr(args, "output", None),
         "quiet": True if getattr(args, "quiet", False) else None,
+        "append": True if getattr(args, "append", False) else None,
     }
     service = {"max_events": getattr(args, "max_events", None)}
     out = {
@@ -215,7 +308,8 @@ def build_edges(settings: Settings, environ: dict[str, str]) -> tuple[Source, Si
         "alerts": local.alerts,
         "metrics": local.metrics,
     }
-    return FileSource(local.input), FileSink(targets)
+    check_input(local.input)
+    return FileSource(local.input), FileSink(targets, append=local.append)
 
 
 def build_store(settings: Settings, environ: Mapping[str, str]) -> CheckpointStore | None:
@@ -256,13 +350,43 @@ def build_checkpointer(
     return Checkpointer(store, codec, settings.checkpoint, metrics, time.time, time.monotonic)
 
 
-def _install_signal_handlers(service: Service) -> None:
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("received %s: finishing the current batch", signal.Signals(signum).name)
-        service.stop()
+class Interrupts:
+    """SIGINT / SIGTERM: the first finishes the current batch, a second exits at once.
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    An interrupt also ends a ``--input -`` run whose writer is idle: standard
+    input is switched to ``/dev/null``, so the blocked read sees its end.
+    ``exit_code`` is 130 after Ctrl-C (128 + SIGINT, the shell convention) and 0
+    after SIGTERM, the normal way to stop a worker.
+    """
+
+    def __init__(self, stop: Callable[[], None], stdin_input: bool) -> None:
+        self._stop = stop
+        self._stdin_input = stdin_input
+        self.received: int | None = None
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM from now on."""
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.received is not None:
+            os.write(2, b"stream-learner: interrupted again: forced exit, the last outputs "
+                        b"may be incomplete\n")
+            os._exit(128 + signum)
+        self.received = signum
+        log.warning("interrupted (%s): finishing the current batch; interrupt again to force",
+                    signal.Signals(signum).name)
+        self._stop()
+        if self._stdin_input:
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, sys.stdin.fileno())
+            os.close(null)
+
+    @property
+    def exit_code(self) -> int:
+        """130 after SIGINT, 0 after SIGTERM or none."""
+        return 128 + signal.SIGINT if self.received == signal.SIGINT else 0
 
 
 def _model_spec(settings: Settings) -> ModelSpec:
@@ -295,35 +419,101 @@ def settle_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+def check_input(location: str) -> None:
+    """Fail in one line when ``local.input`` cannot be read (before anything starts).
+
+    Examples
+    --------
+    >>> check_input("river:WaterFlo")
+    Traceback (most recent call last):
+    ...
+    stream_learner.errors.SettingsError: local.input (--input): no bundled River dataset 'WaterFlo' (did you mean 'WaterFlow'?); choose one of Bananas, ChickWeights, Phishing, TrumpApproval, WaterFlow
+    """
+    setting = "local.input (--input)"
+    if location == "-":
+        return
+    if location.startswith("river:"):
+        name = location.removeprefix("river:")
+        if name not in BUNDLED:
+            close = difflib.get_close_matches(name, list(BUNDLED), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingsError(f"{setting}: no bundled River dataset {name!r}{hint}; "
+                                f"choose one of {', '.join(sorted(BUNDLED))}")
+        return
+    path = Path(location)
+    if path.is_dir():
+        raise SettingsError(f"{setting}: {location} is a folder, not a JSON Lines file")
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise SettingsError(f"{setting}: cannot read {location}: "
+                            f"{(exc.strerror or str(exc)).lower()}") from None
+
+
+def _open_for_writing(path: str | None, flag: str) -> IO[bytes] | None:
+    """Open an output named by a flag now, so a bad path fails before the first record."""
+    if not path:
+        return None
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise SettingsError(f"{flag} {path}: cannot write: {reason}") from None
+
+
+def all_labels_rejected(summary: Summary) -> int:
+    """Labels rejected in a run that learned none (0 when any label was learned)."""
+    rejected = summary.learn_dead_letters - summary.labels_expired
+    return rejected if summary.labels == 0 and rejected > 0 else 0
+
+
 def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
     spec = _model_spec(settings)
     metrics = Metrics()
-    server = None
-    if settings.metrics.enabled:
-        server = MetricsServer(metrics, settings.metrics.host, settings.metrics.port).start()
-        log.info("metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
-    checkpointer = build_checkpointer(settings, spec, metrics, environ)
-    source, sink = build_edges(settings, environ)
-    committer = None
-    eos = settings.service.guarantee == "exactly_once"
-    if eos and isinstance(sink, KafkaSink) and isinstance(source, KafkaSource):
-        committer = ExactlyOnce(source, sink)
-    guard = Guard(build_suspects(settings, environ))
-    service = Service(settings, spec, source, sink, metrics, checkpointer, committer, guard=guard)
-    _install_signal_handlers(service)
-    settle_heap()
-    try:
+    with contextlib.ExitStack() as stack:
+        summary_file = _open_for_writing(args.summary_json, "--summary-json")
+        if summary_file is not None:
+            stack.callback(summary_file.close)
+        source, sink = build_edges(settings, environ)
+        stack.callback(source.close)
+        stack.callback(sink.close)  # closed before the source: outputs first
+        checkpointer = build_checkpointer(settings, spec, metrics, environ)
+        stack.callback(checkpointer.close)
+        guard = Guard(build_suspects(settings, environ))
+        stack.callback(guard.close)
+        if settings.metrics.enabled:
+            server = MetricsServer(metrics, settings.metrics.host, settings.metrics.port).start()
+            stack.callback(server.close)
+            log.info("metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
+        metrics.set_info(spec)
+        committer = None
+        eos = settings.service.guarantee == "exactly_once"
+        if eos and isinstance(sink, KafkaSink) and isinstance(source, KafkaSource):
+            committer = ExactlyOnce(source, sink)
+        service = Service(
+            settings, spec, source, sink, metrics, checkpointer, committer, guard=guard
+        )
+        local_stdin = settings.service.transport == "local" and settings.local.input == "-"
+        interrupts = Interrupts(service.stop, local_stdin)
+        interrupts.install()
+        settle_heap()
         summary = service.run()
-    finally:
-        sink.close()
-        source.close()
-        checkpointer.close()
-        guard.close()
-        if server is not None:
-            server.close()
     print(summary.render(), file=sys.stderr)
-    if args.summary_json:
-        Path(args.summary_json).write_bytes(orjson.dumps(summary.to_dict()))
+    if summary_file is not None:
+        Path(summary_file.name).write_bytes(orjson.dumps(summary.to_dict()))
+    if interrupts.exit_code:
+        print(f"stream-learner: interrupted; exit {interrupts.exit_code}", file=sys.stderr)
+        return interrupts.exit_code
+    rejected = all_labels_rejected(summary)
+    if rejected:
+        log.error(
+            "configuration: every label was rejected (%d to the learn dead letters, none "
+            "learned): the labels do not fit model.task = %r or the model's parameters; "
+            "the learn dead letters (%s) say why", rejected, spec.task,
+            settings.local.learn_dead_letters or "none kept"
+            if settings.service.transport == "local" else settings.kafka.learn_dead_letter_topic,
+        )
+        return 2
     return 0
 
 
@@ -345,15 +535,18 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
         else:
             store = LocalStore(args.checkpoint_to, keep=c.keep)
         codec = build_codec(settings, spec, environ)
+    summary_file = _open_for_writing(args.summary_json, "--summary-json")
     try:
         result = run_backtest(settings, spec, environ, options, store, codec)
     finally:
         if store is not None:
             store.close()
+        if summary_file is not None:
+            summary_file.close()
     print(result.render(), file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_bytes(orjson.dumps(
-            {**result.summary.to_dict(), "drift_points": result.drift.alerts,
+            {**result.summary.to_dict(), "drift_points": result.drift.points,
              "checkpoints": result.checkpoints}))
     return 0
 
@@ -361,8 +554,14 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
 def _simulate(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
     from stream_learner.events import parse_ts
 
-    extra = {"start_ts": parse_ts(float(args.start_ts) if args.start_ts.replace(".", "").isdigit()
-                                  else args.start_ts)} if args.start_ts else {}
+    extra = {}
+    if args.start_ts:
+        text = args.start_ts
+        try:
+            extra["start_ts"] = parse_ts(float(text) if text.replace(".", "").isdigit() else text)
+        except (InvalidRecord, ValueError, TypeError) as exc:
+            raise SettingsError(f"--start-ts {text!r}: expected epoch seconds or an ISO 8601 "
+                                f"time, e.g. 2026-01-01T00:00:00Z ({exc})") from None
     plan = SimulationPlan(
         source=args.source, count=args.count, keys=args.keys, seed=args.seed,
         label_delay=args.label_delay, drift_at=args.drift_at, drift_width=args.drift_width,
@@ -374,12 +573,74 @@ def _simulate(settings: Settings, environ: dict[str, str], args: argparse.Namesp
                 settings.kafka, environ, settings.kafka.events_topic)
     else:
         writer = FileWriter(args.sim_output)
-    stopping: list[bool] = []
+    stopping: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.append(True))
+        signal.signal(signum, lambda signum, _frame: stopping.append(signum))
     stats = publish(simulate(plan), writer, args.rate, should_stop=lambda: bool(stopping))
     print(stats.render(), file=sys.stderr)
-    return 0
+    return 128 + signal.SIGINT if stopping[:1] == [signal.SIGINT] else 0
+
+
+#: Records of the local input that ``check`` runs through a fresh model at most.
+SAMPLE_RECORDS = 1000
+
+
+def _sample(settings: Settings, task: str) -> tuple[str, list[bytes]]:
+    """Where the sample comes from, and its records: the local input, else a made-up event."""
+    local = settings.local
+    if settings.service.transport == "local" and local.input != "-":
+        check_input(local.input)
+        source = FileSource(local.input)
+        source.subscribe(None)
+        try:
+            return local.input, [r.value or b"" for r in source.poll(SAMPLE_RECORDS, 0)]
+        finally:
+            source.close()
+    schema = settings.schema_
+    features = {"x": 1.0}
+    event: dict[str, Any] = {schema.id: 0, schema.key: "sample", schema.ts: 0.0}
+    event.update({schema.features: features} if schema.features else features)
+    label = {"classification": True, "regression": 1.0, "forecasting": 1.0}.get(task)
+    if label is not None:
+        event[schema.label] = label
+    return "a made-up event", [orjson.dumps(event)]
+
+
+def try_on_sample(settings: Settings, spec: ModelSpec) -> str:
+    """Score and learn the first records of the input with a fresh model.
+
+    Returns what was tried; raises :class:`ModelConfigError` when the model
+    cannot score an event or learn a label of the sample, or when no record of
+    the sample is an event the ``[schema]`` settings can read.
+    """
+    where, values = _sample(settings, spec.task)
+    codec = Codec(settings.schema_, settings.limits, spec.task)
+    learner = Learner(spec, settings.labels)
+    first_error: InvalidRecord | None = None
+    scored = 0
+    for i, value in enumerate(values):
+        at = f"sample record {where}[{i}]" if where != "a made-up event" else "a made-up event"
+        try:
+            prediction = learner.process(codec.decode(value, None, 0, Origin(where, 0, i)))
+        except InvalidLabel as exc:
+            raise ModelConfigError(f"{at}: {exc} (check model.task and the model)") from None
+        except InvalidRecord as exc:
+            if exc.reason == "model_rejected":
+                raise ModelConfigError(f"{at}: {exc}") from None
+            first_error = first_error or exc
+            continue
+        if prediction is not None:
+            scored += 1
+            if prediction.label_error is not None:
+                raise ModelConfigError(
+                    f"{at}: {prediction.label_error} (check model.task and the model)")
+        if scored and (learner.n_learned or spec.task == "anomaly"):
+            return f"{at} scored and learned"
+    if not scored:
+        raise ModelConfigError(
+            f"no record of the first {len(values)} of {where} is an event the [schema] "
+            f"settings can read (first: {first_error})")
+    return f"{scored} events of {where} scored (no label among the first {len(values)} records)"
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> int:
@@ -399,12 +660,13 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _check(settings: Settings, environ: dict[str, str]) -> int:
-    _model_spec(settings)
+    spec = _model_spec(settings)
+    tried = try_on_sample(settings, spec)
     if settings.service.transport == "kafka":
         source, sink = build_edges(settings, environ)
         sink.close()
         source.close()
-    print("ok: settings valid, model builds" + (
+    print("ok: settings valid, model builds, " + tried + (
         f", Kafka reachable at {settings.kafka.bootstrap_servers}"
         if settings.service.transport == "kafka" else ""
     ))
@@ -441,6 +703,18 @@ def _check_live(url: str, timeout_s: float) -> int:
     return 0 if result.ok else 1
 
 
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (``... | head``): stop quietly, like a shell tool.
+
+    Standard output is pointed at ``/dev/null`` so that the interpreter's last
+    flush at exit cannot fail again.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stream-learner`` console script."""
     args = _parser().parse_args(argv)
@@ -456,26 +730,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    for warning in unknown_variables(settings, environ):
+        log.warning("%s", warning)
     try:
-        if args.command == "check" and args.live is not None:
-            return _check_live(args.live or metrics_url(settings.metrics), args.timeout)
-        if args.command == "check":
-            return _check(settings, environ)
-        if args.command == "checkpoints":
-            return _checkpoints(settings, environ, args)
-        if args.command == "replay":
-            return _replay(settings, environ, args)
-        if args.command == "simulate":
-            return _simulate(settings, environ, args)
-        if args.command == "report":
-            return _report(settings, args)
-        return _run(settings, environ, args)
+        return _command(settings, environ, args)
     except (SettingsError, ModelConfigError) as exc:
         log.error("configuration: %s", exc)
         return 2
     except StreamLearnerError as exc:
         log.error("%s", exc)
         return 1
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except KeyboardInterrupt:
+        print("stream-learner: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _command(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
+    if args.command == "check" and args.live is not None:
+        return _check_live(args.live or metrics_url(settings.metrics), args.timeout)
+    if args.command == "check":
+        return _check(settings, environ)
+    if args.command == "checkpoints":
+        return _checkpoints(settings, environ, args)
+    if args.command == "replay":
+        return _replay(settings, environ, args)
+    if args.command == "simulate":
+        return _simulate(settings, environ, args)
+    if args.command == "report":
+        return _report(settings, args)
+    return _run(settings, environ, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,8 @@
-"""Probe a running worker's HTTP endpoints: the ``stream-learner check --live`` command.
+"""Probe a running worker's HTTP endpoints: ``stream-learner check --live`` and the healthcheck.
+
+``python -m stream_learner.health [URL] [--timeout S]`` is the container
+healthcheck: it imports only the standard library (no River, SciPy or NumPy),
+so a probe every 15 s costs a few milliseconds of CPU instead of a second.
 
 A worker serves ``/healthz`` (the process answers) and ``/readyz`` (state is
 restored and it consumes; see :mod:`stream_learner.metrics`). :func:`probe`
@@ -22,13 +26,21 @@ False
 
 from __future__ import annotations
 
+import argparse
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from stream_learner.settings import MetricsSettings
+if TYPE_CHECKING:  # settings import pydantic: not needed to probe
+    from stream_learner.settings import MetricsSettings
 
-__all__ = ["DEFAULT_TIMEOUT_S", "ProbeResult", "metrics_url", "probe"]
+__all__ = ["DEFAULT_TIMEOUT_S", "DEFAULT_URL", "ProbeResult", "main", "metrics_url", "probe"]
+
+#: What the container healthcheck probes: the worker's own metrics port.
+DEFAULT_URL = "http://127.0.0.1:9108"
 
 #: Seconds each request may take; a healthcheck must answer well within its own timeout.
 DEFAULT_TIMEOUT_S = 2.0
@@ -61,6 +73,7 @@ def metrics_url(settings: MetricsSettings) -> str:
 
     Examples
     --------
+    >>> from stream_learner.settings import MetricsSettings
     >>> metrics_url(MetricsSettings(host="0.0.0.0", port=9108))
     'http://127.0.0.1:9108'
     >>> metrics_url(MetricsSettings(host="::", port=9108))
@@ -129,3 +142,26 @@ def probe(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> ProbeResult:
             detail = f" ({body})" if body else ""
             return ProbeResult(False, f"{verdict}: {base}{path} answered {status}{detail}")
     return ProbeResult(True, f"ready: {base}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m stream_learner.health``: exit 0 when ready, 1 (one line on stderr) if not."""
+    parser = argparse.ArgumentParser(
+        prog="python -m stream_learner.health",
+        description="Probe a worker's /healthz and /readyz; exit 0 only if it is ready.",
+    )
+    parser.add_argument("url", nargs="?", default=DEFAULT_URL,
+                        help=f"base URL of the metrics endpoint (default {DEFAULT_URL})")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                        help=f"seconds each request may take (default {DEFAULT_TIMEOUT_S:g})")
+    args = parser.parse_args(argv)
+    result = probe(args.url, args.timeout)
+    if result.ok:
+        print(result.message)
+        return 0
+    print(f"stream-learner: {result.message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -10,10 +10,16 @@ each with exactly one ``outcome``; ``sum(stream_learner_dead_letters_total)``
 equals ``stream_learner_records_total{outcome="dead_letter"}`` plus
 ``stream_learner_inline_labels_rejected_total``.
 
+Besides the service's own metrics, the registry holds the standard
+``process_*`` metrics (CPU seconds, resident memory, open file descriptors,
+start time; Linux only), ``stream_learner_build_info`` (the versions of
+stream-learner, River and Python) and ``stream_learner_model_info`` (name,
+version, task and configuration hash of the model being served).
+
 The endpoint serves ``/metrics`` (Prometheus text format), ``/healthz``
 (the process is alive), ``/readyz`` (200 only once state is restored and
 the worker is consuming), and the live page ``/`` with its JSON document
-``/api/v1/dashboard`` (:mod:`stream_learner.dashboard`).
+``/api/v1/dashboard`` (:mod:`stream_learner.dashboard`); each also answers ``HEAD``.
 
 Examples
 --------
@@ -27,13 +33,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 import threading
 from bisect import bisect_left
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from stream_learner.dashboard.history import History, dashboard_response
@@ -107,6 +123,18 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)
+        self.build_info = Info(
+            "stream_learner_build", "Versions of stream-learner, River and Python.", registry=r
+        )
+        self.build_info.info({
+            "version": _version("stream-learner"), "river": _version("river"),
+            "python": platform.python_version(),
+        })
+        self.model_info = Info(
+            "stream_learner_model", "The model being served: name, version, task, config hash.",
+            registry=r,
+        )
         self.records = Counter(
             "stream_learner_records_total",
             "Input records by outcome: prediction, label (a label record) or dead_letter.",
@@ -334,6 +362,13 @@ class Metrics:
         self._metric_names.add(name)
         self.online_metric.labels(partition=partition, metric=name).set(value)
 
+    def set_info(self, spec: Any) -> None:
+        """Describe the served model (a :class:`~stream_learner.models.ModelSpec`)."""
+        self.model_info.info({
+            "name": spec.settings.name, "version": str(spec.settings.version),
+            "task": spec.task, "config_hash": spec.config_hash,
+        })
+
     def set_ready(self, ready: bool) -> None:
         """Mark the worker ready (state restored, consuming) or not."""
         self.is_ready = ready
@@ -344,10 +379,21 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def _version(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "0.0.0"
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def do_GET(self) -> None:
+    def do_HEAD(self) -> None:
+        self.do_GET(head=True)
+
+    def do_GET(self, head: bool = False) -> None:
+        self._head = head
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._reply(200, self.server.metrics.render(), CONTENT_TYPE_LATEST)
@@ -367,7 +413,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if not getattr(self, "_head", False):
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("metrics endpoint: " + format, *args)

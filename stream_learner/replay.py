@@ -26,19 +26,21 @@ checkpoint for the live worker: :mod:`stream_learner.backtest`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import heapq
 import logging
 import math
 import re
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stream_learner.events import Origin, parse_ts
 from stream_learner.settings import SchemaSettings
@@ -56,6 +58,7 @@ __all__ = [
     "Progress",
     "ReplaySource",
     "RoutedSink",
+    "count_records",
     "csv_records",
     "delay_labels",
     "file_records",
@@ -268,49 +271,74 @@ def _renumbered(record: Record, tp: TopicPartition, state: _Owed) -> Record:
 
 
 class Progress:
-    """A one-line progress report on stderr, redrawn at most every ``interval_s``.
+    """A progress line on stderr (tqdm): done / total, share, rate and ETA.
 
-    Only drawn when the stream is a terminal; otherwise it does nothing.
+    Only drawn when the stream is a terminal; otherwise it does nothing. While
+    it is drawn, log records of the root logger's console handlers go through
+    ``tqdm.write``, so that a log line never breaks into the progress line.
     """
 
     def __init__(
         self,
         total: int | None,
         stream: IO[str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
         interval_s: float = 0.2,
     ) -> None:
         self.total = total
-        self._stream = stream if stream is not None else sys.stderr
-        self._enabled = self._stream.isatty()
-        self._clock = clock
-        self._interval = interval_s
-        self._start = clock()
-        self._shown = -math.inf
         self.done = 0
+        stream = stream if stream is not None else sys.stderr
+        self._stack = contextlib.ExitStack()
+        self._bar: tqdm[Any] | None = None
+        if not stream.isatty():
+            return
+        shape = ("replay {n}/{total} ({percentage:.0f}%) {bar:20} {rate_fmt} ETA {remaining}"
+                 if total else "replay {n} records {rate_fmt}")
+        self._bar = tqdm(total=total, file=stream, mininterval=interval_s, unit=" records",
+                         bar_format=shape, dynamic_ncols=True)
+        self._stack.enter_context(logging_redirect_tqdm(tqdm_class=tqdm))
+        self._stack.callback(self._bar.close)
 
     def update(self, n: int) -> None:
         """Count ``n`` more records; redraw when due."""
         self.done += n
-        now = self._clock()
-        if self._enabled and now - self._shown >= self._interval:
-            self._shown = now
-            self._stream.write("\r" + self.line(now))
-            self._stream.flush()
+        if self._bar is not None:
+            self._bar.update(n)
 
-    def line(self, now: float) -> str:
-        """The progress text."""
-        rate = self.done / max(now - self._start, 1e-9)
-        if self.total:
-            share = min(1.0, self.done / self.total)
-            return f"replay {self.done:,}/{self.total:,} ({share:.0%}) {rate:,.0f} records/s"
-        return f"replay {self.done:,} records {rate:,.0f} records/s"
+    def counted(self, records: Iterable[Record], every: int = 500) -> Iterator[Record]:
+        """Pass ``records`` through, counting them (redrawn every ``every`` records)."""
+        pending = 0
+        for record in records:
+            yield record
+            pending += 1
+            if pending == every:
+                self.update(pending)
+                pending = 0
+        self.update(pending)
 
     def close(self) -> None:
-        """End the progress line."""
-        if self._enabled and self._shown > -math.inf:
-            self._stream.write("\r" + self.line(self._clock()) + "\n")
-            self._stream.flush()
+        """End the progress line and give the log handlers back."""
+        self._stack.close()
+
+
+def count_records(paths: Sequence[str]) -> int | None:
+    """How many records :func:`file_records` will read from ``paths`` (``None`` for stdin).
+
+    One pass over the files, so that a replay's progress has a total and an ETA.
+    """
+    if "-" in paths:
+        return None
+    total = 0
+    for path in paths:
+        file = Path(path)
+        if not file.is_file():
+            return None
+        if file.suffix.lower() == ".csv":
+            with file.open(newline="", encoding="utf-8") as handle:
+                total += sum(1 for _ in csv.DictReader(handle))
+        else:
+            with file.open("rb") as raw:
+                total += sum(1 for line in raw if line.strip())
+    return total
 
 
 class ReplaySource(FiniteInput):
@@ -325,7 +353,8 @@ class ReplaySource(FiniteInput):
     records
         The records, in the order they are to be processed.
     progress
-        Told how many records each poll hands out.
+        Closed with the source (it counts the input records itself, see
+        :meth:`Progress.counted`, so that inserted label records do not count).
     """
 
     def __init__(
@@ -348,8 +377,6 @@ class ReplaySource(FiniteInput):
         batch = [r for _, r in zip(range(max_records), self._records, strict=False)]
         if len(batch) < max_records:
             self._exhausted = True
-        if self._progress is not None:
-            self._progress.update(len(batch))
         return batch
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
@@ -392,8 +419,10 @@ class RoutedSink:
 class DriftPoints:
     """Passes records through to ``sink`` and keeps the drift alerts among them.
 
-    The service sends drift alerts with the role ``alerts``; every one that
-    passes is kept here for the replay summary ("drift points").
+    The service sends alert records with the role ``alerts``; every one is
+    forwarded and kept in :attr:`alerts`. The drift points of the replay
+    summary are the confirmed drifts among them (``severity = "drift"``), not
+    the warnings, resolutions or actions.
     """
 
     ROLE = "alerts"
@@ -401,6 +430,11 @@ class DriftPoints:
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
         self.alerts: list[dict[str, Any]] = []
+
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        """The confirmed drifts: alert records with ``severity = "drift"``."""
+        return [a for a in self.alerts if a.get("severity") == "drift"]
 
     def send(
         self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
@@ -421,13 +455,28 @@ class DriftPoints:
         self._sink.close()
 
     def render(self) -> str:
-        """One summary line: where the drift alerts were raised."""
-        if not self.alerts:
+        """One summary line: where the confirmed drifts were seen.
+
+        Examples
+        --------
+        >>> from stream_learner.testing import MemorySink
+        >>> points = DriftPoints(MemorySink())
+        >>> points.alerts = [{"severity": "drift", "shard": "events:0", "series": "error",
+        ...     "detector": "ADWIN", "key": "s1", "offsets": {"from": 5, "to": 9}},
+        ...     {"severity": "resolved"}]
+        >>> points.render()
+        'drift points (1): events:0 error (ADWIN) offsets 5..9 key s1'
+        """
+        points = self.points
+        if not points:
             return "drift points: none"
-        points = ", ".join(
-            f"{a.get('ts', '?')} ({a.get('state', a.get('kind', 'alert'))}, "
-            f"{a.get('source', {}).get('partition', a.get('partition', '?'))})"
-            for a in self.alerts[:20]
-        )
-        more = f" and {len(self.alerts) - 20} more" if len(self.alerts) > 20 else ""
-        return f"drift points ({len(self.alerts)}): {points}{more}"
+
+        def where(a: dict[str, Any]) -> str:
+            offsets = a.get("offsets") or {}
+            key = f" key {a['key']}" if a.get("key") else ""
+            return (f"{a.get('shard')} {a.get('series')} ({a.get('detector')}) "
+                    f"offsets {offsets.get('from')}..{offsets.get('to')}{key}")
+
+        shown = ", ".join(where(a) for a in points[:20])
+        more = f" and {len(points) - 20} more" if len(points) > 20 else ""
+        return f"drift points ({len(points)}): {shown}{more}"

@@ -58,9 +58,17 @@ __all__ = [
     "ServiceSettings",
     "Settings",
     "load_settings",
+    "unknown_variables",
 ]
 
 ENV_PREFIX = "STREAM_LEARNER_"
+#: ``STREAM_LEARNER_*`` names that are not settings: the test and server scripts' own
+#: variables (``scripts/test.sh``, ``scripts/servers.sh``) and docker-compose's ``.env``.
+TOOL_VARIABLES = frozenset({
+    "STREAM_LEARNER_KAFKA_LIBS", "STREAM_LEARNER_REQUIRE_SERVERS", "STREAM_LEARNER_SERVERS_DIR",
+    "STREAM_LEARNER_KAFKA_PORT", "STREAM_LEARNER_REDIS_PORT", "STREAM_LEARNER_CONTROLLER_PORT",
+    "STREAM_LEARNER_IMAGE", "STREAM_LEARNER_GROUP_ID",
+})
 
 
 class FrozenMap(Mapping[str, Any]):
@@ -263,20 +271,25 @@ class LocalSettings(_Section):
     )
     output: str = Field("-", description="Predictions: JSON Lines path or `-` for stdout.")
     dead_letters: str = Field(
-        "dead-letters.jsonl", description="Dead letters: JSON Lines path or `-` for stderr."
+        "-", description="Dead letters: JSON Lines path or `-` for stderr."
     )
     learn_dead_letters: str = Field(
-        "learn-dead-letters.jsonl",
+        "-",
         description="Labels that cannot be learned: JSON Lines path or `-` for stderr.",
     )
     alerts: str = Field(
-        "alerts.jsonl", description="Drift alerts: JSON Lines path, `-` for stderr, empty: none."
+        "",
+        description="Drift alerts: JSON Lines path, `-` for stderr, empty: none (alerts are "
+        "logged either way).",
     )
     metrics: str = Field(
         "",
         description="Metrics snapshots: JSON Lines path, `-` for stderr, empty: none.",
     )
     quiet: bool = Field(False, description="Do not write predictions (summary only).")
+    append: bool = Field(
+        False, description="Append to the output files instead of overwriting them."
+    )
 
 
 class SchemaSettings(_Section):
@@ -669,3 +682,48 @@ def load_settings(
     except ValidationError as exc:
         lines = "\n".join(_describe(e) for e in exc.errors())
         raise SettingsError(f"invalid settings ({origin}):\n{lines}") from None
+
+
+def _settings_name(name: str) -> str | None:
+    """``STREAM_LEARNER_SECTION__KEY`` for a name that misses the double underscore."""
+    rest = name[len(ENV_PREFIX) :].lower()
+    for section, field in Settings.model_fields.items():
+        head = (field.alias or section) + "_"
+        annotation = field.annotation
+        if rest.startswith(head) and isinstance(annotation, type):
+            key = rest[len(head) :]
+            if key in getattr(annotation, "model_fields", {}):
+                return f"{ENV_PREFIX}{(field.alias or section).upper()}__{key.upper()}"
+    return None
+
+
+def unknown_variables(settings: Settings, env: Mapping[str, str]) -> list[str]:
+    """Warnings for ``STREAM_LEARNER_*`` variables that neither set nor feed a setting.
+
+    A variable without ``__`` is used only when a ``*_env`` setting names it
+    (a secret), or by the project's scripts; any other is a likely typo.
+
+    Examples
+    --------
+    >>> env = {"STREAM_LEARNER_SERVICE_BATCH_SIZE": "5", "STREAM_LEARNER_CHECKPOINT_KEY": "k"}
+    >>> unknown_variables(Settings(), env)
+    ['STREAM_LEARNER_SERVICE_BATCH_SIZE matches no setting and is ignored (did you mean STREAM_LEARNER_SERVICE__BATCH_SIZE?)']
+    """
+    named = {
+        settings.kafka.sasl_password_env, settings.kafka.ssl_password_env,
+        settings.checkpoint.redis_password_env, settings.checkpoint.key_env,
+    }
+    out = []
+    for name in sorted(env):
+        if (
+            not name.startswith(ENV_PREFIX) or "__" in name or name in named
+            or name in TOOL_VARIABLES or name.startswith(ENV_PREFIX + "TEST")
+        ):
+            continue
+        meant = _settings_name(name)
+        hint = f" (did you mean {meant}?)" if meant else (
+            " (settings are STREAM_LEARNER_<SECTION>__<KEY>; a secret is read only from the "
+            "variable a *_env setting names)"
+        )
+        out.append(f"{name} matches no setting and is ignored{hint}")
+    return out

@@ -25,7 +25,7 @@ from typing import IO, Any, Protocol
 
 import orjson
 
-from stream_learner.errors import ConnectionFailed, InvalidRecord
+from stream_learner.errors import ConnectionFailed, InvalidRecord, SettingsError
 from stream_learner.settings import Settings
 from stream_learner.sources import (
     RECONNECT_BACKOFF_MAX_MS,
@@ -55,6 +55,14 @@ ROLES = ("predictions", "dead_letters", "learn_dead_letters", "alerts", "metrics
 DEAD_LETTER_SCHEMA_VERSION = 1
 Header = tuple[str, bytes]
 TRUNCATED_HEADER = "__stream_learner.errors.value.truncated.from"
+#: The ``[local]`` setting (and flag) that names the file of each output role.
+LOCAL_SETTING = {
+    "predictions": "local.output / --output",
+    "dead_letters": "local.dead_letters",
+    "learn_dead_letters": "local.learn_dead_letters",
+    "alerts": "local.alerts",
+    "metrics": "local.metrics",
+}
 
 
 class Sink(Protocol):
@@ -144,34 +152,55 @@ def output_topics(settings: Settings) -> dict[str, str]:
 class FileSink:
     """JSON Lines per role; ``-`` means stdout (predictions) or stderr (others).
 
-    A file is created on the first record of its role, so a run without alerts
-    leaves no empty alerts file behind. A dead letter is written as one JSON
-    object: the original bytes in ``value_base64`` (and as text in ``value``
-    when they are UTF-8), the record key, and the headers as an object.
+    Every file is opened when the sink is made, before the first record, so
+    that a path that cannot be written fails the start in one line instead of
+    the stream half-way. A file is truncated (``append=False``, the default) or
+    appended to. A dead letter is written as one JSON object: the original
+    bytes in ``value_base64`` (and as text in ``value`` when they are UTF-8),
+    the record key, and the headers as an object.
+
+    Examples
+    --------
+    >>> FileSink({"alerts": "/dev/null/alerts.jsonl"})
+    Traceback (most recent call last):
+    ...
+    stream_learner.errors.SettingsError: cannot write the alerts output (local.alerts) /dev/null/alerts.jsonl: a parent is a file, not a folder
     """
 
-    def __init__(self, targets: Mapping[str, str | None]) -> None:
+    def __init__(self, targets: Mapping[str, str | None], append: bool = False) -> None:
         self._targets = {role: target for role, target in targets.items() if target}
         self._files: dict[str, IO[bytes]] = {}
+        try:
+            for role, target in self._targets.items():
+                self._files[role] = self._open(role, target, append)
+        except BaseException:
+            self.close()
+            raise
 
     def _handle(self, role: str) -> IO[bytes] | None:
-        handle = self._files.get(role)
-        if handle is None and role in self._targets:
-            handle = self._files[role] = self._open(role, self._targets[role])
-        return handle
+        return self._files.get(role)
 
     @staticmethod
-    def _open(role: str, target: str) -> IO[bytes]:
+    def _open(role: str, target: str, append: bool) -> IO[bytes]:
         if target == "-":
             return sys.stdout.buffer if role == "predictions" else sys.stderr.buffer
         path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("ab")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path.open("ab" if append else "wb")
+        except OSError as exc:
+            setting = LOCAL_SETTING.get(role, role)
+            reason = (exc.strerror or str(exc)).lower()
+            if isinstance(exc, FileExistsError):  # from mkdir: a parent is a file
+                reason = "a parent is a file, not a folder"
+            raise SettingsError(
+                f"cannot write the {role} output ({setting}) {target}: {reason}"
+            ) from None
 
     def send(
         self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
     ) -> None:
-        """Append one line to the role's file (roles without a target are dropped)."""
+        """Write one line to the role's file (roles without a target are dropped)."""
         handle = self._handle(role)
         if handle is None:
             return
@@ -186,10 +215,12 @@ class FileSink:
 
     def close(self) -> None:
         """Flush, then close the files this sink opened."""
-        self.flush()
-        for handle in self._files.values():
-            if handle not in (sys.stdout.buffer, sys.stderr.buffer):
-                handle.close()
+        try:
+            self.flush()
+        finally:
+            for handle in self._files.values():
+                if handle not in (sys.stdout.buffer, sys.stderr.buffer):
+                    handle.close()
 
 
 def _wrap(key: bytes | None, value: bytes, headers: Sequence[Header]) -> bytes:

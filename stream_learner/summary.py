@@ -63,7 +63,12 @@ class Summary(Counts):
 
     @property
     def events_per_s(self) -> float:
-        """Input records per second of wall time."""
+        """Events scored (predictions) per second of wall time; label records not counted."""
+        return self.predictions / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def records_per_s(self) -> float:
+        """Input records (events, label records and dead letters) per second of wall time."""
         return self.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, object]:
@@ -73,6 +78,7 @@ class Summary(Counts):
             "replayed": self.replayed,
             "elapsed_s": self.elapsed_s,
             "events_per_s": self.events_per_s,
+            "records_per_s": self.records_per_s,
             "metric": self.metric_name,
             "online_metric": self.metrics,
             "labelling": self.labelling,
@@ -80,19 +86,29 @@ class Summary(Counts):
         }
 
     def render(self) -> str:
-        """A short human summary."""
+        """A short human summary that names what it counts.
+
+        Examples
+        --------
+        >>> Summary(records=600, predictions=300, label_records=300, labels=300,
+        ...         elapsed_s=2.0, metric_name="Accuracy").render()  # doctest: +NORMALIZE_WHITESPACE
+        '600 records (300 events, 300 label records, 0 dead letters) in 2.00s:
+        150 events/s (300 records/s); 300 labels learned (coverage 0.0%, 0 expired);
+        online Accuracy: n/a'
+        """
         quality = ", ".join(f"{shard}: {value:.4f}" for shard, value in self.metrics.items())
         rejected = (
-            f" (+{self.inline_labels_rejected} rejected inline labels)"
+            f", +{self.inline_labels_rejected} rejected inline labels"
             if self.inline_labels_rejected
             else ""
         )
         lab = self.labelling
         expired = int(lab.get("expired_pending", 0) + lab.get("expired_early", 0))
         return (
-            f"{self.records} records in {self.elapsed_s:.2f}s ({self.events_per_s:,.0f} events/s): "
-            f"{self.predictions} predictions, {self.label_records} label records, "
-            f"{self.dead_letters} dead letters{rejected}; {self.labels} labels learned "
+            f"{self.records} records ({self.predictions} events, "
+            f"{self.label_records} label records, {self.dead_letters} dead letters{rejected}) "
+            f"in {self.elapsed_s:.2f}s: {self.events_per_s:,.0f} events/s "
+            f"({self.records_per_s:,.0f} records/s); {self.labels} labels learned "
             f"(coverage {lab.get('coverage', 0.0):.1%}, {expired} expired)"
             + (f", {self.replayed} replayed silently" if self.replayed else "")
             + f"; online {self.metric_name}: {quality or 'n/a'}"

@@ -53,6 +53,9 @@ def test_run_settles_the_heap_once_before_the_first_record(tmp_path: Path) -> No
         tmp_path,
         local__input="river:Phishing", local__output=str(tmp_path / "predictions.jsonl"),
         metrics__enabled="false",
+        # Phishing is a classification dataset: the default regression model rejects its labels
+        model__task="classification",
+        model__pipeline='[{step = "linear_model.LogisticRegression"}]',
     )
     assert out.split("\n")[:2] == ["settled", "loop True"]
     assert (tmp_path / "predictions.jsonl").read_bytes().count(b"\n") == 1250  # Phishing's size

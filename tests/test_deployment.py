@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_learner.cli import _parser, main
 from stream_learner.datasets import dataset_records
+from stream_learner.health import main as health_main
 from stream_learner.settings import load_settings
 from tests.conftest import ROOT, service_command, service_env
 
@@ -174,7 +176,7 @@ def test_dockerfile_runs_as_non_root_with_the_cli_entrypoint() -> None:
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
     assert re.search(r"^USER (?!root)\S+", text, re.MULTILINE)
     assert 'ENTRYPOINT ["stream-learner"]' in text
-    assert _dockerfile_healthcheck()[:3] == ["stream-learner", "check", "--live"]
+    assert _dockerfile_healthcheck()[:3] == ["python", "-m", "stream_learner.health"]
 
 
 def _cli_accepts(argv: list[str]) -> None:
@@ -184,13 +186,25 @@ def _cli_accepts(argv: list[str]) -> None:
         pytest.fail(f"stream-learner does not accept {argv}: exit {exc.code}")
 
 
+def _health_accepts(argv: list[str]) -> None:
+    assert argv[:3] == ["python", "-m", "stream_learner.health"], argv
+    proc = subprocess.run([*service_command()[:1], *argv[1:], "--help"], env=service_env(),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    with pytest.raises(SystemExit) as exit_:  # only the arguments: nothing listens here
+        health_main([*argv[3:], "--bogus-flag"])
+    assert exit_.value.code == 2
+    closed = f"http://127.0.0.1:{_free_port()}"
+    assert health_main([closed, *argv[4:]]) == 1  # parsed and probed: nothing listens there
+
+
 def test_container_commands_are_accepted_by_the_cli(compose: dict[str, Any]) -> None:
-    _cli_accepts(_dockerfile_healthcheck()[1:])
+    _health_accepts(_dockerfile_healthcheck())
     for worker in _workers(compose).values():
         _cli_accepts(worker["command"])
         test = worker["healthcheck"]["test"]
-        assert test[:2] == ["CMD", "stream-learner"]
-        _cli_accepts(test[2:])
+        assert test[0] == "CMD"
+        assert test[1:] == _dockerfile_healthcheck(), "compose and the image probe alike"
 
 
 def test_simulator_command_is_accepted_by_the_cli(compose: dict[str, Any]) -> None:
@@ -391,6 +405,40 @@ def test_health_command_passes_on_a_running_worker(
     assert capsys.readouterr().out == f"ready: {worker.url}\n"
 
 
+def test_container_healthcheck_passes_without_importing_river_or_scipy(worker: Worker) -> None:
+    command = _dockerfile_healthcheck()
+    url = command[3]
+    argv = [worker.url if a == url else a for a in command[1:]]
+    proc = subprocess.run([*service_command()[:1], "-X", "importtime", *argv], env=service_env(),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == f"ready: {worker.url}\n"
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+                for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "stream_learner" in imported
+    assert not imported & {"river", "scipy", "numpy", "pandas", "pydantic"}, sorted(imported)
+
+
+def test_metrics_endpoint_answers_head(worker: Worker) -> None:
+    for path in ("/metrics", "/healthz", "/readyz"):
+        request = urllib.request.Request(worker.url + path, method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 200
+            assert int(reply.headers["Content-Length"]) > 0
+            assert reply.read() == b""
+
+
+def test_live_metrics_include_process_and_info_metrics(worker: Worker) -> None:
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes",
+            "process_start_time_seconds"} <= worker.samples
+    families = {f.name: f for f in text_string_to_metric_families(worker.exposition)}
+    build = families["stream_learner_build_info"].samples[0].labels
+    assert set(build) == {"version", "river", "python"}
+    model = families["stream_learner_model_info"].samples[0].labels
+    assert model["name"] == "water-flow-regressor" and model["task"] == "regression"
+    assert model["version"] == "1" and len(model["config_hash"]) >= 8
+
+
 def test_promtool_checks_the_live_metrics(worker: Worker) -> None:
     proc = _run([_tool("promtool"), "check", "metrics"], input=worker.exposition)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -442,3 +490,100 @@ def test_configuration_reference_covers_nested_sections() -> None:
     text = generator.section_text(("drift", "inner"), Inner)
     row = "| `depth` | integer (≥ 1) | `3` | How deep. | `STREAM_LEARNER_DRIFT__INNER__DEPTH` |"
     assert row in text
+
+
+# -- the stack as the workers see it -----------------------------------------------------
+
+
+def _image_env() -> dict[str, str]:
+    """The ENV of the Dockerfile's final stage: what a container starts with."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    final = text.split("\nFROM ")[-1]
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV (.+)$", final, re.MULTILINE):
+        for pair in line.split():
+            name, _, value = pair.partition("=")
+            env[name] = value
+    return env
+
+
+def _container_env(service: dict[str, Any]) -> dict[str, str]:
+    """The environment of a container of ``service``: image ENV, then compose's."""
+    declared = service.get("environment", {})
+    return {**_image_env(), **{k: str(v) for k, v in declared.items() if v is not None}}
+
+
+def _created_topics(compose: dict[str, Any]) -> set[str]:
+    """Topics the one-shot kafka-topics service creates, with its environment."""
+    service = compose["services"]["kafka-topics"]
+    script = _container_file(service, service["entrypoint"][-1]).read_text()
+    env = _container_env(service)
+    topics = set()
+    for var, default in re.findall(r'^create "\$\{(\w+):-([^}]*)\}"', script, re.MULTILINE):
+        topics.add(env.get(var, default))
+    return topics
+
+
+def _host(address: str) -> str:
+    return address.rsplit(":", 1)[0]
+
+
+def test_workers_reach_only_services_of_the_stack(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    names = set(services) | {s["hostname"] for s in services.values() if "hostname" in s}
+    for name, worker in _workers(compose).items():
+        settings = load_settings(_settings_path(worker), env=_container_env(worker))
+        for address in settings.kafka.bootstrap_servers.split(","):
+            assert _host(address) in names, f"{name}: Kafka at {address} is not in the stack"
+        assert settings.checkpoint.store == "redis"
+        redis_host = urllib.parse.urlsplit(settings.checkpoint.redis_url).hostname
+        assert redis_host in names, f"{name}: Redis at {settings.checkpoint.redis_url}"
+
+
+def _settings_path(service: dict[str, Any]) -> Path:
+    command = service["command"]
+    return _container_file(service, command[command.index("-c") + 1])
+
+
+def test_workers_have_every_secret_they_need(compose: dict[str, Any]) -> None:
+    redis_env = _container_env(compose["services"]["redis"])
+    for name, worker in _workers(compose).items():
+        env = _container_env(worker)
+        settings = load_settings(_settings_path(worker), env=env)
+        c = settings.checkpoint
+        assert c.redis_password_env, f"{name}: checkpoint.redis_password_env is empty"
+        assert env.get(c.redis_password_env) == redis_env["REDIS_PASSWORD"], (
+            f"{name}: ${c.redis_password_env} is not the stack's Redis password")
+        assert len(env.get(c.key_env, "")) >= 16, f"{name}: no signing key in ${c.key_env}"
+        for var in (settings.kafka.sasl_password_env, settings.kafka.ssl_password_env):
+            assert not var or var in env, f"{name}: ${var} is not set"
+
+
+def test_every_topic_a_worker_requires_is_created_by_the_stack(compose: dict[str, Any]) -> None:
+    from stream_learner.sinks import output_topics
+
+    created = _created_topics(compose)
+    for name, worker in _workers(compose).items():
+        settings = load_settings(_settings_path(worker), env=_container_env(worker))
+        k = settings.kafka
+        required = {k.events_topic, *output_topics(settings).values()}
+        if k.labels_topic:
+            required.add(k.labels_topic)
+        assert required <= created, f"{name}: topics not created: {sorted(required - created)}"
+    simulator = compose["services"]["simulator"]
+    events = load_settings(None, env=_container_env(simulator)).kafka.events_topic
+    assert events in created
+
+
+def test_operations_doc_names_the_topics_the_stack_creates(compose: dict[str, Any]) -> None:
+    text = OPERATIONS.read_text()
+    for topic in re.findall(r"`([a-z.]+\.dlq)`", text):
+        assert topic in _created_topics(compose), f"docs/operations.md names `{topic}`"
+
+
+def test_every_image_is_pinned_to_a_release(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        image = service.get("image", "")
+        if image.startswith("stream-learner:"):
+            continue  # built from this repository
+        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+(-\w+)?", image), f"{name}: {image}"

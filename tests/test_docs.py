@@ -41,3 +41,15 @@ def test_every_relative_link_in_the_docs_points_to_a_file() -> None:
             if not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not broken, broken
+
+
+def test_readme_starts_with_the_two_commands_and_needs_no_system_pip() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```bash\n(.*?)```", readme, re.S)
+    assert block is not None
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    assert commands == ["scripts/demo.sh", "scripts/test.sh"]
+    demo = (ROOT / "scripts" / "demo.sh").read_text(encoding="utf-8")
+    # a Debian python3 refuses `pip install` outside a virtual environment
+    assert '-m venv "$VENV"' in demo and '"$PY" -m pip install' in demo
+    assert not re.search(r"^\s*(python3?|pip3?) (-m pip )?install", demo, re.M)

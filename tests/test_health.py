@@ -96,4 +96,6 @@ def test_cli_live_without_url_uses_the_metrics_settings(
 
 def test_plain_check_still_validates_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check"]) == 0
-    assert capsys.readouterr().out == "ok: settings valid, model builds\n"
+    assert capsys.readouterr().out == (
+        "ok: settings valid, model builds, sample record river:WaterFlow[0] scored and learned\n"
+    )

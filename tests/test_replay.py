@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import orjson
+import pytest
 
 from stream_learner.backtest import BacktestOptions, run_backtest, write_warm_start
 from stream_learner.checkpoint import EnvelopeCodec
@@ -14,7 +15,7 @@ from stream_learner.events import Origin
 from stream_learner.metrics import Metrics
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer
-from stream_learner.replay import LabelDelay, Progress, ReplaySource, delay_labels
+from stream_learner.replay import DriftPoints, LabelDelay, Progress, ReplaySource, delay_labels
 from stream_learner.service import Service
 from stream_learner.settings import CheckpointSettings, LocalSettings, SchemaSettings, Settings
 from stream_learner.simulate import SimulationPlan, simulate
@@ -140,7 +141,67 @@ def test_progress_is_drawn_on_a_terminal_only() -> None:
     Progress(10, quiet).update(5)
     assert quiet.getvalue() == ""
     tty = _Tty()
-    progress = Progress(10, tty, clock=lambda: 1.0)
+    progress = Progress(10, tty)
     progress.update(5)
     progress.close()
     assert "replay 5/10 (50%)" in tty.getvalue() and tty.getvalue().endswith("\n")
+
+
+def _alert(severity: str, start: int, end: int) -> bytes:
+    return orjson.dumps({
+        "schema_version": 1, "severity": severity, "signal": "error", "series": "error",
+        "detector": "ADWIN", "key": None, "shard": "events:0",
+        "offsets": {"topic": "events", "partition": 0, "from": start, "to": end},
+        "event_time": {"from": 1.0, "to": 2.0}, "message": "m",
+    })
+
+
+def test_drift_points_are_the_confirmed_drifts_with_where_they_were_seen() -> None:
+    sink = MemorySink()
+    points = DriftPoints(sink)
+    for severity, start, end in (("warning", 10, 20), ("drift", 11, 30), ("resolved", 40, 50),
+                                 ("drift", 100, 130)):
+        points.send("alerts", None, _alert(severity, start, end))
+    assert len(sink.decoded("alerts")) == 4  # every alert record still reaches the output
+    text = points.render()
+    assert text.startswith("drift points (2): ")
+    assert "?" not in text
+    assert "events:0 error (ADWIN) offsets 11..30" in text
+    assert "events:0 error (ADWIN) offsets 100..130" in text
+
+
+def test_progress_shows_the_total_and_an_eta_and_log_lines_do_not_break_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+    import sys
+
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)  # the terminal the CLI logs to
+    handler = logging.StreamHandler(sys.stderr)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        progress = Progress(1000)
+        progress.update(100)
+        logging.getLogger("stream_learner.test").warning("a log line")
+        progress.update(100)
+        progress.close()
+        assert handler in root.handlers  # given back after the progress line
+    finally:
+        root.removeHandler(handler)
+    text = tty.getvalue()
+    assert "replay 200/1000 (20%)" in text and "ETA" in text
+    # the log line is on a line of its own, never glued to a progress line
+    assert "a log line" in text.replace("\r", "\n").split("\n")
+
+
+def test_replay_of_files_knows_its_total(tmp_path: Path) -> None:
+    from stream_learner.replay import count_records
+
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b'{"id": 1}\n\n{"id": 2}\n')
+    csv_path = tmp_path / "h.csv"
+    csv_path.write_text("id,x\n1,2\n3,4\n5,6\n")
+    assert count_records([str(path), str(csv_path)]) == 5
+    assert count_records(["-"]) is None

@@ -24,7 +24,7 @@ create "${EVENTS_TOPIC:-events}" "$PARTITIONS"
 create "${LABELS_TOPIC:-labels}" "$PARTITIONS"
 create "${PREDICTIONS_TOPIC:-predictions}" "$PARTITIONS"
 create "${DEAD_LETTER_TOPIC:-events.dlq}" 1 --config retention.ms=1209600000
-create "${LABELS_DEAD_LETTER_TOPIC:-labels.dlq}" 1 --config retention.ms=1209600000
+create "${LEARN_DEAD_LETTER_TOPIC:-events.learn.dlq}" 1 --config retention.ms=1209600000
 create "${ALERTS_TOPIC:-alerts}" 1
 create "${METRICS_TOPIC:-metrics}" 1 --config retention.ms=604800000
 

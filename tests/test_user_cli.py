@@ -1,0 +1,384 @@
+"""What a new user meets first, through the real CLI: files, exit codes, messages."""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import signal
+import subprocess
+import termios
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import ROOT, service_command, service_env
+
+DEMO = str(ROOT / "config" / "demo.toml")
+
+
+def cli(
+    *args: str, cwd: Path | None = None, timeout: float = 120, **overrides: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        service_command(*args), env=service_env(**overrides), capture_output=True, text=True,
+        timeout=timeout, check=False, cwd=cwd,
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The single stderr line of a failed command (no traceback)."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 simulated events with their labels 5 events late (600 records)."""
+    path = tmp_path_factory.mktemp("events") / "events.jsonl"
+    proc = cli("simulate", "--count", "300", "--keys", "3", "--label-delay", "5",
+               "--output", str(path))
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines()
+
+
+# -- output files ------------------------------------------------------------------------
+
+
+def test_outputs_are_overwritten_by_default(events: Path, tmp_path: Path) -> None:
+    out, alerts = tmp_path / "predictions.jsonl", tmp_path / "alerts.jsonl"
+    for _ in range(2):
+        proc = cli("run", "-c", DEMO, "--input", str(events), "--output", str(out),
+                   local__alerts=str(alerts))
+        assert proc.returncode == 0, proc.stderr
+    assert len(lines(out)) == 300
+
+
+def test_outputs_are_appended_when_asked(events: Path, tmp_path: Path) -> None:
+    out = tmp_path / "predictions.jsonl"
+    for _ in range(2):
+        proc = cli("run", "-c", DEMO, "--input", str(events), "--output", str(out), "--append")
+        assert proc.returncode == 0, proc.stderr
+    assert len(lines(out)) == 600
+
+
+def test_run_without_arguments_writes_no_file(tmp_path: Path) -> None:
+    proc = cli("run", "--max-events", "300", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert len(proc.stdout.splitlines()) == 300
+
+
+@pytest.mark.parametrize("flag", ["--output", "--summary-json"])
+def test_unwritable_output_fails_before_the_first_record(
+    events: Path, tmp_path: Path, flag: str
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "out.jsonl"  # a path under a regular file cannot be created
+    other = "--summary-json" if flag == "--output" else "--output"
+    written = tmp_path / "other.jsonl"
+    proc = cli("run", "-c", DEMO, "--input", str(events), flag, str(target), other, str(written))
+    line = one_line_error(proc, 2)
+    assert str(target) in line
+    assert not written.exists() or written.read_bytes() == b"", "a record was written"
+
+
+def test_unwritable_alerts_file_fails_before_the_first_record(
+    events: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = tmp_path / "p.jsonl"
+    proc = cli("run", "-c", DEMO, "--input", str(events), "--output", str(out),
+               local__alerts=str(blocker / "alerts.jsonl"))
+    assert "local.alerts" in one_line_error(proc, 2)
+    assert not out.exists() or out.read_bytes() == b""
+
+
+# -- one-line errors ---------------------------------------------------------------------
+
+
+def test_missing_input_file_is_one_line(tmp_path: Path) -> None:
+    line = one_line_error(cli("run", "--input", str(tmp_path / "nope.jsonl")), 2)
+    assert "nope.jsonl" in line
+
+
+def test_directory_as_input_is_one_line(tmp_path: Path) -> None:
+    line = one_line_error(cli("run", "--input", str(tmp_path)), 2)
+    assert str(tmp_path) in line
+
+
+def test_unknown_river_dataset_is_one_line_with_a_suggestion() -> None:
+    line = one_line_error(cli("run", "--input", "river:WaterFlo"), 2)
+    assert "WaterFlo" in line and "WaterFlow" in line
+
+
+def test_bad_start_ts_is_one_line() -> None:
+    line = one_line_error(cli("simulate", "--count", "1", "--start-ts", "yesterday"), 2)
+    assert "--start-ts" in line and "yesterday" in line
+
+
+def test_closed_stdout_is_not_a_traceback(tmp_path: Path) -> None:
+    env = service_env(local__dead_letters="-", local__alerts="")
+    command = " ".join(service_command("run", "--max-events", "2000")) + " | head -n 1"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", command], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert len(proc.stdout.splitlines()) == 1
+
+
+# -- garbage in, non-zero out ------------------------------------------------------------
+
+
+def test_run_whose_labels_are_all_rejected_fails_pointing_at_the_configuration(
+    tmp_path: Path,
+) -> None:
+    # demo.toml classifies; with no --input it reads the water-flow regression data
+    proc = cli("run", "-c", DEMO, "--max-events", "200", "--quiet", cwd=tmp_path,
+               local__learn_dead_letters="")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "every label was rejected" in proc.stderr
+    assert "model.task" in proc.stderr
+
+
+def test_check_tries_the_model_on_a_sample_record() -> None:
+    proc = cli("check", model__pipeline='[{step = "linear_model.LinearRegression", '
+               'params = { l2 = "lots" }}]')
+    line = one_line_error(proc, 2)
+    assert "configuration" in line and "sample" in line
+
+
+def test_check_tries_the_model_on_the_first_input_record() -> None:
+    line = one_line_error(cli("check", "-c", DEMO), 2)
+    assert "river:WaterFlow" in line
+
+
+def test_check_passes_on_a_good_configuration(events: Path) -> None:
+    proc = cli("check", "-c", DEMO, "--input", str(events))
+    assert proc.returncode == 0, proc.stderr
+    assert "sample record" in proc.stdout
+
+
+# -- interrupts --------------------------------------------------------------------------
+
+
+def _start(*args: str, **overrides: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        service_command(*args), env=service_env(**overrides), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+class _Stderr:
+    """Reads a process's stderr in a thread, so a test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        self._stream = proc.stderr
+        self.lines: list[str] = []
+        self._seen = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for raw in self._stream:
+            with self._seen:
+                self.lines.append(raw.decode(errors="replace"))
+                self._seen.notify_all()
+        with self._seen:
+            self.lines.append("")  # the end
+            self._seen.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        """Block until a line contains ``text`` (fail when the stream ends or time is up)."""
+        with self._seen:
+            ok = self._seen.wait_for(
+                lambda: any(text in line for line in self.lines) or "" in self.lines, timeout)
+        assert ok and any(text in line for line in self.lines), "".join(self.lines)
+
+    def text(self) -> str:
+        with self._seen:
+            self._seen.wait_for(lambda: "" in self.lines, 60)
+            return "".join(self.lines)
+
+
+def _until_read(fd: int, timeout: float = 60.0) -> None:
+    """Wait until the reader of the pipe whose write end is ``fd`` has taken every byte."""
+    deadline = time.monotonic() + timeout
+    unread = array.array("i", [1])
+    while time.monotonic() < deadline:
+        fcntl.ioctl(fd, termios.FIONREAD, unread)
+        if unread[0] == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{unread[0]} bytes still unread in the pipe after {timeout}s")
+
+
+#: Logged once the run has subscribed to its input: it is past start-up.
+STARTED = "assigned partitions"
+
+
+def test_ctrl_c_with_an_idle_writer_stops_the_run_with_130(events: Path) -> None:
+    proc = _start("run", "-c", DEMO, "--input", "-", local__alerts="")
+    assert proc.stdin is not None and proc.stdout is not None
+    stderr = _Stderr(proc)
+    try:
+        first = events.read_bytes().splitlines()[0]
+        proc.stdin.write(first + b"\n")
+        proc.stdin.flush()  # one event, then the writer stays idle with stdin open
+        stderr.wait_for(STARTED)
+        _until_read(proc.stdin.fileno())  # Ctrl-C after the run took the line, not before
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+        out = proc.stdout.read()
+    finally:
+        proc.kill()
+    text = stderr.text()
+    assert code == 130, text
+    assert "interrupted" in text and "(1 events" in text and "Traceback" not in text
+    assert orjson.loads(out.splitlines()[0])["id"] == 0  # the event read before is scored
+
+
+def test_second_ctrl_c_forces_the_exit(events: Path) -> None:
+    path = events.parent / "big.jsonl"
+    path.write_bytes(events.read_bytes() * 20)
+    # stdout is never read: the run blocks writing predictions once the pipe is full
+    proc = _start("run", "-c", DEMO, "--input", str(path), local__alerts="")
+    stderr = _Stderr(proc)
+    try:
+        stderr.wait_for(STARTED)
+        proc.send_signal(signal.SIGINT)
+        stderr.wait_for("interrupted (SIGINT)")
+        assert proc.poll() is None, "the first Ctrl-C must not exit a run blocked on output"
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    text = stderr.text()
+    assert code == 130, text
+    assert "Traceback" not in text
+    assert "forced exit" in text
+
+
+def test_ctrl_c_during_replay_is_not_a_traceback(events: Path) -> None:
+    big = events.parent / "replay-big.jsonl"
+    big.write_bytes(events.read_bytes() * 200)
+    proc = subprocess.Popen(
+        service_command("replay", str(big), "--quiet"), env=service_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    stderr = _Stderr(proc)
+    try:
+        stderr.wait_for(STARTED)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    text = stderr.text()
+    assert "Traceback" not in text, text
+    assert code == 130, text
+
+
+# -- what the summary counts -------------------------------------------------------------
+
+
+def test_summary_names_events_and_label_records(events: Path, tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    proc = cli("run", "-c", DEMO, "--input", str(events), "--quiet", "--summary-json",
+               str(summary))
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "600 records (300 events, 300 label records" in last
+    doc = orjson.loads(summary.read_bytes())
+    assert doc["events_per_s"] == pytest.approx(doc["predictions"] / doc["elapsed_s"])
+    assert doc["records_per_s"] == pytest.approx(doc["records"] / doc["elapsed_s"])
+
+
+def test_max_events_help_says_what_it_counts() -> None:
+    proc = cli("run", "--help")
+    assert "input records (events and label records" in " ".join(proc.stdout.split())
+
+
+# -- local outputs at shutdown, blank lines ----------------------------------------------
+
+
+def test_local_run_writes_a_metrics_snapshot_at_shutdown(events: Path, tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    proc = cli("run", "-c", DEMO, "--input", str(events), "--quiet",
+               local__metrics=str(metrics), metrics__snapshot_interval_s="3600")
+    assert proc.returncode == 0, proc.stderr
+    snapshots = [orjson.loads(line) for line in lines(metrics)]
+    assert snapshots and snapshots[-1]["totals"]["records"] == 600
+
+
+def test_blank_input_line_is_not_an_error(events: Path, tmp_path: Path) -> None:
+    first, *rest = events.read_bytes().splitlines(keepends=True)
+    path = tmp_path / "blank.jsonl"
+    path.write_bytes(first + b"\n   \n" + b"".join(rest))
+    proc = cli("run", "-c", DEMO, "--input", str(path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert " ERROR " not in proc.stderr and "retention" not in proc.stderr, proc.stderr
+
+
+# -- help and the environment -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv", [["run"], ["check"], ["replay"], ["simulate"], ["checkpoints"],
+             ["checkpoints", "list"], ["checkpoints", "show"], ["checkpoints", "rollback"]],
+)
+def test_every_subcommand_help_has_a_description_and_an_example(argv: list[str]) -> None:
+    proc = cli(*argv, "--help")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "example" in text.lower(), text
+    assert f"stream-learner {' '.join(argv)}" in text
+    if argv[0] == "checkpoints" and len(argv) > 1:
+        assert text != cli("checkpoints", "--help").stdout
+
+
+def test_unknown_stream_learner_variable_is_warned_about() -> None:
+    proc = cli("check", service_batch_size="abc")
+    assert proc.returncode == 0, proc.stderr
+    assert "STREAM_LEARNER_SERVICE_BATCH_SIZE" in proc.stderr
+    assert "STREAM_LEARNER_SERVICE__BATCH_SIZE" in proc.stderr  # the likely meant name
+
+
+def test_local_toml_spells_out_the_embedded_default() -> None:
+    from stream_learner.settings import Settings, load_settings
+
+    assert load_settings(ROOT / "config" / "local.toml", env={}) == Settings()
+
+
+def test_replay_checks_its_summary_path_before_the_first_record(
+    events: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = tmp_path / "p.jsonl"
+    proc = cli("replay", "-c", DEMO, str(events), "--output", str(out),
+               "--summary-json", str(blocker / "s.json"))
+    assert "--summary-json" in one_line_error(proc, 2)
+    assert not out.exists() or out.read_bytes() == b""
+
+
+def test_checkpoints_show_into_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    store = {"checkpoint__store": "local", "checkpoint__directory": str(tmp_path / "ck"),
+             "checkpoint_key": "0123456789abcdef0123"}
+    assert cli("run", "--max-events", "200", "--quiet", cwd=tmp_path, **store).returncode == 0
+    env = service_env(**store)
+    command = " ".join(service_command("checkpoints", "show", "river:WaterFlow:0")) + " | true"
+    proc = subprocess.run(["bash", "-c", command + '; echo "exit ${PIPESTATUS[0]}"'], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip() in ("exit 0", "exit 141")  # 141: SIGPIPE, as shell tools
