@@ -13,11 +13,25 @@ Lifecycle of a monitor, counted in its own updates (no clock)::
        \\-------------------drift-------------^        (emits "resolved")
 
 Every detection of the drift detector is a ``drift`` change, whatever the
-state. A change is *emitted* as an alert unless the monitor is cooling down:
-within ``cooldown`` updates after its last emitted drift alert, warnings and
-drifts change the state silently. A ``resolved`` is emitted when the episode
-it closes was announced. With ``cooldown = 0`` the drift alerts fall exactly on
-the detector's detections.
+state, with three exceptions:
+
+- a monitor of the error (``worse_only``) follows only the error getting
+  *worse*: a detection whose recent mean is not above the mean since the
+  detector's previous detection is an *improvement* (severity ``improved``,
+  never a lifecycle change), and the warning twin's improvements are ignored;
+- a monitor that is not ``warm`` (the model is still learning, see
+  :mod:`stream_learner.drift_watch`) feeds its detectors but changes nothing;
+- a monitor that does not ``page`` (a signal that cannot see the error while
+  labels flow) turns its drifts into warnings.
+
+A change is *emitted* as an alert unless the monitor is cooling down: within
+``cooldown`` updates after its last emitted drift alert, warnings and drifts
+change the state silently, except a drift of a ``worse_only`` monitor whose
+recent mean is above the level at that alert (the error got worse again: a
+real drift that follows a false one is not swallowed). A ``resolved`` is
+emitted when the episode it closes was announced. With ``cooldown = 0`` the
+drift alerts of a warm monitor fall exactly on the detector's detections (of an
+error getting worse).
 
 Each change carries the statistics of its *window*: the updates since the
 monitor's previous change (count, mean, and the detector's own estimate when
@@ -61,6 +75,7 @@ __all__ = [
     "SchemaMonitor",
     "Stamp",
     "Window",
+    "detector_params",
     "feature_kind",
     "make_detector",
     "warning_twin",
@@ -84,6 +99,28 @@ WARNING_DEFAULTS: dict[str, dict[str, float]] = {
     "page_hinkley": {"threshold": 25.0},
     "kswin": {"alpha": 0.05},
 }
+
+
+#: Parameters used when the settings leave them empty, per detector: the error
+#: stream, and the signals blind to the error (prediction, features), chosen on
+#: the tuning half of the drift suite (scripts/drift_report.py, docs/drift.md).
+ERROR_DEFAULTS: dict[str, dict[str, float]] = {"adwin": {"delta": 0.002}}
+BLIND_DEFAULTS: dict[str, dict[str, float]] = {"adwin": {"delta": 0.0002}}
+
+
+def detector_params(name: str, params: Mapping[str, Any], error: bool) -> Mapping[str, Any]:
+    """``params``, or the calibrated defaults of detector ``name`` when they are empty.
+
+    Examples
+    --------
+    >>> detector_params("adwin", {}, error=False), detector_params("adwin", {"delta": 0.1}, False)
+    ({'delta': 0.0002}, {'delta': 0.1})
+    >>> detector_params("kswin", {}, error=True)
+    {}
+    """
+    if params:
+        return params
+    return (ERROR_DEFAULTS if error else BLIND_DEFAULTS).get(name, {})
 
 
 def make_detector(name: str, params: Mapping[str, Any], seed: int | None = None) -> Any:
@@ -129,6 +166,31 @@ def warning_twin(name: str, params: Mapping[str, Any], seed: int | None = None) 
     if name in BINARY_DETECTORS:
         return None
     return make_detector(name, params or WARNING_DEFAULTS[name], seed)
+
+
+def _level(detector: Any, fallback: float) -> float:
+    """The detector's estimate of the recent mean just after a detection."""
+    estimation = getattr(detector, "estimation", None)  # ADWIN: the window it kept
+    if isinstance(estimation, int | float):
+        return float(estimation)
+    window = getattr(detector, "window", None)  # KSWIN: the most recent values it kept
+    if window:
+        return float(sum(window) / len(window))
+    return fallback
+
+
+def _rose(detector: Any, base_mean: float) -> bool:
+    """Whether a detection of ``detector`` is the series going up.
+
+    ``base_mean`` is the mean of the values since its previous detection (ADWIN
+    and KSWIN start afresh after each one). DDM and EDDM only detect a rising
+    error rate; PageHinkley tells which of its two tests fired.
+    """
+    if isinstance(detector, drift.binary.DDM | drift.binary.EDDM):
+        return True
+    if isinstance(detector, drift.PageHinkley):
+        return bool(detector._sum_increase - detector._min_increase > detector.threshold)
+    return _level(detector, base_mean) > base_mean
 
 
 class Rules(NamedTuple):
@@ -192,6 +254,16 @@ class Monitor:
     alerted_at: int | None = None
     announced: bool = False
     window: Window = field(default_factory=Window)
+    #: follow only increases (the error): decreases are improvements
+    worse_only: bool = False
+    #: detections may change the state (False while the model warms up)
+    warm: bool = True
+    #: detections are drifts (False: warnings; a signal blind to the error while labels flow)
+    pages: bool = True
+    #: count and sum of the values since the detector's (and the twin's) last detection
+    base: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    #: recent mean at the last emitted drift alert (worse_only monitors)
+    alerted_level: float = -math.inf
 
     @property
     def detector_name(self) -> str:
@@ -206,12 +278,50 @@ class Monitor:
         if warner is not None:
             warner.update(value)
         self.window.add(value, at)
+        if self.worse_only:
+            return self._directed(value, rules)
         if detector.drift_detected:
-            return self._change("drift", rules)
+            return self._change("drift" if self.pages else "warning", rules) if self.warm else None
         if warner is not None:
             warns = bool(warner.drift_detected)
         else:  # a detector with its own warning zone (DDM, EDDM)
             warns = bool(getattr(detector, "warning_detected", False))
+        return self._quiet(warns and self.warm, rules)
+
+    def _directed(self, value: float, rules: Rules) -> Change | None:
+        """:meth:`update` of a monitor that follows only increases."""
+        base = self.base
+        base[0] += 1.0
+        base[1] += value
+        base[2] += 1.0
+        base[3] += value
+        detector, warner = self.detector, self.warner
+        if detector.drift_detected:
+            mean = base[1] / base[0]
+            level = _level(detector, mean)
+            rose = _rose(detector, mean)
+            base[0] = base[1] = 0.0
+            if not rose:
+                return self._improved(mean, level)
+            if not self.warm:
+                return None
+            if self._cooling(rules) and level > self.alerted_level:
+                self.alerted_at = None  # the error got worse again: not a repeat
+            change = self._change("drift", rules)
+            if change.emit:
+                self.alerted_level = level
+            return change
+        if warner is not None:
+            warns = bool(warner.drift_detected)
+            if warns:
+                warns = _rose(warner, base[3] / base[2])
+                base[2] = base[3] = 0.0
+        else:
+            warns = bool(getattr(detector, "warning_detected", False))
+        return self._quiet(warns and self.warm, rules)
+
+    def _quiet(self, warns: bool, rules: Rules) -> Change | None:
+        """The lifecycle of an update without a drift detection."""
         if self.state == "stable":
             return self._change("warning", rules) if warns else None
         if warns:
@@ -219,6 +329,15 @@ class Monitor:
         elif self.n - self.changed_at >= rules.resolve_after:
             return self._change("resolved", rules)
         return None
+
+    def _improved(self, before: float, after: float) -> Change | None:
+        """A detection of the error going down: an info change, not a lifecycle one."""
+        if not self.warm:
+            return None
+        w = self.window
+        assert w.first is not None and w.last is not None
+        stats = {"n": w.n, "mean_before": before, "mean_after": after}
+        return Change("improved", stats, w.first, w.last, True, self.n)
 
     def _cooling(self, rules: Rules) -> bool:
         return self.alerted_at is not None and self.n - self.alerted_at <= rules.cooldown
@@ -232,7 +351,7 @@ class Monitor:
             self.announced = self.announced or emit
             self.state = severity
             self.changed_at = self.n
-            if emit and severity == "drift":
+            if emit and (severity == "drift" or not self.pages):
                 self.alerted_at = self.n
         w = self.window
         assert w.first is not None and w.last is not None
@@ -265,7 +384,8 @@ class SchemaMonitor:
     A change is *new* (a name never seen), *missing* (a name that was in every
     event so far) or *retyped* (a name seen with another type). Each change is
     reported once, then becomes part of the schema. The monitor is in drift
-    from a change until ``resolve_after`` events pass without one.
+    (in warning when it does not ``page``) from a change until ``resolve_after``
+    events pass without one.
 
     Examples
     --------
@@ -289,6 +409,8 @@ class SchemaMonitor:
     #: with one of them can change nothing, so it skips the comparison; cleared
     #: whenever the schema changes
     seen: set[tuple[tuple[str, type], ...]] = field(default_factory=set)
+    #: changes are drifts (False: warnings, while labels flow)
+    pages: bool = True
 
     signal = "schema"
     series = "schema"
@@ -303,7 +425,7 @@ class SchemaMonitor:
             self.first = at
         signature = tuple(zip(features, map(type, features.values()), strict=True))
         if signature in self.seen:
-            if self.state != "drift":  # nothing to find and nothing to resolve
+            if self.state == "stable":  # nothing to find and nothing to resolve
                 return []
             found: list[tuple[str, str, dict[str, Any]]] = []
         else:
@@ -314,7 +436,7 @@ class SchemaMonitor:
                 self.seen.clear()
             self.seen.add(signature)
         changes = [self._drift(kind, name, detail, at) for kind, name, detail in found]
-        if not changes and self.state == "drift" and self.n - self.changed_at >= rules.resolve_after:
+        if not changes and self.state != "stable" and self.n - self.changed_at >= rules.resolve_after:
             self.state = "stable"
             changes.append(self._make("resolved", {"n": self.n - self.changed_at}, at))
         if changes:
@@ -345,9 +467,9 @@ class SchemaMonitor:
                 self.types[name] = kind or self.types.get(name, "") or ""
 
     def _drift(self, kind: str, name: str, detail: dict[str, Any], at: Stamp) -> Change:
-        self.state = "drift"
+        self.state = "drift" if self.pages else "warning"
         self.changed_at = self.n
-        return self._make("drift", {"change": kind, "feature": name, **detail}, at)
+        return self._make(self.state, {"change": kind, "feature": name, **detail}, at)
 
     def _make(self, severity: str, window: dict[str, Any], at: Stamp) -> Change:
         return Change(severity, window, self.first or at, at, True, self.n)
