@@ -25,13 +25,14 @@ state, with three exceptions:
   labels flow) turns its drifts into warnings.
 
 A change is *emitted* as an alert unless the monitor is cooling down: within
-``cooldown`` updates after its last emitted drift alert, warnings and drifts
-change the state silently, except a drift of a ``worse_only`` monitor whose
-recent mean is above the level at that alert (the error got worse again: a
-real drift that follows a false one is not swallowed). A ``resolved`` is
-emitted when the episode it closes was announced. With ``cooldown = 0`` the
-drift alerts of a warm monitor fall exactly on the detector's detections (of an
-error getting worse).
+``cooldown`` updates after its last emitted alert, warnings and drifts change
+the state silently, except a drift of a ``worse_only`` monitor: the detector
+starts afresh after each detection, so a new detection of the error going up
+means it got worse than since the last one (a real drift that follows a false
+alert is not swallowed). A ``resolved`` is emitted when the episode it closes
+was announced. The drift alerts of a warm ``worse_only`` monitor fall exactly
+on the detector's detections of a rise; with ``cooldown = 0``, those of any
+warm monitor on all its detections.
 
 Each change carries the statistics of its *window*: the updates since the
 monitor's previous change (count, mean, and the detector's own estimate when
@@ -262,8 +263,6 @@ class Monitor:
     pages: bool = True
     #: count and sum of the values since the detector's (and the twin's) last detection
     base: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
-    #: recent mean at the last emitted drift alert (worse_only monitors)
-    alerted_level: float = -math.inf
 
     @property
     def detector_name(self) -> str:
@@ -298,19 +297,14 @@ class Monitor:
         detector, warner = self.detector, self.warner
         if detector.drift_detected:
             mean = base[1] / base[0]
-            level = _level(detector, mean)
             rose = _rose(detector, mean)
             base[0] = base[1] = 0.0
             if not rose:
-                return self._improved(mean, level)
+                return self._improved(mean, _level(detector, mean))
             if not self.warm:
                 return None
-            if self._cooling(rules) and level > self.alerted_level:
-                self.alerted_at = None  # the error got worse again: not a repeat
-            change = self._change("drift", rules)
-            if change.emit:
-                self.alerted_level = level
-            return change
+            self.alerted_at = None  # the error got worse: never a repeat to silence
+            return self._change("drift", rules)
         if warner is not None:
             warns = bool(warner.drift_detected)
             if warns:
