@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import itertools
 import json
 import pickle
 import random
@@ -446,7 +447,7 @@ def test_reset_gives_fresh_monitors_that_warm_up_again() -> None:
     resets = [a["offsets"]["to"] for a in alerts if a["severity"] == "info"]
     assert resets and resets[0] >= 3000  # nothing while the first model learned
     drifts = [a["offsets"]["to"] for a in alerts if a["severity"] == "drift"]
-    for before, after in zip(drifts, drifts[1:], strict=False):
+    for before, after in itertools.pairwise(drifts):
         assert after - before >= 400  # each new model warms up before its next alert
     slot = lr.models.get("k")
     monitor = slot.drift.monitors["error"]
