@@ -94,6 +94,7 @@ DETECTORS: dict[str, Any] = {
 }
 #: Detectors of 0/1 streams, with a warning zone of their own.
 BINARY_DETECTORS = frozenset({"ddm", "eddm"})
+_OWN_WARNING = frozenset({drift.binary.DDM, drift.binary.EDDM})
 #: Parameters of the looser twin that raises warnings, per detector.
 WARNING_DEFAULTS: dict[str, dict[str, float]] = {
     "adwin": {"delta": 0.01, "clock": 8},
@@ -261,8 +262,9 @@ class Monitor:
     warm: bool = True
     #: detections are drifts (False: warnings; a signal blind to the error while labels flow)
     pages: bool = True
-    #: count and sum of the values since the detector's (and the twin's) last detection
-    base: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    #: sum of all the values, and (n, sum) at the last detection of the detector and the twin
+    total: float = 0.0
+    marks: list[tuple[float, float]] = field(default_factory=lambda: [(0.0, 0.0), (0.0, 0.0)])
 
     @property
     def detector_name(self) -> str:
@@ -272,47 +274,53 @@ class Monitor:
     def update(self, value: float, at: Stamp, rules: Rules) -> Change | None:
         """Feed one value; return the lifecycle change it caused, if any."""
         self.n += 1
+        self.total += value
         detector, warner = self.detector, self.warner
         detector.update(value)
         if warner is not None:
             warner.update(value)
-        self.window.add(value, at)
-        if self.worse_only:
-            return self._directed(value, rules)
+        w = self.window  # Window.add, inline: this runs for every value
+        w.n += 1
+        w.total += value
+        if w.first is None:
+            w.first = at
+        w.last = at
         if detector.drift_detected:
-            return self._change("drift" if self.pages else "warning", rules) if self.warm else None
+            return self._detected(rules)
         if warner is not None:
             warns = bool(warner.drift_detected)
-        else:  # a detector with its own warning zone (DDM, EDDM)
-            warns = bool(getattr(detector, "warning_detected", False))
+            if warns and self.worse_only:
+                warns = self._rose(warner, 1)
+        elif detector.__class__ in _OWN_WARNING:  # DDM, EDDM: a warning zone of their own
+            warns = bool(detector.warning_detected)
+        else:
+            warns = False
+        if not warns and self.state == "stable":  # the common case: nothing changes
+            return None
         return self._quiet(warns and self.warm, rules)
 
-    def _directed(self, value: float, rules: Rules) -> Change | None:
-        """:meth:`update` of a monitor that follows only increases."""
-        base = self.base
-        base[0] += 1.0
-        base[1] += value
-        base[2] += 1.0
-        base[3] += value
-        detector, warner = self.detector, self.warner
-        if detector.drift_detected:
-            mean = base[1] / base[0]
-            rose = _rose(detector, mean)
-            base[0] = base[1] = 0.0
-            if not rose:
-                return self._improved(mean, _level(detector, mean))
-            if not self.warm:
-                return None
-            self.alerted_at = None  # the error got worse: never a repeat to silence
-            return self._change("drift", rules)
-        if warner is not None:
-            warns = bool(warner.drift_detected)
-            if warns:
-                warns = _rose(warner, base[3] / base[2])
-                base[2] = base[3] = 0.0
-        else:
-            warns = bool(getattr(detector, "warning_detected", False))
-        return self._quiet(warns and self.warm, rules)
+    def _detected(self, rules: Rules) -> Change | None:
+        """The drift detector fired."""
+        if not self.worse_only:
+            return self._change("drift" if self.pages else "warning", rules) if self.warm else None
+        before = self._mean_since(0)
+        if not self._rose(self.detector, 0):
+            return self._improved(before, _level(self.detector, before))
+        if not self.warm:
+            return None
+        self.alerted_at = None  # the error got worse: never a repeat to silence
+        return self._change("drift", rules)
+
+    def _mean_since(self, which: int) -> float:
+        """Mean of the values since the last detection of the detector (0) or the twin (1)."""
+        n, total = self.marks[which]
+        return (self.total - total) / max(1, self.n - int(n))
+
+    def _rose(self, detector: Any, which: int) -> bool:
+        """Whether ``detector`` (0: the drift detector, 1: the twin) fired on a rise."""
+        rose = _rose(detector, self._mean_since(which))
+        self.marks[which] = (float(self.n), self.total)
+        return rose
 
     def _quiet(self, warns: bool, rules: Rules) -> Change | None:
         """The lifecycle of an update without a drift detection."""

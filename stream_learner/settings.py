@@ -498,7 +498,7 @@ class DriftSettings(_Section):
         "`challenger_labels`).",
     )
     challenger_margin: float = Field(
-        0.02,
+        0.05,
         ge=0,
         description="The challenger replaces the champion when its metric is better by this "
         "share of the champion's.",
