@@ -175,11 +175,11 @@ class SlotDrift:
     #: the watch's epoch this slot warmed up in (a restore starts a new one)
     epoch: int = -1
     warm: bool = False
-    #: labels learned and events seen since start, restore or replacement
+    #: labels learned during the warm-up, and events seen, since start, restore or replacement
     learned: int = 0
     seen: int = 0
-    #: events since the last label
-    since_label: int = 0
+    #: ``seen`` at the last label
+    label_seen: int = 0
     #: the signals blind to the error page (labels absent or late)
     blind: bool = False
 
@@ -231,8 +231,7 @@ class DriftWatch:
         if sd.epoch != self.epoch:
             self._restart(sd)
         sd.seen += 1
-        sd.since_label += 1
-        if sd.since_label == self.blind_after:
+        if sd.seen - sd.label_seen == self.blind_after:
             self._blind(sd, True)
         if not sd.warm and not sd.learned and sd.seen >= self.warmup:
             self._warmed(sd)
@@ -259,10 +258,11 @@ class DriftWatch:
             self._restart(sd)
         if sd.blind and self.blind_after:
             self._blind(sd, False)
-        sd.since_label = 0
-        sd.learned += 1
-        if not sd.warm and sd.learned >= self.warmup:
-            self._warmed(sd)
+        sd.label_seen = sd.seen
+        if not sd.warm:
+            sd.learned += 1
+            if sd.learned >= self.warmup:
+                self._warmed(sd)
         if sd.challenger is not None:
             self._train(sd, x, y, metric_input)
         if "error" in self.signals:
@@ -308,15 +308,17 @@ class DriftWatch:
 
     def _restart(self, sd: SlotDrift) -> None:
         """Start the warm-up of ``sd`` (start, restore, replacement)."""
+        since_label = sd.seen - sd.label_seen
         sd.epoch = self.epoch
         sd.learned = sd.seen = 0
+        sd.label_seen = -since_label
         sd.warm = False
         if not self.warmup:
             self._warmed(sd)
         else:
             for monitor in sd.monitors.values():
                 monitor.warm = False
-        self._blind(sd, sd.since_label >= self.blind_after)
+        self._blind(sd, since_label >= self.blind_after)
 
     def _warmed(self, sd: SlotDrift) -> None:
         sd.warm = True
