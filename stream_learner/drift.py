@@ -271,6 +271,15 @@ class Monitor:
         """The River class name of the drift detector."""
         return type(self.detector).__name__
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickle, also one written before monitors knew the error's direction."""
+        if "marks" not in state:  # the values since the last change stand for the window
+            window = state.get("window") or Window()
+            mark = (float(state.get("n", 0) - window.n), -window.total)
+            state = {"worse_only": state.get("signal") == "error", "total": 0.0,
+                     "marks": [mark, mark], **state}
+        self.__dict__.update(state)
+
     def update(self, value: float, at: Stamp, rules: Rules) -> Change | None:
         """Feed one value; return the lifecycle change it caused, if any."""
         self.n += 1

@@ -486,3 +486,16 @@ def test_challenger_is_promoted_on_regression_too() -> None:
     assert decisions and decisions[0]["action"] == "promoted", decisions
     window = decisions[0]["window"]
     assert window["metric"] == "MAE" and window["challenger"] < 0.98 * window["champion"]
+
+
+def test_an_error_monitor_pickled_before_the_direction_existed_learns_it() -> None:
+    monitor = error_monitor()
+    run_monitor(monitor, rates((500, 0.1)), Rules(0, 100))
+    old = {k: v for k, v in monitor.__dict__.items()
+           if k not in ("worse_only", "warm", "pages", "total", "marks")}
+    restored = Monitor.__new__(Monitor)
+    restored.__setstate__(pickle.loads(pickle.dumps(old)))
+    assert restored.worse_only and restored.warm
+    changes = run_monitor(restored, rates((1500, 0.4), (1500, 0.1), seed=8), Rules(0, 100_000))
+    severities = [s for _, s, _ in changes]
+    assert "drift" in severities and "improved" in severities
