@@ -181,7 +181,7 @@ def test_challenger_is_promoted_when_better_on_recent_data() -> None:
     assert first["severity"] == "info" and first["signal"] == "model"
     assert first["detector"] == "challenger" and first["model"]["generation"] == 1
     window = first["window"]
-    assert window["metric"] == "Accuracy" and window["challenger"] > window["champion"] * 1.02
+    assert window["metric"] == "Accuracy" and window["challenger"] > window["champion"] * 1.05
     assert window["n"] == 100 and window["n_trained"] >= 300
     # the promoted model serves next: its generation shows in the predictions
     p = lr.process(Event("z", "k", 9e3, {"x": 0.9}, None, False, Origin("events", 0, 9999)))
@@ -479,13 +479,13 @@ def test_challenger_is_promoted_on_regression_too() -> None:
     settings = load_settings(None, env={}, overrides={
         "model": {"task": "regression", "name": "r", "pipeline": [
             {"step": "linear_model.LinearRegression", "params": {"intercept_lr": 0.001}}]},
-        "drift": {"action": "challenger", "signals": ["error"], "challenger_labels": 300},
+        "drift": {"action": "challenger", "signals": ["error"]},  # the shipped window, margin
     })
     lr = Learner(ModelSpec.from_settings(settings.model), settings.labels, settings.drift)
     decisions = [a for a in alerts_of(lr, events) if a["signal"] == "model"]
     assert decisions and decisions[0]["action"] == "promoted", decisions
     window = decisions[0]["window"]
-    assert window["metric"] == "MAE" and window["challenger"] < 0.98 * window["champion"]
+    assert window["metric"] == "MAE" and window["challenger"] < 0.95 * window["champion"]
 
 
 def test_an_error_monitor_pickled_before_the_direction_existed_learns_it() -> None:
