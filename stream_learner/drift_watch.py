@@ -54,6 +54,7 @@ Examples
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -180,6 +181,8 @@ class SlotDrift:
     seen: int = 0
     #: ``seen`` at the last label
     label_seen: int = 0
+    #: ``seen`` from which an event may end the warm-up or make the blind signals page
+    due: int = 0
     #: the signals blind to the error page (labels absent or late)
     blind: bool = False
 
@@ -231,10 +234,8 @@ class DriftWatch:
         if sd.epoch != self.epoch:
             self._restart(sd)
         sd.seen += 1
-        if sd.seen - sd.label_seen == self.blind_after:
-            self._blind(sd, True)
-        if not sd.warm and not sd.learned and sd.seen >= self.warmup:
-            self._warmed(sd)
+        if sd.seen >= sd.due:
+            self._due(sd)
         signals = self.signals
         at: Stamp = (event.ts, event.origin)
         if "schema" in signals:
@@ -256,9 +257,10 @@ class DriftWatch:
         sd = _slot_drift(slot)
         if sd.epoch != self.epoch:
             self._restart(sd)
+        sd.label_seen = sd.seen
         if sd.blind and self.blind_after:
             self._blind(sd, False)
-        sd.label_seen = sd.seen
+            self._plan(sd)
         if not sd.warm:
             sd.learned += 1
             if sd.learned >= self.warmup:
@@ -319,6 +321,24 @@ class DriftWatch:
             for monitor in sd.monitors.values():
                 monitor.warm = False
         self._blind(sd, since_label >= self.blind_after)
+        self._plan(sd)
+
+    def _due(self, sd: SlotDrift) -> None:
+        """An event may end the warm-up (no label at all) or make the blind signals page."""
+        if not sd.blind and self.blind_after and sd.seen - sd.label_seen >= self.blind_after:
+            self._blind(sd, True)
+        if not sd.warm and not sd.learned and sd.seen >= self.warmup:
+            self._warmed(sd)
+        self._plan(sd)
+
+    def _plan(self, sd: SlotDrift) -> None:
+        """The next ``seen`` at which :meth:`_due` has something to check (earlier is harmless)."""
+        due = sys.maxsize
+        if not sd.blind and self.blind_after:
+            due = sd.label_seen + self.blind_after
+        if not sd.warm and not sd.learned:
+            due = min(due, self.warmup)
+        sd.due = due
 
     def _warmed(self, sd: SlotDrift) -> None:
         sd.warm = True
