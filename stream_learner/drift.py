@@ -13,11 +13,26 @@ Lifecycle of a monitor, counted in its own updates (no clock)::
        \\-------------------drift-------------^        (emits "resolved")
 
 Every detection of the drift detector is a ``drift`` change, whatever the
-state. A change is *emitted* as an alert unless the monitor is cooling down:
-within ``cooldown`` updates after its last emitted drift alert, warnings and
-drifts change the state silently. A ``resolved`` is emitted when the episode
-it closes was announced. With ``cooldown = 0`` the drift alerts fall exactly on
-the detector's detections.
+state, with three exceptions:
+
+- a monitor of the error (``worse_only``) follows only the error getting
+  *worse*: a detection whose recent mean is not above the mean since the
+  detector's previous detection is an *improvement* (severity ``improved``,
+  never a lifecycle change), and the warning twin's improvements are ignored;
+- a monitor that is not ``warm`` (the model is still learning, see
+  :mod:`stream_learner.drift_watch`) feeds its detectors but changes nothing;
+- a monitor that does not ``page`` (a signal that cannot see the error while
+  labels flow) turns its drifts into warnings.
+
+A change is *emitted* as an alert unless the monitor is cooling down: within
+``cooldown`` updates after its last emitted alert, warnings and drifts change
+the state silently, except a drift of a ``worse_only`` monitor: the detector
+starts afresh after each detection, so a new detection of the error going up
+means it got worse than since the last one (a real drift that follows a false
+alert is not swallowed). A ``resolved`` is emitted when the episode it closes
+was announced. The drift alerts of a warm ``worse_only`` monitor fall exactly
+on the detector's detections of a rise; with ``cooldown = 0``, those of any
+warm monitor on all its detections.
 
 Each change carries the statistics of its *window*: the updates since the
 monitor's previous change (count, mean, and the detector's own estimate when
@@ -61,6 +76,7 @@ __all__ = [
     "SchemaMonitor",
     "Stamp",
     "Window",
+    "detector_params",
     "feature_kind",
     "make_detector",
     "warning_twin",
@@ -78,12 +94,35 @@ DETECTORS: dict[str, Any] = {
 }
 #: Detectors of 0/1 streams, with a warning zone of their own.
 BINARY_DETECTORS = frozenset({"ddm", "eddm"})
+_OWN_WARNING = frozenset({drift.binary.DDM, drift.binary.EDDM})
 #: Parameters of the looser twin that raises warnings, per detector.
 WARNING_DEFAULTS: dict[str, dict[str, float]] = {
     "adwin": {"delta": 0.01, "clock": 8},
     "page_hinkley": {"threshold": 25.0},
     "kswin": {"alpha": 0.05},
 }
+
+
+#: Parameters used when the settings leave them empty, per detector: the error
+#: stream, and the signals blind to the error (prediction, features), chosen on
+#: the tuning half of the drift suite (scripts/drift_report.py, docs/drift.md).
+ERROR_DEFAULTS: dict[str, dict[str, float]] = {"adwin": {"delta": 0.002}}
+BLIND_DEFAULTS: dict[str, dict[str, float]] = {"adwin": {"delta": 0.0002}}
+
+
+def detector_params(name: str, params: Mapping[str, Any], error: bool) -> Mapping[str, Any]:
+    """``params``, or the calibrated defaults of detector ``name`` when they are empty.
+
+    Examples
+    --------
+    >>> detector_params("adwin", {}, error=False), detector_params("adwin", {"delta": 0.1}, False)
+    ({'delta': 0.0002}, {'delta': 0.1})
+    >>> detector_params("kswin", {}, error=True)
+    {}
+    """
+    if params:
+        return params
+    return (ERROR_DEFAULTS if error else BLIND_DEFAULTS).get(name, {})
 
 
 def make_detector(name: str, params: Mapping[str, Any], seed: int | None = None) -> Any:
@@ -129,6 +168,31 @@ def warning_twin(name: str, params: Mapping[str, Any], seed: int | None = None) 
     if name in BINARY_DETECTORS:
         return None
     return make_detector(name, params or WARNING_DEFAULTS[name], seed)
+
+
+def _level(detector: Any, fallback: float) -> float:
+    """The detector's estimate of the recent mean just after a detection."""
+    estimation = getattr(detector, "estimation", None)  # ADWIN: the window it kept
+    if isinstance(estimation, int | float):
+        return float(estimation)
+    window = getattr(detector, "window", None)  # KSWIN: the most recent values it kept
+    if window:
+        return float(sum(window) / len(window))
+    return fallback
+
+
+def _rose(detector: Any, base_mean: float) -> bool:
+    """Whether a detection of ``detector`` is the series going up.
+
+    ``base_mean`` is the mean of the values since its previous detection (ADWIN
+    and KSWIN start afresh after each one). DDM and EDDM only detect a rising
+    error rate; PageHinkley tells which of its two tests fired.
+    """
+    if isinstance(detector, drift.binary.DDM | drift.binary.EDDM):
+        return True
+    if isinstance(detector, drift.PageHinkley):
+        return bool(detector._sum_increase - detector._min_increase > detector.threshold)
+    return _level(detector, base_mean) > base_mean
 
 
 class Rules(NamedTuple):
@@ -192,26 +256,83 @@ class Monitor:
     alerted_at: int | None = None
     announced: bool = False
     window: Window = field(default_factory=Window)
+    #: follow only increases (the error): decreases are improvements
+    worse_only: bool = False
+    #: detections may change the state (False while the model warms up)
+    warm: bool = True
+    #: detections are drifts (False: warnings; a signal blind to the error while labels flow)
+    pages: bool = True
+    #: sum of all the values, and (n, sum) at the last detection of the detector and the twin
+    total: float = 0.0
+    marks: list[tuple[float, float]] = field(default_factory=lambda: [(0.0, 0.0), (0.0, 0.0)])
 
     @property
     def detector_name(self) -> str:
         """The River class name of the drift detector."""
         return type(self.detector).__name__
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickle, also one written before monitors knew the error's direction."""
+        if "marks" not in state:  # the values since the last change stand for the window
+            window = state.get("window") or Window()
+            mark = (float(state.get("n", 0) - window.n), -window.total)
+            state = {"worse_only": state.get("signal") == "error", "total": 0.0,
+                     "marks": [mark, mark], **state}
+        self.__dict__.update(state)
+
     def update(self, value: float, at: Stamp, rules: Rules) -> Change | None:
         """Feed one value; return the lifecycle change it caused, if any."""
         self.n += 1
+        self.total += value
         detector, warner = self.detector, self.warner
         detector.update(value)
         if warner is not None:
             warner.update(value)
-        self.window.add(value, at)
+        w = self.window  # Window.add, inline: this runs for every value
+        w.n += 1
+        w.total += value
+        if w.first is None:
+            w.first = at
+        w.last = at
         if detector.drift_detected:
-            return self._change("drift", rules)
+            return self._detected(rules)
         if warner is not None:
             warns = bool(warner.drift_detected)
-        else:  # a detector with its own warning zone (DDM, EDDM)
-            warns = bool(getattr(detector, "warning_detected", False))
+            if warns and self.worse_only:
+                warns = self._rose(warner, 1)
+        elif detector.__class__ in _OWN_WARNING:  # DDM, EDDM: a warning zone of their own
+            warns = bool(detector.warning_detected)
+        else:
+            warns = False
+        if not warns and self.state == "stable":  # the common case: nothing changes
+            return None
+        return self._quiet(warns and self.warm, rules)
+
+    def _detected(self, rules: Rules) -> Change | None:
+        """The drift detector fired."""
+        if not self.worse_only:
+            return self._change("drift" if self.pages else "warning", rules) if self.warm else None
+        before = self._mean_since(0)
+        if not self._rose(self.detector, 0):
+            return self._improved(before, _level(self.detector, before))
+        if not self.warm:
+            return None
+        self.alerted_at = None  # the error got worse: never a repeat to silence
+        return self._change("drift", rules)
+
+    def _mean_since(self, which: int) -> float:
+        """Mean of the values since the last detection of the detector (0) or the twin (1)."""
+        n, total = self.marks[which]
+        return (self.total - total) / max(1, self.n - int(n))
+
+    def _rose(self, detector: Any, which: int) -> bool:
+        """Whether ``detector`` (0: the drift detector, 1: the twin) fired on a rise."""
+        rose = _rose(detector, self._mean_since(which))
+        self.marks[which] = (float(self.n), self.total)
+        return rose
+
+    def _quiet(self, warns: bool, rules: Rules) -> Change | None:
+        """The lifecycle of an update without a drift detection."""
         if self.state == "stable":
             return self._change("warning", rules) if warns else None
         if warns:
@@ -219,6 +340,15 @@ class Monitor:
         elif self.n - self.changed_at >= rules.resolve_after:
             return self._change("resolved", rules)
         return None
+
+    def _improved(self, before: float, after: float) -> Change | None:
+        """A detection of the error going down: an info change, not a lifecycle one."""
+        if not self.warm:
+            return None
+        w = self.window
+        assert w.first is not None and w.last is not None
+        stats = {"n": w.n, "mean_before": before, "mean_after": after}
+        return Change("improved", stats, w.first, w.last, True, self.n)
 
     def _cooling(self, rules: Rules) -> bool:
         return self.alerted_at is not None and self.n - self.alerted_at <= rules.cooldown
@@ -232,7 +362,7 @@ class Monitor:
             self.announced = self.announced or emit
             self.state = severity
             self.changed_at = self.n
-            if emit and severity == "drift":
+            if emit and (severity == "drift" or not self.pages):
                 self.alerted_at = self.n
         w = self.window
         assert w.first is not None and w.last is not None
@@ -265,7 +395,8 @@ class SchemaMonitor:
     A change is *new* (a name never seen), *missing* (a name that was in every
     event so far) or *retyped* (a name seen with another type). Each change is
     reported once, then becomes part of the schema. The monitor is in drift
-    from a change until ``resolve_after`` events pass without one.
+    (in warning when it does not ``page``) from a change until ``resolve_after``
+    events pass without one.
 
     Examples
     --------
@@ -289,6 +420,8 @@ class SchemaMonitor:
     #: with one of them can change nothing, so it skips the comparison; cleared
     #: whenever the schema changes
     seen: set[tuple[tuple[str, type], ...]] = field(default_factory=set)
+    #: changes are drifts (False: warnings, while labels flow)
+    pages: bool = True
 
     signal = "schema"
     series = "schema"
@@ -303,7 +436,7 @@ class SchemaMonitor:
             self.first = at
         signature = tuple(zip(features, map(type, features.values()), strict=True))
         if signature in self.seen:
-            if self.state != "drift":  # nothing to find and nothing to resolve
+            if self.state == "stable":  # nothing to find and nothing to resolve
                 return []
             found: list[tuple[str, str, dict[str, Any]]] = []
         else:
@@ -314,7 +447,7 @@ class SchemaMonitor:
                 self.seen.clear()
             self.seen.add(signature)
         changes = [self._drift(kind, name, detail, at) for kind, name, detail in found]
-        if not changes and self.state == "drift" and self.n - self.changed_at >= rules.resolve_after:
+        if not changes and self.state != "stable" and self.n - self.changed_at >= rules.resolve_after:
             self.state = "stable"
             changes.append(self._make("resolved", {"n": self.n - self.changed_at}, at))
         if changes:
@@ -345,9 +478,9 @@ class SchemaMonitor:
                 self.types[name] = kind or self.types.get(name, "") or ""
 
     def _drift(self, kind: str, name: str, detail: dict[str, Any], at: Stamp) -> Change:
-        self.state = "drift"
+        self.state = "drift" if self.pages else "warning"
         self.changed_at = self.n
-        return self._make("drift", {"change": kind, "feature": name, **detail}, at)
+        return self._make(self.state, {"change": kind, "feature": name, **detail}, at)
 
     def _make(self, severity: str, window: dict[str, Any], at: Stamp) -> Change:
         return Change(severity, window, self.first or at, at, True, self.n)

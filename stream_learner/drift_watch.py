@@ -12,16 +12,29 @@ takes its monitors along, and a checkpoint of the learner holds them all.
 Lifecycle changes become :class:`~stream_learner.alerts.Alert` records in an
 outbox the service drains (and drops while it replays silently after a restore).
 
+Calibration:
+
+- the error monitor follows the error getting *worse*; a detection of the error
+  going down is an ``info`` record (action ``none``), not an alert;
+- warm-up: after start, restore, reset and promotion, a slot's monitors feed
+  their detectors but change nothing until the model has learned
+  ``drift.warmup_labels`` labels (or, while no label comes at all, seen as many
+  events); a replaced model also gets fresh monitors;
+- the signals that cannot see the error (prediction, feature, schema) raise
+  warnings, not drifts, while labels flow; they page (drift) once no label has
+  come for ``drift.blind_pages_after_events`` events.
+
 Actions (``drift.action``), on a drift alert of a signal in
 ``drift.action_signals``:
 
 - ``alert``: nothing more;
 - ``reset``: the model is replaced by a fresh one built from the configuration;
 - ``challenger``: a model built at the warning (or at the drift, when no warning
-  came first) learns every label next to the champion; both are scored with the
-  task's metric on the labels since then. Once drift is confirmed and the
-  challenger has ``drift.challenger_min_labels`` labels, it replaces the champion
-  if its metric is better, else it is dropped.
+  came first) learns every label next to the champion. Once drift is confirmed
+  it trains through ``drift.challenger_labels`` more labels; both models are
+  scored with the task's metric on the last ``drift.challenger_recent_labels``
+  of them, and the challenger replaces the champion if it is better by
+  ``drift.challenger_margin`` (relative), else it is dropped.
 
 Predictions always come from the champion. Every reset and every challenger
 decision is itself an alert of severity ``info`` (signal ``model``).
@@ -41,6 +54,7 @@ Examples
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +66,7 @@ from stream_learner.drift import (
     Rules,
     SchemaMonitor,
     Stamp,
+    detector_params,
     feature_kind,
     make_detector,
     warning_twin,
@@ -129,7 +144,11 @@ class NullDriftWatch:
 
 @dataclass
 class Challenger:
-    """A background model trained since a warning, scored next to the champion."""
+    """A background model trained since a warning, scored next to the champion.
+
+    ``armed_at`` is ``n_labels`` when drift was confirmed (None before); the
+    metrics are started afresh for the last labels of the window after it.
+    """
 
     model: Any
     champion_metric: Any
@@ -138,17 +157,34 @@ class Challenger:
     since: Stamp
     n_labels: int = 0
     n_learned: int = 0
-    armed: bool = False
+    armed_at: int | None = None
+
+    @property
+    def armed(self) -> bool:
+        """Drift was confirmed: the challenger is trained through its window."""
+        return self.armed_at is not None
 
 
 @dataclass
 class SlotDrift:
-    """The monitors of one model, and its challenger."""
+    """The monitors of one model, its challenger, and its warm-up and label counts."""
 
     monitors: dict[str, Monitor] = field(default_factory=dict)
     schema: SchemaMonitor = field(default_factory=SchemaMonitor)
     challenger: Challenger | None = None
     n_features: int = 0
+    #: the watch's epoch this slot warmed up in (a restore starts a new one)
+    epoch: int = -1
+    warm: bool = False
+    #: labels learned during the warm-up, and events seen, since start, restore or replacement
+    learned: int = 0
+    seen: int = 0
+    #: ``seen`` at the last label
+    label_seen: int = 0
+    #: ``seen`` from which an event may end the warm-up or make the blind signals page
+    due: int = 0
+    #: the signals blind to the error page (labels absent or late)
+    blind: bool = False
 
 
 class DriftWatch:
@@ -172,14 +208,21 @@ class DriftWatch:
         self.open_keys: dict[str, int] = {}
         self._keyed = spec.scope == "key"
         self._seed = spec.settings.seed
+        self.epoch = 0
         self.configure(settings)
 
     def configure(self, settings: DriftSettings) -> None:
-        """Apply ``settings`` (also after a restore); fails early on bad detector parameters."""
+        """Apply ``settings`` (also after a restore: every slot warms up again).
+
+        Fails early on bad detector parameters.
+        """
         self.settings = settings
         self.rules = Rules(settings.cooldown_events, settings.resolve_after_events)
         self.signals = frozenset(settings.signals)
         self.action_signals = frozenset(settings.action_signals)
+        self.warmup = settings.warmup_labels
+        self.blind_after = settings.blind_pages_after_events
+        self.epoch += 1
         self._monitor("feature", "feature:probe")
         self._monitor("error", "error")
 
@@ -188,6 +231,11 @@ class DriftWatch:
     def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
         """Update the schema, feature and prediction monitors of ``slot``."""
         sd = _slot_drift(slot)
+        if sd.epoch != self.epoch:
+            self._restart(sd)
+        sd.seen += 1
+        if sd.seen >= sd.due:
+            self._due(sd)
         signals = self.signals
         at: Stamp = (event.ts, event.origin)
         if "schema" in signals:
@@ -207,6 +255,16 @@ class DriftWatch:
     ) -> None:
         """Train the challenger, then update the error monitor of ``slot``."""
         sd = _slot_drift(slot)
+        if sd.epoch != self.epoch:
+            self._restart(sd)
+        sd.label_seen = sd.seen
+        if sd.blind and self.blind_after:
+            self._blind(sd, False)
+            self._plan(sd)
+        if not sd.warm:
+            sd.learned += 1
+            if sd.learned >= self.warmup:
+                self._warmed(sd)
         if sd.challenger is not None:
             self._train(sd, x, y, metric_input)
         if "error" in self.signals:
@@ -231,17 +289,69 @@ class DriftWatch:
         """Models (keys) with at least one monitor in drift."""
         return len(self.open_keys)
 
-    # -- monitors ------------------------------------------------------------------------
+    # -- monitors and their warm-up ------------------------------------------------------
 
-    def _monitor(self, signal: str, series: str) -> Monitor:
+    def _monitor(self, signal: str, series: str, sd: SlotDrift | None = None) -> Monitor:
+        """A monitor of ``signal``: the error has a warning twin; the blind signals do not."""
         s = self.settings
         if signal == "error":
-            name, params = s.error_detector, s.error_params
-            twin_params = s.warning_params if name == s.detector else {}
+            name = s.error_detector
+            detector = make_detector(name, detector_params(name, s.error_params, True), self._seed)
+            monitor = Monitor(signal, series, detector,
+                              warning_twin(name, s.warning_params, self._seed), worse_only=True)
         else:
-            name, params, twin_params = s.detector, s.params, s.warning_params
-        detector = make_detector(name, params, self._seed)
-        return Monitor(signal, series, detector, warning_twin(name, twin_params, self._seed))
+            name = s.detector
+            detector = make_detector(name, detector_params(name, s.params, False), self._seed)
+            monitor = Monitor(signal, series, detector, None)
+            monitor.pages = sd.blind if sd is not None else True
+        if sd is not None:
+            monitor.warm = sd.warm
+        return monitor
+
+    def _restart(self, sd: SlotDrift) -> None:
+        """Start the warm-up of ``sd`` (start, restore, replacement)."""
+        since_label = sd.seen - sd.label_seen
+        sd.epoch = self.epoch
+        sd.learned = sd.seen = 0
+        sd.label_seen = -since_label
+        sd.warm = False
+        if not self.warmup:
+            self._warmed(sd)
+        else:
+            for monitor in sd.monitors.values():
+                monitor.warm = False
+        self._blind(sd, since_label >= self.blind_after)
+        self._plan(sd)
+
+    def _due(self, sd: SlotDrift) -> None:
+        """An event may end the warm-up (no label at all) or make the blind signals page."""
+        if not sd.blind and self.blind_after and sd.seen - sd.label_seen >= self.blind_after:
+            self._blind(sd, True)
+        if not sd.warm and not sd.learned and sd.seen >= self.warmup:
+            self._warmed(sd)
+        self._plan(sd)
+
+    def _plan(self, sd: SlotDrift) -> None:
+        """The next ``seen`` at which :meth:`_due` has something to check (earlier is harmless)."""
+        due = sys.maxsize
+        if not sd.blind and self.blind_after:
+            due = sd.label_seen + self.blind_after
+        if not sd.warm and not sd.learned:
+            due = min(due, self.warmup)
+        sd.due = due
+
+    def _warmed(self, sd: SlotDrift) -> None:
+        sd.warm = True
+        for monitor in sd.monitors.values():
+            monitor.warm = True
+
+    def _blind(self, sd: SlotDrift, blind: bool) -> None:
+        """Let the signals blind to the error page (``blind``) or only warn."""
+        sd.blind = blind
+        sd.schema.pages = blind
+        for monitor in sd.monitors.values():
+            if monitor.signal != "error":
+                monitor.pages = blind
 
     def _features(
         self, slot: Slot, key: str, sd: SlotDrift, features: dict[str, Any], at: Stamp
@@ -268,13 +378,17 @@ class DriftWatch:
     ) -> None:
         monitor = sd.monitors.get(series)
         if monitor is None:
-            monitor = sd.monitors[series] = self._monitor(signal, series)
+            monitor = sd.monitors[series] = self._monitor(signal, series, sd)
         before = monitor.state
         change = monitor.update(value, at, self.rules)
         if monitor.state != before:
             self._count_open(key, signal, before, monitor.state)
         if change is not None and change.emit:
-            self._changed(slot, key, monitor, change, at)
+            if change.severity == "improved":
+                info = change._replace(severity="info")
+                self._emit(slot, key, info, signal, series, monitor.detector_name, "none")
+            else:
+                self._changed(slot, key, monitor, change, at)
 
     def _schema(
         self, slot: Slot, sd: SlotDrift, key: str, features: dict[str, Any], at: Stamp
@@ -319,16 +433,15 @@ class DriftWatch:
 
     def _act(self, slot: Slot, key: str, sd: SlotDrift, series: str, at: Stamp) -> tuple[str, Any]:
         if self.settings.action == "reset":
-            sd.challenger = None
-            self._replace(slot, self.spec.build(), 0)
+            self._replace(slot, key, sd, self.spec.build(), 0)
             return "reset", lambda: self._info(slot, key, series, "reset", {}, at, at)
         if self.settings.action == "challenger":
             action = self._start(slot, sd, series, at)
             challenger = sd.challenger
             assert challenger is not None
-            challenger.armed = True
-            if self._ready(challenger):
-                return "challenger_decided", lambda: self._decide(slot, key, sd, at)
+            if challenger.armed_at is None:
+                challenger.armed_at = challenger.n_labels
+                self._recent(challenger)
             return action if action != "none" else "challenger_armed", None
         return "none", None
 
@@ -340,7 +453,18 @@ class DriftWatch:
         return "challenger_started"
 
     def _ready(self, challenger: Challenger) -> bool:
-        return challenger.n_labels >= self.settings.challenger_min_labels
+        """Trained through its window after the drift."""
+        assert challenger.armed_at is not None
+        return challenger.n_labels - challenger.armed_at >= self.settings.challenger_labels
+
+    def _recent(self, challenger: Challenger) -> None:
+        """Start both metrics afresh when the last labels of the window begin."""
+        assert challenger.armed_at is not None
+        s = self.settings
+        since = challenger.n_labels - challenger.armed_at
+        if since == s.challenger_labels - min(s.challenger_recent_labels, s.challenger_labels):
+            challenger.champion_metric = self.spec.build_metric()
+            challenger.metric = self.spec.build_metric()
 
     def _train(self, sd: SlotDrift, x: dict[str, Any], y: Any, metric_input: Any) -> None:
         ch = sd.challenger
@@ -352,6 +476,8 @@ class DriftWatch:
             sd.challenger = None
             return
         if _usable(metric_input) and _usable(mine):
+            if ch.armed_at is not None:
+                self._recent(ch)
             ch.champion_metric.update(y, metric_input)
             ch.metric.update(y, mine)
             ch.n_labels += 1
@@ -360,22 +486,32 @@ class DriftWatch:
         ch = sd.challenger
         assert ch is not None
         sd.challenger = None
-        better = ch.metric.is_better_than(ch.champion_metric)
+        champion, mine = float(ch.champion_metric.get()), float(ch.metric.get())
+        better = _better(mine, champion, ch.metric.bigger_is_better, self.settings.challenger_margin)
         window = {
-            "n": ch.n_labels,
+            "n": min(self.settings.challenger_recent_labels, self.settings.challenger_labels),
+            "n_trained": ch.n_labels,
             "metric": type(ch.metric).__name__,
-            "champion": float(ch.champion_metric.get()),
-            "challenger": float(ch.metric.get()),
+            "champion": champion,
+            "challenger": mine,
         }
         if better:
-            self._replace(slot, ch.model, ch.n_learned)
+            self._replace(slot, key, sd, ch.model, ch.n_learned)
         action = "promoted" if better else "champion_kept"
         self._info(slot, key, ch.series, action, window, ch.since, at)
 
-    def _replace(self, slot: Slot, model: Any, n_learned: int) -> None:
+    def _replace(self, slot: Slot, key: str, sd: SlotDrift, model: Any, n_learned: int) -> None:
+        """Serve ``model``: fresh monitors (the next ones are closed), and a new warm-up."""
         slot.model = model
         slot.n_learned = n_learned
         slot.generation += 1
+        sd.challenger = None
+        for monitor in sd.monitors.values():
+            if monitor.state == "drift":
+                self._count_open(key, monitor.signal, "drift", "stable")
+        sd.monitors = {}
+        sd.n_features = 0
+        self._restart(sd)
 
     def _info(
         self,
@@ -419,12 +555,28 @@ def _slot_drift(slot: Slot) -> SlotDrift:
     return drift
 
 
+def _better(mine: float, champion: float, bigger_is_better: bool, margin: float) -> bool:
+    """Whether ``mine`` beats ``champion`` by the relative ``margin``.
+
+    Examples
+    --------
+    >>> _better(0.83, 0.80, True, 0.02), _better(0.81, 0.80, True, 0.02)
+    (True, False)
+    >>> _better(9.0, 10.0, False, 0.05), _better(9.8, 10.0, False, 0.05)
+    (True, False)
+    """
+    gain = mine - champion if bigger_is_better else champion - mine
+    return gain > margin * abs(champion)
+
+
 def _usable(metric_input: Any) -> bool:
     return metric_input is not None and metric_input != {}
 
 
 def _message(severity: str, series: str, action: str, key: str | None) -> str:
     where = f" of key {key!r}" if key is not None else ""
+    if severity == "info" and action == "none":
+        return f"{series}{where} went down: the model improved (no action)"
     text = {
         "warning": f"warning: {series}{where} may be drifting",
         "drift": f"drift confirmed on {series}{where}",

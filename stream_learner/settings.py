@@ -460,12 +460,15 @@ class DriftSettings(_Section):
     )
     params: Numbers = Field(
         default_factory=lambda: FrozenMap({}),
-        description="Parameters of `detector`, e.g. `{delta = 0.002}` (empty: River's defaults).",
+        description="Parameters of `detector` on the prediction and feature signals, e.g. "
+        "`{delta = 0.002}` (empty: ADWIN delta 0.0002, calibrated on docs/drift.md's suite; "
+        "River's defaults for the others).",
     )
     warning_params: Numbers = Field(
         default_factory=lambda: FrozenMap({}),
-        description="Parameters of the looser twin detector that raises warnings (empty: "
-        "ADWIN delta 0.01 and clock 8, PageHinkley threshold 25, KSWIN alpha 0.05).",
+        description="Parameters of the looser twin of `error_detector` that raises warnings "
+        "on the error (empty: ADWIN delta 0.01 and clock 8, PageHinkley threshold 25, KSWIN "
+        "alpha 0.05).",
     )
     error_detector: Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm"] = Field(
         "adwin",
@@ -473,13 +476,29 @@ class DriftSettings(_Section):
         "anomaly only) have their own warning zone.",
     )
     error_params: Numbers = Field(
-        default_factory=lambda: FrozenMap({}), description="Parameters of `error_detector`."
+        default_factory=lambda: FrozenMap({}),
+        description="Parameters of `error_detector` (empty: ADWIN delta 0.002, River's "
+        "defaults for the others).",
     )
     cooldown_events: int = Field(
         500,
         ge=0,
         description="After a drift alert, a monitor stays silent for this many of its updates "
-        "(detections still count).",
+        "(detections still count), except for the error getting worse than at that alert.",
+    )
+    warmup_labels: int = Field(
+        500,
+        ge=0,
+        description="After start, restore, reset and promotion, monitors raise nothing until "
+        "the model has learned this many labels (or seen this many events while no label "
+        "comes); a replaced model gets fresh monitors.",
+    )
+    blind_pages_after_events: int = Field(
+        2000,
+        ge=0,
+        description="Prediction, feature and schema changes cannot see the error: they are "
+        "warnings while labels come, and drifts once no label has come for this many events "
+        "(labels absent or late beyond it). 0: always drifts.",
     )
     resolve_after_events: int = Field(
         1000,
@@ -504,10 +523,23 @@ class DriftSettings(_Section):
     action_signals: tuple[Signal, ...] = Field(
         ("error",), description="Signals whose confirmed drift triggers `action`.", strict=False
     )
-    challenger_min_labels: int = Field(
-        30,
+    challenger_labels: int = Field(
+        500,
         ge=1,
-        description="Labels a challenger must have been scored on before it can be compared.",
+        description="After the drift, the challenger learns this many labels before the "
+        "comparison.",
+    )
+    challenger_recent_labels: int = Field(
+        250,
+        ge=1,
+        description="The models are compared on the last this many of those labels (at most "
+        "`challenger_labels`).",
+    )
+    challenger_margin: float = Field(
+        0.05,
+        ge=0,
+        description="The challenger replaces the champion when its metric is better by this "
+        "share of the champion's.",
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from river.datasets import synth
 
-from stream_learner.drift import make_detector
+from stream_learner.drift import detector_params, make_detector
 
 CLASSIFIER = (
     {"step": "preprocessing.StandardScaler"},
@@ -102,20 +102,35 @@ STREAMS = {
 
 
 def reference_detections(
-    stream: DriftStream, spec: Any, detector: str = "adwin", params: dict[str, Any] | None = None
+    stream: DriftStream, spec: Any, warmup: int, detector: str = "adwin"
 ) -> list[int]:
-    """Indices where the River detector, run in-process on the stream's signal, detects drift."""
+    """Indices where the River detector, run in-process on the stream's signal, detects drift.
+
+    With the service's rules for inline labels: the detector (with the service's
+    parameters for the signal) sees every value, but detections count only once
+    the model has learned ``warmup`` labels (the label of event ``i`` is the
+    ``i + 1``-th; a feature of event ``i`` is seen before its label), and on the
+    error only when ADWIN's window after the detection has a higher mean than
+    the values since its previous detection (the error got worse).
+    """
     model = spec.build()
-    det = make_detector(detector, params or {})
+    error = not stream.signal.startswith("feature:")
+    det = make_detector(detector, detector_params(detector, {}, error))
     found = []
+    n, total = 0, 0.0
     for i, (x, y) in enumerate(stream.samples()):
         value = _signal(stream, model, x, y)
         model.learn_one(x, y)
         if value is None:
             continue
         det.update(value)
+        n, total = n + 1, total + value
         if det.drift_detected:
-            found.append(i)
+            worse = not error or det.estimation > total / n
+            n, total = 0, 0.0
+            learned = i + 1 if error else i
+            if worse and learned >= warmup:
+                found.append(i)
     return found
 
 

@@ -68,7 +68,7 @@ def test_challenger_is_promoted_and_serves_the_next_predictions(
         drift__signals='["error"]',
         drift__action="challenger",
         drift__cooldown_events="0",
-        drift__challenger_min_labels="50",
+        drift__challenger_labels="200",
     )
 
     predictions = decode_values(consume_all(kafka_bootstrap, topics["predictions"], N_EVENTS))

@@ -1,0 +1,43 @@
+"""The drift suite's script (scripts/drift_report.py) on one small case of each kind."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import ModuleType
+
+import orjson
+
+from tests.conftest import ROOT
+
+
+def suite() -> ModuleType:
+    path = ROOT / "scripts" / "drift_report.py"
+    spec = importlib.util.spec_from_file_location("drift_report", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["drift_report"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_late_labels_come_as_label_records_100_events_after_their_event() -> None:
+    s = suite()
+    data = [({"x": float(i)}, i % 2) for i in range(150)]
+    records, event_at = s.records(data, "late")
+    decoded = [orjson.loads(r) for r in records]
+    labels = [(k, r) for k, r in enumerate(decoded) if "features" not in r]
+    assert len(labels) == 50 and all("label" not in r for r in decoded if "features" in r)
+    first_at, first = labels[0]
+    assert first == {"id": 0, "key": "s", "label": 0} and event_at[first_at] == 100
+
+
+def test_a_drift_run_through_the_service_is_detected_and_reset() -> None:
+    s = suite()
+    result = s.run_case(s.Case("stagger-abrupt", "linear", 1, "inline", "reset"))
+    drifts = result["drifts"]
+    assert len(drifts) == 2
+    assert all(d["delay"] is not None and 0 <= d["delay"] < 1000 for d in drifts), drifts
+    assert result["replaced"] >= 2
+    stable = s.run_case(s.Case("sea-stable", "linear", 1, "inline", "alert"))
+    assert stable["drifts"] == [] and stable["stable_events"] == s.N_STABLE
