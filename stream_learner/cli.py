@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,11 @@ from stream_learner.metrics import Metrics, MetricsServer
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer
 from stream_learner.replay import LabelDelay
-from stream_learner.service import ExactlyOnce, Service
+from stream_learner.service import Service
 from stream_learner.settings import Settings, load_settings
 from stream_learner.simulate import FileWriter, KafkaWriter, SimulationPlan, publish, simulate
-from stream_learner.sinks import FileSink, KafkaSink, Sink, output_topics
-from stream_learner.sources import FileSource, KafkaSource, Source
+from stream_learner.sinks import FileSink, Sink, output_topics
+from stream_learner.sources import FileSource, Source
 from stream_learner.stores import CheckpointStore, LocalStore, RedisStore
 from stream_learner.tasks import make_task
 
@@ -176,14 +176,13 @@ def _quiet_client_logs() -> Iterator[None]:
 def build_edges(settings: Settings, environ: dict[str, str]) -> tuple[Source, Sink]:
     """The source and sink the settings ask for."""
     if settings.service.transport == "kafka":
-        eos = settings.service.guarantee == "exactly_once"
+        from stream_learner.kafka.factory import build_edges as kafka_edges
+
         with _quiet_client_logs():
-            source = KafkaSource(settings, environ, list(output_topics(settings).values()))
-            try:
-                return source, KafkaSink(settings, environ, transactional=eos)
-            except BaseException:
-                source.close()
-                raise
+            source: Source
+            sink: Sink
+            source, sink = kafka_edges(settings, environ, list(output_topics(settings).values()))
+            return source, sink
     local = settings.local
     targets = {
         "predictions": None if local.quiet else local.output,
@@ -272,6 +271,16 @@ def settle_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+def _close_after_error(closers: Sequence[Callable[[], None]]) -> None:
+    """Close everything after an error; a failure to close is logged, so the error stays
+    the one the log and the exit line show."""
+    for close in closers:
+        try:
+            close()
+        except Exception as exc:
+            log.warning("while stopping after an error: %s: %s", type(exc).__name__, exc)
+
+
 def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
     spec = _model_spec(settings)
     metrics = Metrics()
@@ -282,20 +291,23 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
     checkpointer = build_checkpointer(settings, spec, metrics, environ)
     source, sink = build_edges(settings, environ)
     committer = None
-    eos = settings.service.guarantee == "exactly_once"
-    if eos and isinstance(sink, KafkaSink) and isinstance(source, KafkaSource):
-        committer = ExactlyOnce(source, sink)
+    if settings.service.transport == "kafka":
+        from stream_learner.kafka.factory import build_committer
+
+        committer = build_committer(settings, source, sink)  # type: ignore[arg-type]
     service = Service(settings, spec, source, sink, metrics, checkpointer, committer)
     _install_signal_handlers(service)
     settle_heap()
+    closers = [sink.close, source.close, checkpointer.close]
+    if server is not None:
+        closers.append(server.close)
     try:
         summary = service.run()
-    finally:
-        sink.close()
-        source.close()
-        checkpointer.close()
-        if server is not None:
-            server.close()
+    except BaseException:
+        _close_after_error(closers)
+        raise
+    for close in closers:
+        close()
     print(summary.render(), file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_bytes(orjson.dumps(summary.to_dict()))

@@ -1,10 +1,13 @@
-"""KafkaSource.commit while the broker is unreachable: retry with backoff, never drop offsets."""
+"""Synchronous offset commits while the broker is unreachable, on both clients:
+retry with backoff, never drop offsets; one clear error when the group moved on."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError as CkError
+from confluent_kafka import KafkaException
 from kafka.errors import (
     CommitFailedError,
     KafkaConnectionError,
@@ -13,7 +16,9 @@ from kafka.errors import (
 )
 
 from stream_learner.errors import ConnectionFailed
-from stream_learner.sources import COMMIT_BACKOFF_S, KafkaSource
+from stream_learner.kafka.confluent import ConfluentSource
+from stream_learner.kafka.kafka_python import KafkaPythonSource
+from stream_learner.kafka.options import COMMIT_BACKOFF_S
 
 
 class FlakyConsumer:
@@ -21,33 +26,58 @@ class FlakyConsumer:
 
     def __init__(self, errors: list[Exception]) -> None:
         self.errors = errors
-        self.committed: list[dict[Any, Any]] = []
+        self.committed: list[Any] = []
         self.attempts = 0
 
-    def commit(self, offsets: dict[Any, Any]) -> None:
+    def commit(self, *args: Any, **kwargs: Any) -> None:
         self.attempts += 1
         if self.errors:
             raise self.errors.pop(0)
-        self.committed.append(offsets)
+        self.committed.append(kwargs.get("offsets", args[0] if args else None))
 
 
-def _source(consumer: FlakyConsumer) -> tuple[KafkaSource, list[float]]:
-    source = object.__new__(KafkaSource)  # no broker: only commit is exercised
+def _offsets(client: str, request: Any) -> dict[tuple[str, int], int]:
+    if client == "kafka-python":
+        return {(tp.topic, tp.partition): om.offset for tp, om in request.items()}
+    return {(tp.topic, tp.partition): tp.offset for tp in request}
+
+
+def _retriable(client: str) -> list[Exception]:
+    if client == "kafka-python":
+        errors: list[Exception] = [KafkaConnectionError("refused")] * 2 + [NotCoordinatorError()]
+        return errors + [KafkaTimeoutError("timed out")] * 6
+    return [KafkaException(CkError(CkError._TRANSPORT, "down", retriable=True))] * 9
+
+
+def _fatal(client: str) -> Exception:
+    if client == "kafka-python":
+        return CommitFailedError("group rebalanced")
+    return KafkaException(CkError(CkError.UNKNOWN_MEMBER_ID, "group rebalanced"))
+
+
+def _source(client: str, consumer: FlakyConsumer) -> tuple[Any, list[float]]:
+    source: Any = (
+        KafkaPythonSource(consumer, ["events"]) if client == "kafka-python"
+        else ConfluentSource(consumer, ["events"])
+    )
     waits: list[float] = []
-    source._consumer = consumer  # type: ignore[attr-defined]
-    source._sleep = waits.append  # type: ignore[attr-defined]
+    source._sleep = waits.append
     return source, waits
 
 
-def test_retriable_commit_errors_are_retried_with_doubling_backoff(caplog: pytest.LogCaptureFixture):
-    errors: list[Exception] = [KafkaConnectionError("refused")] * 2 + [NotCoordinatorError()]
-    errors += [KafkaTimeoutError("timed out")] * 6
-    consumer = FlakyConsumer(errors)
-    source, waits = _source(consumer)
-    with caplog.at_level("WARNING", logger="stream_learner.sources"):
+CLIENTS = ["kafka-python", "confluent-kafka"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_retriable_commit_errors_are_retried_with_doubling_backoff(
+    client: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    consumer = FlakyConsumer(_retriable(client))
+    source, waits = _source(client, consumer)
+    with caplog.at_level("WARNING"):
         source.commit({("events", 0): 10, ("events", 1): 7})
     assert consumer.attempts == 10
-    assert [{(tp.topic, tp.partition): om.offset for tp, om in c.items()} for c in consumer.committed] == [
+    assert [_offsets(client, c) for c in consumer.committed] == [
         {("events", 0): 10, ("events", 1): 7}
     ]
     first, longest = COMMIT_BACKOFF_S
@@ -56,16 +86,27 @@ def test_retriable_commit_errors_are_retried_with_doubling_backoff(caplog: pytes
     assert caplog.text.count("offset commit failed") == 9
 
 
-def test_a_non_retriable_commit_error_stops_with_one_clear_error():
-    consumer = FlakyConsumer([CommitFailedError("group rebalanced")])
-    source, waits = _source(consumer)
-    with pytest.raises(ConnectionFailed, match="offset commit refused: CommitFailedError"):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_non_retriable_commit_error_stops_with_one_clear_error(client: str) -> None:
+    consumer = FlakyConsumer([_fatal(client)])
+    source, waits = _source(client, consumer)
+    with pytest.raises(ConnectionFailed, match="offset commit refused"):
         source.commit({("events", 0): 3})
     assert waits == [] and consumer.attempts == 1
 
 
-def test_nothing_to_commit_sends_nothing():
+@pytest.mark.parametrize("client", CLIENTS)
+def test_without_retry_a_retriable_error_is_raised_at_once(client: str) -> None:
+    consumer = FlakyConsumer(_retriable(client))
+    source, waits = _source(client, consumer)
+    with pytest.raises(ConnectionFailed, match="offset commit refused"):
+        source.commit({("events", 0): 3}, retry=False)
+    assert waits == [] and consumer.attempts == 1
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_nothing_to_commit_sends_nothing(client: str) -> None:
     consumer = FlakyConsumer([])
-    source, _waits = _source(consumer)
+    source, _waits = _source(client, consumer)
     source.commit({})
     assert consumer.attempts == 0
