@@ -290,12 +290,7 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
         log.info("metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
     checkpointer = build_checkpointer(settings, spec, metrics, environ)
     source, sink = build_edges(settings, environ)
-    committer = None
-    if settings.service.transport == "kafka":
-        from stream_learner.kafka.factory import build_committer
-
-        committer = build_committer(settings, source, sink)  # type: ignore[arg-type]
-    service = Service(settings, spec, source, sink, metrics, checkpointer, committer)
+    service = Service(settings, spec, source, sink, metrics, checkpointer)
     _install_signal_handlers(service)
     settle_heap()
     closers = [sink.close, source.close, checkpointer.close]

@@ -25,8 +25,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from stream_learner.settings import Settings
 from stream_learner.sinks import Sink
 from stream_learner.sources import Source, TopicPartition
 
@@ -38,6 +39,7 @@ __all__ = [
     "Pipelined",
     "Transactional",
     "TransactionalSink",
+    "for_edges",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class AtLeastOnce:
         """Nothing outstanding: :meth:`commit` waited."""
 
 
+@runtime_checkable
 class AckingSink(Sink, Protocol):
     """A sink that reports acknowledgements without waiting for them."""
 
@@ -98,6 +101,7 @@ class AckingSink(Sink, Protocol):
         ...
 
 
+@runtime_checkable
 class CommittingSource(Source, Protocol):
     """A source that can also commit without waiting."""
 
@@ -248,3 +252,20 @@ class Transactional:
         """Commit nothing: closing the sink aborts the open transaction (processed again)."""
         self._offsets = {}
         self._opened_at = None
+
+
+def for_edges(settings: Settings, source: Source, sink: Sink) -> Committer:
+    """The cycle the edges support: pipelined (or transactional) on Kafka, else stop-and-wait.
+
+    Examples
+    --------
+    >>> from stream_learner.testing import MemorySink, MemorySource
+    >>> type(for_edges(Settings(), MemorySource({}), MemorySink())).__name__
+    'AtLeastOnce'
+    """
+    if isinstance(sink, AckingSink) and isinstance(source, CommittingSource):
+        interval = settings.kafka.commit_interval_ms / 1000.0
+        if settings.service.guarantee == "exactly_once":
+            return Transactional(source, sink, interval)  # type: ignore[arg-type]
+        return Pipelined(source, sink, interval)
+    return AtLeastOnce(source, sink)

@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 
 import orjson
 
-from stream_learner.commits import AtLeastOnce, Committer, Pipelined, Transactional
+from stream_learner.commits import AtLeastOnce, Committer, Pipelined, Transactional, for_edges
 from stream_learner.errors import CheckpointFenced, InvalidLabel, InvalidRecord
 from stream_learner.events import Codec, encode_prediction
 from stream_learner.labels import Expired, LabelStats
@@ -76,7 +76,8 @@ class Service:
     checkpointer
         Saves and restores shard state (default: disabled).
     committer
-        The produce -> acknowledge -> commit cycle (default: :class:`AtLeastOnce`).
+        The produce -> acknowledge -> commit cycle (default: what the edges support,
+        :func:`~stream_learner.commits.for_edges`).
     clock, wall_clock
         Monotonic and epoch seconds; injectable for tests.
     """
@@ -99,7 +100,7 @@ class Service:
         self.sink = sink
         self.metrics = metrics or Metrics()
         self.checkpointer = checkpointer or NullCheckpointer()
-        self.committer = committer or AtLeastOnce(source, sink)
+        self.committer = committer or for_edges(settings, source, sink)
         self.codec = Codec(settings.schema_, settings.limits, spec.task)
         self.shards: dict[TopicPartition, Shard] = {}
         self._parked: dict[TopicPartition, Shard] = {}

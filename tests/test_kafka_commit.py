@@ -110,3 +110,89 @@ def test_nothing_to_commit_sends_nothing(client: str) -> None:
     source, _waits = _source(client, consumer)
     source.commit({})
     assert consumer.attempts == 0
+
+
+class FakeProducer:
+    """librdkafka's producer as the sink sees it: delivery reports served by poll()."""
+
+    def __init__(self) -> None:
+        self.queued: list[Any] = []  # on_delivery callbacks, in produce order
+        self.served: list[int] = []  # indexes to report at the next poll
+
+    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_delivery: Any) -> None:
+        self.queued.append(on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        for i in self.served:
+            self.queued[i](None, None)
+        n, self.served = len(self.served), []
+        return n
+
+
+def test_confluent_acknowledgements_advance_only_over_whole_batches_in_order() -> None:
+    from stream_learner.kafka.confluent import ConfluentSink
+
+    producer = FakeProducer()
+    sink = ConfluentSink(producer, {"predictions": "p"})
+    for _ in range(3):
+        sink.send("predictions", b"k", b"v")
+    first = sink.mark()
+    for _ in range(2):
+        sink.send("predictions", b"k", b"v")
+    second = sink.mark()
+    assert (first, second) == (3, 5)
+    producer.served = [3, 4]  # the second batch is acknowledged first (another partition)
+    assert sink.acknowledged() == 0
+    producer.served = [0, 1]
+    assert sink.acknowledged() == 0  # one record of the first batch still out
+    producer.served = [2]
+    assert sink.acknowledged() == second
+
+
+def test_pipelined_commits_only_what_is_acknowledged_and_drain_commits_everything() -> None:
+    from stream_learner.commits import Pipelined
+
+    class Sink:
+        sent = acked = flushed = 0
+
+        def mark(self) -> int:
+            return self.sent
+
+        def acknowledged(self) -> int:
+            return self.acked
+
+        def flush(self) -> None:
+            self.acked = self.sent
+            self.flushed += 1
+
+    class Source:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, dict[Any, int]]] = []
+
+        def commit_async(self, offsets: dict[Any, int]) -> None:
+            self.calls.append(("async", dict(offsets)))
+
+        def commit(self, offsets: dict[Any, int], retry: bool = True) -> None:
+            self.calls.append(("sync", dict(offsets)))
+
+    sink, source, now = Sink(), Source(), [0.0]
+    cycle = Pipelined(source, sink, interval_s=1.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    sink.sent = 10
+    cycle.commit({("e", 0): 10})
+    sink.sent = 20
+    cycle.commit({("e", 0): 20, ("e", 1): 4})
+    assert source.calls == []  # nothing acknowledged yet
+    sink.acked = 15
+    cycle.poll()
+    assert source.calls == [("async", {("e", 0): 10})]
+    sink.acked = 20
+    cycle.poll()  # acknowledged, but the interval has not passed
+    assert len(source.calls) == 1
+    now[0] = 1.0
+    cycle.poll()
+    assert source.calls[-1] == ("async", {("e", 0): 20, ("e", 1): 4})
+    sink.sent = 30
+    cycle.commit({("e", 1): 9})
+    cycle.drain()  # waits for everything, commits every offset since the last drain
+    assert sink.flushed == 1
+    assert source.calls[-1] == ("sync", {("e", 0): 20, ("e", 1): 9})

@@ -34,6 +34,9 @@ __all__ = ["ConfluentSink", "ConfluentSource", "consumer", "partition_counts", "
 
 log = logging.getLogger(__name__)
 
+#: librdkafka's own log lines go here (under ``kafka``, like kafka-python's), not to stderr.
+CLIENT_LOG = logging.getLogger("kafka.librdkafka")
+
 #: librdkafka's "no offset" (OFFSET_INVALID): resume at the committed offset.
 _NO_OFFSET = -1001
 
@@ -71,6 +74,7 @@ def consumer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "on_commit": _log_commit,
+        "logger": CLIENT_LOG,
         **librdkafka_options(settings, environ),
         **options,
     }
@@ -91,6 +95,7 @@ def producer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         "enable.idempotence": True,
         "linger.ms": settings.linger_ms,
         "partitioner": "murmur2_random",
+        "logger": CLIENT_LOG,
         **librdkafka_options(settings, environ),
         **options,
     }

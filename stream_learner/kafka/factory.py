@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from stream_learner.commits import AckingSink, Committer, CommittingSource, Pipelined, Transactional
+from stream_learner.commits import AckingSink, CommittingSource
 from stream_learner.kafka.options import check_topics, isolation_level
 from stream_learner.settings import Settings
 from stream_learner.sinks import output_topics, transactional_id
@@ -13,8 +13,7 @@ from stream_learner.sources import TopicPartition, worker_id
 
 _T = TypeVar("_T")
 
-__all__ = ["KafkaSink", "KafkaSource", "build_committer", "build_edges", "build_sink",
-           "build_source"]
+__all__ = ["KafkaSink", "KafkaSource", "build_edges", "build_sink", "build_source"]
 
 
 class KafkaSource(CommittingSource, Protocol):
@@ -139,11 +138,3 @@ def build_edges(
     except BaseException:
         source.close()
         raise
-
-
-def build_committer(settings: Settings, source: KafkaSource, sink: KafkaSink) -> Committer:
-    """The commit cycle of ``service.guarantee`` (see :mod:`stream_learner.commits`)."""
-    interval = settings.kafka.commit_interval_ms / 1000.0
-    if settings.service.guarantee == "exactly_once":
-        return Transactional(source, sink, interval)
-    return Pipelined(source, sink, interval)

@@ -111,21 +111,52 @@ class KafkaPythonSource:
         self._topics = list(topics)
         self._sleep = time.sleep
         self._guard = CallbackGuard()
+        self._in_rebalance = False
+        self._deferred: dict[TopicPartition, int] = {}
 
     def subscribe(self, listener: PartitionListener) -> None:
-        """Join the consumer group; assignments arrive during :meth:`poll`."""
-        from kafka import ConsumerRebalanceListener
+        """Join the consumer group; assignments arrive during :meth:`poll`.
 
-        guard = self._guard
+        kafka-python runs rebalance callbacks on its I/O thread, where a blocking
+        call to the consumer fails. A commit the listener makes while partitions
+        are revoked is therefore deferred, and awaited on that thread right after
+        the listener returned, before the group rebalances (see :meth:`commit`).
+        """
+        from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
-        class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-            def on_partitions_revoked(self, revoked: Any) -> None:
-                guard.call(listener.on_revoked, sorted((t.topic, t.partition) for t in revoked))
+        source = self
 
-            def on_partitions_assigned(self, assigned: Any) -> None:
-                guard.call(listener.on_assigned, sorted((t.topic, t.partition) for t in assigned))
+        class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                source._in_rebalance = True
+                try:
+                    source._guard.call(
+                        listener.on_revoked, sorted((t.topic, t.partition) for t in revoked)
+                    )
+                finally:
+                    source._in_rebalance = False
+                await source._commit_deferred()
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                source._guard.call(
+                    listener.on_assigned, sorted((t.topic, t.partition) for t in assigned)
+                )
 
         self._consumer.subscribe(self._topics, listener=_Rebalance())
+
+    async def _commit_deferred(self) -> None:
+        """Commit, on the I/O thread, what the revoke callback asked to commit."""
+        offsets, self._deferred = self._deferred, {}
+        if not offsets:
+            return
+        try:
+            await self._consumer._coordinator._commit_offsets_sync_async(_offsets(offsets))
+        except Exception as exc:
+            log.warning(
+                "offset commit on revocation failed (%s: %s): outputs are written; the "
+                "next owner resumes at the previous commit and repeats them",
+                type(exc).__name__, exc,
+            )
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
         """One fetch from the partitions this member owns."""
@@ -147,11 +178,16 @@ class KafkaPythonSource:
         timeout) the commit is retried with backoff, logging each failure: the outputs are
         already durable, and nothing after them may be processed before they are committed.
         A non-retriable error (e.g. the group moved on without this member), or any
-        error when ``retry`` is false, raises :class:`ConnectionFailed`.
+        error when ``retry`` is false, raises :class:`ConnectionFailed`. Called from a
+        revoke callback (on the client's I/O thread), the commit is made when the
+        callback returns, before the group rebalances.
         """
         from kafka.errors import KafkaError, KafkaTimeoutError
 
         if not offsets:
+            return
+        if self._in_rebalance:  # on the I/O thread: committed when the callback returns
+            self._deferred.update(offsets)
             return
         request = _offsets(offsets)
         delay = COMMIT_BACKOFF_S[0]
@@ -174,7 +210,9 @@ class KafkaPythonSource:
 
     def commit_async(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Send a commit of ``offsets`` and return; a failure is logged (a later commit covers it)."""
-        if offsets:
+        if offsets and self._in_rebalance:
+            self._deferred.update(offsets)
+        elif offsets:
             self._consumer.commit_async(_offsets(offsets), callback=_log_async_commit)
 
     @property
