@@ -60,8 +60,8 @@ class Committer(Protocol):
         """Wait until everything passed to :meth:`commit` is durable and committed."""
         ...
 
-    def salvage(self) -> None:
-        """After an error: commit what is already durable, and never raise."""
+    def salvage(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """After an error: commit what is already durable (up to ``offsets``); never raise."""
         ...
 
 
@@ -84,8 +84,12 @@ class AtLeastOnce:
     def drain(self) -> None:
         """Nothing outstanding: :meth:`commit` waited."""
 
-    def salvage(self) -> None:
-        """Nothing outstanding: :meth:`commit` waited."""
+    def salvage(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Flush and commit ``offsets`` once; errors are logged."""
+        try:
+            self.commit(offsets)
+        except Exception as exc:
+            log.error("could not commit the offsets of the outputs already written: %s", exc)
 
 
 @runtime_checkable
@@ -184,9 +188,11 @@ class Pipelined:
         self._durable = {}
         self._committed_at = self._clock()
 
-    def salvage(self) -> None:
+    def salvage(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Wait for the outputs already sent, then commit their offsets once (errors logged)."""
         try:
+            if offsets:
+                self._pending.append((self._sink.mark(), dict(offsets)))
             self._sink.flush()
             while self._pending:
                 self._durable.update(self._pending.popleft()[1])
@@ -248,7 +254,7 @@ class Transactional:
         self._offsets = {}
         self._opened_at = None
 
-    def salvage(self) -> None:
+    def salvage(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit nothing: closing the sink aborts the open transaction (processed again)."""
         self._offsets = {}
         self._opened_at = None

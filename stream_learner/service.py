@@ -272,12 +272,8 @@ class Service:
 
     def _salvage(self) -> None:
         """After an error: commit the offsets whose outputs are written; never raise."""
-        try:
-            self.committer.commit(self._uncommitted)
-        except Exception as exc:
-            log.error("could not hand the last offsets to the committer: %s", exc)
-        self._uncommitted = {}
-        self.committer.salvage()
+        uncommitted, self._uncommitted = self._uncommitted, {}
+        self.committer.salvage(uncommitted)
 
     def _finish_summary(self, started: float) -> None:
         s = self.summary

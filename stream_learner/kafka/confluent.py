@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 #: librdkafka's own log lines go here (under ``kafka``, like kafka-python's), not to stderr.
 CLIENT_LOG = logging.getLogger("kafka.librdkafka")
 
+#: Metadata refreshed this often (librdkafka's default is 5 minutes): after a broker restart
+#: a partition whose leader went missing from the client's cache is found again within this.
+METADATA_REFRESH_MS = 10_000
+
 #: librdkafka's "no offset" (OFFSET_INVALID): resume at the committed offset.
 _NO_OFFSET = -1001
 
@@ -75,6 +79,7 @@ def consumer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         "enable.auto.offset.store": False,
         "on_commit": _log_commit,
         "logger": CLIENT_LOG,
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         **librdkafka_options(settings, environ),
         **options,
     }
@@ -96,6 +101,7 @@ def producer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         "linger.ms": settings.linger_ms,
         "partitioner": "murmur2_random",
         "logger": CLIENT_LOG,
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         **librdkafka_options(settings, environ),
         **options,
     }
@@ -135,6 +141,7 @@ class ConfluentSource:
         #: partitions of the latest assignment whose fetch start may still be set
         self._starts: dict[TopicPartition, int] = {}
         self._reassign = False
+        self._in_rebalance = False
 
     def subscribe(self, listener: PartitionListener) -> None:
         """Join the consumer group; assignments arrive during :meth:`poll`."""
@@ -148,7 +155,11 @@ class ConfluentSource:
         def revoked(_consumer: Any, partitions: Any) -> None:
             tps = sorted((p.topic, p.partition) for p in partitions)
             self._starts = {}
-            guard.call(listener.on_revoked, tps)
+            self._in_rebalance = True
+            try:
+                guard.call(listener.on_revoked, tps)
+            finally:
+                self._in_rebalance = False
 
         self._consumer.subscribe(
             self._topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked
@@ -197,11 +208,15 @@ class ConfluentSource:
         """Commit the next offsets to read, synchronously, retrying retriable errors.
 
         A non-retriable error, or any error when ``retry`` is false, raises
-        :class:`ConnectionFailed`.
+        :class:`ConnectionFailed`. While partitions are revoked (or lost) the
+        commit is tried once and a failure logged, as with kafka-python.
         """
         if not offsets:
             return
         request = self._request(offsets)
+        if self._in_rebalance:
+            self._commit_on_revocation(request)
+            return
         delay = COMMIT_BACKOFF_S[0]
         while True:
             try:
@@ -214,6 +229,16 @@ class ConfluentSource:
                 log.warning("offset commit failed (%s); retrying in %.1fs", exc, delay)
                 self._sleep(delay)
                 delay = min(delay * 2, COMMIT_BACKOFF_S[1])
+
+    def _commit_on_revocation(self, request: list[Any]) -> None:
+        """One synchronous attempt: partitions lost with the membership cannot be committed."""
+        try:
+            self._consumer.commit(offsets=request, asynchronous=False)
+        except self._ck.KafkaException as exc:
+            log.warning(
+                "offset commit on revocation failed (%s): outputs are written; the next owner "
+                "resumes at the previous commit and repeats them", exc,
+            )
 
     def commit_async(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Send a commit of ``offsets`` and return; a failure is logged."""
@@ -376,10 +401,13 @@ class ConfluentSink:
                 self._producer.begin_transaction()
                 self._in_transaction = True
             if offsets:
-                self._producer.send_offsets_to_transaction(
-                    [tp(t, p, o) for (t, p), o in offsets.items()], group, self._timeout
+                request = [tp(t, p, o) for (t, p), o in offsets.items()]
+                self._retrying(
+                    lambda: self._producer.send_offsets_to_transaction(
+                        request, group, self._timeout
+                    )
                 )
-            self._producer.commit_transaction(self._timeout)
+            self._retrying(lambda: self._producer.commit_transaction(self._timeout))
         except self._ck.KafkaException as exc:
             raise ConnectionFailed(f"transaction commit failed: {_error_text(exc)}") from exc
         finally:
@@ -387,6 +415,25 @@ class ConfluentSink:
             self._segments.clear()
             self._current = _Segment(self._sent)
             self._acked = self._sent
+
+    def _retrying(self, call: Any) -> None:
+        """``call()``, again while it fails retriably (e.g. the broker is restarting).
+
+        librdkafka allows a transactional call that timed out to be repeated; an
+        error that requires an abort (or any other) is raised.
+        """
+        delay = COMMIT_BACKOFF_S[0]
+        while True:
+            try:
+                call()
+                return
+            except self._ck.KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if error is None or not error.retriable() or error.txn_requires_abort():
+                    raise
+                log.warning("transaction commit failed (%s); retrying in %.1fs", error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, COMMIT_BACKOFF_S[1])
 
     def close(self) -> None:
         """Flush (abort an unfinished transaction)."""
