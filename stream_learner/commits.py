@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from stream_learner.errors import ConnectionFailed
 from stream_learner.settings import Settings
 from stream_learner.sinks import Sink
 from stream_learner.sources import Source, TopicPartition
@@ -37,6 +38,7 @@ __all__ = [
     "Committer",
     "CommittingSource",
     "Pipelined",
+    "TransactionAborted",
     "Transactional",
     "TransactionalSink",
     "for_edges",
@@ -201,6 +203,10 @@ class Pipelined:
             log.error("could not commit the offsets of the outputs already written: %s", exc)
 
 
+class TransactionAborted(ConnectionFailed):
+    """The broker aborted the open transaction (e.g. while it restarted); it was rolled back."""
+
+
 class TransactionalSink(Sink, Protocol):
     """A sink whose outputs and offsets commit in one transaction."""
 
@@ -218,6 +224,9 @@ class Transactional:
 
     A transaction opens with the first output after a commit and is committed
     every ``interval_s`` (and before a checkpoint, a revocation and the end).
+    When the broker aborts it (:class:`TransactionAborted`), ``on_abort`` is
+    called: its outputs are gone, so the state that produced them must be
+    rolled back to the last commit too.
     """
 
     def __init__(
@@ -233,6 +242,7 @@ class Transactional:
         self._clock = clock
         self._offsets: dict[TopicPartition, int] = {}
         self._opened_at: float | None = None
+        self.on_abort: Callable[[], None] | None = None
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Add ``offsets`` to the open transaction; commit it when due."""
@@ -250,9 +260,14 @@ class Transactional:
         """Commit the open transaction now."""
         if self._opened_at is None:
             return
-        self._sink.commit_transaction(self._offsets, self._source.group_metadata())
-        self._offsets = {}
-        self._opened_at = None
+        offsets, self._offsets, self._opened_at = self._offsets, {}, None
+        try:
+            self._sink.commit_transaction(offsets, self._source.group_metadata())
+        except TransactionAborted as exc:
+            if self.on_abort is None:
+                raise
+            log.warning("%s: every shard resumes from its checkpoint", exc)
+            self.on_abort()
 
     def salvage(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit nothing: closing the sink aborts the open transaction (processed again)."""

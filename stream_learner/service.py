@@ -101,10 +101,13 @@ class Service:
         self.metrics = metrics or Metrics()
         self.checkpointer = checkpointer or NullCheckpointer()
         self.committer = committer or for_edges(settings, source, sink)
+        if isinstance(self.committer, Transactional):
+            self.committer.on_abort = self._rewind
         self.codec = Codec(settings.schema_, settings.limits, spec.task)
         self.shards: dict[TopicPartition, Shard] = {}
         self._parked: dict[TopicPartition, Shard] = {}
         self._to_restore: list[TopicPartition] = []
+        self._assigned: set[TopicPartition] = set()
         self._uncommitted: dict[TopicPartition, int] = {}
         self._labels_topic = settings.kafka.labels_topic
         self._events_topic = settings.kafka.events_topic
@@ -130,6 +133,7 @@ class Service:
 
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         """Queue newly owned partitions for restore (done after the poll returns)."""
+        self._assigned.update(partitions)
         self._to_restore.extend(tp for tp in partitions if self.shard_of(tp) not in self.shards)
         self.metrics.set_ready(False)
         log.info("assigned partitions %s", list(partitions))
@@ -162,8 +166,22 @@ class Service:
             self._parked[tp] = shard
             self.reporter.forget(str(tp[1]))
         self._to_restore = [tp for tp in self._to_restore if tp not in partitions]
+        self._assigned.difference_update(partitions)
         self.metrics.partitions.set(len(self.shards))
         log.info("revoked partitions %s", list(partitions))
+
+    def _rewind(self) -> None:
+        """The open transaction was aborted: restore every shard as if newly assigned.
+
+        Its outputs are gone, so the state that produced them is dropped too: the
+        next loop turn resumes each shard from its checkpoint (C), replays up to
+        the committed offsets (K) silently, and produces again from K.
+        """
+        self.shards.clear()
+        self._parked.clear()
+        self._uncommitted = {}
+        self._to_restore = sorted(self._assigned)
+        self.metrics.set_ready(False)
 
     def _restore(self) -> set[TopicPartition]:
         """Resume every queued partition's shard; return the partitions told to seek."""
@@ -527,7 +545,8 @@ class Service:
         if due:
             self.committer.drain()  # C <= K: commit everything the snapshots cover first
             for tp, shard in due:
-                self._save_or_drop(tp, shard, now)
+                if self.shards.get(tp) is shard:  # not dropped by an aborted transaction
+                    self._save_or_drop(tp, shard, now)
 
     def _checkpoint_all(self) -> None:
         self.committer.drain()

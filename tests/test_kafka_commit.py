@@ -196,3 +196,36 @@ def test_pipelined_commits_only_what_is_acknowledged_and_drain_commits_everythin
     cycle.drain()  # waits for everything, commits every offset since the last drain
     assert sink.flushed == 1
     assert source.calls[-1] == ("sync", {("e", 0): 20, ("e", 1): 9})
+
+
+def test_an_aborted_transaction_restores_every_shard_from_its_checkpoint() -> None:
+    """Its outputs are gone, so the state that made them is dropped and rebuilt."""
+    from stream_learner.commits import TransactionAborted, Transactional
+    from stream_learner.datasets import dataset_records
+    from stream_learner.models import ModelSpec
+    from stream_learner.service import Service
+    from stream_learner.settings import load_settings
+    from stream_learner.testing import MemorySink, MemorySource
+
+    class AbortingSink(MemorySink):
+        def commit_transaction(self, offsets: Any, group: Any) -> None:
+            raise TransactionAborted("transaction aborted: coordinator load in progress")
+
+    class GroupSource(MemorySource):
+        def group_metadata(self) -> Any:
+            return None
+
+    settings = load_settings(None, env={}, overrides={"service": {"guarantee": "exactly_once"}})
+    records = [r for _, r in zip(range(20), dataset_records("WaterFlow"), strict=False)]
+    source, sink = GroupSource({("events", 0): records}), AbortingSink()
+    cycle = Transactional(source, sink, interval_s=0.0)
+    service = Service(settings, ModelSpec.from_settings(settings.model), source, sink,
+                      committer=cycle)
+    source.subscribe(service)
+    service._restore()
+    service.process_batch(source.poll(10, 0), 0.0)
+    before = service.shards[("events", 0)]
+    service._commit()  # the broker aborts the transaction
+    assert service.shards == {} and service._to_restore == [("events", 0)]
+    service._restore()
+    assert service.shards[("events", 0)] is not before

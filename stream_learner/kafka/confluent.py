@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stream_learner.commits import TransactionAborted
 from stream_learner.errors import ConnectionFailed
 from stream_learner.events import Origin
 from stream_learner.kafka.options import COMMIT_BACKOFF_S, librdkafka_options, unreachable
@@ -401,14 +402,17 @@ class ConfluentSink:
                 self._producer.begin_transaction()
                 self._in_transaction = True
             if offsets:
-                request = [tp(t, p, o) for (t, p), o in offsets.items()]
-                self._retrying(
-                    lambda: self._producer.send_offsets_to_transaction(
-                        request, group, self._timeout
-                    )
+                self._producer.send_offsets_to_transaction(
+                    [tp(t, p, o) for (t, p), o in offsets.items()], group, self._timeout
                 )
-            self._retrying(lambda: self._producer.commit_transaction(self._timeout))
+            self._producer.commit_transaction(self._timeout)
         except self._ck.KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is not None and (error.txn_requires_abort() or error.retriable()):
+                self._retrying(lambda: self._producer.abort_transaction(self._timeout))
+                raise TransactionAborted(
+                    f"transaction aborted: {_error_text(exc)}"
+                ) from exc
             raise ConnectionFailed(f"transaction commit failed: {_error_text(exc)}") from exc
         finally:
             self._in_transaction = False
@@ -417,11 +421,7 @@ class ConfluentSink:
             self._acked = self._sent
 
     def _retrying(self, call: Any) -> None:
-        """``call()``, again while it fails retriably (e.g. the broker is restarting).
-
-        librdkafka allows a transactional call that timed out to be repeated; an
-        error that requires an abort (or any other) is raised.
-        """
+        """``call()``, again while it fails retriably (e.g. the broker is restarting)."""
         delay = COMMIT_BACKOFF_S[0]
         while True:
             try:
@@ -429,9 +429,9 @@ class ConfluentSink:
                 return
             except self._ck.KafkaException as exc:
                 error = exc.args[0] if exc.args else None
-                if error is None or not error.retriable() or error.txn_requires_abort():
+                if error is None or not error.retriable():
                     raise
-                log.warning("transaction commit failed (%s); retrying in %.1fs", error, delay)
+                log.warning("transaction abort failed (%s); retrying in %.1fs", error, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, COMMIT_BACKOFF_S[1])
 
