@@ -42,6 +42,10 @@ CLIENT_LOG = logging.getLogger("kafka.librdkafka")
 #: a partition whose leader went missing from the client's cache is found again within this.
 METADATA_REFRESH_MS = 10_000
 
+#: After the first record of an idle spell, how long :meth:`ConfluentSource.poll` gathers
+#: the records that come right behind it, so a batch is not one record.
+GATHER_S = 0.002
+
 #: librdkafka's "no offset" (OFFSET_INVALID): resume at the committed offset.
 _NO_OFFSET = -1001
 
@@ -167,9 +171,21 @@ class ConfluentSource:
         )
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
-        """Up to ``max_records`` records from the partitions this member owns."""
+        """Up to ``max_records`` records from the partitions this member owns.
+
+        Returns as soon as one record is there (librdkafka's ``consume`` would wait
+        for a full batch or the whole timeout): what is queued, else the first
+        record within ``timeout_ms`` and what came with it.
+        """
         self._position()
-        messages = self._consumer.consume(max_records, timeout_ms / 1000.0)
+        consumer = self._consumer
+        messages = consumer.consume(max_records, 0)
+        if not messages:
+            first = consumer.poll(timeout_ms / 1000.0)
+            if first is not None:
+                messages = [first]
+                if max_records > 1:
+                    messages += consumer.consume(max_records - 1, GATHER_S)
         self._guard.raise_pending()
         out: list[Record] = []
         for m in messages:
