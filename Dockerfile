@@ -17,7 +17,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/stream-learner
 COPY pyproject.toml README.md ./
 COPY stream_learner ./stream_learner
-RUN /opt/stream-learner/bin/pip install .
+# with the confluent extra, so kafka.client = "confluent-kafka" works in the image
+RUN /opt/stream-learner/bin/pip install '.[confluent]'
 
 # -- runtime -------------------------------------------------------------------------
 FROM python:3.11-slim

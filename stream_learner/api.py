@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.cli import build_edges, build_store
@@ -31,7 +31,7 @@ from stream_learner.errors import SettingsError
 from stream_learner.metrics import Metrics
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer
-from stream_learner.service import ExactlyOnce, Service
+from stream_learner.service import Service
 from stream_learner.settings import Settings, load_settings
 from stream_learner.sinks import Sink
 from stream_learner.sources import Source
@@ -121,11 +121,8 @@ def build_service(
             )
         checkpointer = Checkpointer(store, EnvelopeCodec(key, spec.config_hash), s.checkpoint,
                                     metrics, time.time, time.monotonic)
-    committer = None
-    transactional = hasattr(sink, "commit_transaction") and hasattr(source, "group_metadata")
-    if s.service.guarantee == "exactly_once" and transactional:
-        committer = ExactlyOnce(cast(Any, source), cast(Any, sink))
-    return Service(s, spec, source, sink, metrics, checkpointer, committer)
+    # the commit cycle is the one the edges support (commits.for_edges)
+    return Service(s, spec, source, sink, metrics, checkpointer)
 
 
 def run(

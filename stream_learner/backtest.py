@@ -47,8 +47,8 @@ from stream_learner.replay import (
 )
 from stream_learner.service import Service, Summary
 from stream_learner.settings import Settings
-from stream_learner.sinks import FileSink, KafkaSink, Sink
-from stream_learner.sources import Record, TopicPartition, kafka_client_options, unreachable
+from stream_learner.sinks import FileSink, Sink
+from stream_learner.sources import Record, TopicPartition
 from stream_learner.stores import CheckpointStore
 
 __all__ = [
@@ -153,25 +153,22 @@ class TopicHistory:
         partitions: Sequence[int] = (),
         stall_timeout_s: float = 30.0,
     ) -> None:
-        from kafka import KafkaConsumer
         from kafka.errors import KafkaError
         from kafka.structs import TopicPartition as KafkaTP
 
+        from stream_learner.kafka import kafka_python
+        from stream_learner.kafka.options import isolation_level, unreachable
+
         k = settings.kafka
         self._stall = stall_timeout_s
+        self._consumer = kafka_python.consumer(
+            k, environ, group_id=None, max_poll_records=settings.service.batch_size,
+            isolation_level=isolation_level(settings),
+        )
         try:
-            self._consumer = KafkaConsumer(
-                group_id=None, enable_auto_commit=False,
-                max_poll_records=settings.service.batch_size,
-                isolation_level=(
-                    "read_committed" if settings.service.guarantee == "exactly_once"
-                    else "read_uncommitted"
-                ),
-                bootstrap_timeout_ms=int(k.connect_timeout_s * 1000),
-                **kafka_client_options(k, environ),
-            )
             found = self._consumer.partitions_for_topic(k.events_topic)
         except KafkaError as exc:
+            self._consumer.close()
             raise ConnectionFailed(unreachable(k, exc)) from exc
         if not found:
             self._consumer.close()
@@ -219,14 +216,11 @@ def group_committed(
     settings: Settings, environ: Mapping[str, str], partitions: Sequence[TopicPartition]
 ) -> dict[TopicPartition, int | None]:
     """The live group's committed offsets K (read only: the group is not joined)."""
-    from kafka import KafkaConsumer
     from kafka.structs import TopicPartition as KafkaTP
 
-    k = settings.kafka
-    consumer = KafkaConsumer(
-        group_id=k.group_id, enable_auto_commit=False,
-        bootstrap_timeout_ms=int(k.connect_timeout_s * 1000), **kafka_client_options(k, environ),
-    )
+    from stream_learner.kafka import kafka_python
+
+    consumer = kafka_python.consumer(settings.kafka, environ, group_id=settings.kafka.group_id)
     try:
         return {tp: consumer.committed(KafkaTP(*tp)) for tp in partitions}
     finally:
@@ -343,7 +337,9 @@ def _sink(settings: Settings, environ: Mapping[str, str], options: BacktestOptio
     if options.output_topic:
         kafka = settings.kafka.model_copy(update={"predictions_topic": options.output_topic})
         try:
-            producer = KafkaSink(settings.model_copy(update={"kafka": kafka}), environ)
+            from stream_learner.kafka.factory import build_sink
+
+            producer = build_sink(settings.model_copy(update={"kafka": kafka}), environ)
         except BaseException:
             files.close()
             raise

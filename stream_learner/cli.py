@@ -57,11 +57,11 @@ from stream_learner.metrics import Metrics, MetricsServer
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer
 from stream_learner.replay import LabelDelay
-from stream_learner.service import ExactlyOnce, Service
+from stream_learner.service import Service
 from stream_learner.settings import Settings, load_settings, unknown_variables
 from stream_learner.simulate import FileWriter, KafkaWriter, SimulationPlan, publish, simulate
-from stream_learner.sinks import FileSink, KafkaSink, Sink, output_topics
-from stream_learner.sources import FileSource, KafkaSource, Source
+from stream_learner.sinks import FileSink, Sink, output_topics
+from stream_learner.sources import FileSource, Source
 from stream_learner.stores import CheckpointStore, LocalStore, RedisStore
 from stream_learner.summary import Summary
 from stream_learner.tasks import make_task
@@ -292,14 +292,13 @@ def _quiet_client_logs() -> Iterator[None]:
 def build_edges(settings: Settings, environ: dict[str, str]) -> tuple[Source, Sink]:
     """The source and sink the settings ask for."""
     if settings.service.transport == "kafka":
-        eos = settings.service.guarantee == "exactly_once"
+        from stream_learner.kafka.factory import build_edges as kafka_edges
+
         with _quiet_client_logs():
-            source = KafkaSource(settings, environ, list(output_topics(settings).values()))
-            try:
-                return source, KafkaSink(settings, environ, transactional=eos)
-            except BaseException:
-                source.close()
-                raise
+            source: Source
+            sink: Sink
+            source, sink = kafka_edges(settings, environ, list(output_topics(settings).values()))
+            return source, sink
     local = settings.local
     targets = {
         "predictions": None if local.quiet else local.output,
@@ -467,32 +466,61 @@ def all_labels_rejected(summary: Summary) -> int:
     return rejected if summary.labels == 0 and rejected > 0 else 0
 
 
+def _close_after_error(closers: Sequence[Callable[[], None]]) -> None:
+    """Close everything after an error; a failure to close is logged, so the error stays
+    the one the log and the exit line show."""
+    for close in closers:
+        try:
+            close()
+        except Exception as exc:
+            log.warning("while stopping after an error: %s: %s", type(exc).__name__, exc)
+
+
+class _Closing:
+    """Closes what a run opened, in the order it was added.
+
+    After an error, a failure to close is only logged (:func:`_close_after_error`),
+    so the error stays the one the log and the exit line show.
+    """
+
+    def __init__(self) -> None:
+        self._closers: list[Callable[[], None]] = []
+
+    def add(self, close: Callable[[], None]) -> None:
+        self._closers.append(close)
+
+    def __enter__(self) -> _Closing:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        if exc is not None:
+            _close_after_error(self._closers)
+            return
+        for close in self._closers:
+            close()
+
+
 def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
     spec = _model_spec(settings)
     metrics = Metrics()
-    with contextlib.ExitStack() as stack:
+    with _Closing() as closing:
         summary_file = _open_for_writing(args.summary_json, "--summary-json")
-        if summary_file is not None:
-            stack.callback(summary_file.close)
         source, sink = build_edges(settings, environ)
-        stack.callback(source.close)
-        stack.callback(sink.close)  # closed before the source: outputs first
+        closing.add(sink.close)  # outputs first
+        closing.add(source.close)
         checkpointer = build_checkpointer(settings, spec, metrics, environ)
-        stack.callback(checkpointer.close)
+        closing.add(checkpointer.close)
         guard = Guard(build_suspects(settings, environ))
-        stack.callback(guard.close)
+        closing.add(guard.close)
+        if summary_file is not None:
+            closing.add(summary_file.close)
         if settings.metrics.enabled:
             server = MetricsServer(metrics, settings.metrics.host, settings.metrics.port).start()
-            stack.callback(server.close)
+            closing.add(server.close)
             log.info("metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
         metrics.set_info(spec)
-        committer = None
-        eos = settings.service.guarantee == "exactly_once"
-        if eos and isinstance(sink, KafkaSink) and isinstance(source, KafkaSource):
-            committer = ExactlyOnce(source, sink)
-        service = Service(
-            settings, spec, source, sink, metrics, checkpointer, committer, guard=guard
-        )
+        service = Service(settings, spec, source, sink, metrics, checkpointer, guard=guard)
         local_stdin = settings.service.transport == "local" and settings.local.input == "-"
         interrupts = Interrupts(service.stop, local_stdin)
         interrupts.install()

@@ -4,9 +4,10 @@ One :class:`Service` owns the shards of the partitions assigned to it (one
 :class:`~stream_learner.recovery.Shard` each). Per poll batch it decodes every
 record, scores events (learning inline labels right after), queues one
 prediction per event and one dead letter per unusable record, then makes the
-outputs durable and commits the offsets the batch covered (the output frontier
-K), and only then checkpoints shards whose schedule is due (the state frontier
-C <= K). See ``docs/state.md``.
+offsets the batch covered to the committer, which commits them once their
+outputs are durable (the output frontier K, :mod:`stream_learner.commits`).
+Before a checkpoint is taken the committer settles what is outstanding, so the
+state frontier C never passes K. See ``docs/state.md``.
 
 With a labels topic (``kafka.labels_topic``), partition ``p`` of that topic
 belongs to the shard of partition ``p`` of the events topic: the two topics
@@ -18,11 +19,16 @@ used: from its newest checkpoint (seek to C, re-process C..K silently), from
 the log start when the store holds nothing, or as a fresh model when
 checkpoints are disabled.
 
-Outcome accounting: :mod:`stream_learner.summary`. Commit strategies:
+Outcome accounting: :mod:`stream_learner.summary`. Commit cycles:
 :mod:`stream_learner.commits`.
 
 :meth:`Service.stop` (wired to SIGTERM / SIGINT by the CLI) lets the current
 batch finish, flush, commit and checkpoint before :meth:`Service.run` returns.
+When an exception escapes the loop, :meth:`Service.run` commits what is already
+durable (no checkpoint: the state may be half-updated) and re-raises it
+unchanged. A revocation after :meth:`Service.run` returned (while the client
+closes, on kafka-python's own I/O thread) only releases the shards: it never
+calls the client back.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import NoReturn
 
 import orjson
 
-from stream_learner.commits import AtLeastOnce, Committer, ExactlyOnce
+from stream_learner.commits import AtLeastOnce, Committer, Pipelined, Transactional, for_edges
 from stream_learner.errors import (
     CheckpointFenced,
     InvalidLabel,
@@ -58,7 +64,7 @@ from stream_learner.sinks import Sink, dead_letter
 from stream_learner.sources import FiniteInput, Record, Source, TopicPartition, worker_id
 from stream_learner.summary import Counts, Summary
 
-__all__ = ["AtLeastOnce", "Committer", "Counts", "ExactlyOnce", "Service", "Summary"]
+__all__ = ["AtLeastOnce", "Committer", "Counts", "Pipelined", "Service", "Summary", "Transactional"]
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +123,8 @@ class Service:
     checkpointer
         Saves and restores shard state (default: disabled).
     committer
-        Output-then-offset commit strategy (default: :class:`AtLeastOnce`).
+        The produce -> acknowledge -> commit cycle (default: what the edges support,
+        :func:`~stream_learner.commits.for_edges`).
     clock, wall_clock
         Monotonic and epoch seconds; injectable for tests.
     guard
@@ -143,11 +150,14 @@ class Service:
         self.sink = sink
         self.metrics = metrics or Metrics()
         self.checkpointer = checkpointer or NullCheckpointer()
-        self.committer = committer or AtLeastOnce(source, sink)
+        self.committer = committer or for_edges(settings, source, sink)
+        if isinstance(self.committer, Transactional):
+            self.committer.on_abort = self._rewind
         self.codec = Codec(settings.schema_, settings.limits, spec.task)
         self.shards: dict[TopicPartition, Shard] = {}
         self._parked: dict[TopicPartition, Shard] = {}
         self._to_restore: list[TopicPartition] = []
+        self._assigned: set[TopicPartition] = set()
         self._uncommitted: dict[TopicPartition, int] = {}
         self._labels_topic = settings.kafka.labels_topic
         self._events_topic = settings.kafka.events_topic
@@ -155,6 +165,7 @@ class Service:
         self._clock = clock
         self._wall_clock = wall_clock
         self._stopping = False
+        self._closed = False
         self._metric_name = type(spec.build_metric()).__name__
         self.summary = Summary(metric_name=self._metric_name)
         self.reporter = Reporter(
@@ -179,13 +190,25 @@ class Service:
 
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         """Queue newly owned partitions for restore (done after the poll returns)."""
+        self._assigned.update(partitions)
         self._to_restore.extend(tp for tp in partitions if self.shard_of(tp) not in self.shards)
         self.metrics.set_ready(False)
         log.info("assigned partitions %s", list(partitions))
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
-        """Commit, checkpoint and release the shards of ``partitions``."""
+        """Commit, checkpoint and release the shards of ``partitions``.
+
+        After :meth:`run` returned (the client is closing) the shards are only
+        released: the run committed and checkpointed them, or, after an error,
+        committed what it could; nothing here may block the client.
+        """
+        if self._closed:
+            for tp in {self.shard_of(tp) for tp in partitions}:
+                self.shards.pop(tp, None)
+            log.info("revoked partitions %s (closing)", list(partitions))
+            return
         self._commit()
+        self.committer.drain()
         now = self._clock()
         for tp in sorted({self.shard_of(tp) for tp in partitions}):
             shard = self.shards.pop(tp, None)
@@ -200,8 +223,22 @@ class Service:
             self._parked[tp] = shard
             self.reporter.forget(str(tp[1]))
         self._to_restore = [tp for tp in self._to_restore if tp not in partitions]
+        self._assigned.difference_update(partitions)
         self.metrics.partitions.set(len(self.shards))
         log.info("revoked partitions %s", list(partitions))
+
+    def _rewind(self) -> None:
+        """The open transaction was aborted: restore every shard as if newly assigned.
+
+        Its outputs are gone, so the state that produced them is dropped too: the
+        next loop turn resumes each shard from its checkpoint (C), replays up to
+        the committed offsets (K) silently, and produces again from K.
+        """
+        self.shards.clear()
+        self._parked.clear()
+        self._uncommitted = {}
+        self._to_restore = sorted(self._assigned)
+        self.metrics.set_ready(False)
 
     def _restore(self) -> set[TopicPartition]:
         """Resume every queued partition's shard; return the partitions told to seek."""
@@ -295,14 +332,25 @@ class Service:
                 elif svc.idle_timeout_s and now - last_record >= svc.idle_timeout_s:
                     log.info("no records for %.1fs; stopping", svc.idle_timeout_s)
                     break
+                else:
+                    self.committer.poll()
                 self._report(self._clock())
             self._final_snapshot()
             self._commit()
             self._checkpoint_all()
+        except BaseException:
+            self._salvage()
+            raise
         finally:
+            self._closed = True
             self.metrics.set_ready(False)
             self._finish_summary(started)
         return self.summary
+
+    def _salvage(self) -> None:
+        """After an error: commit the offsets whose outputs are written; never raise."""
+        uncommitted, self._uncommitted = self._uncommitted, {}
+        self.committer.salvage(uncommitted)
 
     def _finish_summary(self, started: float) -> None:
         s = self.summary
@@ -738,12 +786,19 @@ class Service:
     # -- checkpoints --------------------------------------------------------------------
 
     def _checkpoint_due(self, now: float) -> None:
-        for tp, shard in list(self.shards.items()):
+        due = []
+        for tp, shard in self.shards.items():
             self.metrics.checkpoint_age.labels(partition=str(tp[1])).set(now - shard.saved_at)
             if self.checkpointer.due(shard, now):
-                self._save_or_drop(tp, shard, now)
+                due.append((tp, shard))
+        if due:
+            self.committer.drain()  # C <= K: commit everything the snapshots cover first
+            for tp, shard in due:
+                if self.shards.get(tp) is shard:  # not dropped by an aborted transaction
+                    self._save_or_drop(tp, shard, now)
 
     def _checkpoint_all(self) -> None:
+        self.committer.drain()
         now = self._clock()
         for tp, shard in list(self.shards.items()):
             if shard.dirty:

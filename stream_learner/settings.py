@@ -181,6 +181,11 @@ class ServiceSettings(_Section):
 class KafkaSettings(_Section):
     """Kafka connection, topics and client security. Secrets come from the environment."""
 
+    client: Literal["kafka-python", "confluent-kafka"] = Field(
+        "kafka-python",
+        description="Kafka client library: `kafka-python` (pure Python) or `confluent-kafka` "
+        "(librdkafka, faster; `pip install stream-learner[confluent]`). Same guarantees.",
+    )
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
     group_id: str = Field("stream-learner", min_length=1, description="Consumer group id.")
     client_id: str = Field("stream-learner", description="Client id shown in broker logs.")
@@ -219,10 +224,17 @@ class KafkaSettings(_Section):
         "", description="Name of the environment variable that holds the SSL key password."
     )
     linger_ms: int = Field(
-        500,
+        5,
         ge=0,
-        description="Producer batching delay. Every poll batch ends with a flush that sends at "
-        "once, so a long linger only stops partial sends within a batch (cheaper per event).",
+        description="Producer batching delay: outputs wait at most this long to share a request "
+        "with later ones (nothing waits for them: acknowledgements are collected as they come).",
+    )
+    commit_interval_ms: int = Field(
+        100,
+        ge=0,
+        description="How often offsets are committed: at-least-once, asynchronously, up to the "
+        "records whose outputs are acknowledged; exactly_once, the transaction holding the "
+        "outputs and offsets (it may span several poll batches). 0: after every batch.",
     )
     session_timeout_ms: int = Field(10000, ge=1000, description="Consumer group session timeout.")
     static_membership: bool = Field(

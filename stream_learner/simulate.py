@@ -49,7 +49,6 @@ from river.datasets import synth
 from stream_learner.datasets import BUNDLED, sample_to_event
 from stream_learner.errors import ConnectionFailed, SettingsError
 from stream_learner.settings import KafkaSettings
-from stream_learner.sources import kafka_client_options, unreachable
 
 __all__ = [
     "GENERATORS",
@@ -251,18 +250,18 @@ class KafkaWriter:
     """An idempotent producer (``acks=all``) to one topic, keyed by sensor."""
 
     def __init__(self, settings: KafkaSettings, environ: Mapping[str, str], topic: str) -> None:
-        from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
+        from stream_learner.kafka import kafka_python
+        from stream_learner.kafka.options import unreachable
+
+        self._producer = kafka_python.producer(
+            settings, environ, linger_ms=max(5, settings.linger_ms)
+        )
         try:
-            self._producer = KafkaProducer(
-                acks="all", enable_idempotence=True, linger_ms=max(5, settings.linger_ms),
-                max_block_ms=int(settings.connect_timeout_s * 1000),
-                bootstrap_timeout_ms=int(settings.connect_timeout_s * 1000),
-                **kafka_client_options(settings, environ),
-            )
             found = self._producer.partitions_for(topic)
         except KafkaError as exc:
+            self._producer.close()
             raise ConnectionFailed(unreachable(settings, exc)) from exc
         if not found:
             self._producer.close()

@@ -1,5 +1,7 @@
 """Where outputs go: Kafka topics, or files / standard streams.
 
+The Kafka sinks, one per client, live in :mod:`stream_learner.kafka`.
+
 Outputs are addressed by role (``predictions``, ``dead_letters`` for unusable
 input, ``learn_dead_letters`` for labels that cannot be learned, ``alerts`` for
 drift alerts, ``metrics`` for metrics snapshots), so the service never names a
@@ -18,29 +20,21 @@ from __future__ import annotations
 import base64
 import logging
 import sys
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import orjson
 
-from stream_learner.errors import ConnectionFailed, InvalidRecord, SettingsError
+from stream_learner.errors import InvalidRecord, SettingsError
 from stream_learner.settings import Settings
-from stream_learner.sources import (
-    RECONNECT_BACKOFF_MAX_MS,
-    Record,
-    kafka_client_options,
-    unreachable,
-    worker_id,
-)
+from stream_learner.sources import Record, worker_id
 
 __all__ = [
     "DEAD_LETTER_SCHEMA_VERSION",
     "ROLES",
     "FileSink",
     "Header",
-    "KafkaSink",
     "KeyPartitioner",
     "Sink",
     "dead_letter",
@@ -66,7 +60,7 @@ LOCAL_SETTING = {
 
 
 class Sink(Protocol):
-    """Accepts output records by role; durable only after :meth:`flush` returns."""
+    """Accepts output records by role; durable after :meth:`flush` returns (or once acknowledged)."""
 
     def send(
         self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
@@ -281,122 +275,3 @@ def transactional_id(settings: Settings) -> str:
     """``<group_id>-<worker_id>``: stable across restarts of one worker, so a restarted
     worker aborts its previous incarnation's open transaction at once."""
     return f"{settings.kafka.group_id}-{worker_id(settings)}"
-
-
-class KafkaSink:
-    """An idempotent producer writing each role to its topic (``acks=all``).
-
-    With ``transactional=True`` (``service.guarantee = "exactly_once"``) every
-    batch's outputs and its input offsets are committed in one transaction by
-    :meth:`commit_transaction`.
-    """
-
-    def __init__(
-        self, settings: Settings, environ: Mapping[str, str], transactional: bool = False
-    ) -> None:
-        from kafka import KafkaProducer
-        from kafka.errors import KafkaError
-
-        k = settings.kafka
-        self._topics = output_topics(settings)
-        extra: dict[str, Any] = {}
-        if transactional:
-            extra = {
-                "transactional_id": transactional_id(settings),
-                "transaction_timeout_ms": k.transaction_timeout_ms,
-            }
-        try:
-            self._producer = KafkaProducer(
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=k.linger_ms,
-                batch_size=256 * 1024,
-                max_block_ms=int(k.connect_timeout_s * 1000),
-                bootstrap_timeout_ms=int(k.connect_timeout_s * 1000),
-                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
-                **extra,
-                **kafka_client_options(k, environ),
-            )
-            if transactional:
-                self._producer.init_transactions()
-        except KafkaError as exc:
-            raise ConnectionFailed(unreachable(k, exc)) from exc
-        self._transactional = transactional
-        self._in_transaction = False
-        self._pending: list[Any] = []
-        self._by_key: dict[str, KeyPartitioner] = {}
-
-    def send(
-        self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
-    ) -> None:
-        """Queue one record for the role's topic.
-
-        A keyed record goes to the partition Kafka's default partitioner picks
-        for its key (murmur2), computed once per key and topic instead of once
-        per record.
-        """
-        if self._transactional and not self._in_transaction:
-            self._producer.begin_transaction()
-            self._in_transaction = True
-        topic = self._topics[role]
-        partition = None
-        if key is not None:
-            by_key = self._by_key.get(topic)
-            if by_key is None:
-                by_key = self._by_key[topic] = KeyPartitioner(self._producer.partitions_for(topic))
-            partition = by_key(key)
-        self._pending.append(
-            self._producer.send(
-                topic, value=value, key=key, headers=list(headers) if headers else None,
-                partition=partition,
-            )
-        )
-
-    def flush(self) -> None:
-        """Wait for every queued record; raise :class:`ConnectionFailed` if one failed."""
-        start = time.monotonic()
-        self._producer.flush()
-        for topic, by_key in self._by_key.items():  # the topic may have gained partitions
-            by_key.update(self._producer.partitions_for(topic))
-        failed = [f for f in self._pending if f.failed()]
-        self._pending.clear()
-        if failed:
-            exc = failed[0].exception
-            raise ConnectionFailed(
-                f"{len(failed)} output records were not written after "
-                f"{time.monotonic() - start:.1f}s: {type(exc).__name__}: {exc}"
-            ) from exc
-
-    def commit_transaction(self, offsets: Mapping[tuple[str, int], int], group: Any) -> None:
-        """Commit the open transaction with ``offsets`` (next offsets to read) inside it."""
-        from kafka.errors import KafkaError
-        from kafka.structs import OffsetAndMetadata, TopicPartition
-
-        if not offsets and not self._in_transaction:
-            return
-        try:
-            if not self._in_transaction:
-                self._producer.begin_transaction()
-                self._in_transaction = True
-            if offsets:
-                self._producer.send_offsets_to_transaction(
-                    {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()},
-                    group,
-                )
-            self._producer.commit_transaction()
-        except KafkaError as exc:
-            raise ConnectionFailed(
-                f"transaction commit failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        finally:
-            self._in_transaction = False
-            self._pending.clear()
-
-    def close(self) -> None:
-        """Flush (abort an unfinished transaction) and close the producer."""
-        if self._in_transaction:
-            self._producer.abort_transaction()
-            self._in_transaction = False
-        else:
-            self.flush()
-        self._producer.close()

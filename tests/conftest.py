@@ -65,6 +65,20 @@ def make_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
         admin.close()
 
 
+#: The Kafka clients every real-broker test of the service runs on (``kafka.client``).
+KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
+
+#: Set by the ``kafka_client`` fixture: the client the service under test uses.
+CLIENT_VARIABLE = "STREAM_LEARNER_TEST_KAFKA_CLIENT"
+
+
+@pytest.fixture(params=KAFKA_CLIENTS)
+def kafka_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per Kafka client: services it starts use that ``kafka.client``."""
+    monkeypatch.setenv(CLIENT_VARIABLE, request.param)
+    return str(request.param)
+
+
 def service_command(*args: str) -> list[str]:
     """Run this source tree's CLI (not whatever is installed) in a subprocess."""
     return [sys.executable, "-m", "stream_learner", *args]
@@ -78,6 +92,8 @@ def service_env(**overrides: str) -> dict[str, str]:
         if not k.startswith("STREAM_LEARNER_") or k.startswith("STREAM_LEARNER_TEST")
     }
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if os.environ.get(CLIENT_VARIABLE):
+        env["STREAM_LEARNER_KAFKA__CLIENT"] = os.environ[CLIENT_VARIABLE]
     env.update({f"STREAM_LEARNER_{k.upper()}": v for k, v in overrides.items()})
     return env
 

@@ -1,10 +1,13 @@
-"""KafkaSource.commit while the broker is unreachable: retry with backoff, never drop offsets."""
+"""Synchronous offset commits while the broker is unreachable, on both clients:
+retry with backoff, never drop offsets; one clear error when the group moved on."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError as CkError
+from confluent_kafka import KafkaException
 from kafka.errors import (
     CommitFailedError,
     KafkaConnectionError,
@@ -13,7 +16,9 @@ from kafka.errors import (
 )
 
 from stream_learner.errors import ConnectionFailed
-from stream_learner.sources import COMMIT_BACKOFF_S, KafkaSource
+from stream_learner.kafka.confluent import ConfluentSource
+from stream_learner.kafka.kafka_python import KafkaPythonSource
+from stream_learner.kafka.options import COMMIT_BACKOFF_S
 
 
 class FlakyConsumer:
@@ -21,33 +26,58 @@ class FlakyConsumer:
 
     def __init__(self, errors: list[Exception]) -> None:
         self.errors = errors
-        self.committed: list[dict[Any, Any]] = []
+        self.committed: list[Any] = []
         self.attempts = 0
 
-    def commit(self, offsets: dict[Any, Any]) -> None:
+    def commit(self, *args: Any, **kwargs: Any) -> None:
         self.attempts += 1
         if self.errors:
             raise self.errors.pop(0)
-        self.committed.append(offsets)
+        self.committed.append(kwargs.get("offsets", args[0] if args else None))
 
 
-def _source(consumer: FlakyConsumer) -> tuple[KafkaSource, list[float]]:
-    source = object.__new__(KafkaSource)  # no broker: only commit is exercised
+def _offsets(client: str, request: Any) -> dict[tuple[str, int], int]:
+    if client == "kafka-python":
+        return {(tp.topic, tp.partition): om.offset for tp, om in request.items()}
+    return {(tp.topic, tp.partition): tp.offset for tp in request}
+
+
+def _retriable(client: str) -> list[Exception]:
+    if client == "kafka-python":
+        errors: list[Exception] = [KafkaConnectionError("refused")] * 2 + [NotCoordinatorError()]
+        return errors + [KafkaTimeoutError("timed out")] * 6
+    return [KafkaException(CkError(CkError._TRANSPORT, "down", retriable=True))] * 9
+
+
+def _fatal(client: str) -> Exception:
+    if client == "kafka-python":
+        return CommitFailedError("group rebalanced")
+    return KafkaException(CkError(CkError.UNKNOWN_MEMBER_ID, "group rebalanced"))
+
+
+def _source(client: str, consumer: FlakyConsumer) -> tuple[Any, list[float]]:
+    source: Any = (
+        KafkaPythonSource(consumer, ["events"]) if client == "kafka-python"
+        else ConfluentSource(consumer, ["events"])
+    )
     waits: list[float] = []
-    source._consumer = consumer  # type: ignore[attr-defined]
-    source._sleep = waits.append  # type: ignore[attr-defined]
+    source._sleep = waits.append
     return source, waits
 
 
-def test_retriable_commit_errors_are_retried_with_doubling_backoff(caplog: pytest.LogCaptureFixture):
-    errors: list[Exception] = [KafkaConnectionError("refused")] * 2 + [NotCoordinatorError()]
-    errors += [KafkaTimeoutError("timed out")] * 6
-    consumer = FlakyConsumer(errors)
-    source, waits = _source(consumer)
-    with caplog.at_level("WARNING", logger="stream_learner.sources"):
+CLIENTS = ["kafka-python", "confluent-kafka"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_retriable_commit_errors_are_retried_with_doubling_backoff(
+    client: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    consumer = FlakyConsumer(_retriable(client))
+    source, waits = _source(client, consumer)
+    with caplog.at_level("WARNING"):
         source.commit({("events", 0): 10, ("events", 1): 7})
     assert consumer.attempts == 10
-    assert [{(tp.topic, tp.partition): om.offset for tp, om in c.items()} for c in consumer.committed] == [
+    assert [_offsets(client, c) for c in consumer.committed] == [
         {("events", 0): 10, ("events", 1): 7}
     ]
     first, longest = COMMIT_BACKOFF_S
@@ -56,16 +86,146 @@ def test_retriable_commit_errors_are_retried_with_doubling_backoff(caplog: pytes
     assert caplog.text.count("offset commit failed") == 9
 
 
-def test_a_non_retriable_commit_error_stops_with_one_clear_error():
-    consumer = FlakyConsumer([CommitFailedError("group rebalanced")])
-    source, waits = _source(consumer)
-    with pytest.raises(ConnectionFailed, match="offset commit refused: CommitFailedError"):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_non_retriable_commit_error_stops_with_one_clear_error(client: str) -> None:
+    consumer = FlakyConsumer([_fatal(client)])
+    source, waits = _source(client, consumer)
+    with pytest.raises(ConnectionFailed, match="offset commit refused"):
         source.commit({("events", 0): 3})
     assert waits == [] and consumer.attempts == 1
 
 
-def test_nothing_to_commit_sends_nothing():
+@pytest.mark.parametrize("client", CLIENTS)
+def test_without_retry_a_retriable_error_is_raised_at_once(client: str) -> None:
+    consumer = FlakyConsumer(_retriable(client))
+    source, waits = _source(client, consumer)
+    with pytest.raises(ConnectionFailed, match="offset commit refused"):
+        source.commit({("events", 0): 3}, retry=False)
+    assert waits == [] and consumer.attempts == 1
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_nothing_to_commit_sends_nothing(client: str) -> None:
     consumer = FlakyConsumer([])
-    source, _waits = _source(consumer)
+    source, _waits = _source(client, consumer)
     source.commit({})
     assert consumer.attempts == 0
+
+
+class FakeProducer:
+    """librdkafka's producer as the sink sees it: delivery reports served by poll()."""
+
+    def __init__(self) -> None:
+        self.queued: list[Any] = []  # on_delivery callbacks, in produce order
+        self.served: list[int] = []  # indexes to report at the next poll
+
+    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_delivery: Any) -> None:
+        self.queued.append(on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        for i in self.served:
+            self.queued[i](None, None)
+        n, self.served = len(self.served), []
+        return n
+
+
+def test_confluent_acknowledgements_advance_only_over_whole_batches_in_order() -> None:
+    from stream_learner.kafka.confluent import ConfluentSink
+
+    producer = FakeProducer()
+    sink = ConfluentSink(producer, {"predictions": "p"})
+    for _ in range(3):
+        sink.send("predictions", b"k", b"v")
+    first = sink.mark()
+    for _ in range(2):
+        sink.send("predictions", b"k", b"v")
+    second = sink.mark()
+    assert (first, second) == (3, 5)
+    producer.served = [3, 4]  # the second batch is acknowledged first (another partition)
+    assert sink.acknowledged() == 0
+    producer.served = [0, 1]
+    assert sink.acknowledged() == 0  # one record of the first batch still out
+    producer.served = [2]
+    assert sink.acknowledged() == second
+
+
+def test_pipelined_commits_only_what_is_acknowledged_and_drain_commits_everything() -> None:
+    from stream_learner.commits import Pipelined
+
+    class Sink:
+        sent = acked = flushed = 0
+
+        def mark(self) -> int:
+            return self.sent
+
+        def acknowledged(self) -> int:
+            return self.acked
+
+        def flush(self) -> None:
+            self.acked = self.sent
+            self.flushed += 1
+
+    class Source:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, dict[Any, int]]] = []
+
+        def commit_async(self, offsets: dict[Any, int]) -> None:
+            self.calls.append(("async", dict(offsets)))
+
+        def commit(self, offsets: dict[Any, int], retry: bool = True) -> None:
+            self.calls.append(("sync", dict(offsets)))
+
+    sink, source, now = Sink(), Source(), [0.0]
+    cycle = Pipelined(source, sink, interval_s=1.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    sink.sent = 10
+    cycle.commit({("e", 0): 10})
+    sink.sent = 20
+    cycle.commit({("e", 0): 20, ("e", 1): 4})
+    assert source.calls == []  # nothing acknowledged yet
+    sink.acked = 15
+    cycle.poll()
+    assert source.calls == [("async", {("e", 0): 10})]
+    sink.acked = 20
+    cycle.poll()  # acknowledged, but the interval has not passed
+    assert len(source.calls) == 1
+    now[0] = 1.0
+    cycle.poll()
+    assert source.calls[-1] == ("async", {("e", 0): 20, ("e", 1): 4})
+    sink.sent = 30
+    cycle.commit({("e", 1): 9})
+    cycle.drain()  # waits for everything, commits every offset since the last drain
+    assert sink.flushed == 1
+    assert source.calls[-1] == ("sync", {("e", 0): 20, ("e", 1): 9})
+
+
+def test_an_aborted_transaction_restores_every_shard_from_its_checkpoint() -> None:
+    """Its outputs are gone, so the state that made them is dropped and rebuilt."""
+    from stream_learner.commits import TransactionAborted, Transactional
+    from stream_learner.datasets import dataset_records
+    from stream_learner.models import ModelSpec
+    from stream_learner.service import Service
+    from stream_learner.settings import load_settings
+    from stream_learner.testing import MemorySink, MemorySource
+
+    class AbortingSink(MemorySink):
+        def commit_transaction(self, offsets: Any, group: Any) -> None:
+            raise TransactionAborted("transaction aborted: coordinator load in progress")
+
+    class GroupSource(MemorySource):
+        def group_metadata(self) -> Any:
+            return None
+
+    settings = load_settings(None, env={}, overrides={"service": {"guarantee": "exactly_once"}})
+    records = [r for _, r in zip(range(20), dataset_records("WaterFlow"), strict=False)]
+    source, sink = GroupSource({("events", 0): records}), AbortingSink()
+    cycle = Transactional(source, sink, interval_s=0.0)
+    service = Service(settings, ModelSpec.from_settings(settings.model), source, sink,
+                      committer=cycle)
+    source.subscribe(service)
+    service._restore()
+    service.process_batch(source.poll(10, 0), 0.0)
+    before = service.shards[("events", 0)]
+    service._commit()  # the broker aborts the transaction
+    assert service.shards == {} and service._to_restore == [("events", 0)]
+    service._restore()
+    assert service.shards[("events", 0)] is not before

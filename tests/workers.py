@@ -68,6 +68,7 @@ class Worker:
     def __init__(self, config: Path, log: Path, **settings: str) -> None:
         self.log_path = log
         self._log = log.open("ab")
+        self._log_start = self._log.tell()  # workers may share a log: this one's part starts here
         env = service_env(**settings)
         env["STREAM_LEARNER_CHECKPOINT_KEY"] = CHECKPOINT_KEY
         self.proc = subprocess.Popen(
@@ -94,7 +95,9 @@ class Worker:
 
     def log(self) -> str:
         """What the worker wrote to stderr."""
-        return self.log_path.read_text(errors="replace")
+        with self.log_path.open("rb") as handle:
+            handle.seek(self._log_start)
+            return handle.read().decode(errors="replace")
 
     def wait_for(self, pattern: str, timeout: float = 60.0) -> None:
         """Block until ``pattern`` (a regular expression) appears in the worker's log."""

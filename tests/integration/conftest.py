@@ -1,4 +1,5 @@
-"""Private servers for tests that restart Kafka or Redis mid-stream (see tests/private_servers.py).
+"""Real-broker tests: each runs once per Kafka client; private servers for tests that
+restart Kafka or Redis mid-stream (see tests/private_servers.py).
 
 They run where the shared servers run (the same skip / fail rule as the other
 integration tests), on ports and a state folder of their own, and are stopped
@@ -13,6 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.private_servers import PrivateServer
+
+
+@pytest.fixture(autouse=True)
+def _every_kafka_client(kafka_client: str) -> str:
+    """Every test here runs once per Kafka client (see ``tests/conftest.py``)."""
+    return kafka_client
 
 
 def _private(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServer]:

@@ -114,11 +114,14 @@ def test_sigkill_five_times_then_state_equals_uninterrupted_run(
         kafka__transaction_timeout_ms="10000",
     )
     rng = random.Random(1234)
-    producer = paced_producer(kafka_bootstrap, topics["events"], records, seconds=12.0)
+    producer = paced_producer(kafka_bootstrap, topics["events"], records, seconds=30.0)
     log = tmp_path / "worker.log"
     for _ in range(5):
         worker = Worker(config, log, **settings)
-        time.sleep(rng.uniform(2.5, 4.5))
+        # killed mid-stream, after it restored and checkpointed (start-up time varies a lot
+        # on a loaded machine, so the clock starts at the assignment)
+        worker.wait_for(r"assigned partitions \[\(", timeout=60)
+        time.sleep(rng.uniform(1.5, 3.0))
         worker.kill()
     producer.join(60)
     final = Worker(config, log, **settings, service__idle_timeout_s="6")

@@ -1,0 +1,460 @@
+"""The confluent-kafka (librdkafka) client: consumer-group source, producer sink, builders.
+
+``pip install stream-learner[confluent]``. The same guarantees as the
+kafka-python client, through librdkafka's own calls:
+
+- the range assignor, so partition ``p`` of the events and labels topics go to
+  the same member; offsets stored and committed only by the service;
+- a seek right after an assignment is made by re-assigning the partitions with
+  their start offsets (librdkafka refuses a seek on a partition whose fetch has
+  not started yet);
+- keyed outputs are partitioned with ``murmur2_random``, the Java client's (and
+  kafka-python's) choice, so records keyed alike stay co-partitioned;
+- the group generation is not exposed by the Python client: :meth:`generation`
+  returns 0 (every worker then has the same fencing token).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stream_learner.commits import TransactionAborted
+from stream_learner.errors import ConnectionFailed
+from stream_learner.events import Origin
+from stream_learner.kafka.options import COMMIT_BACKOFF_S, librdkafka_options, unreachable
+from stream_learner.kafka.rebalance import CallbackGuard
+from stream_learner.settings import KafkaSettings
+from stream_learner.sinks import Header
+from stream_learner.sources import PartitionListener, Record, TopicPartition
+
+__all__ = ["ConfluentSink", "ConfluentSource", "consumer", "partition_counts", "producer"]
+
+log = logging.getLogger(__name__)
+
+#: librdkafka's own log lines go here (under ``kafka``, like kafka-python's), not to stderr.
+CLIENT_LOG = logging.getLogger("kafka.librdkafka")
+
+#: Metadata refreshed this often (librdkafka's default is 5 minutes): after a broker restart
+#: a partition whose leader went missing from the client's cache is found again within this.
+METADATA_REFRESH_MS = 10_000
+
+#: After the first record of an idle spell, how long :meth:`ConfluentSource.poll` gathers
+#: the records that come right behind it, so a batch is not one record.
+GATHER_S = 0.002
+
+#: librdkafka's "no offset" (OFFSET_INVALID): resume at the committed offset.
+_NO_OFFSET = -1001
+
+
+def _import() -> Any:
+    try:
+        import confluent_kafka
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        from stream_learner.errors import SettingsError
+
+        raise SettingsError(
+            'kafka.client = "confluent-kafka" needs the confluent-kafka package: '
+            "pip install 'stream-learner[confluent]'"
+        ) from None
+    return confluent_kafka
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _log_commit(err: Any, partitions: Any) -> None:
+    if err is not None:
+        log.warning("asynchronous offset commit failed (a later commit covers it): %s", err)
+
+
+def consumer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any) -> Any:
+    """A ``confluent_kafka.Consumer`` with the shared options plus ``options``.
+
+    Offsets are never committed or stored automatically. The broker is asked
+    for its topics once, so an unreachable broker fails here with one line.
+    """
+    ck = _import()
+    conf = {
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "on_commit": _log_commit,
+        "logger": CLIENT_LOG,
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+        **librdkafka_options(settings, environ),
+        **options,
+    }
+    made = ck.Consumer(conf)
+    try:
+        made.list_topics(timeout=settings.connect_timeout_s)
+    except ck.KafkaException as exc:
+        made.close()
+        raise ConnectionFailed(unreachable(settings, exc)) from exc
+    return made
+
+
+def producer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any) -> Any:
+    """An idempotent ``confluent_kafka.Producer`` (``acks=all``), transactions initialised."""
+    ck = _import()
+    conf = {
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": settings.linger_ms,
+        "partitioner": "murmur2_random",
+        "logger": CLIENT_LOG,
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+        **librdkafka_options(settings, environ),
+        **options,
+    }
+    made = ck.Producer(conf)
+    try:
+        if "transactional.id" in options:
+            made.init_transactions(settings.connect_timeout_s)
+        else:
+            made.list_topics(timeout=settings.connect_timeout_s)
+    except ck.KafkaException as exc:
+        raise ConnectionFailed(unreachable(settings, exc)) from exc
+    return made
+
+
+def partition_counts(client: Any, settings: KafkaSettings, topics: Sequence[str]) -> dict[str, int]:
+    """Partition count of each of ``topics`` that exists."""
+    ck = _import()
+    try:
+        found = client.list_topics(timeout=settings.connect_timeout_s).topics
+    except ck.KafkaException as exc:
+        raise ConnectionFailed(unreachable(settings, exc)) from exc
+    return {
+        t: len(found[t].partitions) for t in topics if t in found and found[t].error is None
+    }
+
+
+class ConfluentSource:
+    """A member of the consumer group, on librdkafka."""
+
+    def __init__(self, client: Any, topics: Sequence[str], timeout_s: float = 30.0) -> None:
+        self._ck = _import()
+        self._consumer = client
+        self._topics = list(topics)
+        self._timeout = timeout_s
+        self._sleep = time.sleep
+        self._guard = CallbackGuard()
+        #: partitions of the latest assignment whose fetch start may still be set
+        self._starts: dict[TopicPartition, int] = {}
+        self._reassign = False
+        self._in_rebalance = False
+
+    def subscribe(self, listener: PartitionListener) -> None:
+        """Join the consumer group; assignments arrive during :meth:`poll`."""
+        guard = self._guard
+
+        def assigned(_consumer: Any, partitions: Any) -> None:
+            tps = sorted((p.topic, p.partition) for p in partitions)
+            self._starts = dict.fromkeys(tps, _NO_OFFSET)
+            guard.call(listener.on_assigned, tps)
+
+        def revoked(_consumer: Any, partitions: Any) -> None:
+            tps = sorted((p.topic, p.partition) for p in partitions)
+            self._starts = {}
+            self._in_rebalance = True
+            try:
+                guard.call(listener.on_revoked, tps)
+            finally:
+                self._in_rebalance = False
+
+        self._consumer.subscribe(
+            self._topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked
+        )
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
+        """Up to ``max_records`` records from the partitions this member owns.
+
+        Returns as soon as one record is there (librdkafka's ``consume`` would wait
+        for a full batch or the whole timeout): what is queued, else the first
+        record within ``timeout_ms`` and what came with it.
+        """
+        self._position()
+        consumer = self._consumer
+        messages = consumer.consume(max_records, 0)
+        if not messages:
+            first = consumer.poll(timeout_ms / 1000.0)
+            if first is not None:
+                messages = [first]
+                if max_records > 1:
+                    messages += consumer.consume(max_records - 1, GATHER_S)
+        self._guard.raise_pending()
+        out: list[Record] = []
+        for m in messages:
+            error = m.error()
+            if error is not None:
+                if error.fatal():
+                    raise ConnectionFailed(f"Kafka consumer failed: {error}")
+                log.warning("Kafka consumer: %s", error)
+                continue
+            out.append(
+                Record(m.value(), m.key(), m.timestamp()[1],
+                       Origin(m.topic(), m.partition(), m.offset()))
+            )
+        return out
+
+    def _position(self) -> None:
+        """Start the newly assigned partitions at the offsets :meth:`seek` asked for."""
+        if self._reassign:
+            tp = self._ck.TopicPartition
+            self._consumer.assign([tp(t, p, o) for (t, p), o in self._starts.items()])
+            self._reassign = False
+        self._starts = {}
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Fetch ``partition`` from ``offset`` on."""
+        if partition in self._starts:
+            self._starts[partition] = offset
+            self._reassign = True
+            return
+        self._consumer.seek(self._ck.TopicPartition(*partition, offset))
+
+    def _request(self, offsets: Mapping[TopicPartition, int]) -> list[Any]:
+        tp = self._ck.TopicPartition
+        return [tp(t, p, o) for (t, p), o in offsets.items()]
+
+    def commit(self, offsets: Mapping[TopicPartition, int], retry: bool = True) -> None:
+        """Commit the next offsets to read, synchronously, retrying retriable errors.
+
+        A non-retriable error, or any error when ``retry`` is false, raises
+        :class:`ConnectionFailed`. While partitions are revoked (or lost) the
+        commit is tried once and a failure logged, as with kafka-python.
+        """
+        if not offsets:
+            return
+        request = self._request(offsets)
+        if self._in_rebalance:
+            self._commit_on_revocation(request)
+            return
+        delay = COMMIT_BACKOFF_S[0]
+        while True:
+            try:
+                self._consumer.commit(offsets=request, asynchronous=False)
+                return
+            except self._ck.KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not retry or error is None or not error.retriable():
+                    raise ConnectionFailed(f"offset commit refused: {_error_text(exc)}") from exc
+                log.warning("offset commit failed (%s); retrying in %.1fs", exc, delay)
+                self._sleep(delay)
+                delay = min(delay * 2, COMMIT_BACKOFF_S[1])
+
+    def _commit_on_revocation(self, request: list[Any]) -> None:
+        """One synchronous attempt: partitions lost with the membership cannot be committed."""
+        try:
+            self._consumer.commit(offsets=request, asynchronous=False)
+        except self._ck.KafkaException as exc:
+            log.warning(
+                "offset commit on revocation failed (%s): outputs are written; the next owner "
+                "resumes at the previous commit and repeats them", exc,
+            )
+
+    def commit_async(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Send a commit of ``offsets`` and return; a failure is logged."""
+        if offsets:
+            self._consumer.commit(offsets=self._request(offsets), asynchronous=True)
+
+    @property
+    def exhausted(self) -> bool:
+        """A topic never ends."""
+        return False
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (K)."""
+        tp = self._ck.TopicPartition
+        found = self._consumer.committed([tp(*p) for p in partitions], timeout=self._timeout)
+        return {(p.topic, p.partition): p.offset if p.offset >= 0 else None for p in found}
+
+    def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The log start offsets."""
+        tp = self._ck.TopicPartition
+        return {
+            p: int(self._consumer.get_watermark_offsets(tp(*p), timeout=self._timeout)[0])
+            for p in partitions
+        }
+
+    def generation(self) -> int:
+        """Not exposed by confluent-kafka: 0 (see the module docstring)."""
+        return 0
+
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Each partition's end offset minus its ``position``.
+
+        The end is the high watermark librdkafka keeps from its fetch responses
+        (no request); a partition not fetched yet costs one request.
+        """
+        tp = self._ck.TopicPartition
+        out: dict[TopicPartition, int] = {}
+        for p, position in positions.items():
+            try:
+                _low, high = self._consumer.get_watermark_offsets(tp(*p), cached=True)
+                if high < 0:
+                    _low, high = self._consumer.get_watermark_offsets(tp(*p), timeout=self._timeout)
+            except self._ck.KafkaException as exc:
+                log.warning("cannot read end offsets for the lag: %s", exc)
+                continue
+            out[p] = max(0, int(high) - position)
+        return out
+
+    def group_metadata(self) -> Any:
+        """The consumer group metadata, for transactional offset commits."""
+        return self._consumer.consumer_group_metadata()
+
+    def close(self) -> None:
+        """Leave the group (the revoke callback runs here, on this thread)."""
+        self._consumer.close()
+        self._guard.log_pending("closing the Kafka consumer")
+
+
+class _Segment:
+    """Records sent between two marks, and how many of them the broker acknowledged."""
+
+    __slots__ = ("acked", "end", "error", "sent")
+
+    def __init__(self, start: int) -> None:
+        self.end = start
+        self.sent = 0
+        self.acked = 0
+        self.error: Any = None
+
+    def delivered(self, err: Any, _msg: Any) -> None:
+        self.acked += 1
+        if err is not None and self.error is None:
+            self.error = err
+
+
+class ConfluentSink:
+    """An idempotent producer writing each role to its topic, on librdkafka.
+
+    Delivery reports are served by :meth:`acknowledged` (and :meth:`flush`),
+    on the calling thread.
+    """
+
+    def __init__(
+        self, client: Any, topics: Mapping[str, str], transactional: bool = False,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._ck = _import()
+        self._producer = client
+        self._topics = dict(topics)
+        self._transactional = transactional
+        self._timeout = timeout_s
+        self._in_transaction = False
+        self._current = _Segment(0)
+        self._segments: deque[_Segment] = deque()
+        self._sent = 0
+        self._acked = 0
+
+    def send(
+        self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
+    ) -> None:
+        """Queue one record for the role's topic."""
+        if self._transactional and not self._in_transaction:
+            self._producer.begin_transaction()
+            self._in_transaction = True
+        segment = self._current
+        topic = self._topics[role]
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=list(headers) if headers else None,
+                    on_delivery=segment.delivered,
+                )
+                break
+            except BufferError:  # the local queue is full: serve reports, then retry
+                self._producer.poll(0.05)
+        segment.sent += 1
+        self._sent += 1
+
+    def mark(self) -> int:
+        """Records sent so far; :meth:`acknowledged` reaches this mark once all are durable."""
+        if self._current.sent:
+            self._current.end = self._sent
+            self._segments.append(self._current)
+            self._current = _Segment(self._sent)
+        return self._sent
+
+    def acknowledged(self) -> int:
+        """Records, from the first, up to the newest mark the broker fully acknowledged."""
+        self._producer.poll(0)
+        segments = self._segments
+        while segments and segments[0].acked == segments[0].sent:
+            segment = segments.popleft()
+            if segment.error is not None:
+                self._failed(segment.error)
+            self._acked = segment.end
+        return self._acked
+
+    def _failed(self, error: Any) -> None:
+        self._segments.clear()
+        raise ConnectionFailed(f"output records were not written: {error}")
+
+    def flush(self) -> None:
+        """Wait for every queued record; raise :class:`ConnectionFailed` if one failed."""
+        self.mark()
+        while self._producer.flush(self._timeout):
+            log.warning("outputs still not acknowledged after %.0fs; waiting on", self._timeout)
+        failed = [s.error for s in self._segments if s.error is not None]
+        self._segments.clear()
+        self._acked = self._sent
+        if failed:
+            self._failed(failed[0])
+
+    def commit_transaction(self, offsets: Mapping[TopicPartition, int], group: Any) -> None:
+        """Commit the open transaction with ``offsets`` (next offsets to read) inside it."""
+        if not offsets and not self._in_transaction:
+            return
+        tp = self._ck.TopicPartition
+        try:
+            if not self._in_transaction:
+                self._producer.begin_transaction()
+                self._in_transaction = True
+            if offsets:
+                self._producer.send_offsets_to_transaction(
+                    [tp(t, p, o) for (t, p), o in offsets.items()], group, self._timeout
+                )
+            self._producer.commit_transaction(self._timeout)
+        except self._ck.KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is not None and (error.txn_requires_abort() or error.retriable()):
+                self._retrying(lambda: self._producer.abort_transaction(self._timeout))
+                raise TransactionAborted(
+                    f"transaction aborted: {_error_text(exc)}"
+                ) from exc
+            raise ConnectionFailed(f"transaction commit failed: {_error_text(exc)}") from exc
+        finally:
+            self._in_transaction = False
+            self._segments.clear()
+            self._current = _Segment(self._sent)
+            self._acked = self._sent
+
+    def _retrying(self, call: Any) -> None:
+        """``call()``, again while it fails retriably (e.g. the broker is restarting)."""
+        delay = COMMIT_BACKOFF_S[0]
+        while True:
+            try:
+                call()
+                return
+            except self._ck.KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if error is None or not error.retriable():
+                    raise
+                log.warning("transaction abort failed (%s); retrying in %.1fs", error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, COMMIT_BACKOFF_S[1])
+
+    def close(self) -> None:
+        """Flush (abort an unfinished transaction)."""
+        if self._in_transaction:
+            self._in_transaction = False
+            self._producer.abort_transaction(self._timeout)
+        else:
+            self.flush()
