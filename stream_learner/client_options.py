@@ -7,6 +7,10 @@ or librdkafka's (``"fetch.max.bytes"``, quoted in TOML, since a bare dotted key
 is a nested table); :func:`client_options` returns them in the spelling of the
 client that will receive them.
 
+The Kafka clients are built with them in :mod:`stream_learner.kafka.factory`,
+over the service's own configuration; a name or value the client itself
+refuses stops the start with one line naming the table (exit code 2).
+
 Options the service must own are refused when the settings are read
 (:func:`check_options`), in either spelling: what decides the consumer group,
 partition assignment, offsets and commits, the delivery guarantee

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stream_learner.commits import TransactionAborted
-from stream_learner.errors import ConnectionFailed
+from stream_learner.errors import ConnectionFailed, SettingsError
 from stream_learner.events import Origin
 from stream_learner.kafka.options import COMMIT_BACKOFF_S, librdkafka_options, unreachable
 from stream_learner.kafka.rebalance import CallbackGuard
@@ -72,6 +72,15 @@ def _log_commit(err: Any, partitions: Any) -> None:
         log.warning("asynchronous offset commit failed (a later commit covers it): %s", err)
 
 
+def _built(kind: Any, conf: dict[str, Any], role: str) -> Any:
+    """``kind(conf)``; librdkafka refusing an option is a settings error naming the table."""
+    ck = _import()
+    try:
+        return kind(conf)
+    except ck.KafkaException as exc:
+        raise SettingsError(f"kafka.{role}_options: the client refused them: {exc}") from exc
+
+
 def consumer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any) -> Any:
     """A ``confluent_kafka.Consumer`` with the shared options plus ``options``.
 
@@ -88,7 +97,7 @@ def consumer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         **librdkafka_options(settings, environ),
         **options,
     }
-    made = ck.Consumer(conf)
+    made = _built(ck.Consumer, conf, "consumer")
     try:
         made.list_topics(timeout=settings.connect_timeout_s)
     except ck.KafkaException as exc:
@@ -110,7 +119,7 @@ def producer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         **librdkafka_options(settings, environ),
         **options,
     }
-    made = ck.Producer(conf)
+    made = _built(ck.Producer, conf, "producer")
     try:
         if "transactional.id" in options:
             made.init_transactions(settings.connect_timeout_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
+from stream_learner.client_options import client_options
 from stream_learner.commits import AckingSink, CommittingSource
 from stream_learner.kafka.options import check_topics, isolation_level
 from stream_learner.settings import Settings
@@ -64,6 +65,7 @@ def build_source(
         }
         if instance:
             options["group.instance.id"] = instance
+        options |= client_options(k, "confluent-kafka", "consumer")
         made = confluent.consumer(k, environ, **options)
         source = confluent.ConfluentSource(made, topics, k.connect_timeout_s)
         counts = _checked(source, lambda: confluent.partition_counts(made, k, required))
@@ -72,17 +74,17 @@ def build_source(
 
         from stream_learner.kafka import kafka_python
 
-        made = kafka_python.consumer(
-            k, environ,
-            group_id=k.group_id,
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            auto_offset_reset=k.auto_offset_reset,
-            max_poll_records=svc.batch_size,
-            session_timeout_ms=k.session_timeout_ms,
-            heartbeat_interval_ms=heartbeat,
-            group_instance_id=instance,
-            isolation_level=isolation_level(settings),
-        )
+        made = kafka_python.consumer(k, environ, **{
+            "group_id": k.group_id,
+            "partition_assignment_strategy": (RangePartitionAssignor,),
+            "auto_offset_reset": k.auto_offset_reset,
+            "max_poll_records": svc.batch_size,
+            "session_timeout_ms": k.session_timeout_ms,
+            "heartbeat_interval_ms": heartbeat,
+            "group_instance_id": instance,
+            "isolation_level": isolation_level(settings),
+            **client_options(k, "kafka-python", "consumer"),
+        })
         source = kafka_python.KafkaPythonSource(made, topics)
         counts = _checked(source, lambda: kafka_python.partition_counts(made, k, required))
     _checked(source, lambda: check_topics(k, counts, topics, list(required_topics)))
@@ -113,6 +115,7 @@ def build_sink(
                 "transactional.id": transactional_id(settings),
                 "transaction.timeout.ms": k.transaction_timeout_ms,
             }
+        options |= client_options(k, "confluent-kafka", "producer")
         made = confluent.producer(k, environ, **options)
         return confluent.ConfluentSink(made, topics, transactional, k.connect_timeout_s)
     from stream_learner.kafka import kafka_python
@@ -123,6 +126,7 @@ def build_sink(
             "transactional_id": transactional_id(settings),
             "transaction_timeout_ms": k.transaction_timeout_ms,
         }
+    options |= client_options(k, "kafka-python", "producer")
     made = kafka_python.producer(k, environ, **options)
     return kafka_python.KafkaPythonSink(made, topics, transactional)
 

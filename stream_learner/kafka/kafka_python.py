@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stream_learner.errors import ConnectionFailed
+from stream_learner.errors import ConnectionFailed, SettingsError
 from stream_learner.events import Origin
 from stream_learner.kafka.options import (
     COMMIT_BACKOFF_S,
@@ -37,16 +37,19 @@ def consumer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
     cannot be reached within ``kafka.connect_timeout_s``.
     """
     from kafka import KafkaConsumer
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaConfigurationError, KafkaError
 
+    config = {
+        "enable_auto_commit": False,
+        "bootstrap_timeout_ms": int(settings.connect_timeout_s * 1000),
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
+        **options,
+        **kafka_client_options(settings, environ),
+    }
     try:
-        return KafkaConsumer(
-            enable_auto_commit=False,
-            bootstrap_timeout_ms=int(settings.connect_timeout_s * 1000),
-            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
-            **options,
-            **kafka_client_options(settings, environ),
-        )
+        return KafkaConsumer(**config)
+    except (KafkaConfigurationError, ValueError, TypeError) as exc:
+        raise SettingsError(f"kafka.consumer_options: the client refused them: {exc}") from exc
     except KafkaError as exc:
         raise ConnectionFailed(unreachable(settings, exc)) from exc
 
@@ -54,7 +57,7 @@ def consumer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
 def producer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any) -> Any:
     """A connected idempotent ``KafkaProducer`` (``acks=all``) plus ``options``."""
     from kafka import KafkaProducer
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaConfigurationError, KafkaError
 
     settings_options = {
         "acks": "all",
@@ -69,6 +72,8 @@ def producer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         made = KafkaProducer(**settings_options, **kafka_client_options(settings, environ))
         if "transactional_id" in options:
             made.init_transactions()
+    except (KafkaConfigurationError, ValueError, TypeError) as exc:
+        raise SettingsError(f"kafka.producer_options: the client refused them: {exc}") from exc
     except KafkaError as exc:
         raise ConnectionFailed(unreachable(settings, exc)) from exc
     return made
