@@ -155,12 +155,10 @@ class Service:
         every = sorted(tp for tps in inputs.values() for tp in tps)
         committed = self.source.committed(every)
         beginning = self.source.beginning(every)
-        generation = self.source.generation()
         moved: set[TopicPartition] = set()
         for key, tps in inputs.items():
             shard = self._resume(
-                key, {tp: committed[tp] for tp in tps}, {tp: beginning[tp] for tp in tps},
-                generation,
+                key, {tp: committed[tp] for tp in tps}, {tp: beginning[tp] for tp in tps}
             )
             self.shards[key] = shard
             moved.update(shard.position)
@@ -172,29 +170,30 @@ class Service:
         key: TopicPartition,
         committed: dict[TopicPartition, int | None],
         beginning: dict[TopicPartition, int],
-        generation: int,
     ) -> Shard:
         sid = shard_id(key)
         parked = self._parked.pop(key, None)
         # Current when each input partition's committed offset is where the shard stopped;
         # a partition it never read (e.g. its labels partition) has none on either side.
-        if parked is not None and all(
-            parked.position.get(tp) == k for tp, k in committed.items()
+        if (
+            parked is not None
+            and all(parked.position.get(tp) == k for tp, k in committed.items())
+            and self.checkpointer.reclaim(parked)
         ):
             log.info("shard %s: in-memory state is current at %s", sid, committed)
             for tp, k in committed.items():
                 if k is not None:
                     self.source.seek(tp, k)
             return parked
-        plan = self.checkpointer.plan(sid, committed, beginning, generation, self._new_learner)
+        plan = self.checkpointer.plan(sid, committed, beginning, self._new_learner)
         for partition, offset in plan.seek.items():
             self.source.seek(partition, offset)
         plan.learner.use_drift(self.settings.drift)
-        shard = Shard(sid, plan.learner, dict(plan.seek), dict(plan.replay_until))
+        shard = Shard(sid, plan.learner, dict(plan.seek), dict(plan.replay_until), epoch=plan.epoch)
         shard.saved_at = self._clock()
         if plan.save_now:
             shard.dirty = True
-            self.checkpointer.save(shard, generation, shard.saved_at)
+            self.checkpointer.save(shard, shard.saved_at)
         return shard
 
     def _new_learner(self) -> Learner:
@@ -510,5 +509,5 @@ class Service:
     def _save(self, shard: Shard, now: float) -> None:
         if shard.dirty:
             t0 = self._clock()
-            self.checkpointer.save(shard, self.source.generation(), now)
+            self.checkpointer.save(shard, now)
             self.metrics.stage_latency.labels(stage="checkpoint").observe(self._clock() - t0)

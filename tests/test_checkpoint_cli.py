@@ -159,8 +159,8 @@ def test_a_checkpoint_of_another_river_version_is_refused(tmp_path: Path):
     newest = _codec().open(local.latest(shard)[1])  # type: ignore[index]
     versions = {**_codec().versions, "river": "0.0.1"}
     other = EnvelopeCodec(CHECKPOINT_KEY.encode(), _codec().config_hash, versions)
-    local.save(shard, newest.generation, other.seal(
-        shard, newest.offsets, newest.generation, newest.state, created_at=newest.created_at
+    local.save(shard, newest.epoch, other.seal(
+        shard, newest.offsets, newest.epoch, newest.state, created_at=newest.created_at
     ))
 
     proc = _run(tmp_path, events, tmp_path / "again.jsonl", store, check=False)
@@ -190,7 +190,7 @@ def _exercise_admin(tmp_path: Path, store: dict[str, str], open_store: Any) -> N
     assert [line.split("\t")[3] for line in listed] == [
         f"{events}[0]@300", f"{events}[0]@400", f"{events}[0]@450"
     ]
-    assert all(line.split("\t")[4] == "gen=0" and line.endswith("B") for line in listed)
+    assert all(line.split("\t")[4] == "epoch=1" and line.endswith("B") for line in listed)
     assert _admin(tmp_path, store, "list", shard).stdout.splitlines() == listed
 
     header = orjson.loads(_admin(tmp_path, store, "show", shard).stdout)
