@@ -184,6 +184,9 @@ class Checkpointer:
         self._retry_at: dict[str, float] = {}
         #: bytes the last successful checkpoint sent to the store (keyed: with the parks since)
         self.last_written = 0
+        #: keyed: models changed (written or promoted) by the last checkpoint; entry pickles
+        #: sent for it (with the parks since the one before) and their bytes
+        self.last_changed = self.last_entries = self.last_entry_bytes = 0
         self._backoff: dict[str, float] = {}
 
     # -- restore ----------------------------------------------------------------------
@@ -369,8 +372,8 @@ class Checkpointer:
     def _save_keyed(self, shard: Shard, models: KeyedModels, spill: StoreSpill) -> int:
         """Head + changed entries + promoted parks in one atomic write; bytes sent."""
         payloads, promote = models.changes()
-        payloads.update(spill.overflow)
-        promote = [key for key in promote if key not in spill.overflow]
+        payloads.update(spill.pending)
+        promote = [key for key in promote if key not in spill.pending]
         seal = self.codec.seal_entry
         entries = {key: seal(shard.id, key, payload) for key, payload in payloads.items()}
         with models.head_view():
@@ -382,10 +385,12 @@ class Checkpointer:
             )
         self.store.save(shard.id, shard.epoch, blob, entries, promote)
         models.committed()
-        spill.overflow.clear()
-        written = len(blob) + sum(map(len, entries.values())) + spill.bytes_parked
-        spill.bytes_parked = 0
-        return written
+        spill.pending.clear()
+        self.last_changed = len(entries) + len(promote)
+        self.last_entries = len(entries) + spill.n_parked_since
+        self.last_entry_bytes = sum(map(len, entries.values())) + spill.bytes_parked
+        spill.bytes_parked = spill.n_parked_since = 0
+        return len(blob) + self.last_entry_bytes
 
     def _failed(self, sid: str, now: float, exc: Exception) -> None:
         delay = min(self._backoff.get(sid, 0.5) * 2, self.settings.max_backoff_s)

@@ -27,9 +27,10 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -139,6 +140,10 @@ class Spill(Protocol):
         """Size of the parked pickles (an estimate when they live in a store)."""
         ...
 
+    def prefetch(self, keys: Sequence[str], parked: Sequence[str]) -> None:
+        """A hint: ``keys`` (checkpointed) and ``parked`` will be loaded soon."""
+        ...
+
 
 class MemorySpill:
     """Parked models as pickles in memory (no checkpoint store: they go nowhere else)."""
@@ -162,6 +167,9 @@ class MemorySpill:
     def parked_bytes(self, n_parked: int) -> int:
         """Exact: the sum of the pickles."""
         return self._bytes
+
+    def prefetch(self, keys: Sequence[str], parked: Sequence[str]) -> None:
+        """Nothing to read ahead: the pickles are here."""
 
 
 class KeyedModels:
@@ -242,6 +250,22 @@ class KeyedModels:
         assert self.spill is not None
         self.spill.park(key, pickle.dumps(slot, protocol=pickle.HIGHEST_PROTOCOL))
         self._parked_dirty.add(key)
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Read the models of ``keys`` that are not in memory ahead, in one request.
+
+        A hint (the service passes the Kafka record keys of a poll batch): a wrong
+        key costs a lookup, nothing else.
+        """
+        if self.spill is None:
+            return
+        resident, parked_dirty = self._resident, self._parked_dirty
+        missing = [key for key in set(keys) if key not in resident]
+        if missing:
+            self.spill.prefetch(
+                [k for k in missing if k not in parked_dirty],
+                [k for k in missing if k in parked_dirty],
+            )
 
     # -- incremental checkpoints ---------------------------------------------------------
 
@@ -324,8 +348,15 @@ def make_models(spec: ModelSpec) -> ModelScope:
     return PartitionModels(spec)
 
 
+#: resident models measured by :func:`memory_bytes` (walking 10,000 models took seconds)
+_MEMORY_SAMPLE = 32
+
+
 def memory_bytes(models: ModelScope) -> int:
-    """Estimate of the resident models' memory (River's ``_raw_memory_usage``); costly.
+    """Estimate of the resident models' memory (River's ``_raw_memory_usage``).
+
+    Measures the :data:`_MEMORY_SAMPLE` least recently used resident models
+    and scales to all of them: per-key models share one configuration.
 
     Examples
     --------
@@ -333,4 +364,8 @@ def memory_bytes(models: ModelScope) -> int:
     >>> memory_bytes(make_models(ModelSpec.from_settings(ModelSettings()))) > 0
     True
     """
-    return sum(int(slot.model._raw_memory_usage) for slot in models.resident())
+    slots = list(itertools.islice(models.resident(), _MEMORY_SAMPLE))
+    if not slots:
+        return 0
+    sampled = sum(int(slot.model._raw_memory_usage) for slot in slots)
+    return sampled * models.n_resident // len(slots)

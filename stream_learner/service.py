@@ -43,7 +43,7 @@ from stream_learner.metrics import Metrics, observe_many
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer, Shard, shard_id
 from stream_learner.reporting import Reporter
-from stream_learner.scopes import memory_bytes
+from stream_learner.scopes import KeyedModels, memory_bytes
 from stream_learner.settings import Settings
 from stream_learner.sinks import Sink, dead_letter
 from stream_learner.sources import Record, Source, TopicPartition, worker_id
@@ -111,6 +111,7 @@ class Service:
             settings, self.metrics, source, sink, clock, wall_clock, worker_id(settings)
         )
         self._outputs_pending = False
+        self._keyed = spec.scope == "key"
 
     # -- partition lifecycle (called by the source, inside poll) -------------------
 
@@ -264,6 +265,8 @@ class Service:
 
     def process_batch(self, records: Sequence[Record], received_at: float) -> None:
         """Decode, score and learn every record; queue outputs (not yet durable)."""
+        if self._keyed:
+            self._prefetch(records)
         counts = Counts()
         latencies: list[float] = []
         n_replayed = 0
@@ -486,6 +489,19 @@ class Service:
                 m.resident_models_bytes.labels(partition=p).set(memory_bytes(models))
 
     # -- checkpoints --------------------------------------------------------------------
+
+    def _prefetch(self, records: Sequence[Record]) -> None:
+        """Per-key models: read the batch's models that are out of memory in one request."""
+        keys: dict[TopicPartition, set[bytes]] = {}
+        for record in records:
+            if record.key is not None:
+                tp = (record.origin.topic, record.origin.partition)
+                keys.setdefault(self.shard_of(tp), set()).add(record.key)
+        for tp, names in keys.items():
+            shard = self.shards.get(tp)
+            models = shard.learner.models if shard is not None else None
+            if isinstance(models, KeyedModels):
+                models.prefetch(name.decode("utf-8", "replace") for name in names)
 
     def _checkpoint_due(self, now: float) -> None:
         for tp, shard in list(self.shards.items()):

@@ -47,7 +47,7 @@ import fcntl
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -87,8 +87,9 @@ class CheckpointStore(Protocol):
         """
         ...
 
-    def park(self, shard: str, epoch: int, key: str, blob: bytes) -> None:
-        """Keep ``blob`` in the scratch map of ``epoch``; :class:`CheckpointFenced` if stale."""
+    def park(self, shard: str, epoch: int, items: Mapping[str, bytes]) -> None:
+        """Keep ``items`` (key -> entry) in the scratch map of ``epoch`` in one write;
+        :class:`CheckpointFenced` if a newer epoch claimed the shard."""
         ...
 
     def parked(self, shard: str, epoch: int, key: str) -> bytes | None:
@@ -97,6 +98,13 @@ class CheckpointStore(Protocol):
 
     def entry(self, shard: str, key: str) -> bytes | None:
         """The checkpointed entry of ``key`` (as of the newest checkpoint)."""
+        ...
+
+    def fetch(
+        self, shard: str, epoch: int, keys: Sequence[str], parked: Sequence[str]
+    ) -> dict[str, bytes]:
+        """In one round trip: the entries of ``keys`` and the scratch entries of ``parked``
+        (those that exist)."""
         ...
 
     def n_entries(self, shard: str) -> int:
@@ -218,10 +226,10 @@ class MemoryStore:
             undos.pop(old, None)
         return seq
 
-    def park(self, shard: str, epoch: int, key: str, blob: bytes) -> None:
+    def park(self, shard: str, epoch: int, items: Mapping[str, bytes]) -> None:
         """See :meth:`CheckpointStore.park`."""
         self._fence(shard, epoch)
-        self._scratch.setdefault(shard, {})[key] = blob
+        self._scratch.setdefault(shard, {}).update(items)
 
     def parked(self, shard: str, epoch: int, key: str) -> bytes | None:
         """See :meth:`CheckpointStore.parked`."""
@@ -232,6 +240,16 @@ class MemoryStore:
     def entry(self, shard: str, key: str) -> bytes | None:
         """See :meth:`CheckpointStore.entry`."""
         return self._entries.get(shard, {}).get(key)
+
+    def fetch(
+        self, shard: str, epoch: int, keys: Sequence[str], parked: Sequence[str]
+    ) -> dict[str, bytes]:
+        """See :meth:`CheckpointStore.fetch`."""
+        entries = self._entries.get(shard, {})
+        scratch = self._scratch.get(shard, {}) if self._epoch.get(shard) == epoch else {}
+        found = {k: entries[k] for k in keys if k in entries}
+        found.update({k: scratch[k] for k in parked if k in scratch})
+        return found
 
     def n_entries(self, shard: str) -> int:
         """See :meth:`CheckpointStore.n_entries`."""
@@ -282,7 +300,7 @@ return epoch
 _PARK = """
 local newest = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if tonumber(ARGV[1]) < newest then return newest end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return -1
 """
 
@@ -447,11 +465,14 @@ class RedisStore:
             raise _fenced(shard, int(newest), epoch)
         return int(checkpoint_id)
 
-    def park(self, shard: str, epoch: int, key: str, blob: bytes) -> None:
+    def park(self, shard: str, epoch: int, items: Mapping[str, bytes]) -> None:
         """See :meth:`CheckpointStore.park`."""
         keys = [self._key(shard, "epoch"), self._key(shard, "scratch")]
+        args: list[Any] = [epoch]
+        for key, blob in items.items():
+            args += (key, blob)
         with self._errors():
-            newest = int(self._park(keys=keys, args=[epoch, key, blob]))
+            newest = int(self._park(keys=keys, args=args))
         if newest >= 0:
             raise _fenced(shard, newest, epoch)
 
@@ -466,6 +487,22 @@ class RedisStore:
         with self._errors():
             value = self._redis.hget(self._key(shard, "keys"), key)
         return value if isinstance(value, bytes) else None
+
+    def fetch(
+        self, shard: str, epoch: int, keys: Sequence[str], parked: Sequence[str]
+    ) -> dict[str, bytes]:
+        """See :meth:`CheckpointStore.fetch` (one pipelined round trip)."""
+        pipe = self._redis.pipeline(transaction=False)
+        if keys:
+            pipe.hmget(self._key(shard, "keys"), list(keys))
+        if parked:
+            pipe.hmget(self._key(shard, "scratch"), list(parked))
+        with self._errors():
+            replies = pipe.execute()
+        found: dict[str, bytes] = {}
+        for names, values in zip([n for n in (keys, parked) if n], replies, strict=True):
+            found.update((k, v) for k, v in zip(names, values, strict=True) if v is not None)
+        return found
 
     def n_entries(self, shard: str) -> int:
         """See :meth:`CheckpointStore.n_entries`."""
@@ -668,7 +705,7 @@ class LocalStore:
             db.execute("ROLLBACK")
             raise
 
-    def park(self, shard: str, epoch: int, key: str, blob: bytes) -> None:
+    def park(self, shard: str, epoch: int, items: Mapping[str, bytes]) -> None:
         """See :meth:`CheckpointStore.park`.
 
         Each epoch has its own scratch file, which only its owner reads, so the
@@ -678,9 +715,10 @@ class LocalStore:
             newest = self._current_epoch(self._dir(shard))
             if epoch < newest:
                 raise _fenced(shard, newest, epoch)
-            self._scratch_db(shard, epoch).execute(
-                "INSERT OR REPLACE INTO scratch VALUES (?, ?)", (key, blob)
-            )
+            db = self._scratch_db(shard, epoch)
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO scratch VALUES (?, ?)", items.items())
+            db.execute("COMMIT")
         except (OSError, sqlite3.Error) as exc:
             raise CheckpointError(f"checkpoint folder {self._dir(shard)}: {exc}") from exc
 
@@ -698,6 +736,27 @@ class LocalStore:
             return None
         row = db.execute("SELECT blob FROM entries WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def fetch(
+        self, shard: str, epoch: int, keys: Sequence[str], parked: Sequence[str]
+    ) -> dict[str, bytes]:
+        """See :meth:`CheckpointStore.fetch`."""
+        found: dict[str, bytes] = {}
+        db = self._keys_db(shard, create=False)
+        for conn, table, names in (
+            (db, "entries", keys), (self._scratch_db(shard, epoch) if parked else None,
+                                    "scratch", parked),
+        ):
+            if conn is None:
+                continue
+            for i in range(0, len(names), 500):
+                chunk = list(names[i : i + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT key, blob FROM {table} WHERE key IN ({marks})", chunk
+                ).fetchall()
+                found.update((k, bytes(v)) for k, v in rows)
+        return found
 
     def n_entries(self, shard: str) -> int:
         """See :meth:`CheckpointStore.n_entries`."""

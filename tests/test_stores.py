@@ -191,7 +191,7 @@ def test_a_stale_owner_cannot_park_or_write_entries(store):
     store.save(SHARD, old, b"head 1", {"k1": b"v1"})
     new = store.claim(SHARD)
     with pytest.raises(CheckpointFenced):
-        store.park(SHARD, old, "k1", b"zombie park")
+        store.park(SHARD, old, {"k1": b"zombie park"})
     with pytest.raises(CheckpointFenced):
         store.save(SHARD, old, b"zombie head", {"k1": b"zombie"}, ["k1"])
     assert store.entry(SHARD, "k1") == b"v1"
@@ -215,8 +215,8 @@ def test_entries_are_written_with_their_head(store):
 def test_parked_entries_are_promoted_by_the_next_checkpoint(store):
     epoch = store.claim(SHARD)
     store.save(SHARD, epoch, b"h1", {"a": b"a1"})
-    store.park(SHARD, epoch, "a", b"a-parked")
-    store.park(SHARD, epoch, "c", b"c-parked")
+    store.park(SHARD, epoch, {"a": b"a-parked"})
+    store.park(SHARD, epoch, {"c": b"c-parked"})
     assert store.parked(SHARD, epoch, "a") == b"a-parked"
     assert store.entry(SHARD, "a") == b"a1"  # not checkpointed yet
     store.save(SHARD, epoch, b"h2", {}, ["a", "c"])
@@ -226,7 +226,7 @@ def test_parked_entries_are_promoted_by_the_next_checkpoint(store):
 
 def test_a_new_epoch_never_reads_what_the_old_one_parked(store):
     old = store.claim(SHARD)
-    store.park(SHARD, old, "a", b"parked by a crashed owner")
+    store.park(SHARD, old, {"a": b"parked by a crashed owner"})
     new = store.claim(SHARD)
     assert store.parked(SHARD, new, "a") is None
     store.save(SHARD, new, b"h", {}, ["a"])
@@ -237,7 +237,7 @@ def test_revert_applies_the_undo_records_newest_first(store):
     epoch = store.claim(SHARD)
     one = store.save(SHARD, epoch, b"h1", {"a": b"a1", "b": b"b1"})
     store.save(SHARD, epoch, b"h2", {"a": b"a2", "c": b"c2"})
-    store.park(SHARD, epoch, "b", b"b3")
+    store.park(SHARD, epoch, {"b": b"b3"})
     store.save(SHARD, epoch, b"h3", {"a": b"a3"}, ["b"])
     back = store.save(SHARD, epoch, b"rollback of h1", revert_to=one)
     assert store.ids(SHARD) == [one, back]
@@ -427,7 +427,7 @@ def test_redis_stale_writer_is_fenced_while_a_new_owner_writes(redis_url: str, r
         kept = new.save(SHARD, theirs, b"new", {"k": b"new entry"})
         for action in (
             lambda: old.save(SHARD, mine, b"stale", {"k": b"stale entry"}),
-            lambda: old.park(SHARD, mine, "k", b"stale park"),
+            lambda: old.park(SHARD, mine, {"k": b"stale park"}),
         ):
             with pytest.raises(
                 CheckpointFenced, match=f"claimed by epoch {theirs}; this worker holds epoch {mine}"
@@ -452,7 +452,7 @@ STORE_CALLS: dict[str, Callable[[RedisStore], Any]] = {
     "ping": lambda s: s.ping(),
     "save": lambda s: s.save(SHARD, 1, b"x"),
     "claim": lambda s: s.claim(SHARD),
-    "park": lambda s: s.park(SHARD, 1, "k", b"x"),
+    "park": lambda s: s.park(SHARD, 1, {"k": b"x"}),
     "entry": lambda s: s.entry(SHARD, "k"),
     "latest": lambda s: s.latest(SHARD),
     "get": lambda s: s.get(SHARD, 1),
