@@ -1,15 +1,17 @@
 """Keyed state at fleet scale: one model per sensor, checkpoints every second.
 
     python scripts/bench_scale.py [--sizes 100,10000,100000,1000000] [--events-per-sensor 10]
-        [--stores redis,local] [--redis URL] [--max-resident 10000] [--write-docs]
+        [--min-events 100000] [--stores redis,local] [--redis URL] [--max-resident 10000]
+        [--results FILE] [--render FILE] [--write-docs]
 
 For each number of sensors and each store, a fresh worker process runs the
 real :class:`~stream_learner.service.Service` with ``model.scope = "key"``
 (the shipped model, ``StandardScaler | LinearRegression``, drift monitors on)
-over ``sensors x events-per-sensor`` Friedman events (10 features, inline
-labels) from an in-process source, the sensors taking turns (each event of a
-round goes to the next sensor), and checkpoints every second to the store
-(Redis: ``--redis``, else ``STREAM_LEARNER_TEST_REDIS``; local: a tmp folder).
+over ``sensors x events-per-sensor`` (at least ``--min-events``) Friedman
+events (10 features, inline labels) from an in-process source, the sensors
+taking turns (each event of a round goes to the next sensor), and checkpoints
+every second to the store (Redis: ``--redis``, else
+``STREAM_LEARNER_TEST_REDIS``; local: a tmp folder).
 Outputs are counted and dropped, so the figures are the state's, not Kafka's.
 
 Reported per run: events/s over the whole run; the worker's peak RSS; per
@@ -171,7 +173,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     metrics = Metrics()
     checkpointer = Recording(store, EnvelopeCodec(KEY, spec.config_hash), settings.checkpoint,
                              metrics, time.time, time.monotonic)
-    n_events = args.sensors * args.events_per_sensor
+    n_events = max(args.sensors * args.events_per_sensor, args.min_events)
     restart = args.restart
     source = FleetSource(args.sensors, n_events + 1 if restart else n_events,
                          start=n_events if restart else 0)
@@ -210,7 +212,8 @@ def _child(args: argparse.Namespace, sensors: int, store: str, where: str,
            restart: bool) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", "--sensors", str(sensors), "--store", store,
            "--where", where, "--events-per-sensor", str(args.events_per_sensor),
-           "--max-resident", str(args.max_resident), "--every-seconds", str(args.every_seconds)]
+           "--max-resident", str(args.max_resident), "--every-seconds", str(args.every_seconds),
+           "--min-events", str(args.min_events)]
     if restart:
         cmd.append("--restart")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -258,7 +261,8 @@ def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: st
         f"--events-per-sensor {args.events_per_sensor} --max-resident {args.max_resident} "
         "--write-docs` (" + when + "). One model per sensor (`model.scope = \"key\"`, the "
         "shipped `StandardScaler | LinearRegression`, drift on), "
-        f"{args.events_per_sensor} Friedman events per sensor with inline labels, the sensors "
+        f"{args.events_per_sensor} Friedman events per sensor (at least {args.min_events:,} "
+        "per run, so small fleets get more per sensor) with inline labels, the sensors "
         "taking turns, checkpoints every second; an in-process source and a counting sink "
         "(no Kafka), each run in a fresh process. The machine was shared with other work "
         "while it ran, so compare rows of this run with each other, not with other pages.",
@@ -325,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events-per-sensor", type=int, default=10)
     parser.add_argument("--stores", default="redis,local")
     parser.add_argument("--redis", default=os.environ.get("STREAM_LEARNER_TEST_REDIS", ""))
+    parser.add_argument("--min-events", type=int, default=100_000,
+                        help="events per run at least (small fleets get more per sensor)")
     parser.add_argument("--max-resident", type=int, default=10_000)
     parser.add_argument("--every-seconds", type=float, default=1.0)
     parser.add_argument("--write-docs", action="store_true")

@@ -16,10 +16,12 @@ from stream_learner import admin
 from stream_learner import stores as stores_module
 from stream_learner.errors import CheckpointError
 from stream_learner.scopes import KeyedModels
+from stream_learner.events import Origin
 from stream_learner.settings import Settings
+from stream_learner.sources import Record
 from stream_learner.stores import LocalStore, MemoryStore, RedisStore
 from tests.test_recovery import SID0, TP0, by_offset, codec_for, worker
-from tests.test_service import make_settings
+from tests.test_service import TOPIC, make_settings
 
 N_EVENTS, N_KEYS, BATCH, EVERY = 6000, 2000, 200, 1000
 
@@ -34,6 +36,12 @@ def events(n: int = N_EVENTS, keys: int = N_KEYS) -> list[bytes]:
 
 
 DATA = {TP0: events()}
+# the same records keyed by sensor, as a producer keys them: the service reads a batch's
+# models ahead (one request per batch)
+KEYED_DATA = {TP0: [
+    Record(v, orjson.loads(v)["key"].encode(), 0, Origin(TOPIC, 0, i))
+    for i, v in enumerate(DATA[TP0])
+]}
 
 
 def keyed_settings(**overrides: Any) -> Settings:
@@ -111,6 +119,27 @@ def test_crash_after_an_incremental_checkpoint_is_exact(new_store: Any, uncommit
     resumed.start()
     lazy = _models(resumed)
     assert (lazy.n_resident, lazy.n_keys) == (0, N_KEYS)  # nothing loaded before the first event
+    resumed.service.run()
+    _assert_exact(reference, crashed, resumed)
+
+
+def test_crash_with_keyed_records_and_read_ahead_is_exact(new_store: Any):
+    reference = worker(keyed_settings(), DATA, MemoryStore())
+    reference.service.run()
+    store = new_store()
+    crashed = worker(keyed_settings(), KEYED_DATA, store)
+    fetches = []
+    real_fetch = store.fetch
+
+    def counting_fetch(*args: Any) -> Any:
+        fetches.append(args)
+        return real_fetch(*args)
+
+    store.fetch = counting_fetch
+    crashed.crash_after(16, 1)  # 3200 committed, checkpoints at 1000, 2000, 3000
+    assert len(fetches) >= 14  # one read-ahead per batch once models were parked
+    committed = dict(crashed.source.committed_offsets)
+    resumed = worker(keyed_settings(), KEYED_DATA, new_store(), committed=committed)
     resumed.service.run()
     _assert_exact(reference, crashed, resumed)
 

@@ -531,3 +531,15 @@ def test_redact_url_hides_a_password_in_the_query_string():
         store.close()
     assert f"127.0.0.1:{port}" in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+def test_fetch_reads_entries_and_parks_in_one_call(store):
+    epoch = store.claim(SHARD)
+    store.save(SHARD, epoch, b"h1", {"a": b"a1", "b": b"b1"})
+    store.park(SHARD, epoch, {"b": b"b-parked", "c": b"c-parked"})
+    got = store.fetch(SHARD, epoch, ["a", "missing"], ["b", "c", "gone"])
+    assert got == {"a": b"a1", "b": b"b-parked", "c": b"c-parked"}
+    assert store.fetch(SHARD, epoch, [], []) == {}
+    many = [f"k{i}" for i in range(1200)]  # more than one SQLite chunk
+    store.save(SHARD, epoch, b"h2", {k: k.encode() for k in many})
+    assert store.fetch(SHARD, epoch, many, []) == {k: k.encode() for k in many}
