@@ -3,6 +3,7 @@
     python scripts/bench_scale.py [--sizes 100,10000,100000,1000000] [--events-per-sensor 10]
         [--min-events 100000] [--stores redis,local] [--redis URL] [--max-resident 10000]
         [--results FILE] [--render FILE] [--write-docs]
+    python scripts/bench_scale.py --key-cost
 
 For each number of sensors and each store, a fresh worker process runs the
 real :class:`~stream_learner.service.Service` with ``model.scope = "key"``
@@ -29,6 +30,7 @@ as ratios within the run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -205,6 +207,55 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# -- what one key costs -----------------------------------------------------------------------
+
+
+def key_cost(keys: int = 10_000, events: int = 10) -> dict[str, float]:
+    """Creating a key's model (prototype copy vs a build from the settings), and one key's
+    memory (traced allocations) and entry size once it has seen ``events`` events."""
+    import gc
+    import pickle
+    import tracemalloc
+
+    from stream_learner.events import Codec, Origin
+    from stream_learner.learner import Learner
+    from stream_learner.models import ModelSpec
+    from stream_learner.scopes import KeyedModels
+    from stream_learner.settings import load_settings
+
+    settings = load_settings(None, env={}, overrides={"model": {"scope": "key",
+                                                                "max_resident": keys}})
+    spec = ModelSpec.from_settings(settings.model)
+    models = KeyedModels(spec, keys)
+    t0 = time.perf_counter()
+    for i in range(keys):
+        models.get(f"k{i}")
+    copy_us = (time.perf_counter() - t0) / keys * 1e6
+    t0 = time.perf_counter()
+    for _ in range(keys):
+        spec.build()
+    build_us = (time.perf_counter() - t0) / keys * 1e6
+    learner = Learner(spec, settings.labels, settings.drift)
+    codec = Codec(settings.schema_, settings.limits, spec.task)
+    source = FleetSource(keys, keys * events)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(keys * events):
+        record = source._value(i)
+        learner.process(codec.decode(record, None, 0, Origin(TOPIC, 0, i)))
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    resident = learner.models
+    assert isinstance(resident, KeyedModels)
+    sizes = [len(pickle.dumps(slot, protocol=pickle.HIGHEST_PROTOCOL))
+             for slot in itertools.islice(resident.resident(), 200)]
+    return {"keys": keys, "events_per_key": events, "create_copy_us": copy_us,
+            "create_build_us": build_us, "memory_bytes_per_key": (after - before) / keys,
+            "entry_bytes": sum(sizes) / len(sizes)}
+
+
 # -- the harness ------------------------------------------------------------------------------
 
 
@@ -334,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-resident", type=int, default=10_000)
     parser.add_argument("--every-seconds", type=float, default=1.0)
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--key-cost", action="store_true",
+                        help="measure what one key costs (docs/tasks.md), run nothing else")
     parser.add_argument("--results", default="",
                         help="also append each result to this JSON Lines file")
     parser.add_argument("--render", default="",
@@ -346,6 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(worker(args)))
+        return 0
+    if args.key_cost:
+        print(json.dumps(key_cost()))
         return 0
     stores = [s for s in args.stores.split(",") if s != "redis" or args.redis]
     results = []
