@@ -15,8 +15,8 @@ import pytest
 from stream_learner import admin
 from stream_learner import stores as stores_module
 from stream_learner.errors import CheckpointError
-from stream_learner.scopes import KeyedModels
 from stream_learner.events import Origin
+from stream_learner.scopes import KeyedModels
 from stream_learner.settings import Settings
 from stream_learner.sources import Record
 from stream_learner.stores import LocalStore, MemoryStore, RedisStore
