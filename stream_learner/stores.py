@@ -695,11 +695,11 @@ class LocalStore:
         assert db is not None
         db.execute("BEGIN IMMEDIATE")
         try:
-            for key, value in changes.items():
-                row = db.execute("SELECT blob FROM entries WHERE key = ?", (key,)).fetchone()
-                db.execute("INSERT INTO undo VALUES (?, ?, ?)",
-                           (checkpoint_id, key, None if row is None else row[0]))
-                db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?)", (key, value))
+            db.executemany(
+                "INSERT INTO undo VALUES (?, ?, (SELECT blob FROM entries WHERE key = ?))",
+                [(checkpoint_id, key, key) for key in changes],
+            )
+            db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?)", changes.items())
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
