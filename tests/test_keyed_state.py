@@ -45,9 +45,11 @@ KEYED_DATA = {TP0: [
 
 
 def keyed_settings(**overrides: Any) -> Settings:
-    return make_settings(model__scope="key", model__max_resident=300,
-                         service__batch_size=BATCH, checkpoint__every_events=EVERY,
-                         checkpoint__every_seconds=1e9, **overrides)
+    tree: dict[str, Any] = {
+        "model__scope": "key", "model__max_resident": 300, "service__batch_size": BATCH,
+        "checkpoint__every_events": EVERY, "checkpoint__every_seconds": 1e9,
+    }
+    return make_settings(**{**tree, **overrides})
 
 
 @pytest.fixture(params=["memory", "local", pytest.param("redis", marks=pytest.mark.redis)])
@@ -209,3 +211,40 @@ def test_new_keys_copy_the_prototype_and_predict_like_a_built_model():
     assert models.get("other").model.predict_proba_one(x) == spec.build().predict_proba_one(x)
 
 
+
+
+# -- zombie fencing through the service ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["partition", "key"])
+def test_a_zombie_worker_never_overwrites_the_new_owner(new_store: Any, scope: str):
+    settings = keyed_settings(model__scope=scope)
+    zombie = worker(settings, DATA, new_store())
+    zombie.start()
+    for _ in range(6):
+        zombie.step()  # checkpoint at 1000
+    assert len(zombie.service.shards) == 1
+    zombie_epoch = zombie.service.shards[TP0].epoch
+    # the partition moves to a new owner (a rebalance the zombie has not noticed yet)
+    owner_store = new_store()
+    owner = worker(settings, DATA, owner_store,
+                   committed=dict(zombie.source.committed_offsets))
+    owner.start()
+    owner.step()
+    for _ in range(6):
+        zombie.step()  # its next checkpoint is fenced: it drops the shard
+    assert zombie.service.shards == {}
+    assert sample_fenced(zombie) == 1
+    for _ in range(6):
+        owner.step()
+    latest = owner_store.latest(SID0)
+    head = codec_for(settings).read_header(latest[1])
+    assert head["epoch"] == owner.service.shards[TP0].epoch > zombie_epoch
+    assert all(codec_for(settings).read_header(owner_store.get(SID0, i))["epoch"] in
+               (zombie_epoch, head["epoch"]) for i in owner_store.ids(SID0))
+
+
+def sample_fenced(w: Any) -> float:
+    return w.metrics.registry.get_sample_value(
+        "stream_learner_checkpoints_total", {"result": "fenced"}
+    ) or 0.0
