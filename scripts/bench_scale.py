@@ -331,7 +331,8 @@ def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: st
             f"{r['mean_entry_bytes']:,.0f} B | "
             f"{r['restart']['first_prediction_s'] * 1000:,.0f} ms |"
         )
-    lines += ["", "Targets (ratios within this run):", ""]
+    lines += ["", "Targets (ratios between rows of one store; each store's rows come from "
+              "one run):", ""]
     lines += _targets(results)
     lines += ["", END]
     return "\n".join(lines)
