@@ -3,14 +3,20 @@
 ``rollback SHARD ID`` re-signs checkpoint ``ID`` as the newest checkpoint of
 the shard, marked to resume at the group's committed offsets: what was
 learned after checkpoint ``ID`` is discarded on purpose, and nothing is
-re-learned. Stop the workers of the group first, so that a running owner does
-not overwrite the rollback with its next checkpoint.
+re-learned. The rollback claims a new epoch for the shard, so a worker still
+running as its owner is fenced (its next checkpoint is refused and it drops
+the shard); stop the workers of the group first all the same.
+
+A keyed shard (``model.scope = "key"``) is rolled back with its per-key
+entries: the undo records of the checkpoints after ``ID`` are applied, newest
+first, in the same atomic write, and those checkpoints are dropped (they no
+longer match the entries).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -27,7 +33,7 @@ def _when(epoch: float) -> str:
 
 
 def list_checkpoints(store: CheckpointStore, codec: EnvelopeCodec, shard: str | None) -> str:
-    """One line per kept checkpoint: shard, id, created, offsets, generation, size."""
+    """One line per kept checkpoint: shard, id, created, offsets, epoch, size (keyed: keys)."""
     lines = []
     for name in [shard] if shard else store.shards():
         for checkpoint_id in store.ids(name):
@@ -42,7 +48,8 @@ def list_checkpoints(store: CheckpointStore, codec: EnvelopeCodec, shard: str | 
             offsets = ",".join(f"{t}[{p}]@{o}" for t, p, o in h["offsets"])
             lines.append(
                 f"{name}\t{checkpoint_id}\t{_when(h['created_at'])}\t{offsets}\t"
-                f"gen={h['generation']}\t{len(blob)}B"
+                f"epoch={h['epoch']}\t{len(blob)}B"
+                + (f"\tkeys={h['keyed']['keys']} changed={_changed(h)}" if "keyed" in h else "")
                 + ("\trollback" if h.get("resume_at_committed") else "")
             )
     return "\n".join(lines) if lines else "no checkpoints"
@@ -66,15 +73,18 @@ def rollback(
 ) -> int:
     """Make checkpoint ``checkpoint_id`` the newest, resuming at the committed offsets."""
     snap = codec.open(_blob(store, shard, checkpoint_id))
-    blob = codec.seal(
-        shard,
-        snap.offsets,
-        max(store.generation(shard), snap.generation),
-        snap.state,
-        created_at=now(),
-        extra={"resume_at_committed": True, "rollback_of": checkpoint_id},
-    )
-    return store.save(shard, max(store.generation(shard), snap.generation), blob)
+    epoch = store.claim(shard)
+    extra: dict[str, Any] = {"resume_at_committed": True, "rollback_of": checkpoint_id}
+    keyed = "keyed" in snap.header
+    if keyed:
+        extra["keyed"] = {**snap.header["keyed"], "entries": 0, "promoted": 0}
+    blob = codec.seal(shard, snap.offsets, epoch, snap.state, created_at=now(), extra=extra)
+    return store.save(shard, epoch, blob, revert_to=checkpoint_id if keyed else None)
+
+
+def _changed(header: Mapping[str, Any]) -> int:
+    k = header["keyed"]
+    return int(k["entries"]) + int(k["promoted"])
 
 
 def _blob(store: CheckpointStore, shard: str, checkpoint_id: int | None) -> bytes:

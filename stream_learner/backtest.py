@@ -239,15 +239,15 @@ def write_warm_start(
     """Checkpoint each replayed shard as the live shard ``(topic, partition)``, resuming at
     the given offset; return the checkpoint id of each shard name.
 
-    The checkpoint carries the store's newest generation of that shard, so it is
-    not fenced, and the next live owner (a newer generation) replaces it as usual.
+    The checkpoint carries the store's newest epoch of that shard, so it is not
+    fenced, and the next live owner (a newer epoch) replaces it as usual.
     """
     written: dict[str, int] = {}
     for tp, (shard, offset) in sorted(shards.items()):
         sid = shard_id(tp)
-        generation = max(store.generation(sid), 0)
-        blob = codec.seal(sid, {tp: offset}, generation, shard.learner, created_at=created_at)
-        written[sid] = store.save(sid, generation, blob)
+        epoch = max(store.epoch(sid), 0)
+        blob = codec.seal(sid, {tp: offset}, epoch, shard.learner, created_at=created_at)
+        written[sid] = store.save(sid, epoch, blob)
     return written
 
 

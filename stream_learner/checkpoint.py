@@ -6,10 +6,19 @@ A checkpoint is one bytes value, written in one atomic operation::
 
 The header says what the payload is and who may read it: format version;
 River, Python and service versions; the model configuration hash; the shard;
-the next offset of each input partition (the state frontier C); the consumer
-group generation; the creation time; the payload's size and SHA-256. The HMAC
-(SHA-256, key from the environment, never stored with the checkpoints) covers
-everything before it.
+the next offset of each input partition (the state frontier C); the writer's
+epoch (the fencing token it took from the store when the shard was assigned);
+the creation time; the payload's size and SHA-256. The HMAC (SHA-256, key from
+the environment, never stored with the checkpoints) covers everything before it.
+
+Keyed state (``model.scope = "key"``) is checkpointed incrementally: the
+envelope above (the *head*) holds the shard's learner without its per-key
+models, and each changed model slot is one *entry*, signed on its own::
+
+    b"SLKEY1\n" | header length | header (JSON: shard, key, config hash) | payload | HMAC
+
+An entry is refused unless its signature verifies and it names the shard and
+the key it is read for, and the running model configuration.
 
 Reading checks, in this order, before anything is unpickled: the magic bytes,
 the HMAC, the header's format version, then River / Python / service versions
@@ -26,12 +35,19 @@ Examples
 >>> codec = EnvelopeCodec(b"k" * 32, config_hash="abc")
 >>> blob = codec.seal("events:0", {("events", 0): 10}, 3, {"n": 1}, created_at=0.0)
 >>> snap = codec.open(blob)
->>> snap.offsets, snap.generation, snap.state
+>>> snap.offsets, snap.epoch, snap.state
 ({('events', 0): 10}, 3, {'n': 1})
 >>> EnvelopeCodec(b"x" * 32, config_hash="abc").open(blob)
 Traceback (most recent call last):
 ...
 stream_learner.errors.CheckpointRefused: checkpoint signature does not verify (wrong key or tampered data)
+>>> entry = codec.seal_entry("events:0", "pump-7", b"pickled slot")
+>>> codec.open_entry("events:0", "pump-7", entry)
+b'pickled slot'
+>>> codec.open_entry("events:0", "pump-8", entry)
+Traceback (most recent call last):
+...
+stream_learner.errors.CheckpointRefused: entry of key 'pump-7' in shard 'events:0' was read as key 'pump-8' of shard 'events:0'
 """
 
 from __future__ import annotations
@@ -58,8 +74,9 @@ __all__ = [
     "build_versions",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MAGIC = b"SLCKPT1\n"
+_ENTRY_MAGIC = b"SLKEY1\n"
 _MAC_SIZE = 32
 _LEN = struct.Struct(">I")
 
@@ -79,7 +96,7 @@ class Snapshot:
 
     shard: str
     offsets: dict[tuple[str, int], int]
-    generation: int
+    epoch: int
     created_at: float
     header: dict[str, Any]
     state: Any
@@ -119,7 +136,7 @@ class EnvelopeCodec:
         self,
         shard: str,
         offsets: Mapping[tuple[str, int], int],
-        generation: int,
+        epoch: int,
         state: Any,
         created_at: float,
         extra: Mapping[str, Any] | None = None,
@@ -132,7 +149,7 @@ class EnvelopeCodec:
             "config_hash": self.config_hash,
             "shard": shard,
             "offsets": _encode_offsets(offsets),
-            "generation": generation,
+            "epoch": epoch,
             "created_at": created_at,
             "payload_size": len(payload),
             "payload_sha256": hashlib.sha256(payload).hexdigest(),
@@ -161,11 +178,47 @@ class EnvelopeCodec:
         return Snapshot(
             shard=header["shard"],
             offsets=_decode_offsets(header["offsets"]),
-            generation=int(header["generation"]),
+            epoch=int(header["epoch"]),
             created_at=float(header["created_at"]),
             header=header,
             state=state,
         )
+
+    def seal_entry(self, shard: str, key: str, payload: bytes) -> bytes:
+        """Sign one keyed entry: ``payload`` (a pickled model slot) of ``key`` in ``shard``."""
+        head = orjson.dumps({"shard": shard, "key": key, "config_hash": self.config_hash})
+        body = b"".join((_ENTRY_MAGIC, _LEN.pack(len(head)), head, payload))
+        return body + hmac.new(self._key, body, hashlib.sha256).digest()
+
+    def open_entry(self, shard: str, key: str, blob: bytes) -> bytes:
+        """The payload of an entry, once its signature, shard, key and configuration match.
+
+        Raises
+        ------
+        CheckpointRefused
+            Not an entry, bad signature, or written for another shard, key or model.
+        """
+        if not blob.startswith(_ENTRY_MAGIC) or len(blob) < len(_ENTRY_MAGIC) + 36:
+            raise CheckpointRefused(f"entry of key {key!r} is not a stream_learner entry")
+        body, mac = blob[:-_MAC_SIZE], blob[-_MAC_SIZE:]
+        if not hmac.compare_digest(mac, hmac.new(self._key, body, hashlib.sha256).digest()):
+            raise CheckpointRefused(
+                f"entry of key {key!r} in shard {shard!r}: signature does not verify "
+                "(wrong key or tampered data)"
+            )
+        (head_len,) = _LEN.unpack_from(body, len(_ENTRY_MAGIC))
+        start = len(_ENTRY_MAGIC) + _LEN.size
+        header = orjson.loads(body[start : start + head_len])
+        if header.get("shard") != shard or header.get("key") != key:
+            raise CheckpointRefused(
+                f"entry of key {header.get('key')!r} in shard {header.get('shard')!r} was read "
+                f"as key {key!r} of shard {shard!r}"
+            )
+        if header.get("config_hash") != self.config_hash:
+            raise CheckpointRefused(
+                f"entry of key {key!r} was written for another model configuration"
+            )
+        return body[start + head_len :]
 
     def _verify(self, blob: bytes) -> tuple[dict[str, Any], bytes]:
         if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + _LEN.size + _MAC_SIZE:

@@ -14,6 +14,13 @@ The state protocol (``docs/state.md``) in terms of two frontiers:
 checkpoint (seek to C, re-process C..K without emitting, resume at K), from
 the start of the log when a store is configured but holds nothing (the same
 silent replay), or from a fresh model at K when checkpoints are disabled.
+Planning claims a new epoch for the shard in the store (the fencing token
+every later write of this owner carries).
+
+Keyed shards (``model.scope = "key"``) are saved incrementally (the head plus
+the models changed since the previous checkpoint, see
+:mod:`stream_learner.keyed_state`) and restored lazily: the plan loads the
+head, and each key's model is loaded the first time the key is seen.
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ from stream_learner.errors import (
     CheckpointRefused,
     ConnectionFailed,
 )
+from stream_learner.keyed_state import StoreSpill
 from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics
+from stream_learner.scopes import KeyedModels
 from stream_learner.settings import CheckpointSettings
 from stream_learner.sources import TopicPartition
 from stream_learner.stores import CheckpointStore
@@ -71,6 +80,8 @@ class Shard:
     records_since_save: int = 0
     saved_at: float = 0.0
     dirty: bool = False
+    #: the fencing token this owner claimed from the store (-1: no store)
+    epoch: int = -1
 
     def replaying(self, tp: TopicPartition, offset: int) -> bool:
         """True while ``offset`` is below the committed frontier of a restore."""
@@ -85,6 +96,7 @@ class ResumePlan:
     seek: dict[TopicPartition, int]
     replay_until: dict[TopicPartition, int]
     source: str
+    epoch: int = -1
     #: checkpoint at once (an operator's rollback: make it a normal checkpoint at K, so that
     #: a later restore replays from there instead of applying the rollback again)
     save_now: bool = False
@@ -109,7 +121,6 @@ class NullCheckpointer:
         sid: str,
         committed: Mapping[TopicPartition, int | None],
         beginning: Mapping[TopicPartition, int],
-        generation: int,
         new_learner: Callable[[], Learner],
     ) -> ResumePlan:
         """A fresh model that resumes at the committed offsets."""
@@ -121,7 +132,11 @@ class NullCheckpointer:
             )
         return ResumePlan(new_learner(), {}, {}, "fresh")
 
-    def save(self, shard: Shard, generation: int, now: float) -> None:
+    def reclaim(self, shard: Shard) -> bool:
+        """Keep the in-memory state of a shard that comes back: always possible."""
+        return True
+
+    def save(self, shard: Shard, now: float) -> None:
         """Nothing to save."""
 
     def due(self, shard: Shard, now: float) -> bool:
@@ -167,6 +182,11 @@ class Checkpointer:
         self._wall_clock = wall_clock
         self._clock = clock
         self._retry_at: dict[str, float] = {}
+        #: bytes the last successful checkpoint sent to the store (keyed: with the parks since)
+        self.last_written = 0
+        #: keyed: models changed (written or promoted) by the last checkpoint; entry pickles
+        #: sent for it (with the parks since the one before) and their bytes
+        self.last_changed = self.last_entries = self.last_entry_bytes = 0
         self._backoff: dict[str, float] = {}
 
     # -- restore ----------------------------------------------------------------------
@@ -176,19 +196,21 @@ class Checkpointer:
         sid: str,
         committed: Mapping[TopicPartition, int | None],
         beginning: Mapping[TopicPartition, int],
-        generation: int,
         new_learner: Callable[[], Learner],
     ) -> ResumePlan:
-        """Claim the shard for ``generation`` and decide how to resume it."""
+        """Claim a new epoch for the shard and decide how to resume it."""
         started = self._clock()
-        self._with_retries(lambda: self.store.claim(sid, generation), f"claim {sid}")
+        epoch = self._with_retries(lambda: self.store.claim(sid), f"claim {sid}")
         latest = self._with_retries(lambda: self.store.latest(sid), f"load {sid}")
         if latest is None:
             # No checkpoint: everything before K must be learned again, from the log start.
             seek = self._checked_offsets(
                 sid, dict.fromkeys(beginning, 0), committed, beginning, only_committed=True
             )
-            plan = ResumePlan(new_learner(), seek, _replay_frontier(seek, committed), "log start")
+            plan = ResumePlan(
+                self._attached(new_learner(), sid, epoch), seek,
+                _replay_frontier(seek, committed), "log start", epoch,
+            )
         else:
             checkpoint_id, blob = latest
             snap = self.codec.open(blob)
@@ -202,10 +224,11 @@ class Checkpointer:
                 stored = {tp: k if k is not None else stored.get(tp, 0) for tp, k in committed.items()}
             seek = self._checked_offsets(sid, stored, committed, beginning)
             plan = ResumePlan(
-                snap.state,
+                self._attached(snap.state, sid, epoch),
                 seek,
                 _replay_frontier(seek, committed),
                 f"checkpoint {checkpoint_id}" + (" (rollback)" if rollback else ""),
+                epoch,
                 save_now=rollback,
             )
             self.metrics.checkpoint_restore_seconds.observe(self._clock() - started)
@@ -214,6 +237,32 @@ class Checkpointer:
             sid, plan.source, plan.seek, plan.replay_until,
         )
         return plan
+
+    def _attached(self, learner: Learner, sid: str, epoch: int) -> Learner:
+        """A keyed learner parks in and loads from the store, as owner ``epoch``."""
+        if isinstance(learner.models, KeyedModels):
+            s = self.settings
+            learner.models.attach(
+                StoreSpill(self.store, self.codec, sid, epoch, s.restore_timeout_s,
+                           s.max_backoff_s, self._clock)
+            )
+        return learner
+
+    def reclaim(self, shard: Shard) -> bool:
+        """Take a new epoch for a shard that comes back with its in-memory state current.
+
+        False when that state cannot be kept: models parked since its last
+        checkpoint were in the previous epoch's scratch map (the caller restores).
+        """
+        models = shard.learner.models
+        if isinstance(models, KeyedModels) and (
+            models.has_parked_changes or not isinstance(models.spill, StoreSpill)
+        ):
+            return False
+        shard.epoch = self._with_retries(lambda: self.store.claim(shard.id), f"claim {shard.id}")
+        if isinstance(models, KeyedModels) and isinstance(models.spill, StoreSpill):
+            models.spill.epoch = shard.epoch
+        return True
 
     def _checked_offsets(
         self,
@@ -282,20 +331,25 @@ class Checkpointer:
             s.every_seconds
         )
 
-    def save(self, shard: Shard, generation: int, now: float) -> None:
+    def save(self, shard: Shard, now: float) -> None:
         """Checkpoint ``shard`` now; on a store failure, keep serving and retry later.
 
         Raises
         ------
         CheckpointFenced
-            A newer generation owns the shard: the caller must drop it.
+            A newer epoch owns the shard: the caller must drop it.
         """
         t0 = self._clock()
-        blob = self.codec.seal(
-            shard.id, shard.position, generation, shard.learner, created_at=self._wall_clock()
-        )
+        models = shard.learner.models
+        spill = models.spill if isinstance(models, KeyedModels) else None
         try:
-            self.store.save(shard.id, generation, blob)
+            if isinstance(models, KeyedModels) and isinstance(spill, StoreSpill):
+                written = self._save_keyed(shard, models, spill)
+            else:
+                blob = self.codec.seal(shard.id, shard.position, shard.epoch, shard.learner,
+                                       created_at=self._wall_clock())
+                self.store.save(shard.id, shard.epoch, blob)
+                written = len(blob)
         except CheckpointFenced:
             self.metrics.checkpoints.labels(result="fenced").inc()
             raise
@@ -304,15 +358,39 @@ class Checkpointer:
             return
         m = self.metrics
         m.checkpoint_seconds.observe(self._clock() - t0)
-        m.checkpoint_bytes.labels(partition=shard.id.rsplit(":", 1)[1]).set(len(blob))
-        m.checkpoint_written.inc(len(blob))
+        m.checkpoint_bytes.labels(partition=shard.id.rsplit(":", 1)[1]).set(written)
+        m.checkpoint_written.inc(written)
         m.checkpoints.labels(result="ok").inc()
         shard.saved_at = now
         shard.records_since_save = 0
         shard.dirty = False
+        self.last_written = written
         self._retry_at.pop(shard.id, None)
         if self._backoff.pop(shard.id, None) is not None:
             log.info("checkpoint of %s saved again after failures", shard.id)
+
+    def _save_keyed(self, shard: Shard, models: KeyedModels, spill: StoreSpill) -> int:
+        """Head + changed entries + promoted parks in one atomic write; bytes sent."""
+        payloads, promote = models.changes()
+        payloads.update(spill.pending)
+        promote = [key for key in promote if key not in spill.pending]
+        seal = self.codec.seal_entry
+        entries = {key: seal(shard.id, key, payload) for key, payload in payloads.items()}
+        with models.head_view():
+            blob = self.codec.seal(
+                shard.id, shard.position, shard.epoch, shard.learner,
+                created_at=self._wall_clock(),
+                extra={"keyed": {"keys": models.n_keys, "entries": len(entries),
+                                 "promoted": len(promote)}},
+            )
+        self.store.save(shard.id, shard.epoch, blob, entries, promote)
+        models.committed()
+        spill.pending.clear()
+        self.last_changed = len(entries) + len(promote)
+        self.last_entries = len(entries) + spill.n_parked_since
+        self.last_entry_bytes = sum(map(len, entries.values())) + spill.bytes_parked
+        spill.bytes_parked = spill.n_parked_since = 0
+        return len(blob) + self.last_entry_bytes
 
     def _failed(self, sid: str, now: float, exc: Exception) -> None:
         delay = min(self._backoff.get(sid, 0.5) * 2, self.settings.max_backoff_s)

@@ -58,7 +58,7 @@ from stream_learner.metrics import Metrics, observe_many
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer, Shard, shard_id
 from stream_learner.reporting import Reporter
-from stream_learner.scopes import memory_bytes
+from stream_learner.scopes import KeyedModels, memory_bytes
 from stream_learner.settings import Settings
 from stream_learner.sinks import Sink, dead_letter
 from stream_learner.sources import FiniteInput, Record, Source, TopicPartition, worker_id
@@ -179,6 +179,7 @@ class Service:
         self._succeeded_at_failure = -1
         self._failed_predictions = 0
         self._snapshot_records = 0  # records at the last metrics snapshot
+        self._keyed = spec.scope == "key"
 
     # -- partition lifecycle (called by the source, inside poll) -------------------
 
@@ -249,13 +250,11 @@ class Service:
         every = sorted(tp for tps in inputs.values() for tp in tps)
         committed = self.source.committed(every)
         beginning = self.source.beginning(every)
-        generation = self.source.generation()
         self.guard.watch(every)
         moved: set[TopicPartition] = set()
         for key, tps in inputs.items():
             shard = self._resume(
-                key, {tp: committed[tp] for tp in tps}, {tp: beginning[tp] for tp in tps},
-                generation,
+                key, {tp: committed[tp] for tp in tps}, {tp: beginning[tp] for tp in tps}
             )
             self.shards[key] = shard
             moved.update(shard.position)
@@ -267,29 +266,30 @@ class Service:
         key: TopicPartition,
         committed: dict[TopicPartition, int | None],
         beginning: dict[TopicPartition, int],
-        generation: int,
     ) -> Shard:
         sid = shard_id(key)
         parked = self._parked.pop(key, None)
         # Current when each input partition's committed offset is where the shard stopped;
         # a partition it never read (e.g. its labels partition) has none on either side.
-        if parked is not None and all(
-            parked.position.get(tp) == k for tp, k in committed.items()
+        if (
+            parked is not None
+            and all(parked.position.get(tp) == k for tp, k in committed.items())
+            and self.checkpointer.reclaim(parked)
         ):
             log.info("shard %s: in-memory state is current at %s", sid, committed)
             for tp, k in committed.items():
                 if k is not None:
                     self.source.seek(tp, k)
             return parked
-        plan = self.checkpointer.plan(sid, committed, beginning, generation, self._new_learner)
+        plan = self.checkpointer.plan(sid, committed, beginning, self._new_learner)
         for partition, offset in plan.seek.items():
             self.source.seek(partition, offset)
         plan.learner.use_drift(self.settings.drift)
-        shard = Shard(sid, plan.learner, dict(plan.seek), dict(plan.replay_until))
+        shard = Shard(sid, plan.learner, dict(plan.seek), dict(plan.replay_until), epoch=plan.epoch)
         shard.saved_at = self._clock()
         if plan.save_now:
             shard.dirty = True
-            self.checkpointer.save(shard, generation, shard.saved_at)
+            self.checkpointer.save(shard, shard.saved_at)
         return shard
 
     def _new_learner(self) -> Learner:
@@ -372,6 +372,8 @@ class Service:
 
     def process_batch(self, records: Sequence[Record], received_at: float) -> None:
         """Decode, score and learn every record; queue outputs (not yet durable)."""
+        if self._keyed:
+            self._prefetch(records)
         counts = Counts()
         latencies: list[float] = []
         n_replayed = 0
@@ -785,6 +787,19 @@ class Service:
 
     # -- checkpoints --------------------------------------------------------------------
 
+    def _prefetch(self, records: Sequence[Record]) -> None:
+        """Per-key models: read the batch's models that are out of memory in one request."""
+        keys: dict[TopicPartition, set[bytes]] = {}
+        for record in records:
+            if record.key is not None:
+                tp = (record.origin.topic, record.origin.partition)
+                keys.setdefault(self.shard_of(tp), set()).add(record.key)
+        for tp, names in keys.items():
+            shard = self.shards.get(tp)
+            models = shard.learner.models if shard is not None else None
+            if isinstance(models, KeyedModels):
+                models.prefetch(name.decode("utf-8", "replace") for name in names)
+
     def _checkpoint_due(self, now: float) -> None:
         due = []
         for tp, shard in self.shards.items():
@@ -814,7 +829,7 @@ class Service:
     def _save(self, shard: Shard, now: float) -> None:
         if shard.dirty:
             t0 = self._clock()
-            self.checkpointer.save(shard, self.source.generation(), now)
+            self.checkpointer.save(shard, now)
             self.metrics.stage_latency.labels(stage="checkpoint").observe(self._clock() - t0)
 
 

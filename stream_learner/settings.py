@@ -338,7 +338,8 @@ class ModelSettings(_Section):
         10_000,
         ge=1,
         description="Scope `key`: most per-key models kept in memory per partition; the least "
-        "recently used ones are pickled into the partition's state until their key returns.",
+        "recently used ones are parked (in the checkpoint store when there is one, else pickled "
+        "in memory) until their key returns.",
     )
     horizon: int = Field(
         1, ge=1, le=10_000, description="Forecasting: steps ahead in each `forecast` list."
@@ -572,7 +573,9 @@ class CheckpointSettings(_Section):
         "", description="Redis key prefix (empty: `stream-learner:<kafka.group_id>`)."
     )
     directory: str = Field("checkpoints", description="Folder of the `local` store.")
-    keep: int = Field(3, ge=1, description="Checkpoints kept per shard (for rollback).")
+    keep: int = Field(
+        3, ge=1, description="Checkpoints kept per shard, all reachable by a rollback."
+    )
     every_events: int = Field(10000, ge=1, description="Checkpoint a shard after this many records.")
     every_seconds: float = Field(30.0, gt=0, description="... or after this many seconds.")
     key_env: str = Field(

@@ -159,8 +159,8 @@ def test_a_checkpoint_of_another_river_version_is_refused(tmp_path: Path):
     newest = _codec().open(local.latest(shard)[1])  # type: ignore[index]
     versions = {**_codec().versions, "river": "0.0.1"}
     other = EnvelopeCodec(CHECKPOINT_KEY.encode(), _codec().config_hash, versions)
-    local.save(shard, newest.generation, other.seal(
-        shard, newest.offsets, newest.generation, newest.state, created_at=newest.created_at
+    local.save(shard, newest.epoch, other.seal(
+        shard, newest.offsets, newest.epoch, newest.state, created_at=newest.created_at
     ))
 
     proc = _run(tmp_path, events, tmp_path / "again.jsonl", store, check=False)
@@ -190,7 +190,7 @@ def _exercise_admin(tmp_path: Path, store: dict[str, str], open_store: Any) -> N
     assert [line.split("\t")[3] for line in listed] == [
         f"{events}[0]@300", f"{events}[0]@400", f"{events}[0]@450"
     ]
-    assert all(line.split("\t")[4] == "gen=0" and line.endswith("B") for line in listed)
+    assert all(line.split("\t")[4] == "epoch=1" and line.endswith("B") for line in listed)
     assert _admin(tmp_path, store, "list", shard).stdout.splitlines() == listed
 
     header = orjson.loads(_admin(tmp_path, store, "show", shard).stdout)
@@ -247,3 +247,28 @@ def test_checkpoints_list_shows_a_tampered_checkpoint_as_refused(tmp_path: Path)
         "(wrong key or tampered data)"
     shown = _admin(tmp_path, store, "show", shard, check=False)
     assert shown.returncode == 1 and "signature does not verify" in shown.stderr
+
+
+def test_checkpoints_list_and_rollback_of_keyed_state(tmp_path: Path):
+    # one model per sensor (12), 5 in memory: checkpoints are incremental, parks go to the store
+    store = {**_local(tmp_path), "model__scope": "key", "model__max_resident": "5"}
+    events = tmp_path / "events.jsonl"
+    _events(events, 450)
+    _run(tmp_path, events, tmp_path / "whole.jsonl", store)
+    shard = f"{events}:0"
+    listed = _admin(tmp_path, store, "list").stdout.splitlines()
+    assert [line.split("\t")[1] for line in listed] == ["3", "4", "5"]
+    assert all("\tkeys=12 changed=" in line for line in listed), listed
+    header = orjson.loads(_admin(tmp_path, store, "show", shard, "4").stdout)
+    assert header["keyed"]["keys"] == 12 and header["offsets"] == [[str(events), 0, 400]]
+
+    rolled = _admin(tmp_path, store, "rollback", shard, "4")
+    assert f"shard {shard}: checkpoint 4 is now checkpoint 6" in rolled.stdout
+    listed = _admin(tmp_path, store, "list").stdout.splitlines()
+    assert [line.split("\t")[1] for line in listed] == ["3", "4", "6"]  # 5 no longer matches
+    # the next run resumes with every sensor's model as it was at 400 and learns 400.. again:
+    # its predictions are the uninterrupted run's
+    again = _run(tmp_path, events, tmp_path / "again.jsonl", store)
+    assert "restore from checkpoint 6 (rollback)" in again.stderr
+    whole = _predictions(tmp_path / "whole.jsonl")
+    assert _predictions(tmp_path / "again.jsonl") == whole[400:]

@@ -412,7 +412,7 @@ def test_a_checkpoint_of_another_shard_is_refused():
     store.save(SID0, 1, blob)  # validly signed, but for events:1
     spec = ModelSpec.from_settings(settings.model)
     with pytest.raises(CheckpointRefused, match="events:1"):
-        _checkpointer(store).plan(SID0, {TP0: 30}, {TP0: 0}, 1, lambda: Learner(spec))
+        _checkpointer(store).plan(SID0, {TP0: 30}, {TP0: 0}, lambda: Learner(spec))
 
 
 # -- rollback -------------------------------------------------------------------------------
@@ -523,14 +523,14 @@ def test_fenced_save_during_revoke_drops_the_shard():
     w.start()
     w.step()
     w.step()
-    store.claim(SID0, 2)  # a newer owner after a rebalance; this worker has generation 1
+    newer = store.claim(SID0)  # a newer owner after a rebalance; this worker has the older epoch
     w.step(commit=False)  # dirty, uncommitted state
     w.service.on_revoked([TP0])  # must not raise
     assert TP0 not in w.service.shards
     assert TP0 not in w.service._parked  # stale state is not kept for a comeback
     assert w.source.committed_offsets == {TP0: 30}  # outputs were still committed first
     assert store.latest(SID0) is None
-    assert store.generation(SID0) == 2
+    assert store.epoch(SID0) == newer
     assert sample(w.metrics, "stream_learner_checkpoints_total", result="ok") == 0
 
 
@@ -539,10 +539,10 @@ def test_fenced_scheduled_checkpoint_drops_only_that_shard():
     store = MemoryStore()
     w = worker(settings, {TP0: phishing(0, 50), TP1: phishing(100, 150)}, store)
     w.start()
-    w.step()  # both shards checkpointed by generation 1
+    w.step()  # both shards checkpointed by this worker's epochs
     assert store.ids(SID0) == [1]
     assert store.ids(SID1) == [1]
-    store.claim(SID0, 2)
+    store.claim(SID0)
     w.step()  # shard 0's checkpoint is fenced: it is dropped, shard 1 carries on
     assert set(w.service.shards) == {TP1}
     assert store.ids(SID0) == [1]
@@ -588,11 +588,12 @@ def test_save_resets_the_schedule():
     store = MemoryStore()
     ck = _checkpointer(store, every_events=5, every_seconds=30.0)
     shard = _shard(records_since_save=9, dirty=True, saved_at=0.0)
-    ck.save(shard, 3, now=50.0)
+    shard.epoch = store.claim(SID0)
+    ck.save(shard, now=50.0)
     assert (shard.records_since_save, shard.saved_at, shard.dirty) == (0, 50.0, False)
     header = ck.codec.read_header(store.latest(SID0)[1])  # type: ignore[index]
     assert header["offsets"] == [[TOPIC, 0, 7]]
-    assert header["generation"] == 3
+    assert header["epoch"] == shard.epoch == 1
     assert header["created_at"] == WALL
     assert sample(ck.metrics, "stream_learner_checkpoints_total", result="ok") == 1
     assert sample(ck.metrics, "stream_learner_checkpoint_size_bytes", partition="0") == len(store.latest(SID0)[1])  # type: ignore[index]
@@ -631,12 +632,12 @@ class FlakyStore(MemoryStore):
         self.failures = failures
         self.attempts = 0
 
-    def save(self, shard: str, generation: int, blob: bytes) -> int:
+    def save(self, shard: str, epoch: int, blob: bytes, *args: Any, **kwargs: Any) -> int:
         self.attempts += 1
         if self.failures > 0:
             self.failures -= 1
             raise ConnectionFailed("cannot reach Redis at redis://cache:6379/0: Connection refused")
-        return super().save(shard, generation, blob)
+        return super().save(shard, epoch, blob, *args, **kwargs)
 
 
 def test_store_failure_keeps_serving_backs_off_and_recovers():
@@ -684,7 +685,7 @@ def test_checkpoint_backoff_doubles_up_to_the_maximum():
     shard = _shard(records_since_save=1, dirty=True)
     now, waits = 0.0, []
     for _ in range(4):
-        ck.save(shard, 1, now)
+        ck.save(shard, now)
         retry_at = now
         while not ck.due(shard, retry_at):
             retry_at += 0.25
@@ -701,7 +702,7 @@ def test_a_save_that_succeeds_after_failures_says_so(caplog: pytest.LogCaptureFi
     shard = _shard(records_since_save=1, dirty=True)
     with caplog.at_level("INFO", logger="stream_learner.recovery"):
         for now in (0.0, 1.0, 3.0):
-            ck.save(shard, 1, now)
+            ck.save(shard, now)
     failed = [r for r in caplog.records if "failed" in r.getMessage()]
     again = [r for r in caplog.records if "saved again" in r.getMessage()]
     assert len(failed) == 2 and len(again) == 1
@@ -709,7 +710,7 @@ def test_a_save_that_succeeds_after_failures_says_so(caplog: pytest.LogCaptureFi
     caplog.clear()
     shard.dirty = True
     with caplog.at_level("INFO", logger="stream_learner.recovery"):
-        ck.save(shard, 1, 4.0)  # an ordinary save after a healthy one: nothing to report
+        ck.save(shard, 4.0)  # an ordinary save after a healthy one: nothing to report
     assert "saved again" not in caplog.text
 
 
@@ -718,13 +719,13 @@ def test_store_unreachable_at_restore_is_retried_then_fails(monkeypatch: pytest.
     monkeypatch.setattr(recovery_module, "time", types.SimpleNamespace(sleep=clock.advance))
 
     class Down(MemoryStore):
-        def claim(self, shard: str, generation: int) -> None:
+        def claim(self, shard: str) -> int:
             raise ConnectionFailed("cannot reach Redis at redis://cache:6379/0")
 
     ck = _checkpointer(Down(), clock, restore_timeout_s=5.0)
     spec = ModelSpec.from_settings(make_settings().model)
     with pytest.raises(ConnectionFailed, match=r"claim events:0: store unreachable for 5s") as info:
-        ck.plan(SID0, {TP0: 10}, {TP0: 0}, 1, lambda: Learner(spec))
+        ck.plan(SID0, {TP0: 10}, {TP0: 0}, lambda: Learner(spec))
     assert "redis://cache:6379/0" in str(info.value)
     assert clock.t <= 5.0
 
@@ -744,7 +745,7 @@ def test_store_unreachable_at_restore_then_back_is_retried(monkeypatch: pytest.M
 
     ck = _checkpointer(Blip(), clock)
     spec = ModelSpec.from_settings(make_settings().model)
-    plan = ck.plan(SID0, {TP0: 10}, {TP0: 0}, 1, lambda: Learner(spec))
+    plan = ck.plan(SID0, {TP0: 10}, {TP0: 0}, lambda: Learner(spec))
     assert plan.source == "log start"
     assert plan.seek == {TP0: 0}
     assert plan.replay_until == {TP0: 10}
@@ -772,7 +773,7 @@ def test_null_checkpointer_resumes_fresh_at_committed_offsets(caplog: pytest.Log
 
 def test_null_checkpointer_plan():
     spec = ModelSpec.from_settings(make_settings().model)
-    plan = NullCheckpointer().plan(SID0, {TP0: 50}, {TP0: 0}, 1, lambda: Learner(spec))
+    plan = NullCheckpointer().plan(SID0, {TP0: 50}, {TP0: 0}, lambda: Learner(spec))
     assert (plan.seek, plan.replay_until, plan.source) == ({}, {}, "fresh")
     assert plan.learner.n_learned == 0
 

@@ -119,16 +119,17 @@ def test_file_warm_start_restores_the_replayed_state(tmp_path: Path) -> None:
     assert resumed == whole[200:]
 
 
-def test_warm_start_keeps_the_store_generation(tmp_path: Path) -> None:
+def test_warm_start_keeps_the_store_epoch(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    store.claim("events:0", 4)
+    for _ in range(4):
+        store.claim("events:0")
     sink = MemorySink()
     service = Service(SETTINGS, SPEC, ReplaySource([("events", 0)], _records(_events(10))), sink)
     service.run()
     codec = EnvelopeCodec(KEY, SPEC.config_hash)
     write_warm_start(store, codec, {("events", 0): (service.shards[("events", 0)], 10)}, 0.0)
     latest = store.latest("events:0")
-    assert latest is not None and codec.open(latest[1]).generation == 4
+    assert latest is not None and codec.open(latest[1]).epoch == 4
 
 
 class _Tty(io.StringIO):

@@ -85,7 +85,7 @@ def test_empty_store(store):
     assert store.get(SHARD, 1) is None
     assert store.ids(SHARD) == []
     assert store.shards() == []
-    assert store.generation(SHARD) == -1
+    assert store.epoch(SHARD) == -1
 
 
 def test_save_returns_increasing_ids_and_latest_is_the_newest(store):
@@ -125,7 +125,7 @@ def test_shards_are_independent(store):
 
 
 def test_shards_lists_only_shards_with_checkpoints(store):
-    store.claim("events:9", 4)
+    store.claim("events:9")
     assert store.shards() == []
     store.save("my.topic-x:12", 4, b"x")
     assert store.shards() == ["my.topic-x:12"]
@@ -137,64 +137,114 @@ def test_binary_blob_round_trips(store):
     assert store.latest(SHARD) == (checkpoint_id, BINARY)
 
 
-def test_generation_is_the_newest_seen(store):
-    store.claim(SHARD, 2)
-    assert store.generation(SHARD) == 2
-    store.save(SHARD, 5, b"x")
-    assert store.generation(SHARD) == 5
-    store.claim(SHARD, 5)
-    assert store.generation(SHARD) == 5
-    assert store.generation(OTHER) == -1
+def test_claim_takes_a_new_epoch_each_time(store):
+    first = store.claim(SHARD)
+    assert store.epoch(SHARD) == first >= 1
+    second = store.claim(SHARD)
+    assert second > first and store.epoch(SHARD) == second
+    assert store.epoch(OTHER) == -1
 
 
-def test_save_with_an_older_generation_is_fenced(store):
-    newest = store.save(SHARD, 5, b"from generation 5")
-    with pytest.raises(CheckpointFenced, match="belongs to generation 5; this worker has 4") as info:
-        store.save(SHARD, 4, b"from a stale worker")
+def test_save_with_an_older_epoch_is_fenced(store):
+    stale = store.claim(SHARD)
+    owner = store.claim(SHARD)
+    newest = store.save(SHARD, owner, b"from the owner")
+    with pytest.raises(
+        CheckpointFenced, match=f"claimed by epoch {owner}; this worker holds epoch {stale}"
+    ) as info:
+        store.save(SHARD, stale, b"from a stale worker")
     assert SHARD in str(info.value)
     assert isinstance(info.value, CheckpointError)
-    assert store.latest(SHARD) == (newest, b"from generation 5")
+    assert store.latest(SHARD) == (newest, b"from the owner")
     assert store.ids(SHARD) == [newest]
-    assert store.generation(SHARD) == 5
+    assert store.epoch(SHARD) == owner
 
 
-def test_equal_or_newer_generation_passes(store):
-    first = store.save(SHARD, 5, b"a")
-    second = store.save(SHARD, 5, b"b")
-    third = store.save(SHARD, 6, b"c")
-    assert first < second < third
-    assert store.latest(SHARD) == (third, b"c")
-    assert store.generation(SHARD) == 6
-    with pytest.raises(CheckpointFenced):
-        store.save(SHARD, 5, b"d")
+def test_the_owner_saves_again_and_again(store):
+    epoch = store.claim(SHARD)
+    first = store.save(SHARD, epoch, b"a")
+    second = store.save(SHARD, epoch, b"b")
+    assert first < second
+    assert store.latest(SHARD) == (second, b"b")
 
 
-def test_claim_fences_older_saves_and_claims(store):
-    kept = store.save(SHARD, 1, b"old owner")
-    store.claim(SHARD, 3)  # a new owner after a rebalance
-    with pytest.raises(CheckpointFenced, match="belongs to generation 3; this worker has 1"):
-        store.save(SHARD, 1, b"stale")
-    with pytest.raises(CheckpointFenced, match="belongs to generation 3; this worker has 2"):
-        store.claim(SHARD, 2)
+def test_claim_fences_the_previous_owner(store):
+    old = store.claim(SHARD)
+    kept = store.save(SHARD, old, b"old owner")
+    new = store.claim(SHARD)  # a new owner after a rebalance
+    with pytest.raises(CheckpointFenced, match=f"claimed by epoch {new}; this worker holds"):
+        store.save(SHARD, old, b"stale")
     assert store.latest(SHARD) == (kept, b"old owner")
-    assert store.generation(SHARD) == 3
-    store.claim(SHARD, 3)  # claiming again is fine
-    new = store.save(SHARD, 3, b"new owner")
-    assert store.latest(SHARD) == (new, b"new owner")
+    saved = store.save(SHARD, new, b"new owner")
+    assert store.latest(SHARD) == (saved, b"new owner")
 
 
 def test_fencing_is_per_shard(store):
-    store.claim(SHARD, 9)
+    store.claim(SHARD)
+    store.claim(SHARD)
     store.save(OTHER, 1, b"x")
-    assert store.generation(OTHER) == 1
+    assert store.epoch(OTHER) == 1
 
 
-def test_generation_zero_is_a_valid_generation(store):
-    # A fresh consumer group may report generation 0 (and -1 means "none seen").
-    store.save(SHARD, 0, b"x")
-    assert store.generation(SHARD) == 0
+def test_a_stale_owner_cannot_park_or_write_entries(store):
+    old = store.claim(SHARD)
+    store.save(SHARD, old, b"head 1", {"k1": b"v1"})
+    new = store.claim(SHARD)
     with pytest.raises(CheckpointFenced):
-        store.save(SHARD, -1, b"y")
+        store.park(SHARD, old, {"k1": b"zombie park"})
+    with pytest.raises(CheckpointFenced):
+        store.save(SHARD, old, b"zombie head", {"k1": b"zombie"}, ["k1"])
+    assert store.entry(SHARD, "k1") == b"v1"
+    assert store.parked(SHARD, new, "k1") is None
+
+
+# -- keyed entries ----------------------------------------------------------------------------
+
+
+def test_entries_are_written_with_their_head(store):
+    epoch = store.claim(SHARD)
+    assert store.entry(SHARD, "a") is None and store.n_entries(SHARD) == 0
+    store.save(SHARD, epoch, b"h1", {"a": b"a1", "b": BINARY})
+    assert store.entry(SHARD, "a") == b"a1" and store.entry(SHARD, "b") == BINARY
+    store.save(SHARD, epoch, b"h2", {"a": b"a2"})
+    assert store.entry(SHARD, "a") == b"a2" and store.entry(SHARD, "b") == BINARY
+    assert store.n_entries(SHARD) == 2
+    assert store.entry(OTHER, "a") is None
+
+
+def test_parked_entries_are_promoted_by_the_next_checkpoint(store):
+    epoch = store.claim(SHARD)
+    store.save(SHARD, epoch, b"h1", {"a": b"a1"})
+    store.park(SHARD, epoch, {"a": b"a-parked"})
+    store.park(SHARD, epoch, {"c": b"c-parked"})
+    assert store.parked(SHARD, epoch, "a") == b"a-parked"
+    assert store.entry(SHARD, "a") == b"a1"  # not checkpointed yet
+    store.save(SHARD, epoch, b"h2", {}, ["a", "c"])
+    assert store.entry(SHARD, "a") == b"a-parked" and store.entry(SHARD, "c") == b"c-parked"
+    assert store.parked(SHARD, epoch, "a") is None  # the scratch map starts again
+
+
+def test_a_new_epoch_never_reads_what_the_old_one_parked(store):
+    old = store.claim(SHARD)
+    store.park(SHARD, old, {"a": b"parked by a crashed owner"})
+    new = store.claim(SHARD)
+    assert store.parked(SHARD, new, "a") is None
+    store.save(SHARD, new, b"h", {}, ["a"])
+    assert store.entry(SHARD, "a") is None
+
+
+def test_revert_applies_the_undo_records_newest_first(store):
+    epoch = store.claim(SHARD)
+    one = store.save(SHARD, epoch, b"h1", {"a": b"a1", "b": b"b1"})
+    store.save(SHARD, epoch, b"h2", {"a": b"a2", "c": b"c2"})
+    store.park(SHARD, epoch, {"b": b"b3"})
+    store.save(SHARD, epoch, b"h3", {"a": b"a3"}, ["b"])
+    back = store.save(SHARD, epoch, b"rollback of h1", revert_to=one)
+    assert store.ids(SHARD) == [one, back]
+    assert store.latest(SHARD) == (back, b"rollback of h1")
+    assert [store.entry(SHARD, k) for k in "abc"] == [b"a1", b"b1", None]
+    store.save(SHARD, epoch, b"h5", {"c": b"c5"})
+    assert store.entry(SHARD, "c") == b"c5"
 
 
 def test_a_second_instance_sees_the_same_data(make_store):
@@ -203,7 +253,7 @@ def test_a_second_instance_sees_the_same_data(make_store):
     second = make_store()
     assert second.ids(SHARD) == ids[-KEEP:]
     assert second.latest(SHARD) == (ids[-1], b"3")
-    assert second.generation(SHARD) == 2
+    assert second.epoch(SHARD) == 2
     assert second.save(SHARD, 2, b"next") > ids[-1]
     with pytest.raises(CheckpointFenced):
         second.save(SHARD, 1, b"stale")
@@ -220,7 +270,7 @@ def test_local_store_writes_atomically_and_leaves_no_temporary_files(tmp_path: P
     store = LocalStore(tmp_path, keep=2)
     for i in range(5):
         store.save(SHARD, 1, b"blob %d" % i)
-    store.claim(SHARD, 2)
+    store.claim(SHARD)
     files = _all_files(tmp_path)
     assert not [p for p in files if p.name.endswith(".tmp")]
     ckpts = sorted(p.name for p in files if p.suffix == ".ckpt")
@@ -238,7 +288,7 @@ def test_local_store_survives_re_instantiation(tmp_path: Path):
     assert again.ids(SHARD) == [1, 2]
     assert again.latest(SHARD) == (2, b"b")
     assert again.latest(OTHER) == (1, BINARY)
-    assert again.generation(SHARD) == 4
+    assert again.epoch(SHARD) == 4
     assert again.save(SHARD, 4, b"c") == 3
     with pytest.raises(CheckpointFenced):
         LocalStore(tmp_path).save(SHARD, 3, b"stale")
@@ -309,7 +359,7 @@ def test_redis_keys_live_under_the_prefix(redis_url: str, redis_prefix: str):
         keys = {k.decode() for k in client.scan_iter(match=f"{redis_prefix}:*", count=1000)}
         tagged = f"{redis_prefix}:{{{shard}}}"
         assert keys == {
-            f"{tagged}:generation",
+            f"{tagged}:epoch",
             f"{tagged}:seq",
             f"{tagged}:index",
             f"{tagged}:ckpt:3",
@@ -371,12 +421,19 @@ def test_redis_stale_writer_is_fenced_while_a_new_owner_writes(redis_url: str, r
     old = RedisStore(redis_url, redis_prefix)
     new = RedisStore(redis_url, redis_prefix)
     try:
-        old.save(SHARD, 1, b"old")
-        new.claim(SHARD, 2)
-        kept = new.save(SHARD, 2, b"new")
-        for action in (lambda: old.save(SHARD, 1, b"stale"), lambda: old.claim(SHARD, 1)):
-            with pytest.raises(CheckpointFenced, match="belongs to generation 2; this worker has 1"):
+        mine = old.claim(SHARD)
+        old.save(SHARD, mine, b"old", {"k": b"old entry"})
+        theirs = new.claim(SHARD)
+        kept = new.save(SHARD, theirs, b"new", {"k": b"new entry"})
+        for action in (
+            lambda: old.save(SHARD, mine, b"stale", {"k": b"stale entry"}),
+            lambda: old.park(SHARD, mine, {"k": b"stale park"}),
+        ):
+            with pytest.raises(
+                CheckpointFenced, match=f"claimed by epoch {theirs}; this worker holds epoch {mine}"
+            ):
                 action()
+        assert new.entry(SHARD, "k") == b"new entry"
         assert new.latest(SHARD) == (kept, b"new")
     finally:
         old.close()
@@ -394,11 +451,13 @@ def _closed_port() -> int:
 STORE_CALLS: dict[str, Callable[[RedisStore], Any]] = {
     "ping": lambda s: s.ping(),
     "save": lambda s: s.save(SHARD, 1, b"x"),
-    "claim": lambda s: s.claim(SHARD, 1),
+    "claim": lambda s: s.claim(SHARD),
+    "park": lambda s: s.park(SHARD, 1, {"k": b"x"}),
+    "entry": lambda s: s.entry(SHARD, "k"),
     "latest": lambda s: s.latest(SHARD),
     "get": lambda s: s.get(SHARD, 1),
     "ids": lambda s: s.ids(SHARD),
-    "generation": lambda s: s.generation(SHARD),
+    "epoch": lambda s: s.epoch(SHARD),
     "shards": lambda s: s.shards(),
 }
 
@@ -472,3 +531,15 @@ def test_redact_url_hides_a_password_in_the_query_string():
         store.close()
     assert f"127.0.0.1:{port}" in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+def test_fetch_reads_entries_and_parks_in_one_call(store):
+    epoch = store.claim(SHARD)
+    store.save(SHARD, epoch, b"h1", {"a": b"a1", "b": b"b1"})
+    store.park(SHARD, epoch, {"b": b"b-parked", "c": b"c-parked"})
+    got = store.fetch(SHARD, epoch, ["a", "missing"], ["b", "c", "gone"])
+    assert got == {"a": b"a1", "b": b"b-parked", "c": b"c-parked"}
+    assert store.fetch(SHARD, epoch, [], []) == {}
+    many = [f"k{i}" for i in range(1200)]  # more than one SQLite chunk
+    store.save(SHARD, epoch, b"h2", {k: k.encode() for k in many})
+    assert store.fetch(SHARD, epoch, many, []) == {k: k.encode() for k in many}

@@ -1,0 +1,447 @@
+"""Keyed state at fleet scale: one model per sensor, checkpoints every second.
+
+    python scripts/bench_scale.py [--sizes 100,10000,100000,1000000] [--events-per-sensor 10]
+        [--min-events 100000] [--stores redis,local] [--redis URL] [--max-resident 10000]
+        [--results FILE] [--render FILE] [--write-docs]
+    python scripts/bench_scale.py --key-cost
+
+For each number of sensors and each store, a fresh worker process runs the
+real :class:`~stream_learner.service.Service` with ``model.scope = "key"``
+(the shipped model, ``StandardScaler | LinearRegression``, drift monitors on)
+over ``sensors x events-per-sensor`` (at least ``--min-events``) Friedman
+events (10 features, inline labels) from an in-process source, the sensors
+taking turns (each event of a round goes to the next sensor), and checkpoints
+every second to the store (Redis: ``--redis``, else
+``STREAM_LEARNER_TEST_REDIS``; local: a tmp folder).
+Outputs are counted and dropped, so the figures are the state's, not Kafka's.
+
+Reported per run: events/s over the whole run; the worker's peak RSS; per
+checkpoint, the bytes sent to the store (head + changed entries + models
+parked since the previous checkpoint) and the models changed (written or
+promoted), with the mean entry size; then a second process restarts on the
+same store (a fresh interpreter, as after a crash) and the time from the
+start of its loop to its first prediction (restore of the shard's frontier
+and of the one model that event needs; interpreter start and imports are not
+counted). ``--write-docs`` writes the table between ``<!-- scale:begin -->``
+and ``<!-- scale:end -->`` in docs/benchmarks.md, with the issue's targets
+as ratios within the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DOCS = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
+TOPIC = "scale-events"
+KEY = b"bench-scale-signing-key-0123456789"
+
+
+# -- the worker process ---------------------------------------------------------------------
+
+
+class FleetSource:
+    """Friedman events of ``sensors`` sensors taking turns, made on the fly (one partition)."""
+
+    def __init__(self, sensors: int, n_events: int, start: int = 0, seed: int = 7) -> None:
+        self.sensors = sensors
+        self.n_events = n_events
+        self.position = start
+        self.committed_offset: int | None = start or None
+        self._rng = random.Random(seed + start)
+
+    def _value(self, i: int) -> bytes:
+        import math
+
+        import orjson
+
+        x = [self._rng.random() for _ in range(10)]
+        y = (10 * math.sin(math.pi * x[0] * x[1]) + 20 * (x[2] - 0.5) ** 2 + 10 * x[3]
+             + 5 * x[4] + self._rng.gauss(0, 1))
+        return orjson.dumps({"id": i, "key": f"sensor-{i % self.sensors}", "ts": float(i),
+                             "features": {f"x{j}": v for j, v in enumerate(x)}, "label": y})
+
+    def subscribe(self, listener: Any) -> None:
+        listener.on_assigned([(TOPIC, 0)])
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[Any]:
+        from stream_learner.events import Origin
+        from stream_learner.sources import Record
+
+        stop = min(self.n_events, self.position + max_records)
+        # keyed by sensor, as a producer keys a fleet's records
+        out = [Record(self._value(i), b"sensor-%d" % (i % self.sensors), 0, Origin(TOPIC, 0, i))
+               for i in range(self.position, stop)]
+        self.position = stop
+        return out
+
+    def commit(self, offsets: Mapping[Any, int]) -> None:
+        self.committed_offset = offsets.get((TOPIC, 0), self.committed_offset)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.position >= self.n_events
+
+    def committed(self, partitions: Sequence[Any]) -> dict[Any, int | None]:
+        return dict.fromkeys(partitions, self.committed_offset)
+
+    def beginning(self, partitions: Sequence[Any]) -> dict[Any, int]:
+        return dict.fromkeys(partitions, 0)
+
+    def seek(self, partition: Any, offset: int) -> None:
+        self.position = offset
+
+    def generation(self) -> int:
+        return 0
+
+    def lag(self, positions: Mapping[Any, int]) -> dict[Any, int]:
+        return {tp: max(0, self.n_events - p) for tp, p in positions.items()}
+
+    def close(self) -> None:
+        pass
+
+
+class CountingSink:
+    """Counts outputs; :attr:`first_at` is when the first prediction came."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.first_at: float | None = None
+
+    def send(self, role: str, key: bytes | None, value: bytes, headers: Any = ()) -> None:
+        if role == "predictions" and self.first_at is None:
+            self.first_at = time.perf_counter()
+        self.sent += 1
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _store(kind: str, where: str) -> Any:
+    from stream_learner.stores import LocalStore, RedisStore
+
+    if kind == "local":
+        return LocalStore(where, keep=3)
+    url, prefix = where.rsplit("#", 1)
+    return RedisStore(url, prefix, keep=3)
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    """One run (or one restart) in this process; the result as a dict."""
+    from stream_learner.checkpoint import EnvelopeCodec
+    from stream_learner.cli import settle_heap
+    from stream_learner.metrics import Metrics
+    from stream_learner.models import ModelSpec
+    from stream_learner.recovery import Checkpointer
+    from stream_learner.scopes import KeyedModels
+    from stream_learner.service import Service
+    from stream_learner.settings import load_settings
+
+    settings = load_settings(None, env={}, overrides={
+        "model": {"scope": "key", "max_resident": args.max_resident},
+        "checkpoint": {"store": args.store, "every_seconds": args.every_seconds,
+                       "every_events": 10**9},
+        "kafka": {"events_topic": TOPIC},
+    })
+    spec = ModelSpec.from_settings(settings.model)
+    store = _store(args.store, args.where)
+    saves: list[tuple[int, int, int, int]] = []
+
+    class Recording(Checkpointer):
+        def _save_keyed(self, shard: Any, models: Any, spill: Any) -> int:
+            written = super()._save_keyed(shard, models, spill)
+            saves.append((written, self.last_changed, self.last_entries, self.last_entry_bytes))
+            return written
+
+    metrics = Metrics()
+    checkpointer = Recording(store, EnvelopeCodec(KEY, spec.config_hash), settings.checkpoint,
+                             metrics, time.time, time.monotonic)
+    n_events = max(args.sensors * args.events_per_sensor, args.min_events)
+    restart = args.restart
+    source = FleetSource(args.sensors, n_events + 1 if restart else n_events,
+                         start=n_events if restart else 0)
+    sink = CountingSink()
+    service = Service(settings, spec, source, sink, metrics, checkpointer)
+    settle_heap()
+    t0 = time.perf_counter()
+    summary = service.run()
+    elapsed = time.perf_counter() - t0
+    store.close()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if restart:
+        assert sink.first_at is not None and summary.replayed == 0, "the restart replayed records"
+        return {"first_prediction_s": sink.first_at - t0, "rss_mb": rss_mb}
+    # the last checkpoint (at exit) is not on the one-second schedule
+    timed = saves[:-1] or saves
+    changed = sum(c for _, c, _, _ in timed)
+    mean_entry = sum(b for *_, b in timed) / max(1, sum(n for _, _, n, _ in timed))
+    models = service.shards[(TOPIC, 0)].learner.models
+    assert isinstance(models, KeyedModels)
+    return {
+        "events": summary.predictions, "events_per_s": summary.predictions / elapsed,
+        "rss_mb": rss_mb, "checkpoints": len(timed),
+        "bytes_per_checkpoint": sum(w for w, *_ in timed) / max(1, len(timed)),
+        "changed_per_checkpoint": changed / max(1, len(timed)),
+        "max_ratio": max((w / max(1, c) for w, c, _, _ in timed), default=0.0),
+        "mean_entry_bytes": mean_entry,
+        "resident": models.n_resident, "keys": models.n_keys,
+    }
+
+
+# -- what one key costs -----------------------------------------------------------------------
+
+
+def key_cost(keys: int = 10_000, events: int = 10) -> dict[str, float]:
+    """Creating a key's model (prototype copy vs a build from the settings), and one key's
+    memory (traced allocations) and entry size once it has seen ``events`` events."""
+    import gc
+    import pickle
+    import tracemalloc
+
+    from stream_learner.events import Codec, Origin
+    from stream_learner.learner import Learner
+    from stream_learner.models import ModelSpec
+    from stream_learner.scopes import KeyedModels
+    from stream_learner.settings import load_settings
+
+    settings = load_settings(None, env={}, overrides={"model": {"scope": "key",
+                                                                "max_resident": keys}})
+    spec = ModelSpec.from_settings(settings.model)
+    models = KeyedModels(spec, keys)
+    t0 = time.perf_counter()
+    for i in range(keys):
+        models.get(f"k{i}")
+    copy_us = (time.perf_counter() - t0) / keys * 1e6
+    t0 = time.perf_counter()
+    for _ in range(keys):
+        spec.build()
+    build_us = (time.perf_counter() - t0) / keys * 1e6
+    learner = Learner(spec, settings.labels, settings.drift)
+    codec = Codec(settings.schema_, settings.limits, spec.task)
+    source = FleetSource(keys, keys * events)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(keys * events):
+        record = source._value(i)
+        learner.process(codec.decode(record, None, 0, Origin(TOPIC, 0, i)))
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    resident = learner.models
+    assert isinstance(resident, KeyedModels)
+    sizes = [len(pickle.dumps(slot, protocol=pickle.HIGHEST_PROTOCOL))
+             for slot in itertools.islice(resident.resident(), 200)]
+    return {"keys": keys, "events_per_key": events, "create_copy_us": copy_us,
+            "create_build_us": build_us, "memory_bytes_per_key": (after - before) / keys,
+            "entry_bytes": sum(sizes) / len(sizes)}
+
+
+# -- the harness ------------------------------------------------------------------------------
+
+
+def _child(args: argparse.Namespace, sensors: int, store: str, where: str,
+           restart: bool) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", "--sensors", str(sensors), "--store", store,
+           "--where", where, "--events-per-sensor", str(args.events_per_sensor),
+           "--max-resident", str(args.max_resident), "--every-seconds", str(args.every_seconds),
+           "--min-events", str(args.min_events)]
+    if restart:
+        cmd.append("--restart")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _drop_redis(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.delete(*keys[i : i + 1000])
+    finally:
+        client.close()
+
+
+def run_case(args: argparse.Namespace, sensors: int, store: str) -> dict[str, Any]:
+    """One size on one store: the run, then a restart on what it left."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if store == "local":
+            where = tmp
+        else:
+            prefix = f"bench-scale-{uuid.uuid4().hex[:8]}"
+            where = f"{args.redis}#{prefix}"
+        try:
+            result = _child(args, sensors, store, where, restart=False)
+            result.update(restart=_child(args, sensors, store, where, restart=True))
+        finally:
+            if store == "redis":
+                _drop_redis(args.redis, prefix)
+    result.update(sensors=sensors, store=store, max_resident=args.max_resident)
+    return result
+
+
+def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: str) -> str:
+    """The docs section: the table, the targets as ratios, how to rerun."""
+    lines = [
+        BEGIN,
+        "## Keyed state at fleet scale",
+        "",
+        f"`python scripts/bench_scale.py --sizes {','.join(map(str, args.sizes))} "
+        f"--events-per-sensor {args.events_per_sensor} --max-resident {args.max_resident} "
+        "--write-docs` (" + when + "). One model per sensor (`model.scope = \"key\"`, the "
+        "shipped `StandardScaler | LinearRegression`, drift on), "
+        f"{args.events_per_sensor} Friedman events per sensor (at least {args.min_events:,} "
+        "per run, so small fleets get more per sensor) with inline labels, the sensors "
+        "taking turns, checkpoints every second; an in-process source and a counting sink "
+        "(no Kafka), each run in a fresh process. The machine was shared with other work "
+        "while it ran (its load changed between rows), so read the figures as ratios between "
+        "rows of one store, which come from one run, not as absolute rates.",
+        "",
+        "| sensors | store | max_resident | events/s | peak RSS | checkpoints | bytes / checkpoint "
+        "| models changed / checkpoint | mean entry | restart to first prediction |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['sensors']:,} | {r['store']} | {r['max_resident']:,} | "
+            f"{r['events_per_s']:,.0f} | {r['rss_mb']:,.0f} MB | {r['checkpoints']} | "
+            f"{r['bytes_per_checkpoint'] / 1024:,.0f} KiB | {r['changed_per_checkpoint']:,.0f} | "
+            f"{r['mean_entry_bytes']:,.0f} B | "
+            f"{r['restart']['first_prediction_s'] * 1000:,.0f} ms |"
+        )
+    lines += ["", "Targets (ratios between rows of one store; each store's rows come from "
+              "one run):", ""]
+    lines += _targets(results)
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def _targets(results: Sequence[dict[str, Any]]) -> list[str]:
+    out = []
+    by = {(r["sensors"], r["store"]): r for r in results}
+    for store in sorted({r["store"] for r in results}):
+        small, big = by.get((100, store)), by.get((100_000, store))
+        ten, million = by.get((10_000, store)), by.get((1_000_000, store))
+        if small and big:
+            ratio = big["events_per_s"] / small["events_per_s"]
+            out.append(f"- {store}: throughput at 100,000 sensors / at 100 sensors = "
+                       f"{ratio:.2f} (target >= 0.6: {'met' if ratio >= 0.6 else 'missed'})")
+        if small and big:
+            out.append(
+                f"  - why: a checkpoint seals and writes every model changed since the last one; "
+                f"at 100 sensors that is {small['changed_per_checkpoint']:,.0f} models a "
+                f"second, at 100,000 about {big['changed_per_checkpoint']:,.0f} (every sensor "
+                "seen in that second), and beyond max_resident each event also loads one "
+                "model and parks another"
+            )
+        if ten and big:
+            ratio = big["rss_mb"] / ten["rss_mb"]
+            out.append(f"- {store}: peak RSS at 100,000 sensors / at 10,000 (max_resident "
+                       f"{big['max_resident']:,}) = {ratio:.2f}")
+        if small and not big:
+            out.append(f"- {store}: throughput at 100,000 sensors: not measured in this run")
+        if not million:
+            out.append(f"- {store}: peak RSS at 1,000,000 sensors: not measured in this run "
+                       "(10,000,000 events; `--sizes 10000,1000000`)")
+        if ten and million:
+            ratio = million["rss_mb"] / ten["rss_mb"]
+            out.append(f"- {store}: peak RSS at 1,000,000 sensors / at 10,000 = {ratio:.2f} "
+                       f"(target <= 1.5: {'met' if ratio <= 1.5 else 'missed'})")
+        if big:
+            ms = big["restart"]["first_prediction_s"] * 1000
+            out.append(f"- {store}: restart to first prediction at 100,000 sensors = {ms:,.0f} ms "
+                       f"(target <= 1,000 ms: {'met' if ms <= 1000 else 'missed'})")
+        worst = max((r["max_ratio"] / max(1.0, r["mean_entry_bytes"])
+                     for r in results if r["store"] == store and r["mean_entry_bytes"]),
+                    default=0.0)
+        out.append(f"- {store}: largest (bytes written / models changed) over any checkpoint, "
+                   f"in mean entry sizes = {worst:.2f} (target <= 2, plus the head)")
+    return out
+
+
+def write_docs(section: str) -> None:
+    """Replace the scale section of docs/benchmarks.md, or append it at the end."""
+    text = DOCS.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    DOCS.write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")],
+                        default=[100, 10_000, 100_000, 1_000_000])
+    parser.add_argument("--events-per-sensor", type=int, default=10)
+    parser.add_argument("--stores", default="redis,local")
+    parser.add_argument("--redis", default=os.environ.get("STREAM_LEARNER_TEST_REDIS", ""))
+    parser.add_argument("--min-events", type=int, default=100_000,
+                        help="events per run at least (small fleets get more per sensor)")
+    parser.add_argument("--max-resident", type=int, default=10_000)
+    parser.add_argument("--every-seconds", type=float, default=1.0)
+    parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--key-cost", action="store_true",
+                        help="measure what one key costs (docs/tasks.md), run nothing else")
+    parser.add_argument("--results", default="",
+                        help="also append each result to this JSON Lines file")
+    parser.add_argument("--render", default="",
+                        help="render the results of this JSON Lines file, run nothing")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--restart", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sensors", type=int, default=100, help=argparse.SUPPRESS)
+    parser.add_argument("--store", default="local", help=argparse.SUPPRESS)
+    parser.add_argument("--where", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(worker(args)))
+        return 0
+    if args.key_cost:
+        print(json.dumps(key_cost()))
+        return 0
+    stores = [s for s in args.stores.split(",") if s != "redis" or args.redis]
+    results = []
+    if args.render:
+        results = [json.loads(line) for line in Path(args.render).read_text().splitlines()]
+        args.sizes = sorted({r["sensors"] for r in results})
+    else:
+        for sensors in args.sizes:
+            for store in stores:
+                result = run_case(args, sensors, store)
+                results.append(result)
+                print(json.dumps(result), flush=True)
+                if args.results:
+                    with open(args.results, "a") as out:
+                        out.write(json.dumps(result) + "\n")
+    section = render(results, args, time.strftime("%Y-%m-%d", time.gmtime()))
+    print(section)
+    if args.write_docs:
+        write_docs(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

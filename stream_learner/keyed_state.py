@@ -1,0 +1,138 @@
+"""Keyed state in the checkpoint store: parked models, lazy loads, incremental saves.
+
+With ``model.scope = "key"`` and a checkpoint store, a shard's per-key models
+live in the store (see :mod:`stream_learner.stores`): the checkpointed
+*entries* (one signed pickle per key, as of the newest checkpoint) and a
+*scratch* map of the models parked since. :class:`StoreSpill` is the
+:class:`~stream_learner.scopes.Spill` that reads and writes them for one
+shard and one epoch, so a worker holds at most ``model.max_resident`` models
+in memory and a restore loads a key's model the first time the key is seen.
+
+Parks are sent :data:`PARK_BATCH` at a time, so parking costs a round trip
+per batch, not per model. When the store cannot be reached, parked models
+stay in memory (and go out with the next checkpoint); a model that must be loaded is retried with
+backoff for ``checkpoint.restore_timeout_s``, then the error is raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from stream_learner.checkpoint import EnvelopeCodec
+from stream_learner.errors import CheckpointError, ConnectionFailed
+from stream_learner.stores import CheckpointStore
+
+__all__ = ["PARK_BATCH", "StoreSpill"]
+
+#: parks sent to the store in one write (one round trip to Redis, one SQLite transaction)
+PARK_BATCH = 256
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class StoreSpill:
+    """Parks and loads the models of one shard in the checkpoint store.
+
+    Parameters
+    ----------
+    store, codec
+        Where entries live, and how they are signed and verified.
+    shard, epoch
+        The shard, and the epoch its owner claimed (parks of a stale epoch are refused).
+    timeout_s, max_backoff_s
+        How long to retry a load while the store is unreachable.
+    """
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        codec: EnvelopeCodec,
+        shard: str,
+        epoch: int,
+        timeout_s: float = 60.0,
+        max_backoff_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.codec = codec
+        self.shard = shard
+        self.epoch = epoch
+        self.timeout_s = timeout_s
+        self.max_backoff_s = max_backoff_s
+        self._clock = clock
+        #: parked models not yet sent (the next batch, or what the store could not take);
+        #: the next checkpoint writes them as entries
+        self.pending: dict[str, bytes] = {}
+        #: entries read ahead by :meth:`prefetch` (None: the store has none)
+        self.prefetched: dict[str, bytes | None] = {}
+        #: bytes sent to the store by parks since the last checkpoint, and how many parks
+        self.bytes_parked = 0
+        self.n_parked_since = 0
+        self._parked_total = 0
+        self._parks = 0
+
+    def park(self, key: str, payload: bytes) -> None:
+        """Keep ``payload``; every :data:`PARK_BATCH` parks go to the scratch map in one write."""
+        self.pending[key] = payload
+        if len(self.pending) >= PARK_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the pending parks to the store's scratch map (kept in memory if that fails)."""
+        seal = self.codec.seal_entry
+        items = {key: seal(self.shard, key, payload) for key, payload in self.pending.items()}
+        try:
+            self.store.park(self.shard, self.epoch, items)
+        except (ConnectionFailed, CheckpointError) as exc:
+            if len(self.pending) <= PARK_BATCH:
+                log.warning("shard %s: parked models stay in memory: %s", self.shard, exc)
+            return
+        self.bytes_parked += sum(map(len, items.values()))
+        self.n_parked_since += len(items)
+        self._parked_total += sum(map(len, self.pending.values()))
+        self._parks += len(items)
+        self.pending.clear()
+
+    def prefetch(self, keys: Sequence[str], parked: Sequence[str]) -> None:
+        """Read the entries of ``keys`` and the parks of ``parked`` in one round trip; the
+        next :meth:`load` of each is served from memory (at most one batch is held)."""
+        self.prefetched = dict.fromkeys([*keys, *parked])
+        found = self._retry(lambda: self.store.fetch(self.shard, self.epoch, keys, parked))
+        self.prefetched.update(found)
+
+    def load(self, key: str, parked: bool) -> bytes | None:
+        """The verified pickle of ``key``: from memory, the scratch map or the entries."""
+        payload = self.pending.pop(key, None)
+        if payload is not None:
+            return payload
+        if key in self.prefetched:
+            blob = self.prefetched.pop(key)
+        elif parked:
+            blob = self._retry(lambda: self.store.parked(self.shard, self.epoch, key))
+        else:
+            blob = self._retry(lambda: self.store.entry(self.shard, key))
+        return None if blob is None else self.codec.open_entry(self.shard, key, blob)
+
+    def _retry(self, read: Callable[[], _T]) -> _T:
+        deadline = self._clock() + self.timeout_s
+        delay = 0.2
+        while True:
+            try:
+                return read()
+            except ConnectionFailed as exc:
+                if self._clock() + delay > deadline:
+                    raise
+                log.warning("shard %s: loading a model: %s; retrying in %.1fs",
+                            self.shard, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+
+    def parked_bytes(self, n_parked: int) -> int:
+        """Estimate: parked models times the mean size of those this process parked."""
+        mean = self._parked_total / self._parks if self._parks else 0.0
+        return int(mean * n_parked)
