@@ -97,10 +97,6 @@ class Source(Protocol):
         """Read ``partition`` from ``offset`` on."""
         ...
 
-    def generation(self) -> int:
-        """The consumer-group generation this worker belongs to (0 without a group)."""
-        ...
-
     def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Records between each partition's ``position`` (next to process) and its end."""
         ...
@@ -114,7 +110,7 @@ class FiniteInput:
     """The parts of :class:`Source` shared by inputs that are read once, without a group.
 
     Nothing is committed (positions live in checkpoints), every offset is still
-    there, there is no group generation and no live end to lag behind.
+    there, and there is no live end to lag behind.
     """
 
     _exhausted: bool = False
@@ -134,10 +130,6 @@ class FiniteInput:
     def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """Offsets start at 0 and every one is still there."""
         return dict.fromkeys(partitions, 0)
-
-    def generation(self) -> int:
-        """No group: always 0."""
-        return 0
 
     def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """No live end to lag behind: always 0."""

@@ -51,7 +51,6 @@ class MemorySource:
             ]
         self._position = {tp: 0 for tp in self._records}
         self.committed_offsets: dict[TopicPartition, int] = {}
-        self.group_generation = 1
 
     def subscribe(self, listener: PartitionListener) -> None:
         """Assign every partition at once."""
@@ -87,10 +86,6 @@ class MemorySource:
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Read ``partition`` from ``offset`` on."""
         self._position[partition] = offset
-
-    def generation(self) -> int:
-        """Settable group generation (default 1)."""
-        return self.group_generation
 
     def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Records in each list after ``position``."""

@@ -10,8 +10,9 @@ kafka-python client, through librdkafka's own calls:
   not started yet);
 - keyed outputs are partitioned with ``murmur2_random``, the Java client's (and
   kafka-python's) choice, so records keyed alike stay co-partitioned;
-- the group generation is not exposed by the Python client: :meth:`generation`
-  returns 0 (every worker then has the same fencing token).
+- the group generation is not exposed by the Python client, and nothing needs
+  it: checkpoints are fenced by an epoch taken in the store
+  (:mod:`stream_learner.stores`).
 """
 
 from __future__ import annotations
@@ -289,10 +290,6 @@ class ConfluentSource:
             p: int(self._consumer.get_watermark_offsets(tp(*p), timeout=self._timeout)[0])
             for p in partitions
         }
-
-    def generation(self) -> int:
-        """Not exposed by confluent-kafka: 0 (see the module docstring)."""
-        return 0
 
     def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Each partition's end offset minus its ``position``.

@@ -238,10 +238,6 @@ class KafkaPythonSource:
         """Fetch ``partition`` from ``offset`` on."""
         self._consumer.seek(_tp(partition), offset)
 
-    def generation(self) -> int:
-        """The group generation of the current assignment."""
-        return int(self._consumer.group_metadata().generation_id)
-
     def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Each partition's end offset minus its ``position``.
 
