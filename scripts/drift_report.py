@@ -39,6 +39,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import pickle
@@ -242,9 +243,19 @@ def pipeline(case: Case) -> Pipeline:
 # -- one run ------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _alerts_not_logged() -> Iterator[None]:
+    """The service logs every alert: silence warnings for one run, then restore logging."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def run_case(case: Case) -> dict[str, Any]:
     """Run ``case`` through the service; the figures the report needs."""
-    logging.disable(logging.WARNING)  # the service logs every alert
     family = FAMILIES[case.family]
     data = samples(case)
     recs, event_at = records(data, case.labels)
@@ -255,8 +266,9 @@ def run_case(case: Case) -> dict[str, Any]:
     })
     sink = MemorySink()
     started = time.perf_counter()
-    Service(settings, ModelSpec.from_settings(settings.model),
-            MemorySource({("events", 0): recs}), sink).run()
+    with _alerts_not_logged():
+        Service(settings, ModelSpec.from_settings(settings.model),
+                MemorySource({("events", 0): recs}), sink).run()
     seconds = time.perf_counter() - started
     predictions = [p["prediction"] for p in sink.decoded("predictions")]
     loss = [_loss(family.task, p, y) for p, (_, y) in zip(predictions, data, strict=True)]

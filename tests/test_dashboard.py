@@ -65,7 +65,7 @@ def _service(metrics: Metrics) -> tuple[Service, MemorySink]:
         "model": {"task": "classification", "name": "flip", "pipeline": [
             {"step": "preprocessing.StandardScaler"}, {"step": "linear_model.LogisticRegression"}]},
         "drift": {"signals": ["error"], "action": "challenger", "cooldown_events": 0,
-                  "challenger_min_labels": 50},
+                  "challenger_labels": 50},
         "service": {"batch_size": 20},
         "metrics": {"lag_interval_s": 0.0},
     })

@@ -67,7 +67,7 @@ def test_live_page_of_a_kafka_worker(
         model__pipeline='[{step = "preprocessing.StandardScaler"}, '
         '{step = "linear_model.LogisticRegression"}]',
         drift__signals='["error"]', drift__action="challenger",
-        drift__challenger_min_labels="50",
+        drift__challenger_labels="50",
     )
     try:
         doc = worker.settle(len(events))
