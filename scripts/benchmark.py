@@ -1811,7 +1811,11 @@ def measure_peers(
             peers.systems[key].note = f"skipped: {why}"
             continue
         kafka = {"client": client} if "client" in KafkaSettings.model_fields else {}
-        runs.append((key, {**extra, "kafka": kafka}))
+        own = {**extra, "kafka": kafka}
+        if isinstance(extra.get("checkpoint"), dict):  # each client's shards, not the other's
+            section = extra["checkpoint"]
+            own["checkpoint"] = {**section, "key_prefix": f"{section['key_prefix']}:{key}"}
+        runs.append((key, own))
     for role, title in ((QUIX, "Quix Streams app"), (NAIVE, "naive kafka-python loop")):
         peers.systems[role] = Peer(title)
         if role == QUIX and importlib.util.find_spec("quixstreams") is None:
