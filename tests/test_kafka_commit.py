@@ -229,3 +229,72 @@ def test_an_aborted_transaction_restores_every_shard_from_its_checkpoint() -> No
     assert service.shards == {} and service._to_restore == [("events", 0)]
     service._restore()
     assert service.shards[("events", 0)] is not before
+
+
+class _Result:
+    """A transactional request result: answered, or lost (never answered)."""
+
+    def __init__(self, answered: bool) -> None:
+        self.answered = answered
+        self.waited_ms: int | None = None
+
+    def wait(self, timeout_ms: int | None = None) -> bool:
+        self.waited_ms = timeout_ms
+        return self.answered
+
+
+class _TxnProducer:
+    """The parts of kafka-python's KafkaProducer a transactional commit uses."""
+
+    def __init__(self, lost: bool) -> None:
+        self.config = {"request_timeout_ms": 30000}
+        self.lost = lost
+        self.closed_with: float | None = None
+        self.calls: list[str] = []
+        producer = self
+
+        class _Manager:
+            def send_offsets_to_transaction(self, offsets: Any, group: Any) -> _Result:
+                producer.calls.append("offsets")
+                return _Result(answered=not producer.lost)
+
+            def begin_commit(self) -> _Result:
+                producer.calls.append("commit")
+                return _Result(answered=True)
+
+        class _Sender:
+            def wakeup(self) -> None:
+                pass
+
+        self._transaction_manager = _Manager()
+        self._sender = _Sender()
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed_with = timeout
+
+
+def test_a_transactional_request_without_reply_gets_a_new_producer_and_aborts() -> None:
+    """kafka-python can lose a transactional request across a broker restart and wait for
+    ever: the commit gives up after the request timeout, replaces the producer and reports
+    the transaction aborted (the service then rolls its shards back)."""
+    from stream_learner.commits import TransactionAborted
+    from stream_learner.kafka.kafka_python import KafkaPythonSink
+
+    stuck, fresh = _TxnProducer(lost=True), _TxnProducer(lost=False)
+    sink = KafkaPythonSink(stuck, {"predictions": "p"}, transactional=True, rebuild=lambda: fresh)
+    with pytest.raises(TransactionAborted, match="no reply to the offsets"):
+        sink.commit_transaction({("events", 0): 10}, group="g")
+    assert stuck.calls == ["begin", "offsets"] and stuck.closed_with == 0
+    sink.commit_transaction({("events", 0): 10}, group="g")  # the next one on the new producer
+    assert fresh.calls == ["begin", "offsets", "commit"]
+
+
+def test_without_a_way_to_rebuild_a_lost_request_stops_the_worker_in_one_line() -> None:
+    from stream_learner.kafka.kafka_python import KafkaPythonSink
+
+    sink = KafkaPythonSink(_TxnProducer(lost=True), {"predictions": "p"}, transactional=True)
+    with pytest.raises(ConnectionFailed, match="no reply to the offsets added to the transaction"):
+        sink.commit_transaction({("events", 0): 10}, group="g")

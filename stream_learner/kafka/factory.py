@@ -128,7 +128,8 @@ def build_sink(
         }
     options |= client_options(k, "kafka-python", "producer")
     made = kafka_python.producer(k, environ, **options)
-    return kafka_python.KafkaPythonSink(made, topics, transactional)
+    rebuild = (lambda: kafka_python.producer(k, environ, **options)) if transactional else None
+    return kafka_python.KafkaPythonSink(made, topics, transactional, rebuild)
 
 
 def build_edges(

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from stream_learner.commits import TransactionAborted
 from stream_learner.errors import ConnectionFailed, SettingsError
 from stream_learner.events import Origin
 from stream_learner.kafka.options import (
@@ -293,10 +294,17 @@ class KafkaPythonSink:
     producer, :meth:`commit_transaction` commits the outputs and offsets together.
     """
 
-    def __init__(self, client: Any, topics: Mapping[str, str], transactional: bool = False) -> None:
+    def __init__(
+        self,
+        client: Any,
+        topics: Mapping[str, str],
+        transactional: bool = False,
+        rebuild: Callable[[], Any] | None = None,
+    ) -> None:
         self._producer = client
         self._topics = dict(topics)
         self._transactional = transactional
+        self._rebuild = rebuild
         self._in_transaction = False
         self._futures: deque[Any] = deque()
         self._sent = 0
@@ -370,9 +378,11 @@ class KafkaPythonSink:
             if not self._in_transaction:
                 self._producer.begin_transaction()
                 self._in_transaction = True
+            manager = self._producer._transaction_manager
             if offsets:
-                self._producer.send_offsets_to_transaction(_offsets(offsets), group)
-            self._producer.commit_transaction()
+                self._await(manager.send_offsets_to_transaction(_offsets(offsets), group),
+                            "the offsets added to the transaction")
+            self._await(manager.begin_commit(), "the transaction's commit")
         except KafkaError as exc:
             raise ConnectionFailed(
                 f"transaction commit failed: {type(exc).__name__}: {exc}"
@@ -380,6 +390,34 @@ class KafkaPythonSink:
         finally:
             self._in_transaction = False
             self._futures.clear()
+
+    def _await(self, result: Any, what: str) -> None:
+        """Wait for a transactional request, at most the producer's request timeout.
+
+        kafka-python (3.x) can lose a transactional request when the broker
+        restarts under it: its sender then waits for a reply that never comes,
+        and ``send_offsets_to_transaction`` / ``commit_transaction`` block for
+        ever. A request without a reply in time gets a new producer under the
+        same transactional id (its ``init_transactions`` fences the old one and
+        aborts the open transaction), and the transaction counts as aborted
+        (:class:`~stream_learner.commits.TransactionAborted`): the service rolls
+        its shards back to their checkpoints, as for any aborted transaction.
+        """
+        self._producer._sender.wakeup()
+        timeout_ms = int(self._producer.config["request_timeout_ms"])
+        if result.wait(timeout_ms=timeout_ms):  # raises the request's own error, if any
+            return
+        if self._rebuild is None:
+            raise ConnectionFailed(f"no reply to {what} within {timeout_ms} ms")
+        log.warning("no reply to %s within %d ms: a new producer takes over", what, timeout_ms)
+        try:
+            self._producer.close(timeout=0)
+        except Exception as exc:  # it is being replaced: its errors no longer matter
+            log.debug("closing the stuck producer: %s", exc)
+        self._producer = self._rebuild()
+        raise TransactionAborted(
+            f"transaction aborted: no reply to {what} within {timeout_ms} ms"
+        )
 
     def close(self) -> None:
         """Flush (abort an unfinished transaction) and close the producer."""
