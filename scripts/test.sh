@@ -34,8 +34,9 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PY" -m venv .venv
 fi
-log "installing stream-learner[dev] into .venv"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# the bench extra too: the benchmark's smoke tests run its Quix Streams peer
+log "installing stream-learner[dev,bench] into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
 
 # Servers.
 started=0
