@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a source tree that is not installed
     sys.path.insert(0, str(ROOT))
 
+from stream_learner.labels import encode_label  # noqa: E402
 from stream_learner.models import ModelSpec  # noqa: E402
 from stream_learner.service import Service  # noqa: E402
 from stream_learner.settings import DriftSettings, load_settings  # noqa: E402
@@ -226,7 +227,7 @@ def records(data: list[tuple[dict[str, Any], Any]], labels: str) -> tuple[list[b
         event_at.append(i)
         j = i - LATE
         if labels == "late" and j >= 0:
-            out.append(orjson.dumps({"id": j, "key": "s", "label": data[j][1]}))
+            out.append(encode_label(j, data[j][1], "s"))
             event_at.append(i)
     return out, event_at
 

@@ -27,25 +27,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from stream_learner.events import Origin
 
 __all__ = [
     "ALERT_SCHEMA_VERSION",
-    "SEVERITIES",
-    "SIGNALS",
     "Alert",
     "AlertModel",
     "Span",
-    "encode_alert",
 ]
 
 ALERT_SCHEMA_VERSION = 1
-SEVERITIES = ("warning", "drift", "resolved", "info")
-#: Monitored signal kinds (the ``signal`` label of the drift metrics); ``model`` is
-#: the signal of action records (reset, promotion).
-SIGNALS = ("error", "feature", "prediction", "schema", "model")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,16 +110,3 @@ def _finite(value: Any) -> Any:
         return None
     return value
 
-
-def encode_alert(alert: Alert, shard: str) -> bytes:
-    """The JSON bytes of an alert record.
-
-    Examples
-    --------
-    >>> span = Span(1.0, 1.0, Origin("events", 0, 5), Origin("events", 0, 5))
-    >>> a = Alert("info", "model", "error", "reset", None, {}, span, 1, AlertModel("m", 1, 1),
-    ...           "reset", "model reset")
-    >>> encode_alert(a, "events:0")[:48]
-    b'{"schema_version":1,"severity":"info","signal":"'
-    """
-    return orjson.dumps(alert.to_dict(shard), option=orjson.OPT_NON_STR_KEYS)

@@ -47,7 +47,7 @@ from stream_learner.replay import (
 )
 from stream_learner.service import Service, Summary
 from stream_learner.settings import Settings
-from stream_learner.sinks import FileSink, Sink
+from stream_learner.sinks import FileSink, Sink, local_outputs
 from stream_learner.sources import Record, TopicPartition
 from stream_learner.stores import CheckpointStore
 
@@ -326,13 +326,11 @@ def _file_history(
 
 
 def _sink(settings: Settings, environ: Mapping[str, str], options: BacktestOptions) -> DriftPoints:
-    local = settings.local
-    files = FileSink({
-        "predictions": None if local.quiet or options.output_topic else local.output,
-        "dead_letters": local.dead_letters,
-        "learn_dead_letters": local.learn_dead_letters,
-        DriftPoints.ROLE: options.alerts or None,
-    })
+    # alerts to the backtest's own file; no metrics snapshots
+    targets = {**local_outputs(settings), DriftPoints.ROLE: options.alerts or None, "metrics": None}
+    if options.output_topic:
+        targets["predictions"] = None
+    files = FileSink(targets)
     sink: Sink = files
     if options.output_topic:
         kafka = settings.kafka.model_copy(update={"predictions_topic": options.output_topic})

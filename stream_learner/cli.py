@@ -60,7 +60,7 @@ from stream_learner.replay import LabelDelay
 from stream_learner.service import Service
 from stream_learner.settings import Settings, load_settings, unknown_variables
 from stream_learner.simulate import FileWriter, KafkaWriter, SimulationPlan, publish, simulate
-from stream_learner.sinks import FileSink, Sink, output_topics
+from stream_learner.sinks import FileSink, Sink, local_outputs, output_topics
 from stream_learner.sources import FileSource, Source
 from stream_learner.stores import CheckpointStore, LocalStore, RedisStore
 from stream_learner.summary import Summary
@@ -300,15 +300,8 @@ def build_edges(settings: Settings, environ: dict[str, str]) -> tuple[Source, Si
             source, sink = kafka_edges(settings, environ, list(output_topics(settings).values()))
             return source, sink
     local = settings.local
-    targets = {
-        "predictions": None if local.quiet else local.output,
-        "dead_letters": local.dead_letters,
-        "learn_dead_letters": local.learn_dead_letters,
-        "alerts": local.alerts,
-        "metrics": local.metrics,
-    }
     check_input(local.input)
-    return FileSource(local.input), FileSink(targets, append=local.append)
+    return FileSource(local.input), FileSink(local_outputs(settings), append=local.append)
 
 
 def build_store(settings: Settings, environ: Mapping[str, str]) -> CheckpointStore | None:

@@ -74,12 +74,12 @@ from stream_learner.drift import (
 from stream_learner.events import Event
 from stream_learner.models import ModelSpec
 from stream_learner.scopes import Slot
-from stream_learner.settings import DriftSettings
+from stream_learner.settings import SIGNALS, DriftSettings
 from stream_learner.tasks import Scored, Task
 
 __all__ = ["Challenger", "DriftWatch", "NullDriftWatch", "SlotDrift", "Watch", "make_watch"]
 
-MONITORED = ("error", "feature", "prediction", "schema")
+MONITORED = SIGNALS
 
 
 class Watch(Protocol):

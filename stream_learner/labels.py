@@ -43,10 +43,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from stream_learner.events import Label
-from stream_learner.settings import LabelSettings
+import orjson
 
-__all__ = ["EarlyLabel", "Expired", "LabelBook", "LabelStats", "PendingPrediction"]
+from stream_learner.events import Label
+from stream_learner.settings import LabelSettings, SchemaSettings
+
+__all__ = [
+    "EarlyLabel", "Expired", "LabelBook", "LabelStats", "PendingPrediction", "encode_label",
+]
+
+_SCHEMA = SchemaSettings()
 
 #: (key, id): what joins a label to its event.
 JoinKey = tuple[str, str | int]
@@ -281,3 +287,40 @@ class LabelBook:
         """(when, events, seconds) of the labels applied since the last call."""
         out, self.delays = self.delays, []
         return out
+
+
+def encode_label(
+    id: Any, label: Any, key: str | None = None, ts: float | None = None,
+    schema: SchemaSettings | None = None,
+) -> bytes:
+    """The JSON bytes of a label record: an event's id, its key and time, and its label.
+
+    Parameters
+    ----------
+    id, label
+        The event's id and its label.
+    key, ts
+        The event's key and event time; left out of the record when None.
+    schema
+        The field names (``[schema]``); the default names when None.
+
+    Returns
+    -------
+    bytes
+        The record, fields in the order ``id``, ``key``, ``ts``, ``label``.
+
+    Examples
+    --------
+    >>> encode_label(7, 1.5, "pump-7", 10.0)
+    b'{"id":7,"key":"pump-7","ts":10.0,"label":1.5}'
+    >>> encode_label("a", True, schema=SchemaSettings(id="rid", label="y"))
+    b'{"rid":"a","y":true}'
+    """
+    names = schema or _SCHEMA
+    record: dict[str, Any] = {names.id: id}
+    if key is not None:
+        record[names.key] = key
+    if ts is not None:
+        record[names.ts] = ts
+    record[names.label] = label
+    return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)

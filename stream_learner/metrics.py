@@ -53,6 +53,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from stream_learner.dashboard.history import History, dashboard_response
+from stream_learner.settings import SIGNALS
 
 __all__ = [
     "DELAY_EVENT_BUCKETS",
@@ -300,7 +301,7 @@ class Metrics:
             ["severity", "signal"], registry=r,
         )
         for severity in ("warning", "drift", "resolved"):  # exported at 0 before the first alert
-            for signal in ("error", "feature", "prediction", "schema"):
+            for signal in SIGNALS:
                 self.drift_alerts.labels(severity=severity, signal=signal)
         self.drift_alerts.labels(severity="info", signal="model")
         self.drift_open = Gauge(

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stream_learner.events import Origin, parse_ts
+from stream_learner.labels import encode_label
 from stream_learner.settings import SchemaSettings
 from stream_learner.sinks import Header, Sink
 from stream_learner.sources import (
@@ -243,7 +244,7 @@ def delay_labels(
                     label.setdefault(schema.ts, state.ts)
             else:
                 label.setdefault(schema.ts, due)
-            heapq.heappush(state.heap, (due, state.seq, _label_record(label, event)))
+            heapq.heappush(state.heap, (due, state.seq, _label_record(label, event, schema)))
             state.seq += 1
         if delay.events is not None:
             yield from _due(state, tp, state.n_events - 0.5)
@@ -251,8 +252,11 @@ def delay_labels(
         yield from _due(state, tp, math.inf)
 
 
-def _label_record(label: dict[str, Any], event: Record) -> Record:
-    return Record(orjson.dumps(label), event.key, event.timestamp_ms, event.origin)
+def _label_record(label: dict[str, Any], event: Record, schema: SchemaSettings) -> Record:
+    value = encode_label(
+        label[schema.id], label[schema.label], label.get(schema.key), label.get(schema.ts), schema
+    )
+    return Record(value, event.key, event.timestamp_ms, event.origin)
 
 
 def _due(state: _Owed, tp: TopicPartition, until: float) -> Iterator[Record]:

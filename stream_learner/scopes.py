@@ -208,7 +208,6 @@ class KeyedModels:
         self._head_only = False
         self.n_created = 0
         self.n_evicted = 0
-        self.n_restored = 0
 
     def get(self, key: str) -> Slot:
         """The key's slot: resident, loaded from where it was parked, or new."""
@@ -237,7 +236,6 @@ class KeyedModels:
         if payload is None:
             return None
         self._parked_dirty.discard(key)
-        self.n_restored += 1
         slot: Slot = pickle.loads(payload)
         return slot
 

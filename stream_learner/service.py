@@ -39,8 +39,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-import orjson
-
 from stream_learner.commits import AtLeastOnce, Committer, Pipelined, Transactional, for_edges
 from stream_learner.errors import (
     CheckpointFenced,
@@ -52,7 +50,7 @@ from stream_learner.errors import (
 )
 from stream_learner.events import Codec, encode_prediction
 from stream_learner.guard import Guard, MemorySuspects
-from stream_learner.labels import Expired, LabelStats
+from stream_learner.labels import Expired, LabelStats, encode_label
 from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics, observe_many
 from stream_learner.models import ModelSpec
@@ -701,10 +699,7 @@ class Service:
         """
         label = expired.label
         assert label is not None
-        value = orjson.dumps(
-            {"id": label.id, "key": label.key, "ts": label.ts, "label": label.label},
-            option=orjson.OPT_NON_STR_KEYS,
-        )
+        value = encode_label(label.id, label.label, label.key, label.ts)
         record = Record(value, label.key.encode("utf-8"), int(label.ts * 1000), label.origin)
         error = InvalidLabel(
             "unknown_id",

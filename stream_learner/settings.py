@@ -26,7 +26,7 @@ import os
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -45,6 +45,7 @@ from stream_learner.errors import SettingsError
 
 __all__ = [
     "ENV_PREFIX",
+    "SIGNALS",
     "CheckpointSettings",
     "DriftSettings",
     "FrozenMap",
@@ -455,6 +456,9 @@ class MetricsSettings(_Section):
 
 Detector = Literal["adwin", "page_hinkley", "kswin"]
 Signal = Literal["error", "feature", "prediction", "schema"]
+#: The signals a drift monitor can watch (the ``signal`` label of the drift metrics;
+#: alerts about an action the service took carry the signal ``model``).
+SIGNALS: tuple[str, ...] = get_args(Signal)
 
 
 class DriftSettings(_Section):

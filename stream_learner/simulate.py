@@ -48,6 +48,7 @@ from river.datasets import synth
 
 from stream_learner.datasets import BUNDLED, sample_to_event
 from stream_learner.errors import ConnectionFailed, SettingsError
+from stream_learner.labels import encode_label
 from stream_learner.settings import KafkaSettings
 
 __all__ = [
@@ -212,8 +213,8 @@ def simulate(plan: SimulationPlan) -> Iterator[Simulated]:
 
 
 def _label_record(label: dict[str, Any], ts: float) -> Simulated:
-    record = {"id": label["id"], "key": label["key"], "ts": ts, "label": label["label"]}
-    return Simulated(label["key"].encode("utf-8"), orjson.dumps(record), False)
+    record = encode_label(label["id"], label["label"], label["key"], ts)
+    return Simulated(label["key"].encode("utf-8"), record, False)
 
 
 class EventWriter(Protocol):

@@ -39,6 +39,7 @@ __all__ = [
     "Sink",
     "dead_letter",
     "dead_letter_headers",
+    "local_outputs",
     "output_topics",
     "transactional_id",
 ]
@@ -140,6 +141,24 @@ def output_topics(settings: Settings) -> dict[str, str]:
         "learn_dead_letters": k.learn_dead_letter_topic,
         "alerts": k.alerts_topic,
         "metrics": k.metrics_topic,
+    }
+
+
+def local_outputs(settings: Settings) -> dict[str, str | None]:
+    """The file of each output role under ``service.transport = "local"`` (``[local]``).
+
+    Examples
+    --------
+    >>> local_outputs(Settings())
+    {'predictions': '-', 'dead_letters': '-', 'learn_dead_letters': '-', 'alerts': '', 'metrics': ''}
+    """
+    local = settings.local
+    return {
+        "predictions": None if local.quiet else local.output,
+        "dead_letters": local.dead_letters,
+        "learn_dead_letters": local.learn_dead_letters,
+        "alerts": local.alerts,
+        "metrics": local.metrics,
     }
 
 

@@ -813,8 +813,3 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def store_options(environ: Mapping[str, str], password_env: str) -> str | None:
-    """The Redis password from the named environment variable (``None`` if unset)."""
-    return environ.get(password_env) if password_env else None

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Protocol
 
-from river import base, compose, metrics
+from river import base, metrics
+
+from stream_learner.models import final_step
 
 __all__ = [
     "AnomalyDetection",
@@ -82,12 +84,6 @@ def _absolute_error(y: Any, y_pred: Any) -> float | None:
     return None if y is None or y_pred is None else abs(y - y_pred)
 
 
-def _final_step(model: Any) -> Any:
-    if isinstance(model, compose.Pipeline):
-        return list(model.steps.values())[-1]
-    return model
-
-
 class Classification:
     """Class probabilities plus River's ``predict_one`` label."""
 
@@ -103,7 +99,7 @@ class Classification:
         if self._derive_label is None:
             # Base classifiers' predict_one is the argmax of predict_proba_one:
             # derive it instead of running the model twice.
-            final = type(_final_step(model))
+            final = type(final_step(model))
             self._derive_label = final.predict_one is base.Classifier.predict_one
         if self._derive_label:
             label = max(proba, key=proba.get) if proba else None
@@ -203,7 +199,7 @@ class AnomalyDetection:
     def predict(self, model: Any, x: dict[str, Any]) -> Scored:
         """``score_one`` and the filter's ``classify``; the metric gets the score."""
         score = float(model.score_one(x))  # some detectors return an int 0 at first
-        is_anomaly = bool(_final_step(model).classify(score))
+        is_anomaly = bool(final_step(model).classify(score))
         return Scored(is_anomaly, {"score": score, "is_anomaly": is_anomaly}, score)
 
     def observe(self, model: Any, x: dict[str, Any]) -> int:
