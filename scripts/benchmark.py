@@ -359,6 +359,37 @@ class TimedSource:
         return bool(self.inner.exhausted)
 
 
+class Trace:
+    """Per-call wall times of the loop's steps (poll, process, commit, drain, checkpoint)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, str, float, int, float]] = []
+
+    def wrap(self, obj: Any, name: str, label: str) -> None:
+        """Time every call of ``obj.name``.
+
+        Rows: start, label, wall seconds, records of a list result (else -1), CPU
+        seconds of the calling thread.
+        """
+        inner = getattr(obj, name)
+        rows, clock, cpu = self.rows, time.perf_counter, time.thread_time
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0, c0 = clock(), cpu()
+            out = inner(*args, **kwargs)
+            rows.append((t0, label, clock() - t0, len(out) if isinstance(out, list) else -1,
+                         cpu() - c0))
+            return out
+
+        setattr(obj, name, timed)
+
+    def dump(self, path: str) -> None:
+        """Write the rows as JSON lines."""
+        with open(path, "w") as f:
+            for row in self.rows:
+                f.write(orjson.dumps(row).decode() + "\n")
+
+
 def worker_main(cfg: dict[str, Any]) -> None:
     """Run the service as the CLI wires it; print one ``RESULT`` JSON line."""
     from stream_learner import cli
@@ -379,6 +410,15 @@ def worker_main(cfg: dict[str, Any]) -> None:
     source = TimedSource(inner)
     service = Service(settings, spec, source, sink, metrics, *extra)
     signal.signal(signal.SIGTERM, lambda _s, _f: service.stop())
+    trace = Trace() if cfg.get("trace") else None
+    if trace is not None:
+        trace.wrap(source, "poll", "poll")
+        trace.wrap(service, "process_batch", "process")
+        for step in ("commit", "poll", "drain"):
+            trace.wrap(service.committer, step, f"commit.{step}")
+        trace.wrap(sink, "flush", "flush")
+        for part in extra:
+            trace.wrap(part, "save", "checkpoint")
     cli.settle_heap()
     profiler = cProfile.Profile() if cfg.get("profile") else None
     if profiler is not None:
@@ -390,6 +430,8 @@ def worker_main(cfg: dict[str, Any]) -> None:
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(cfg["profile"])
+    if trace is not None:
+        trace.dump(cfg["trace"])
     sink.close()
     source.close()
     for part in extra:
@@ -992,6 +1034,11 @@ class Bench:
         self, cfg: Mapping[str, Any], role: str = "worker", **extra: Any
     ) -> subprocess.Popen[str]:
         """A worker subprocess running this script's ``worker`` (or ``edges``) role."""
+        trace_dir = getattr(self.args, "trace", None)
+        if trace_dir and role == "worker":
+            Path(trace_dir).mkdir(parents=True, exist_ok=True)
+            group = cfg["settings"]["kafka"]["group_id"]
+            extra = {**extra, "trace": str(Path(trace_dir) / f"{group}.jsonl")}
         cmd = [sys.executable, str(Path(__file__).resolve()), "--role", role,
                "--config", orjson.dumps({**cfg, **extra}).decode()]
         if cfg.get("py_spy"):
@@ -2098,6 +2145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="client of the load producer and latency consumer (auto: confluent-kafka when "
         "installed); the worker always uses the service's own client",
     )
+    parser.add_argument("--trace", metavar="DIR",
+                        help="each service worker writes the wall time of every poll, batch, "
+                        "commit step, flush and checkpoint to DIR/<group>.jsonl")
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.overrides = parse_sets(args.set)
