@@ -379,6 +379,9 @@ class Trace:
             out = inner(*args, **kwargs)
             rows.append((t0, label, clock() - t0, len(out) if isinstance(out, list) else -1,
                          cpu() - c0))
+            if label == "poll" and out:  # EXPERIMENT
+                now = time.time()
+                rows.append((t0, "inlag", now - out[0].timestamp_ms / 1000, len(out), now - out[-1].timestamp_ms / 1000))
             return out
 
         setattr(obj, name, timed)

@@ -73,8 +73,8 @@ log = logging.getLogger(__name__)
 MODEL_FAILURE_LIMIT = 1000
 
 #: Least seconds between two updates of the per-partition gauges (metric, coverage,
-#: buffers, models): a scrape reads them every few seconds, and setting them after
-#: every commit was most of a small batch's cost.
+#: buffers, models, checkpoint age): a scrape reads them every few seconds, and setting
+#: them after every batch was most of a small batch's cost.
 GAUGES_INTERVAL_S = 0.5
 _MODEL_REASONS = frozenset({"model_rejected", "learn_failed"})
 
@@ -167,7 +167,7 @@ class Service:
         self._labels_topic = settings.kafka.labels_topic
         self._events_topic = settings.kafka.events_topic
         self._memory_due = -float("inf")
-        self._gauges_due = -float("inf")
+        self._gauges_due = self._ages_due = -float("inf")
         self._clock = clock
         self._wall_clock = wall_clock
         self._stopping = False
@@ -815,10 +815,15 @@ class Service:
                 models.prefetch(name.decode("utf-8", "replace") for name in names)
 
     def _checkpoint_due(self, now: float) -> None:
+        ages = now >= self._ages_due  # every shard's age gauge when due, a due shard's always
+        if ages:
+            self._ages_due = now + GAUGES_INTERVAL_S
         due = []
         for tp, shard in self.shards.items():
-            self.metrics.checkpoint_age.labels(partition=str(tp[1])).set(now - shard.saved_at)
-            if self.checkpointer.due(shard, now):
+            is_due = self.checkpointer.due(shard, now)
+            if ages or is_due:
+                self.metrics.checkpoint_age.labels(partition=str(tp[1])).set(now - shard.saved_at)
+            if is_due:
                 due.append((tp, shard))
         if due:
             self.committer.drain()  # C <= K: commit everything the snapshots cover first

@@ -45,7 +45,8 @@ METADATA_REFRESH_MS = 10_000
 
 #: After the first record of an idle spell, how long :meth:`ConfluentSource.poll` gathers
 #: the records that come right behind it, so a batch is not one record.
-GATHER_S = 0.002
+import os
+GATHER_S = float(os.environ.get("SL_GATHER_S", "0.002"))  # EXPERIMENT
 
 #: librdkafka's "no offset" (OFFSET_INVALID): resume at the committed offset.
 _NO_OFFSET = -1001
@@ -95,6 +96,7 @@ def consumer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         "on_commit": _log_commit,
         "logger": CLIENT_LOG,
         "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+        **({"socket.nagle.disable": True} if os.environ.get("SL_NAGLE") else {}),  # EXPERIMENT
         **librdkafka_options(settings, environ),
         **options,
     }
@@ -117,6 +119,7 @@ def producer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         "partitioner": "murmur2_random",
         "logger": CLIENT_LOG,
         "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+        **({"socket.nagle.disable": True} if os.environ.get("SL_NAGLE") else {}),  # EXPERIMENT
         **librdkafka_options(settings, environ),
         **options,
     }
