@@ -43,10 +43,13 @@ CLIENT_LOG = logging.getLogger("kafka.librdkafka")
 #: a partition whose leader went missing from the client's cache is found again within this.
 METADATA_REFRESH_MS = 10_000
 
+#: Sockets send at once, as the Java client's and kafka-python's do (librdkafka's default
+#: holds a small request until the previous one is acknowledged at the TCP level).
+NAGLE_OFF = True
+
 #: After the first record of an idle spell, how long :meth:`ConfluentSource.poll` gathers
 #: the records that come right behind it, so a batch is not one record.
-import os
-GATHER_S = float(os.environ.get("SL_GATHER_S", "0.002"))  # EXPERIMENT
+GATHER_S = 0.002
 
 #: librdkafka's "no offset" (OFFSET_INVALID): resume at the committed offset.
 _NO_OFFSET = -1001
@@ -96,7 +99,7 @@ def consumer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         "on_commit": _log_commit,
         "logger": CLIENT_LOG,
         "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
-        **({"socket.nagle.disable": True} if os.environ.get("SL_NAGLE") else {}),  # EXPERIMENT
+        "socket.nagle.disable": NAGLE_OFF,
         **librdkafka_options(settings, environ),
         **options,
     }
@@ -119,7 +122,7 @@ def producer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         "partitioner": "murmur2_random",
         "logger": CLIENT_LOG,
         "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
-        **({"socket.nagle.disable": True} if os.environ.get("SL_NAGLE") else {}),  # EXPERIMENT
+        "socket.nagle.disable": NAGLE_OFF,
         **librdkafka_options(settings, environ),
         **options,
     }
