@@ -394,6 +394,29 @@ class Trace:
                 f.write(orjson.dumps(row).decode() + "\n")
 
 
+def trace_summary(path: Path) -> str:
+    """One line per step of a worker's trace: calls, wall and CPU seconds, slowest calls."""
+    rows = [orjson.loads(line) for line in path.read_text().splitlines()]
+    if not rows:
+        return f"{path.name}: empty"
+    start = rows[0][0]
+    lines = [f"{path.name} ({rows[-1][0] - start:.1f} s):"]
+    for label in sorted({r[1] for r in rows} - {"input_age"}):
+        mine = [r for r in rows if r[1] == label]
+        slow = sorted(mine, key=lambda r: -r[2])[:3]
+        lines.append(
+            f"  {label}: {len(mine):,} calls, {sum(r[2] for r in mine):.2f} s wall, "
+            f"{sum(r[4] for r in mine):.2f} s CPU; slowest "
+            + ", ".join(f"{r[2] * 1000:.1f} ms at {r[0] - start:.1f} s" for r in slow)
+        )
+    ages = [r for r in rows if r[1] == "input_age"]
+    if ages:
+        oldest = max(ages, key=lambda r: r[2])
+        lines.append(f"  oldest first record of a poll: {oldest[2] * 1000:,.1f} ms at "
+                     f"{oldest[0] - start:.1f} s")
+    return "\n".join(lines)
+
+
 def worker_main(cfg: dict[str, Any]) -> None:
     """Run the service as the CLI wires it; print one ``RESULT`` JSON line."""
     from stream_learner import cli
@@ -983,6 +1006,7 @@ class Bench:
         self._producer: subprocess.Popen[str] | None = None
         self.used_redis = False
         self.harness = harness_client(args.harness)
+        self._traces: dict[int, Path] = {}
 
     # resources
 
@@ -1056,7 +1080,15 @@ class Bench:
                    "--output", str(cfg["py_spy"]), "--", *cmd]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.children.append(proc)
+        if "trace" in extra:
+            self._traces[proc.pid] = Path(extra["trace"])
         return proc
+
+    def log_trace(self, proc: subprocess.Popen[str]) -> None:
+        """With ``--trace``: summarise the trace the worker ``proc`` wrote (if any)."""
+        path = self._traces.pop(proc.pid, None)
+        if path is not None and path.exists():
+            log(trace_summary(path))
 
     @staticmethod
     def worker_result(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
@@ -1126,6 +1158,7 @@ class Bench:
         if live:
             self.produce(events, values, sensors)
         result = self.worker_result(worker, timeout=600)
+        self.log_trace(worker)
         if result["records"] != len(values):
             raise RuntimeError(f"worker read {result['records']} of {len(values)} events")
         return MaxRun(
@@ -1219,6 +1252,7 @@ class Bench:
             worker.send_signal(signal.SIGTERM)
             with contextlib.suppress(Exception):
                 self.worker_result(worker, timeout=60)
+            self.log_trace(worker)
         return runs
 
     def peer_config(self, what: str, events: str, max_events: int | None) -> dict[str, Any]:
