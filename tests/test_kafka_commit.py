@@ -366,6 +366,6 @@ def test_confluent_fatal_transaction_error_stops_with_one_line() -> None:
     fatal = KafkaException(CkError(CkError._FATAL, "producer fenced", fatal=True))
     producer = _CkTxnProducer(commit=[fatal])
     sink, _waits = _ck_sink(producer)
-    with pytest.raises(ConnectionFailed, match="transaction commit failed: .*producer fenced"):
+    with pytest.raises(ConnectionFailed, match=r"transaction commit failed: .*producer fenced"):
         sink.commit_transaction({("events", 0): 10}, group="g")
     assert "abort" not in producer.calls
