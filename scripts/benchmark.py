@@ -359,6 +359,64 @@ class TimedSource:
         return bool(self.inner.exhausted)
 
 
+class Trace:
+    """Per-call wall times of the loop's steps (poll, process, commit, drain, checkpoint)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, str, float, int, float]] = []
+
+    def wrap(self, obj: Any, name: str, label: str) -> None:
+        """Time every call of ``obj.name``.
+
+        Rows: start, label, wall seconds, records of a list result (else -1), CPU
+        seconds of the calling thread.
+        """
+        inner = getattr(obj, name)
+        rows, clock, cpu = self.rows, time.perf_counter, time.thread_time
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0, c0 = clock(), cpu()
+            out = inner(*args, **kwargs)
+            rows.append((t0, label, clock() - t0, len(out) if isinstance(out, list) else -1,
+                         cpu() - c0))
+            if label == "poll" and out:  # how old the first and last record were (CreateTime)
+                now = time.time()
+                rows.append((t0, "input_age", now - out[0].timestamp_ms / 1000.0, len(out),
+                             now - out[-1].timestamp_ms / 1000.0))
+            return out
+
+        setattr(obj, name, timed)
+
+    def dump(self, path: str) -> None:
+        """Write the rows as JSON lines."""
+        with open(path, "w") as f:
+            for row in self.rows:
+                f.write(orjson.dumps(row).decode() + "\n")
+
+
+def trace_summary(path: Path) -> str:
+    """One line per step of a worker's trace: calls, wall and CPU seconds, slowest calls."""
+    rows = [orjson.loads(line) for line in path.read_text().splitlines()]
+    if not rows:
+        return f"{path.name}: empty"
+    start = rows[0][0]
+    lines = [f"{path.name} ({rows[-1][0] - start:.1f} s):"]
+    for label in sorted({r[1] for r in rows} - {"input_age"}):
+        mine = [r for r in rows if r[1] == label]
+        slow = sorted(mine, key=lambda r: -r[2])[:3]
+        lines.append(
+            f"  {label}: {len(mine):,} calls, {sum(r[2] for r in mine):.2f} s wall, "
+            f"{sum(r[4] for r in mine):.2f} s CPU; slowest "
+            + ", ".join(f"{r[2] * 1000:.1f} ms at {r[0] - start:.1f} s" for r in slow)
+        )
+    ages = [r for r in rows if r[1] == "input_age"]
+    if ages:
+        oldest = max(ages, key=lambda r: r[2])
+        lines.append(f"  oldest first record of a poll: {oldest[2] * 1000:,.1f} ms at "
+                     f"{oldest[0] - start:.1f} s")
+    return "\n".join(lines)
+
+
 def worker_main(cfg: dict[str, Any]) -> None:
     """Run the service as the CLI wires it; print one ``RESULT`` JSON line."""
     from stream_learner import cli
@@ -379,6 +437,15 @@ def worker_main(cfg: dict[str, Any]) -> None:
     source = TimedSource(inner)
     service = Service(settings, spec, source, sink, metrics, *extra)
     signal.signal(signal.SIGTERM, lambda _s, _f: service.stop())
+    trace = Trace() if cfg.get("trace") else None
+    if trace is not None:
+        trace.wrap(source, "poll", "poll")
+        trace.wrap(service, "process_batch", "process")
+        for step in ("commit", "poll", "drain"):
+            trace.wrap(service.committer, step, f"commit.{step}")
+        trace.wrap(sink, "flush", "flush")
+        for part in extra:
+            trace.wrap(part, "save", "checkpoint")
     cli.settle_heap()
     profiler = cProfile.Profile() if cfg.get("profile") else None
     if profiler is not None:
@@ -390,6 +457,8 @@ def worker_main(cfg: dict[str, Any]) -> None:
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(cfg["profile"])
+    if trace is not None:
+        trace.dump(cfg["trace"])
     sink.close()
     source.close()
     for part in extra:
@@ -529,7 +598,9 @@ def quix_main(cfg: dict[str, Any]) -> None:
     The model is the linear case's, built as the service builds it; it lives in
     plain Python memory (no Quix state store: a River model is not what RocksDB
     state is for, and the obvious app keeps it in memory). Quix's own defaults
-    otherwise (JSON serdes, a commit every 5 s). With ``max_events`` the app
+    otherwise (JSON serdes, a commit every 5 s); its outputs carry the time they
+    leave the app (Quix would copy the input's), as the service's carry the time
+    of their send, for the "up to the worker's send" figures. With ``max_events`` the app
     stops once it has processed that many events; without, at SIGTERM. Prints
     one ``RESULT`` line.
     """
@@ -558,6 +629,9 @@ def quix_main(cfg: dict[str, Any]) -> None:
         return _peer_prediction(ev, proba)
 
     sdf = app.dataframe(events).apply(score)
+    # Quix gives an output the input's timestamp; stamp it when it leaves the app instead,
+    # as a producer that sets no timestamp does, so "up to the worker's send" means the same
+    sdf = sdf.set_timestamp(lambda _value, _key, _ts, _headers: int(time.time() * 1000))
     sdf.to_topic(predictions)
     app.run(count=n, collect=False)
     end, end_cpu = time.perf_counter(), _cpu_seconds()
@@ -932,6 +1006,7 @@ class Bench:
         self._producer: subprocess.Popen[str] | None = None
         self.used_redis = False
         self.harness = harness_client(args.harness)
+        self._traces: dict[int, Path] = {}
 
     # resources
 
@@ -992,6 +1067,11 @@ class Bench:
         self, cfg: Mapping[str, Any], role: str = "worker", **extra: Any
     ) -> subprocess.Popen[str]:
         """A worker subprocess running this script's ``worker`` (or ``edges``) role."""
+        trace_dir = getattr(self.args, "trace", None)
+        if trace_dir and role == "worker":
+            Path(trace_dir).mkdir(parents=True, exist_ok=True)
+            group = cfg["settings"]["kafka"]["group_id"]
+            extra = {**extra, "trace": str(Path(trace_dir) / f"{group}.jsonl")}
         cmd = [sys.executable, str(Path(__file__).resolve()), "--role", role,
                "--config", orjson.dumps({**cfg, **extra}).decode()]
         if cfg.get("py_spy"):
@@ -1000,7 +1080,15 @@ class Bench:
                    "--output", str(cfg["py_spy"]), "--", *cmd]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.children.append(proc)
+        if "trace" in extra:
+            self._traces[proc.pid] = Path(extra["trace"])
         return proc
+
+    def log_trace(self, proc: subprocess.Popen[str]) -> None:
+        """With ``--trace``: summarise the trace the worker ``proc`` wrote (if any)."""
+        path = self._traces.pop(proc.pid, None)
+        if path is not None and path.exists():
+            log(trace_summary(path))
 
     @staticmethod
     def worker_result(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
@@ -1070,6 +1158,7 @@ class Bench:
         if live:
             self.produce(events, values, sensors)
         result = self.worker_result(worker, timeout=600)
+        self.log_trace(worker)
         if result["records"] != len(values):
             raise RuntimeError(f"worker read {result['records']} of {len(values)} events")
         return MaxRun(
@@ -1163,6 +1252,7 @@ class Bench:
             worker.send_signal(signal.SIGTERM)
             with contextlib.suppress(Exception):
                 self.worker_result(worker, timeout=60)
+            self.log_trace(worker)
         return runs
 
     def peer_config(self, what: str, events: str, max_events: int | None) -> dict[str, Any]:
@@ -2098,6 +2188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="client of the load producer and latency consumer (auto: confluent-kafka when "
         "installed); the worker always uses the service's own client",
     )
+    parser.add_argument("--trace", metavar="DIR",
+                        help="each service worker writes the wall time of every poll, batch, "
+                        "commit step, flush and checkpoint to DIR/<group>.jsonl")
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.overrides = parse_sets(args.set)

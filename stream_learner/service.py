@@ -69,6 +69,11 @@ log = logging.getLogger(__name__)
 #: Model failures (``model_rejected``, ``learn_failed``) in a row after which the worker
 #: stops: a model that raises on every record is misconfigured, not fed bad records.
 MODEL_FAILURE_LIMIT = 1000
+
+#: Least seconds between two updates of the per-partition gauges (metric, coverage,
+#: buffers, models, checkpoint age): a scrape reads them every few seconds, and setting
+#: them after every batch was most of a small batch's cost.
+GAUGES_INTERVAL_S = 0.5
 _MODEL_REASONS = frozenset({"model_rejected", "learn_failed"})
 
 
@@ -160,6 +165,7 @@ class Service:
         self._labels_topic = settings.kafka.labels_topic
         self._events_topic = settings.kafka.events_topic
         self._memory_due = -float("inf")
+        self._gauges_due = self._ages_due = -float("inf")
         self._clock = clock
         self._wall_clock = wall_clock
         self._stopping = False
@@ -336,6 +342,7 @@ class Service:
             self._final_snapshot()
             self._commit()
             self._checkpoint_all()
+            self._report_shards(force=True)
         except BaseException:
             self._salvage()
             raise
@@ -758,10 +765,17 @@ class Service:
         m.stage_latency.labels(stage="commit").observe(self._clock() - t0)
         self._report_shards()
 
-    def _report_shards(self) -> None:
-        """Per-partition gauges: metric, coverage, buffers, models (memory when due)."""
+    def _report_shards(self, force: bool = False) -> None:
+        """Per-partition gauges when due: metric, coverage, buffers, models.
+
+        At most every :data:`GAUGES_INTERVAL_S` unless ``force``; the memory
+        estimate at most every ``metrics.memory_interval_s``.
+        """
         m = self.metrics
         now = self._clock()
+        if not force and now < self._gauges_due:
+            return
+        self._gauges_due = now + GAUGES_INTERVAL_S
         estimate = now >= self._memory_due
         if estimate:
             self._memory_due = now + self.settings.metrics.memory_interval_s
@@ -796,10 +810,15 @@ class Service:
                 models.prefetch(name.decode("utf-8", "replace") for name in names)
 
     def _checkpoint_due(self, now: float) -> None:
+        ages = now >= self._ages_due  # every shard's age gauge when due, a due shard's always
+        if ages:
+            self._ages_due = now + GAUGES_INTERVAL_S
         due = []
         for tp, shard in self.shards.items():
-            self.metrics.checkpoint_age.labels(partition=str(tp[1])).set(now - shard.saved_at)
-            if self.checkpointer.due(shard, now):
+            is_due = self.checkpointer.due(shard, now)
+            if ages or is_due:
+                self.metrics.checkpoint_age.labels(partition=str(tp[1])).set(now - shard.saved_at)
+            if is_due:
                 due.append((tp, shard))
         if due:
             self.committer.drain()  # C <= K: commit everything the snapshots cover first

@@ -298,3 +298,74 @@ def test_without_a_way_to_rebuild_a_lost_request_stops_the_worker_in_one_line() 
     sink = KafkaPythonSink(_TxnProducer(lost=True), {"predictions": "p"}, transactional=True)
     with pytest.raises(ConnectionFailed, match="no reply to the offsets added to the transaction"):
         sink.commit_transaction({("events", 0): 10}, group="g")
+
+
+class _CkTxnProducer:
+    """The parts of a confluent-kafka Producer a transactional commit uses; each call
+    raises the errors queued for it first."""
+
+    def __init__(self, **errors: list[Exception]) -> None:
+        self.errors = errors
+        self.calls: list[str] = []
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        queued = self.errors.get(name)
+        if queued:
+            raise queued.pop(0)
+
+    def begin_transaction(self) -> None:
+        self._call("begin")
+
+    def send_offsets_to_transaction(self, offsets: Any, group: Any, timeout: float) -> None:
+        self._call("offsets")
+
+    def commit_transaction(self, timeout: float) -> None:
+        self._call("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self._call("abort")
+
+
+def _ck_sink(producer: _CkTxnProducer) -> tuple[Any, list[float]]:
+    from stream_learner.kafka.confluent import ConfluentSink
+
+    sink = ConfluentSink(producer, {"predictions": "p"}, transactional=True)
+    waits: list[float] = []
+    sink._sleep = waits.append
+    return sink, waits
+
+
+def test_confluent_retriable_transaction_errors_repeat_the_same_call_never_abort() -> None:
+    """A timeout while the broker restarts: librdkafka may still be committing in the
+    background, so the commit (and the offsets) are made again, not aborted."""
+    timed_out = KafkaException(CkError(CkError._TIMED_OUT, "broker down", retriable=True))
+    producer = _CkTxnProducer(offsets=[timed_out], commit=[timed_out, timed_out])
+    sink, waits = _ck_sink(producer)
+    sink.commit_transaction({("events", 0): 10}, group="g")
+    assert producer.calls == ["begin", "offsets", "offsets", "commit", "commit", "commit"]
+    assert waits == [COMMIT_BACKOFF_S[0], COMMIT_BACKOFF_S[0], 2 * COMMIT_BACKOFF_S[0]]
+
+
+def test_confluent_transaction_that_requires_an_abort_is_aborted_and_reported() -> None:
+    from stream_learner.commits import TransactionAborted
+
+    fenced = KafkaException(CkError(CkError._FENCED, "epoch bumped", txn_requires_abort=True))
+    down = KafkaException(CkError(CkError._TRANSPORT, "down", retriable=True))
+    producer = _CkTxnProducer(commit=[fenced], abort=[down])
+    sink, waits = _ck_sink(producer)
+    with pytest.raises(TransactionAborted, match="epoch bumped"):
+        sink.commit_transaction({("events", 0): 10}, group="g")
+    assert producer.calls == ["begin", "offsets", "commit", "abort", "abort"]
+    assert waits == [COMMIT_BACKOFF_S[0]]
+    sink.commit_transaction({("events", 0): 12}, group="g")  # a new transaction afterwards
+    assert producer.calls[-3:] == ["begin", "offsets", "commit"]
+
+
+def test_confluent_fatal_transaction_error_stops_with_one_line() -> None:
+    fatal = KafkaException(CkError(CkError._FATAL, "producer fenced", fatal=True))
+    producer = _CkTxnProducer(commit=[fatal])
+    sink, _waits = _ck_sink(producer)
+    with pytest.raises(ConnectionFailed, match=r"transaction commit failed: .*producer fenced"):
+        sink.commit_transaction({("events", 0): 10}, group="g")
+    assert "abort" not in producer.calls

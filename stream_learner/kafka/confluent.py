@@ -43,6 +43,10 @@ CLIENT_LOG = logging.getLogger("kafka.librdkafka")
 #: a partition whose leader went missing from the client's cache is found again within this.
 METADATA_REFRESH_MS = 10_000
 
+#: Sockets send at once, as the Java client's and kafka-python's do (librdkafka's default
+#: holds a small request until the previous one is acknowledged at the TCP level).
+NAGLE_OFF = True
+
 #: After the first record of an idle spell, how long :meth:`ConfluentSource.poll` gathers
 #: the records that come right behind it, so a batch is not one record.
 GATHER_S = 0.002
@@ -95,6 +99,7 @@ def consumer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         "on_commit": _log_commit,
         "logger": CLIENT_LOG,
         "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+        "socket.nagle.disable": NAGLE_OFF,
         **librdkafka_options(settings, environ),
         **options,
     }
@@ -117,6 +122,7 @@ def producer(settings: KafkaSettings, environ: Mapping[str, str], **options: Any
         "partitioner": "murmur2_random",
         "logger": CLIENT_LOG,
         "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+        "socket.nagle.disable": NAGLE_OFF,
         **librdkafka_options(settings, environ),
         **options,
     }
@@ -358,6 +364,7 @@ class ConfluentSink:
         self._segments: deque[_Segment] = deque()
         self._sent = 0
         self._acked = 0
+        self._sleep = time.sleep
 
     def send(
         self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
@@ -415,23 +422,36 @@ class ConfluentSink:
             self._failed(failed[0])
 
     def commit_transaction(self, offsets: Mapping[TopicPartition, int], group: Any) -> None:
-        """Commit the open transaction with ``offsets`` (next offsets to read) inside it."""
+        """Commit the open transaction with ``offsets`` (next offsets to read) inside it.
+
+        librdkafka's rules: a retriable error (e.g. a timeout while the broker
+        restarts) means the same call may go on in the background and is made
+        again; only an error that says the transaction requires an abort is
+        answered with an abort (:class:`TransactionAborted`). Aborting after a
+        retriable error raced the commit still under way and could leave the
+        producer stuck.
+        """
         if not offsets and not self._in_transaction:
             return
         tp = self._ck.TopicPartition
+        producer = self._producer
         try:
             if not self._in_transaction:
-                self._producer.begin_transaction()
+                producer.begin_transaction()
                 self._in_transaction = True
             if offsets:
-                self._producer.send_offsets_to_transaction(
-                    [tp(t, p, o) for (t, p), o in offsets.items()], group, self._timeout
+                request = [tp(t, p, o) for (t, p), o in offsets.items()]
+                self._retrying(
+                    lambda: producer.send_offsets_to_transaction(request, group, self._timeout),
+                    "adding the offsets to the transaction",
                 )
-            self._producer.commit_transaction(self._timeout)
+            self._retrying(lambda: producer.commit_transaction(self._timeout),
+                           "transaction commit")
         except self._ck.KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if error is not None and (error.txn_requires_abort() or error.retriable()):
-                self._retrying(lambda: self._producer.abort_transaction(self._timeout))
+            if error is not None and error.txn_requires_abort():
+                self._retrying(lambda: producer.abort_transaction(self._timeout),
+                               "transaction abort")
                 raise TransactionAborted(
                     f"transaction aborted: {_error_text(exc)}"
                 ) from exc
@@ -442,7 +462,7 @@ class ConfluentSink:
             self._current = _Segment(self._sent)
             self._acked = self._sent
 
-    def _retrying(self, call: Any) -> None:
+    def _retrying(self, call: Any, what: str) -> None:
         """``call()``, again while it fails retriably (e.g. the broker is restarting)."""
         delay = COMMIT_BACKOFF_S[0]
         while True:
@@ -453,8 +473,8 @@ class ConfluentSink:
                 error = exc.args[0] if exc.args else None
                 if error is None or not error.retriable():
                     raise
-                log.warning("transaction abort failed (%s); retrying in %.1fs", error, delay)
-                time.sleep(delay)
+                log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
+                self._sleep(delay)
                 delay = min(delay * 2, COMMIT_BACKOFF_S[1])
 
     def close(self) -> None:

@@ -151,14 +151,8 @@ def _run_through_restart(
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_broker_restarted_mid_stream(
     guarantee: str, private_kafka: PrivateServer, redis_url: str, tmp_path: Path,
-    kafka_client: str, request: pytest.FixtureRequest,
+    kafka_client: str,
 ) -> None:
-    if kafka_client == "confluent-kafka" and guarantee == "exactly_once":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "known gap: when the restart aborts the open transaction the worker rolls its "
-            "shards back to their checkpoints, but a read_committed reader of the predictions "
-            "may then see nothing more within the test's 120 s (the stall of issue 16 item 4)"
-        )))
     topics = _create_topics(private_kafka.address)
     _run_through_restart(private_kafka, private_kafka.address, redis_url, topics, tmp_path, guarantee)
 
