@@ -16,9 +16,10 @@ Every detection of the drift detector is a ``drift`` change, whatever the
 state, with three exceptions:
 
 - a monitor of the error (``worse_only``) follows only the error getting
-  *worse*: a detection whose recent mean is not above the mean since the
-  detector's previous detection is an *improvement* (severity ``improved``,
-  never a lifecycle change), and the warning twin's improvements are ignored;
+  *worse*: a detection whose recent mean is not above the level before it
+  (ADWIN: the values it cut from its window) is an *improvement* (severity
+  ``improved``, never a lifecycle change; ADWIN then keeps the window it
+  kept), and the warning twin's improvements are ignored;
 - a monitor that is not ``warm`` (the model is still learning, see
   :mod:`stream_learner.drift_watch`) feeds its detectors but changes nothing;
 - a monitor that does not ``page`` (a signal that cannot see the error while
