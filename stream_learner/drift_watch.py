@@ -272,12 +272,10 @@ class DriftWatch:
                 self._warmed(sd)
         if sd.challenger is not None:
             self._train(sd, x, y, metric_input)
+        if self.replay:
+            self._keep(sd, x, y, metric_input)
         if "error" in self.signals:
             error = self.task.error(y, metric_input)
-            if error is not None and self.replay:
-                if sd.recent is None or sd.recent.maxlen != self.replay:
-                    sd.recent = deque(sd.recent or (), self.replay)
-                sd.recent.append((x, y, error))
             if error is not None:
                 self._update(slot, sd, key, "error", "error", error, at)
         challenger = sd.challenger
@@ -458,6 +456,15 @@ class DriftWatch:
                 self._recent(challenger)
             return action if action != "none" else "challenger_armed", None
         return "none", None
+
+    def _keep(self, sd: SlotDrift, x: dict[str, Any], y: Any, metric_input: Any) -> None:
+        """Keep a labelled event and its error for the next reset's replay."""
+        error = self.task.error(y, metric_input)
+        if error is None:
+            return
+        if sd.recent is None or sd.recent.maxlen != self.replay:
+            sd.recent = deque(sd.recent or (), self.replay)
+        sd.recent.append((x, y, error))
 
     def _fresh(self, sd: SlotDrift) -> tuple[Any, int, int]:
         """A fresh model that learned the labelled events since the error rose (reset).
