@@ -28,7 +28,9 @@ Actions (``drift.action``), on a drift alert of a signal in
 ``drift.action_signals``:
 
 - ``alert``: nothing more;
-- ``reset``: the model is replaced by a fresh one built from the configuration;
+- ``reset``: the model is replaced by a fresh one built from the configuration,
+  which first learns the labelled events kept since the error rose
+  (``drift.reset_replay_labels``);
 - ``challenger``: a model built at the warning (or at the drift, when no warning
   came first) learns every label next to the champion. Once drift is confirmed
   it trains through ``drift.challenger_labels`` more labels; both models are
