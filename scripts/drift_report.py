@@ -499,7 +499,8 @@ def report(results: list[dict[str, Any]], seeds: tuple[int, ...], held: tuple[in
         f"`blind_pages_after_events = {d.blind_pages_after_events}`, "
         f"`challenger_labels = {d.challenger_labels}`, "
         f"`challenger_recent_labels = {d.challenger_recent_labels}`, "
-        f"`challenger_margin = {d.challenger_margin}`; only `action` varies.",
+        f"`challenger_margin = {d.challenger_margin}`, "
+        f"`reset_replay_labels = {d.reset_replay_labels}`; only `action` varies.",
         "",
     ]
     for title, part in (("Tuning seeds", seeds), ("Held-out seeds", held)):

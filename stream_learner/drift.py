@@ -16,9 +16,10 @@ Every detection of the drift detector is a ``drift`` change, whatever the
 state, with three exceptions:
 
 - a monitor of the error (``worse_only``) follows only the error getting
-  *worse*: a detection whose recent mean is not above the mean since the
-  detector's previous detection is an *improvement* (severity ``improved``,
-  never a lifecycle change), and the warning twin's improvements are ignored;
+  *worse*: a detection whose recent mean is not above the level before it
+  (ADWIN: the values it cut from its window) is an *improvement* (severity
+  ``improved``, never a lifecycle change; ADWIN then keeps the window it
+  kept), and the warning twin's improvements are ignored;
 - a monitor that is not ``warm`` (the model is still learning, see
   :mod:`stream_learner.drift_watch`) feeds its detectors but changes nothing;
 - a monitor that does not ``page`` (a signal that cannot see the error while
@@ -184,8 +185,9 @@ def _level(detector: Any, fallback: float) -> float:
 def _rose(detector: Any, base_mean: float) -> bool:
     """Whether a detection of ``detector`` is the series going up.
 
-    ``base_mean`` is the mean of the values since its previous detection (ADWIN
-    and KSWIN start afresh after each one). DDM and EDDM only detect a rising
+    ``base_mean`` is what the detection is compared with (ADWIN: the mean of the
+    values it dropped from its window; KSWIN: of the values since its previous
+    detection, as it starts afresh after each one). DDM and EDDM only detect a rising
     error rate; PageHinkley tells which of its two tests fired.
     """
     if isinstance(detector, drift.binary.DDM | drift.binary.EDDM):
@@ -312,7 +314,7 @@ class Monitor:
         """The drift detector fired."""
         if not self.worse_only:
             return self._change("drift" if self.pages else "warning", rules) if self.warm else None
-        before = self._mean_since(0)
+        before = self._baseline(self.detector, 0)
         if not self._rose(self.detector, 0):
             return self._improved(before, _level(self.detector, before))
         if not self.warm:
@@ -320,15 +322,33 @@ class Monitor:
         self.alerted_at = None  # the error got worse: never a repeat to silence
         return self._change("drift", rules)
 
-    def _mean_since(self, which: int) -> float:
-        """Mean of the values since the last detection of the detector (0) or the twin (1)."""
+    def _baseline(self, detector: Any, which: int) -> float:
+        """What a detection of ``detector`` (0: the drift detector, 1: the twin) compares with.
+
+        The values since its previous detection (ADWIN and KSWIN start afresh after
+        each one, ADWIN also keeps its window after a fall: those since its
+        previous detection then start with that window); for ADWIN, only those it
+        dropped from its window at this one.
+        """
         n, total = self.marks[which]
-        return (self.total - total) / max(1, self.n - int(n))
+        since = self.n - int(n)
+        if isinstance(detector, drift.ADWIN) and since > detector.width:
+            return (self.total - total - detector.total) / (since - detector.width)
+        return (self.total - total) / max(1, since)
 
     def _rose(self, detector: Any, which: int) -> bool:
-        """Whether ``detector`` (0: the drift detector, 1: the twin) fired on a rise."""
-        rose = _rose(detector, self._mean_since(which))
-        self.marks[which] = (float(self.n), self.total)
+        """Whether ``detector`` (0: the drift detector, 1: the twin) fired on a rise.
+
+        After a fall, ADWIN keeps the window it cut (River's ADWIN would start
+        afresh at its next update, as the original ADWIN does not): the error's
+        new, lower level is what the next rise is measured against.
+        """
+        rose = _rose(detector, self._baseline(detector, which))
+        if not rose and isinstance(detector, drift.ADWIN):
+            detector._drift_detected = False
+            self.marks[which] = (float(self.n - detector.width), self.total - detector.total)
+        else:
+            self.marks[which] = (float(self.n), self.total)
         return rose
 
     def _quiet(self, warns: bool, rules: Rules) -> Change | None:

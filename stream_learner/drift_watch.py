@@ -28,7 +28,9 @@ Actions (``drift.action``), on a drift alert of a signal in
 ``drift.action_signals``:
 
 - ``alert``: nothing more;
-- ``reset``: the model is replaced by a fresh one built from the configuration;
+- ``reset``: the model is replaced by a fresh one built from the configuration,
+  which first learns the labelled events kept since the error rose
+  (``drift.reset_replay_labels``);
 - ``challenger``: a model built at the warning (or at the drift, when no warning
   came first) learns every label next to the champion. Once drift is confirmed
   it trains through ``drift.challenger_labels`` more labels; both models are
@@ -55,6 +57,7 @@ Examples
 from __future__ import annotations
 
 import sys
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -185,6 +188,9 @@ class SlotDrift:
     due: int = 0
     #: the signals blind to the error page (labels absent or late)
     blind: bool = False
+    #: action ``reset``: the last labelled events (features, label, error), replayed to a
+    #: fresh model from where the error rose
+    recent: deque[tuple[dict[str, Any], Any, float]] | None = None
 
 
 class DriftWatch:
@@ -222,6 +228,7 @@ class DriftWatch:
         self.action_signals = frozenset(settings.action_signals)
         self.warmup = settings.warmup_labels
         self.blind_after = settings.blind_pages_after_events
+        self.replay = settings.reset_replay_labels if settings.action == "reset" else 0
         self.epoch += 1
         self._monitor("feature", "feature:probe")
         self._monitor("error", "error")
@@ -267,6 +274,8 @@ class DriftWatch:
                 self._warmed(sd)
         if sd.challenger is not None:
             self._train(sd, x, y, metric_input)
+        if self.replay:
+            self._keep(sd, x, y, metric_input)
         if "error" in self.signals:
             error = self.task.error(y, metric_input)
             if error is not None:
@@ -423,7 +432,7 @@ class DriftWatch:
             action = self._start(slot, sd, monitor.series, at)
         follow_up = None
         if acting and change.severity == "drift":
-            action, follow_up = self._act(slot, key, sd, monitor.series, at)
+            action, follow_up = self._act(slot, key, sd, monitor, change, at)
         if change.severity == "resolved" and sd.challenger is not None and not sd.challenger.armed:
             sd.challenger = None
             action = "challenger_dropped"
@@ -431,10 +440,15 @@ class DriftWatch:
         if follow_up is not None:
             follow_up()
 
-    def _act(self, slot: Slot, key: str, sd: SlotDrift, series: str, at: Stamp) -> tuple[str, Any]:
+    def _act(
+        self, slot: Slot, key: str, sd: SlotDrift, monitor: Monitor, change: Change, at: Stamp
+    ) -> tuple[str, Any]:
+        series = monitor.series
         if self.settings.action == "reset":
-            self._replace(slot, key, sd, self.spec.build(), 0)
-            return "reset", lambda: self._info(slot, key, series, "reset", {}, at, at)
+            model, n_replayed, n_learned = self._fresh(sd)
+            self._replace(slot, key, sd, model, n_learned)
+            window = {"n_replayed": n_replayed}
+            return "reset", lambda: self._info(slot, key, series, "reset", window, at, at)
         if self.settings.action == "challenger":
             action = self._start(slot, sd, series, at)
             challenger = sd.challenger
@@ -444,6 +458,31 @@ class DriftWatch:
                 self._recent(challenger)
             return action if action != "none" else "challenger_armed", None
         return "none", None
+
+    def _keep(self, sd: SlotDrift, x: dict[str, Any], y: Any, metric_input: Any) -> None:
+        """Keep a labelled event and its error for the next reset's replay."""
+        error = self.task.error(y, metric_input)
+        if error is None:
+            return
+        if sd.recent is None or sd.recent.maxlen != self.replay:
+            sd.recent = deque(sd.recent or (), self.replay)
+        sd.recent.append((x, y, error))
+
+    def _fresh(self, sd: SlotDrift) -> tuple[Any, int, int]:
+        """A fresh model that learned the labelled events since the error rose (reset).
+
+        Of the last ``drift.reset_replay_labels`` labelled events, those after
+        :func:`rise_start`. Returns the model, the events replayed and its
+        ``learn_one`` calls.
+        """
+        model = self.spec.build()
+        recent = list(sd.recent or ())
+        sd.recent = None
+        start = rise_start([error for _, _, error in recent])
+        n_learned = 0
+        for x, y, _ in recent[start:]:
+            n_learned += self.task.learn(model, x, y)
+        return model, len(recent) - start, n_learned
 
     def _start(self, slot: Slot, sd: SlotDrift, series: str, at: Stamp) -> str:
         if sd.challenger is not None:
@@ -553,6 +592,32 @@ def _slot_drift(slot: Slot) -> SlotDrift:
         slot.drift = SlotDrift()
     drift: SlotDrift = slot.drift
     return drift
+
+
+def rise_start(errors: Sequence[float]) -> int:
+    """Where the error rose: the split of ``errors`` that best separates a lower mean
+    before it from a higher one after it (``len(errors)`` when none does).
+
+    The split maximises ``k (n - k) / n (after - before)^2``, the between-groups
+    sum of squares, over the splits whose mean after is above the mean before.
+
+    Examples
+    --------
+    >>> rise_start([0, 0, 1, 0, 0, 0, 1, 1, 0, 1, 1, 1])
+    6
+    >>> rise_start([1, 1, 0, 0]), rise_start([])
+    (4, 0)
+    """
+    n = len(errors)
+    total = float(sum(errors))
+    best, start, before = 0.0, n, 0.0
+    for k in range(1, n):
+        before += errors[k - 1]
+        gap = (total - before) / (n - k) - before / k
+        score = k * (n - k) * gap * gap
+        if gap > 0 and score > best:
+            best, start = score, k
+    return start
 
 
 def _better(mine: float, champion: float, bigger_is_better: bool, margin: float) -> bool:

@@ -537,6 +537,13 @@ class DriftSettings(_Section):
         description="On confirmed drift: `alert` only; `reset` the model to a fresh one; "
         "`challenger`: promote the model trained since the warning when it is better.",
     )
+    reset_replay_labels: int = Field(
+        1000,
+        ge=0,
+        description="`reset`: of the last this many labelled events (kept per model while "
+        "`action = \"reset\"`), the fresh model first learns those since the error rose. "
+        "0: a fresh model that knows nothing.",
+    )
     action_signals: tuple[Signal, ...] = Field(
         ("error",), description="Signals whose confirmed drift triggers `action`.", strict=False
     )

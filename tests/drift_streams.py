@@ -111,23 +111,25 @@ def reference_detections(
     the model has learned ``warmup`` labels (the label of event ``i`` is the
     ``i + 1``-th; a feature of event ``i`` is seen before its label), and on the
     error only when ADWIN's window after the detection has a higher mean than
-    the values since its previous detection (the error got worse).
+    the values it dropped from its window (the error got worse); after a fall,
+    ADWIN keeps the window it cut instead of starting afresh.
     """
     model = spec.build()
     error = not stream.signal.startswith("feature:")
     det = make_detector(detector, detector_params(detector, {}, error))
     found = []
-    n, total = 0, 0.0
     for i, (x, y) in enumerate(stream.samples()):
         value = _signal(stream, model, x, y)
         model.learn_one(x, y)
         if value is None:
             continue
+        width, total = det.width, det.total  # ADWIN's window before this value
         det.update(value)
-        n, total = n + 1, total + value
         if det.drift_detected:
-            worse = not error or det.estimation > total / n
-            n, total = 0, 0.0
+            dropped = (total + value - det.total) / (width + 1 - det.width)
+            worse = not error or det.estimation > dropped
+            if error and not worse:
+                det._drift_detected = False  # the original ADWIN: keep the window it cut
             learned = i + 1 if error else i
             if worse and learned >= warmup:
                 found.append(i)

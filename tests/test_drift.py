@@ -499,3 +499,65 @@ def test_an_error_monitor_pickled_before_the_direction_existed_learns_it() -> No
     changes = run_monitor(restored, rates((1500, 0.4), (1500, 0.1), seed=8), Rules(0, 100_000))
     severities = [s for _, s, _ in changes]
     assert "drift" in severities and "improved" in severities
+
+
+def test_adwin_keeps_its_window_after_the_error_falls() -> None:
+    # the model learns (0.3 -> 0.05): a fall; then the error rises to 0.12, little above
+    # the learning phase's mean but well above the level the fall left
+    values = rates((800, 0.3), (1500, 0.05), (1200, 0.12), seed=11)
+    changes = run_monitor(error_monitor(), values, Rules(0, 100_000))
+    falls = [i for i, s, _ in changes if s == "improved"]
+    drifts = [i for i, s, _ in changes if s == "drift"]
+    assert falls and falls[0] < 2300, changes
+    assert drifts and 2300 <= drifts[0] < 3300, changes
+    # River's ADWIN alone starts afresh after the fall: the window it cut is gone
+    river = make_detector("adwin", {"delta": 0.002})
+    cut_at = None
+    for i, v in enumerate(values):
+        river.update(v)
+        if river.drift_detected and cut_at is None:
+            cut_at, kept = i, river.width
+        elif cut_at is not None and i == cut_at + 1:
+            assert river.width == 1 and kept > 1
+
+
+def test_a_detection_is_a_rise_against_the_values_adwin_dropped() -> None:
+    values = rates((800, 0.3), (1500, 0.05), (1200, 0.12), seed=11)
+    monitor = error_monitor()
+    for i, v in enumerate(values):
+        width, total = monitor.detector.width, monitor.detector.total
+        change = monitor.update(v, at(i), Rules(0, 100_000))
+        if change is not None and change.severity in ("improved", "drift"):
+            dropped = (total + v - monitor.detector.total) / (width + 1 - monitor.detector.width)
+            kept = monitor.detector.estimation
+            assert (change.severity == "drift") == (kept > dropped)
+            if change.severity == "improved":
+                assert change.window["mean_before"] == pytest.approx(dropped)
+                assert change.window["mean_after"] == pytest.approx(kept)
+
+
+def test_rise_start_finds_where_the_error_went_up() -> None:
+    from stream_learner.drift_watch import rise_start
+
+    errors = rates((700, 0.1), (300, 0.5), seed=3)
+    assert abs(rise_start(errors) - 700) < 40
+    assert rise_start(rates((500, 0.5), (500, 0.1), seed=3)) > 900  # a fall: (almost) nothing
+    assert rise_start([0.2] * 50) == 50  # no rise: nothing
+
+
+def test_reset_replays_the_labelled_events_since_the_rise_to_the_fresh_model() -> None:
+    lr = learner(action="reset", signals=["error"], reset_replay_labels=600)
+    events = flipped(3000, 1500)
+    alerts = alerts_of(lr, events[:1900])
+    drift = [a for a in alerts if a["severity"] == "drift"]
+    info = [a for a in alerts if a["severity"] == "info"]
+    assert drift and info and info[0]["action"] == "reset", alerts
+    replayed = info[0]["window"]["n_replayed"]
+    since_flip = drift[0]["offsets"]["to"] + 1 - 1500
+    assert 0 < replayed <= 600 and abs(replayed - since_flip) <= 40, (replayed, since_flip)
+    slot = lr.models.get("k")
+    # the fresh model learned the replayed events, then every label after the reset
+    assert slot.n_learned == replayed + 1900 - 1 - drift[0]["offsets"]["to"]
+    plain = learner(action="reset", signals=["error"], reset_replay_labels=0)
+    info = [a for a in alerts_of(plain, events[:1900]) if a["severity"] == "info"]
+    assert info and info[0]["window"]["n_replayed"] == 0
