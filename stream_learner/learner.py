@@ -65,6 +65,10 @@ from stream_learner.tasks import make_task
 
 __all__ = ["Learner"]
 
+#: ``tuple.__new__``: a named tuple from a tuple of its fields, without the Python frame
+#: of the class's ``__new__`` (the same object; two are built per event)
+_new = tuple.__new__
+
 
 class Learner:
     """One shard's models, metric, label buffers and counters.
@@ -120,7 +124,7 @@ class Learner:
         event_id, key, ts, x, y, has_label, origin, label_error = event
         book.tick(ts)
         slot = self.models.get(key)
-        info = ModelInfo(self._name, self._version, slot.n_learned, slot.generation)
+        info = _new(ModelInfo, (self._name, self._version, slot.n_learned, slot.generation))
         try:
             scored = task.predict(slot.model, x)
         except Exception as exc:  # the model is third-party code: map its errors here
@@ -160,7 +164,9 @@ class Learner:
             if learn_error is None or learn_error.reason != "learn_failed":
                 book.labelled(when)
             label_error = learn_error or label_error
-        return Prediction(event_id, key, ts, prediction, fields, info, origin, label_error)
+        return _new(
+            Prediction, (event_id, key, ts, prediction, fields, info, origin, label_error)
+        )
 
     def learn_label(self, label: Label) -> None:
         """Join a label record to its pending prediction and learn; else wait for the event.
