@@ -50,7 +50,7 @@ from stream_learner.errors import (
     RecordStoppedWorker,
     StreamLearnerError,
 )
-from stream_learner.events import Codec, encode_prediction
+from stream_learner.events import Codec, Event, encode_prediction
 from stream_learner.guard import Guard, MemorySuspects
 from stream_learner.labels import Expired, LabelStats
 from stream_learner.learner import Learner
@@ -486,10 +486,11 @@ class Service:
         the values are the same as with one ``inc`` and two ``observe`` per label.
         """
         m = self.metrics
-        for when, n in Counter(when for when, _, _ in delays).items():  # first-seen order
+        whens, events, seconds = zip(*delays, strict=True)  # the three columns, in C
+        for when, n in Counter(whens).items():  # first-seen order
             m.labels_joined.labels(when=when).inc(n)
-        observe_many(m.label_delay_events, [events for _, events, _ in delays])
-        observe_many(m.label_delay_seconds, [seconds for _, _, seconds in delays])
+        observe_many(m.label_delay_events, events)
+        observe_many(m.label_delay_seconds, seconds)
 
     def _advance(self, shard: Shard, tp: TopicPartition, offset: int) -> None:
         shard.position[tp] = offset + 1
@@ -538,7 +539,8 @@ class Service:
         value, key, timestamp_ms, origin = record
         try:
             item = self.codec.decode(value, key, timestamp_ms, origin)
-            prediction = learner.process(item)
+            # Learner.process without its type test for the common case, an event
+            prediction = learner.predict_one(item) if type(item) is Event else learner.process(item)
         except InvalidRecord as error:
             counts.labels += stats.labelled - labelled  # e.g. learned, then the metric failed
             self._reject(record, error, counts)
