@@ -442,10 +442,24 @@ class SchemaMonitor:
     seen: set[tuple[tuple[str, type], ...]] = field(default_factory=set)
     #: changes are drifts (False: warnings, while labels flow)
     pages: bool = True
+    #: the signatures of ``seen`` as (names, types): the same test without building a
+    #: pair per feature; derived from ``seen``, so not pickled
+    known: set[tuple[tuple[str, ...], tuple[type, ...]]] = field(
+        default_factory=set, repr=False, compare=False
+    )
 
     signal = "schema"
     series = "schema"
     detector_name = "schema"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state: everything but ``known`` (rebuilt from events as they come)."""
+        return {name: value for name, value in self.__dict__.items() if name != "known"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickle; ``known`` starts empty."""
+        self.__dict__.update(state)
+        self.known = set()
 
     def update(
         self, features: dict[str, Any], at: Stamp, rules: Rules, grace: int
@@ -454,18 +468,25 @@ class SchemaMonitor:
         self.n += 1
         if self.first is None:
             self.first = at
-        signature = tuple(zip(features, map(type, features.values()), strict=True))
-        if signature in self.seen:
+        names_types = (tuple(features), tuple(map(type, features.values())))
+        if names_types in self.known:
             if self.state == "stable":  # nothing to find and nothing to resolve
                 return []
             found: list[tuple[str, str, dict[str, Any]]] = []
+        elif (signature := tuple(zip(*names_types, strict=True))) in self.seen:
+            self.known.add(names_types)
+            if self.state == "stable":
+                return []
+            found = []
         else:
             found = self._compare(features) if self.n > grace else []
             before = (dict(self.types), set(self.always))
             self._learn(features)
             if before != (self.types, self.always):
                 self.seen.clear()
+                self.known.clear()
             self.seen.add(signature)
+            self.known.add(names_types)
         changes = [self._drift(kind, name, detail, at) for kind, name, detail in found]
         if not changes and self.state != "stable" and self.n - self.changed_at >= rules.resolve_after:
             self.state = "stable"

@@ -237,7 +237,9 @@ class DriftWatch:
 
     def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
         """Update the schema, feature and prediction monitors of ``slot``."""
-        sd = _slot_drift(slot)
+        sd = slot.drift
+        if sd is None:
+            sd = slot.drift = SlotDrift()
         if sd.epoch != self.epoch:
             self._restart(sd)
         sd.seen += 1
@@ -245,23 +247,30 @@ class DriftWatch:
             self._due(sd)
         signals = self.signals
         at: Stamp = (event.ts, event.origin)
+        features = event.features
         if "schema" in signals:
-            self._schema(slot, sd, key, event.features, at)
+            schema = sd.schema
+            before = schema.state
+            changes = schema.update(features, at, self.rules, self.settings.schema_grace_events)
+            if changes or schema.state != before:
+                self._schema_changed(slot, key, before, changes)
         if "feature" in signals:
-            self._features(slot, key, sd, event.features, at)
+            self._features(slot, key, sd, features, at)
         if "prediction" in signals:
             value = self.task.signal(scored)
             if value is not None:
                 self._update(slot, sd, key, "prediction", "prediction", value, at)
         challenger = sd.challenger
         if challenger is not None:
-            challenger.n_learned += self.task.observe(challenger.model, event.features)
+            challenger.n_learned += self.task.observe(challenger.model, features)
 
     def labelled(
         self, slot: Slot, key: str, x: dict[str, Any], y: Any, metric_input: Any, at: Stamp
     ) -> None:
         """Train the challenger, then update the error monitor of ``slot``."""
-        sd = _slot_drift(slot)
+        sd = slot.drift
+        if sd is None:
+            sd = slot.drift = SlotDrift()
         if sd.epoch != self.epoch:
             self._restart(sd)
         sd.label_seen = sd.seen
@@ -390,6 +399,8 @@ class DriftWatch:
             monitor = sd.monitors[series] = self._monitor(signal, series, sd)
         before = monitor.state
         change = monitor.update(value, at, self.rules)
+        if change is None and monitor.state == before:  # the common case: nothing happened
+            return
         if monitor.state != before:
             self._count_open(key, signal, before, monitor.state)
         if change is not None and change.emit:
@@ -399,14 +410,12 @@ class DriftWatch:
             else:
                 self._changed(slot, key, monitor, change, at)
 
-    def _schema(
-        self, slot: Slot, sd: SlotDrift, key: str, features: dict[str, Any], at: Stamp
-    ) -> None:
-        monitor = sd.schema
-        before = monitor.state
-        changes = monitor.update(features, at, self.rules, self.settings.schema_grace_events)
-        if monitor.state != before:
-            self._count_open(key, "schema", before, monitor.state)
+    def _schema_changed(self, slot: Slot, key: str, before: str, changes: list[Change]) -> None:
+        """The schema monitor of ``slot`` moved from state ``before`` or found ``changes``."""
+        assert slot.drift is not None
+        after = slot.drift.schema.state
+        if after != before:
+            self._count_open(key, "schema", before, after)
         for change in changes:
             self._emit(slot, key, change, "schema", "schema", "schema", "none")
 

@@ -93,20 +93,10 @@ REASONS = INPUT_REASONS + LEARN_REASONS
 #: orjson, which never yields a non-finite float: it rejects NaN, Infinity and
 #: numbers beyond a double (see ``Codec._load``).
 _PLAIN = frozenset((int, float, str, bool, type(None)))
-
-
-def _plain_features(features: dict[str, Any], limit: int) -> bool:
-    """True when every feature (at most ``limit``) is an exact JSON scalar type.
-
-    A cheap pre-check of values decoded by orjson: False only means "validate
-    in full", never "invalid".
-
-    Examples
-    --------
-    >>> _plain_features({"a": 1.5, "b": "x", "c": None}, 10), _plain_features({"a": [1]}, 10)
-    (True, False)
-    """
-    return len(features) <= limit and _PLAIN.issuperset(map(type, features.values()))
+#: read once: these run per record
+_PLAIN_SUPERSET = _PLAIN.issuperset
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
 
 
 class Origin(NamedTuple):
@@ -175,23 +165,34 @@ class Prediction(NamedTuple):
 
     def to_dict(self, latency_ms: float | None = None) -> dict[str, Any]:
         """The JSON object of the prediction contract (``docs/contracts.md``)."""
-        name, version, n_learned, generation = self.model
-        model: dict[str, Any] = {"name": name, "version": version, "n_learned": n_learned}
-        if generation:
-            model["generation"] = generation
-        topic, partition, offset = self.origin
-        out: dict[str, Any] = {
-            "id": self.id,
-            "key": self.key,
-            "ts": self.ts,
-            "prediction": self.prediction,
-            **self.fields,
-            "model": model,
-            "source": {"topic": topic, "partition": partition, "offset": offset},
-        }
-        if latency_ms is not None:
-            out["latency_ms"] = round(latency_ms, 3)
-        return out
+        return _prediction_record(self, latency_ms)
+
+
+def _prediction_record(prediction: Prediction, latency_ms: float | None) -> dict[str, Any]:
+    """:meth:`Prediction.to_dict`, as a function: it runs for every event."""
+    event_id, key, ts, value, fields, model_info, origin, _ = prediction
+    name, version, n_learned, generation = model_info
+    model: dict[str, Any] = {"name": name, "version": version, "n_learned": n_learned}
+    if generation:
+        model["generation"] = generation
+    topic, partition, offset = origin
+    out: dict[str, Any] = {
+        "id": event_id,
+        "key": key,
+        "ts": ts,
+        "prediction": value,
+        **fields,
+        "model": model,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+    }
+    if latency_ms is not None:
+        out["latency_ms"] = round(latency_ms, 3)
+    return out
+
+
+#: ``tuple.__new__``: builds a named tuple from a tuple of its fields without the Python
+#: frame of the class's ``__new__`` (the same object; the hot path builds several per event)
+_new = tuple.__new__
 
 
 def _default(obj: Any) -> Any:
@@ -214,8 +215,11 @@ def encode_prediction(prediction: Prediction, latency_ms: float | None = None) -
     b'{"id":"a","key":"k","ts":1.0,"prediction":0,"proba":{"0":0.9'
     """
     return orjson.dumps(
-        prediction.to_dict(latency_ms), default=_default, option=orjson.OPT_NON_STR_KEYS
+        _prediction_record(prediction, latency_ms), default=_default, option=_NON_STR_KEYS
     )
+
+
+_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
 
 
 def parse_ts(value: Any) -> float:
@@ -382,6 +386,7 @@ class Codec:
         self._names = (schema.id, schema.key, schema.ts, schema.label, schema.features)
         self._max_id = limits.max_id_length
         self._max_features = limits.max_features
+        self._max_bytes = limits.max_record_bytes
 
     def decode(
         self, value: bytes | None, record_key: bytes | None, record_ts_ms: int, origin: Origin
@@ -397,7 +402,15 @@ class Codec:
         InvalidRecord
             With a reason code from ``docs/errors.md``.
         """
-        obj = self._load(value)
+        if value is not None and len(value) <= self._max_bytes:  # _load, inline: per record
+            try:
+                obj = _loads(value)
+            except _JSONDecodeError:
+                obj = self._load(value)
+            if type(obj) is not dict:
+                obj = self._load(value)
+        else:
+            obj = self._load(value)
         id_name, key_name, ts_name, label_name, features_name = self._names
         max_id = self._max_id
         event_id: Any = obj.get(id_name)
@@ -416,7 +429,13 @@ class Codec:
         label = obj.get(label_name)
         has_label = label is not None
         features = obj.get(features_name) if features_name else None
-        if not (type(features) is dict and _plain_features(features, self._max_features)):
+        if not (
+            # a cheap pre-check: every feature (at most the limit) of an exact JSON scalar
+            # type; False only means "validate in full" (_features), never "invalid"
+            type(features) is dict
+            and len(features) <= self._max_features
+            and _PLAIN_SUPERSET(map(type, features.values()))
+        ):
             features = self._features(obj)
         if features is None and self._observations and has_label:
             features = {}
@@ -433,7 +452,7 @@ class Codec:
                 self._check_label(label)
             except InvalidLabel as error:
                 label_error, has_label = error, False
-        return Event(event_id, key, ts, features, label, has_label, origin, label_error)
+        return _new(Event, (event_id, key, ts, features, label, has_label, origin, label_error))
 
     def _load(self, value: bytes | None) -> dict[str, Any]:
         if value is None:

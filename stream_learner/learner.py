@@ -65,6 +65,10 @@ from stream_learner.tasks import make_task
 
 __all__ = ["Learner"]
 
+#: ``tuple.__new__``: a named tuple from a tuple of its fields, without the Python frame
+#: of the class's ``__new__`` (the same object; two are built per event)
+_new = tuple.__new__
+
 
 class Learner:
     """One shard's models, metric, label buffers and counters.
@@ -117,24 +121,26 @@ class Learner:
     def predict_one(self, event: Event) -> Prediction:
         """Score ``event``; learn its label now if it is known, else keep it pending."""
         book, task = self.book, self.task
-        book.tick(event.ts)
-        key, x = event.key, event.features
+        event_id, key, ts, x, y, has_label, origin, label_error = event
+        book.tick(ts)
         slot = self.models.get(key)
-        info = ModelInfo(self._name, self._version, slot.n_learned, slot.generation)
+        info = _new(ModelInfo, (self._name, self._version, slot.n_learned, slot.generation))
         try:
             scored = task.predict(slot.model, x)
         except Exception as exc:  # the model is third-party code: map its errors here
             raise InvalidRecord(
                 "model_rejected", f"the model cannot score these features: {_describe(exc)}"
             ) from exc
-        if event.has_label and self._inline:
-            label: tuple[str, Any] | None = ("inline", event.label)
-            kept = x
+        when: str | None = None
+        kept = x
+        if has_label and self._inline:
+            when = "inline"
         else:
-            early = book.claim_early(key, event.id)
-            label = None if early is None else ("early", early.label)
-            kept = x if label is not None else dict(x)  # features as they are when scored
-        label_error = event.label_error
+            early = book.claim_early(key, event_id)
+            if early is not None:
+                when, y = "early", early.label
+            else:
+                kept = dict(x)  # the features as they are when scored wait for the label
         try:
             n = task.observe(slot.model, x)
         except Exception as exc:
@@ -150,23 +156,16 @@ class Learner:
             self.drift.observe(slot, key, event, scored)
         except Exception as exc:  # monitors read the record's values: map their errors here
             label_error = label_error or _monitor_error(exc)
-        if label is None:
-            book.hold(key, event.id, kept, scored.metric_input, event.ts)
+        prediction, fields, metric_input = scored
+        if when is None:
+            book.hold(key, event_id, kept, metric_input, ts)
         else:
-            at = (event.ts, event.origin)
-            learn_error = self._learn(slot, key, x, label[1], scored.metric_input, at)
+            learn_error = self._learn(slot, key, x, y, metric_input, (ts, origin))
             if learn_error is None or learn_error.reason != "learn_failed":
-                book.labelled(label[0])
+                book.labelled(when)
             label_error = learn_error or label_error
-        return Prediction(
-            event.id,
-            event.key,
-            event.ts,
-            scored.prediction,
-            scored.fields,
-            info,
-            event.origin,
-            label_error,
+        return _new(
+            Prediction, (event_id, key, ts, prediction, fields, info, origin, label_error)
         )
 
     def learn_label(self, label: Label) -> None:
@@ -204,7 +203,8 @@ class Learner:
             return InvalidLabel(
                 "learn_failed", f"the model cannot learn this label: {_describe(exc)}"
             )
-        self._count_learned(slot, n)
+        slot.n_learned += n  # _count_learned, inline: this runs for every label
+        self.n_learned += n
         error = None
         if metric_input is not None and metric_input != {}:
             try:

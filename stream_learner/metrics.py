@@ -35,10 +35,12 @@ import contextlib
 import logging
 import platform
 import threading
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Sequence
+from functools import reduce
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import PackageNotFoundError, version
+from operator import add
 from typing import Any
 
 from prometheus_client import (
@@ -81,10 +83,11 @@ LATENCY_BUCKETS = (
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     """``histogram.observe(v)`` for every ``v`` of ``values``, at a batch's cost.
 
-    One pass counts the values per bucket and adds them to the sum in their
-    order (so the sum is the very float one ``observe`` per value gives), then
-    the sum is set and each bucket that got values is incremented once: a few
-    locked operations per batch instead of two per value. Like ``observe``, a
+    The values are added to the sum in their order (so the sum is the very
+    float one ``observe`` per value gives) and sorted once, so that one binary
+    search per bucket bound counts them per bucket; then the sum is set and
+    each bucket that got values is incremented once: a few locked operations
+    per batch instead of two per value, and no Python step per value. Like ``observe``, a
     NaN goes into the sum and no bucket. The histogram must have one writer
     (the service's loop). Falls back to one ``observe`` per value if the
     client library's histogram is not built as expected.
@@ -107,16 +110,17 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
         for value in values:
             histogram.observe(value)
         return
-    counts = [0] * len(bounds)
-    acc = total.get()
-    for value in values:
-        acc += value
-        if value == value:  # not NaN
-            counts[bisect_left(bounds, value)] += 1  # first bound >= value, as observe picks
+    acc = reduce(add, values, total.get())  # the same additions in the same order, in C
+    if acc != acc:  # a NaN among the values (or already in the sum): it goes in no bucket
+        values = [value for value in values if value == value]
+    ordered = sorted(values)
+    below = 0
+    for bucket, bound in zip(buckets, bounds, strict=True):
+        upto = bisect_right(ordered, bound)  # values <= bound: their first bound >= value
+        if upto > below:
+            bucket.inc(upto - below)
+        below = upto
     total.set(acc)
-    for bucket, count in zip(buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
 
 
 class Metrics:

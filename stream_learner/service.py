@@ -48,7 +48,7 @@ from stream_learner.errors import (
     RecordStoppedWorker,
     StreamLearnerError,
 )
-from stream_learner.events import Codec, encode_prediction
+from stream_learner.events import Codec, Event, encode_prediction
 from stream_learner.guard import Guard, MemorySuspects
 from stream_learner.labels import Expired, LabelStats, encode_label
 from stream_learner.learner import Learner
@@ -387,17 +387,14 @@ class Service:
             shard = shards.get(self.shard_of(tp))
             if shard is None:  # revoked mid-batch: not ours to count or commit
                 continue
-            if shard.replay_until:
-                n_replayed += self._restored_run(shard, tp, run, counts, latencies, received_at)
-            else:
-                self._live_run(shard, tp, run, counts, latencies, received_at)
+            n_replayed += self._process_run(shard, tp, run, counts, latencies, received_at)
         self.reporter.seen(records)
         self.summary.replayed += n_replayed
         self.metrics.replayed.inc(n_replayed)
         self._drain_labels(counts)
         self._record_batch(counts, latencies, received_at)
 
-    def _restored_run(
+    def _process_run(
         self,
         shard: Shard,
         tp: TopicPartition,
@@ -406,59 +403,45 @@ class Service:
         latencies: list[float],
         received_at: float,
     ) -> int:
-        """Records of a shard that is replaying after a restore, one by one; returns replayed."""
-        n_replayed = 0
-        for record in run:
-            offset = record.origin[2]
-            if not self._in_sequence(shard, tp, offset):
-                continue
-            try:
-                if shard.replaying(tp, offset):
-                    self._drain_shard(shard, counts)  # what live records of the batch left
-                    self._replay(record, shard.learner)
-                    self.reporter.alerts(shard, emit=False)
-                    n_replayed += 1
-                else:
-                    self._handle(record, shard.learner, counts, latencies, received_at)
-                    if shard.learner.drift.outbox:
-                        self.reporter.alerts(shard, emit=True)
-                    self._uncommitted[tp] = offset + 1
-            except BaseException as exc:
-                self._escaped(record, exc)
-            self._advance(shard, tp, offset)
-        return n_replayed
+        """Consecutive records of one partition of a shard, in order; returns how many replayed.
 
-    def _live_run(
-        self,
-        shard: Shard,
-        tp: TopicPartition,
-        run: Sequence[Record],
-        counts: Counts,
-        latencies: list[float],
-        received_at: float,
-    ) -> None:
-        """Consecutive records of one partition of a shard that is not replaying.
-
-        The same steps as :meth:`_restored_run` for each record, with the
-        per-record bookkeeping of position, commit frontier and checkpoint
-        schedule done once for the run (their values after the run are the same).
+        A record below the frontier of a restore (``shard.replay_until``) is
+        replayed silently, the others are handled live. The shard's position,
+        commit frontier and checkpoint schedule are kept in locals and written
+        when the run ends or fails (their values are those of a record-by-record
+        update), and before an out-of-sequence offset is judged.
         """
+        until = shard.replay_until.get(tp)  # None: nothing of this partition to replay
         expected = shard.position.get(tp)
-        drift = shard.learner.drift
-        handle, in_sequence = self._handle, self._in_sequence
         learner = shard.learner
-        done = 0
+        drift = learner.drift
+        handle, in_sequence = self._handle, self._in_sequence
+        done = replayed = 0
+        live_end: int | None = None  # the commit frontier after the last live record
         record: Record | None = None
         try:
             for record in run:
                 offset = record.origin[2]
-                if offset != expected and expected is not None and not in_sequence(shard, tp, offset):
-                    continue
-                handle(record, learner, counts, latencies, received_at)
-                if drift.outbox:
-                    self.reporter.alerts(shard, emit=True)
+                if offset != expected and expected is not None:
+                    shard.position[tp] = expected  # what _in_sequence compares with
+                    if not in_sequence(shard, tp, offset):
+                        continue
+                if until is not None and offset < until:
+                    self._drain_shard(shard, counts)  # what live records of the batch left
+                    self._replay(record, learner)
+                    self.reporter.alerts(shard, emit=False)
+                    replayed += 1
+                else:
+                    handle(record, learner, counts, latencies, received_at)
+                    if drift.outbox:
+                        self.reporter.alerts(shard, emit=True)
+                    live_end = offset + 1
                 expected = offset + 1
                 done += 1
+                if until is not None and expected >= until:
+                    del shard.replay_until[tp]
+                    log.info("shard %s: silent replay done at offset %d", shard.id, expected)
+                    until = None
         except BaseException as exc:
             self._escaped(record, exc)
         finally:  # the records handled before an error are processed: keep their bookkeeping
@@ -466,7 +449,9 @@ class Service:
                 shard.position[tp] = expected
                 shard.records_since_save += done
                 shard.dirty = True
-                self._uncommitted[tp] = expected
+            if live_end is not None:
+                self._uncommitted[tp] = live_end
+        return replayed
 
     def _drain_labels(self, counts: Counts) -> None:
         """Report joined labels' delays; dead-letter early labels that expired unjoined."""
@@ -491,19 +476,11 @@ class Service:
         the values are the same as with one ``inc`` and two ``observe`` per label.
         """
         m = self.metrics
-        for when, n in Counter(when for when, _, _ in delays).items():  # first-seen order
+        whens, events, seconds = zip(*delays, strict=True)  # the three columns, in C
+        for when, n in Counter(whens).items():  # first-seen order
             m.labels_joined.labels(when=when).inc(n)
-        observe_many(m.label_delay_events, [events for _, events, _ in delays])
-        observe_many(m.label_delay_seconds, [seconds for _, _, seconds in delays])
-
-    def _advance(self, shard: Shard, tp: TopicPartition, offset: int) -> None:
-        shard.position[tp] = offset + 1
-        shard.records_since_save += 1
-        shard.dirty = True
-        until = shard.replay_until.get(tp)
-        if until is not None and offset + 1 >= until:
-            del shard.replay_until[tp]
-            log.info("shard %s: silent replay done at offset %d", shard.id, offset + 1)
+        observe_many(m.label_delay_events, events)
+        observe_many(m.label_delay_seconds, seconds)
 
     def _replay(self, record: Record, learner: Learner) -> None:
         """Re-process a record below the committed offset: learn, emit nothing.
@@ -543,7 +520,8 @@ class Service:
         value, key, timestamp_ms, origin = record
         try:
             item = self.codec.decode(value, key, timestamp_ms, origin)
-            prediction = learner.process(item)
+            # Learner.process without its type test for the common case, an event
+            prediction = learner.predict_one(item) if type(item) is Event else learner.process(item)
         except InvalidRecord as error:
             counts.labels += stats.labelled - labelled  # e.g. learned, then the metric failed
             self._reject(record, error, counts)
