@@ -298,34 +298,56 @@ def run_case(args: argparse.Namespace, sensors: int, store: str) -> dict[str, An
         finally:
             if store == "redis":
                 _drop_redis(args.redis, prefix)
-    result.update(sensors=sensors, store=store, max_resident=args.max_resident)
+    result.update(sensors=sensors, store=store, max_resident=args.max_resident,
+                  events_per_sensor=args.events_per_sensor, min_events=args.min_events)
     return result
+
+
+def _commands(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> list[str]:
+    """The command lines that made ``results`` (one per events-per-sensor setting)."""
+    groups: dict[tuple[int, int, int], list[dict[str, Any]]] = {}
+    for r in results:
+        eps, low = r.get("events_per_sensor", args.events_per_sensor), r.get("min_events",
+                                                                            args.min_events)
+        groups.setdefault((eps, low, r["max_resident"]), []).append(r)
+    out = []
+    for (eps, low, resident), rows in groups.items():
+        sizes = ",".join(str(s) for s in sorted({r["sensors"] for r in rows}))
+        stores = ",".join(sorted({r["store"] for r in rows}))
+        floor = f" --min-events {low}" if low != 100_000 else ""
+        out.append(f"`python scripts/bench_scale.py --sizes {sizes} --events-per-sensor {eps}"
+                   f"{floor} --max-resident {resident} --stores {stores}`")
+    return out
 
 
 def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: str) -> str:
     """The docs section: the table, the targets as ratios, how to rerun."""
+    commands = _commands(results, args)
+    how = commands[0] + " --write-docs" if len(commands) == 1 else (
+        "; then ".join(c[:-1] + " --results scale.jsonl`" for c in commands)
+        + "; then `python scripts/bench_scale.py --render scale.jsonl --write-docs`")
     lines = [
         BEGIN,
         "## Keyed state at fleet scale",
         "",
-        f"`python scripts/bench_scale.py --sizes {','.join(map(str, args.sizes))} "
-        f"--events-per-sensor {args.events_per_sensor} --max-resident {args.max_resident} "
-        "--write-docs` (" + when + "). One model per sensor (`model.scope = \"key\"`, the "
-        "shipped `StandardScaler | LinearRegression`, drift on), "
-        f"{args.events_per_sensor} Friedman events per sensor (at least {args.min_events:,} "
-        "per run, so small fleets get more per sensor) with inline labels, the sensors "
-        "taking turns, checkpoints every second; an in-process source and a counting sink "
-        "(no Kafka), each run in a fresh process. The machine was shared with other work "
-        "while it ran (its load changed between rows), so read the figures as ratios between "
-        "rows of one store, which come from one run, not as absolute rates.",
+        f"{how} ({when}). One model per sensor (`model.scope = \"key\"`, the "
+        "shipped `StandardScaler | LinearRegression`, drift on), the events per sensor "
+        "of the table's column (at least 100,000 events per run unless the command says "
+        "otherwise, so small fleets get more per sensor), Friedman features with inline "
+        "labels, the sensors taking turns, checkpoints every second; an in-process source "
+        "and a counting sink (no Kafka), each run in a fresh process. The machine was shared "
+        "with other work while it ran (its load changed between rows), so read the figures "
+        "as ratios between rows of one store, which come from one run, not as absolute rates.",
         "",
-        "| sensors | store | max_resident | events/s | peak RSS | checkpoints | bytes / checkpoint "
-        "| models changed / checkpoint | mean entry | restart to first prediction |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| sensors | events / sensor | store | max_resident | events/s | peak RSS | checkpoints "
+        "| bytes / checkpoint | models changed / checkpoint | mean entry "
+        "| restart to first prediction |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['sensors']:,} | {r['store']} | {r['max_resident']:,} | "
+            f"| {r['sensors']:,} | {r['events'] / r['sensors']:,.4g} | {r['store']} | "
+            f"{r['max_resident']:,} | "
             f"{r['events_per_s']:,.0f} | {r['rss_mb']:,.0f} MB | {r['checkpoints']} | "
             f"{r['bytes_per_checkpoint'] / 1024:,.0f} KiB | {r['changed_per_checkpoint']:,.0f} | "
             f"{r['mean_entry_bytes']:,.0f} B | "
