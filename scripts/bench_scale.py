@@ -182,9 +182,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     sink = CountingSink()
     service = Service(settings, spec, source, sink, metrics, checkpointer)
     settle_heap()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     summary = service.run()
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     store.close()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if restart:
@@ -198,6 +198,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     assert isinstance(models, KeyedModels)
     return {
         "events": summary.predictions, "events_per_s": summary.predictions / elapsed,
+        "cpu_us_per_event": cpu / max(1, summary.predictions) * 1e6,
         "rss_mb": rss_mb, "checkpoints": len(timed),
         "bytes_per_checkpoint": sum(w for w, *_ in timed) / max(1, len(timed)),
         "changed_per_checkpoint": changed / max(1, len(timed)),
@@ -211,12 +212,15 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def key_cost(keys: int = 10_000, events: int = 10) -> dict[str, float]:
-    """Creating a key's model (prototype copy vs a build from the settings), and one key's
-    memory (traced allocations) and entry size once it has seen ``events`` events."""
+    """What one key costs: creating its model and its first event (prototype copy vs a
+    build from the settings), its memory (traced allocations) and entry size once it has
+    seen ``events`` events, and the CPU time to save its entry (pickle + sign) and to load
+    it (verify + unpickle), the two things a key pays per checkpoint and per return."""
     import gc
     import pickle
     import tracemalloc
 
+    from stream_learner.checkpoint import EnvelopeCodec
     from stream_learner.events import Codec, Origin
     from stream_learner.learner import Learner
     from stream_learner.models import ModelSpec
@@ -226,15 +230,20 @@ def key_cost(keys: int = 10_000, events: int = 10) -> dict[str, float]:
     settings = load_settings(None, env={}, overrides={"model": {"scope": "key",
                                                                 "max_resident": keys}})
     spec = ModelSpec.from_settings(settings.model)
+    x = {f"x{j}": 0.5 for j in range(10)}
     models = KeyedModels(spec, keys)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i in range(keys):
-        models.get(f"k{i}")
-    copy_us = (time.perf_counter() - t0) / keys * 1e6
-    t0 = time.perf_counter()
+        model = models.get(f"k{i}").model
+        model.predict_one(x)
+        model.learn_one(x, 1.0)
+    copy_us = (time.process_time() - t0) / keys * 1e6
+    t0 = time.process_time()
     for _ in range(keys):
-        spec.build()
-    build_us = (time.perf_counter() - t0) / keys * 1e6
+        model = spec.build()
+        model.predict_one(x)
+        model.learn_one(x, 1.0)
+    build_us = (time.process_time() - t0) / keys * 1e6
     learner = Learner(spec, settings.labels, settings.drift)
     codec = Codec(settings.schema_, settings.limits, spec.task)
     source = FleetSource(keys, keys * events)
@@ -249,11 +258,20 @@ def key_cost(keys: int = 10_000, events: int = 10) -> dict[str, float]:
     tracemalloc.stop()
     resident = learner.models
     assert isinstance(resident, KeyedModels)
-    sizes = [len(pickle.dumps(slot, protocol=pickle.HIGHEST_PROTOCOL))
-             for slot in itertools.islice(resident.resident(), 200)]
+    slots = list(itertools.islice(resident.resident(), 1000))
+    envelopes = EnvelopeCodec(KEY, spec.config_hash)
+    t0 = time.process_time()
+    blobs = [envelopes.seal_entry("s", "k", pickle.dumps(slot, protocol=pickle.HIGHEST_PROTOCOL))
+             for slot in slots]
+    save_us = (time.process_time() - t0) / len(slots) * 1e6
+    t0 = time.process_time()
+    for blob in blobs:
+        pickle.loads(envelopes.open_entry("s", "k", blob))
+    load_us = (time.process_time() - t0) / len(slots) * 1e6
     return {"keys": keys, "events_per_key": events, "create_copy_us": copy_us,
             "create_build_us": build_us, "memory_bytes_per_key": (after - before) / keys,
-            "entry_bytes": sum(sizes) / len(sizes)}
+            "entry_bytes": sum(map(len, blobs)) / len(blobs), "save_entry_us": save_us,
+            "load_entry_us": load_us}
 
 
 # -- the harness ------------------------------------------------------------------------------
@@ -339,16 +357,18 @@ def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: st
         "with other work while it ran (its load changed between rows), so read the figures "
         "as ratios between rows of one store, which come from one run, not as absolute rates.",
         "",
-        "| sensors | events / sensor | store | max_resident | events/s | peak RSS | checkpoints "
+        "| sensors | events / sensor | store | max_resident | events/s | CPU / event "
+        "| peak RSS | checkpoints "
         "| bytes / checkpoint | models changed / checkpoint | mean entry "
         "| restart to first prediction |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['sensors']:,} | {r['events'] / r['sensors']:,.4g} | {r['store']} | "
             f"{r['max_resident']:,} | "
-            f"{r['events_per_s']:,.0f} | {r['rss_mb']:,.0f} MB | {r['checkpoints']} | "
+            f"{r['events_per_s']:,.0f} | {r.get('cpu_us_per_event', float('nan')):,.0f} µs | "
+            f"{r['rss_mb']:,.0f} MB | {r['checkpoints']} | "
             f"{r['bytes_per_checkpoint'] / 1024:,.0f} KiB | {r['changed_per_checkpoint']:,.0f} | "
             f"{r['mean_entry_bytes']:,.0f} B | "
             f"{r['restart']['first_prediction_s'] * 1000:,.0f} ms |"
