@@ -15,7 +15,9 @@ every second to the store (Redis: ``--redis``, else
 ``STREAM_LEARNER_TEST_REDIS``; local: a tmp folder).
 Outputs are counted and dropped, so the figures are the state's, not Kafka's.
 
-Reported per run: events/s over the whole run; the worker's peak RSS; per
+Reported per run: events/s over the whole run and the worker's CPU time per
+event (``time.process_time``: steadier than wall time on a shared machine);
+the worker's peak RSS; per
 checkpoint, the bytes sent to the store (head + changed entries + models
 parked since the previous checkpoint) and the models changed (written or
 promoted), with the mean entry size; then a second process restarts on the
@@ -24,7 +26,12 @@ start of its loop to its first prediction (restore of the shard's frontier
 and of the one model that event needs; interpreter start and imports are not
 counted). ``--write-docs`` writes the table between ``<!-- scale:begin -->``
 and ``<!-- scale:end -->`` in docs/benchmarks.md, with the issue's targets
-as ratios within the run.
+as ratios within the run. Runs made by several commands (e.g. fewer events per
+sensor for the largest fleets) are gathered with ``--results FILE`` and
+rendered with ``--render FILE --write-docs``, which names every command.
+
+``--key-cost`` measures one key: memory, entry size, and the CPU time to
+create it (with its first event), to save its entry and to load it.
 """
 
 from __future__ import annotations
@@ -354,8 +361,10 @@ def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: st
         "otherwise, so small fleets get more per sensor), Friedman features with inline "
         "labels, the sensors taking turns, checkpoints every second; an in-process source "
         "and a counting sink (no Kafka), each run in a fresh process. The machine was shared "
-        "with other work while it ran (its load changed between rows), so read the figures "
-        "as ratios between rows of one store, which come from one run, not as absolute rates.",
+        "with other work while it ran (its load changed between rows"
+        + ("" if len(commands) == 1 else ", and these commands ran partly at the same time")
+        + "), so read the figures as ratios between rows of one store, CPU time per event "
+        "first, not as absolute rates.",
         "",
         "| sensors | events / sensor | store | max_resident | events/s | CPU / event "
         "| peak RSS | checkpoints "
@@ -431,7 +440,8 @@ def _targets(results: Sequence[dict[str, Any]]) -> list[str]:
             per = million["events"] / million["sensors"]
             out.append(f"- {store}: peak RSS at 1,000,000 sensors / at 10,000 = {ratio:.2f} "
                        f"(target <= 1.5: {'met' if ratio <= 1.5 else 'missed'}"
-                       + (f"; {per:,.4g} events per sensor, for RSS only" if per < 10 else "")
+                       + (f"; {per:,.4g} event{'' if per == 1 else 's'} per sensor, for RSS only"
+                          if per < 10 else "")
                        + ")")
         if big:
             ms = big["restart"]["first_prediction_s"] * 1000
