@@ -41,7 +41,9 @@ from river import anomaly, base, compose, metrics, time_series
 from stream_learner.errors import ModelConfigError
 from stream_learner.settings import ModelSettings
 
-__all__ = ["DEFAULT_METRICS", "ModelSpec", "build_step", "final_step", "resolve_class"]
+__all__ = [
+    "DEFAULT_METRICS", "ModelSpec", "build_step", "final_step", "resolve_class", "warm_plans",
+]
 
 DEFAULT_METRICS = {
     "classification": "metrics.Accuracy",
@@ -157,6 +159,30 @@ def final_step(model: Any) -> Any:
     """
     if isinstance(model, compose.Pipeline):
         return list(model.steps.values())[-1]
+    return model
+
+
+def warm_plans(model: Any) -> Any:
+    """Build now the execution plans River pipelines build on their first event; returns ``model``.
+
+    A plan is a cache (each step's role and the keyword arguments its methods
+    take, found with :func:`inspect.signature`): the model predicts and learns
+    exactly as without it. Building it costs about as much as a few events, so
+    a prototype copied for every new key should carry it.
+
+    Examples
+    --------
+    >>> from river import linear_model, preprocessing
+    >>> model = warm_plans(preprocessing.StandardScaler() | linear_model.LinearRegression())
+    >>> model._plan is not None
+    True
+    """
+    if isinstance(model, compose.Pipeline):
+        for step in model.steps.values():
+            warm_plans(step)
+        build = getattr(model, "_build_plan", None)
+        if callable(build) and getattr(model, "_plan", None) is None:
+            build()
     return model
 
 

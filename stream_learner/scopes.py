@@ -14,7 +14,7 @@ state is checkpointed by pickling its learner.
 
 Examples
 --------
->>> from stream_learner.models import ModelSpec
+>>> from stream_learner.models import ModelSpec, warm_plans
 >>> from stream_learner.settings import ModelSettings
 >>> models = make_models(ModelSpec.from_settings(ModelSettings(scope="key", max_resident=2)))
 >>> for key in ["a", "b", "c", "a"]:
@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stream_learner.models import ModelSpec
+from stream_learner.models import ModelSpec, warm_plans
 
 __all__ = [
     "KeyedModels",
@@ -204,7 +204,8 @@ class KeyedModels:
         self.n_keys = 0
         self._dirty: set[str] = set()
         self._parked_dirty: set[str] = set()
-        self._prototype = pickle.dumps(Slot(spec.build()), protocol=pickle.HIGHEST_PROTOCOL)
+        self._prototype = pickle.dumps(Slot(warm_plans(spec.build())),
+                                       protocol=pickle.HIGHEST_PROTOCOL)
         self._head_only = False
         self.n_created = 0
         self.n_evicted = 0
