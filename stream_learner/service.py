@@ -680,11 +680,12 @@ class Service:
         """An early label whose event never came: to the learn dead letters.
 
         The label record was accepted (counted as a label record) when it came;
-        its value here is the label re-encoded, as its original bytes are gone.
+        its value here is the label re-encoded in the ``[schema]`` field names, as
+        its original bytes are gone.
         """
         label = expired.label
         assert label is not None
-        value = encode_label(label.id, label.label, label.key, label.ts)
+        value = encode_label(label.id, label.label, label.key, label.ts, self.settings.schema_)
         record = Record(value, label.key.encode("utf-8"), int(label.ts * 1000), label.origin)
         error = InvalidLabel(
             "unknown_id",
