@@ -172,7 +172,7 @@ class Service:
         self.committer = committer or for_edges(settings, source, sink)
         if isinstance(self.committer, Transactional):
             self.committer.on_abort = self._rewind
-        self._acked_checkpoints(spec)
+        self._acked_checkpoints(spec, clock)
         self.codec = Codec(settings.schema_, settings.limits, spec.task)
         self.shards: dict[TopicPartition, Shard] = {}
         self._parked: dict[TopicPartition, Shard] = {}
@@ -826,7 +826,7 @@ class Service:
             if isinstance(models, KeyedModels):
                 models.prefetch(name.decode("utf-8", "replace") for name in names)
 
-    def _acked_checkpoints(self, spec: ModelSpec) -> None:
+    def _acked_checkpoints(self, spec: ModelSpec, clock: Callable[[], float]) -> None:
         """Pipelined with one model per partition: checkpoints wait for acks, not the loop."""
         committer, sink, checkpointer = self.committer, self.sink, self.checkpointer
         if (
@@ -834,7 +834,7 @@ class Service:
             and isinstance(checkpointer, Checkpointer) and spec.scope != "key"
         ):
             self.committer = AckedCheckpoints(
-                committer, sink, checkpointer, self._fenced, self._clock
+                committer, sink, checkpointer, self._fenced, clock
             )
 
     def _fenced(self, shard: Shard, exc: Exception) -> None:
