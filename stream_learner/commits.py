@@ -3,10 +3,12 @@
 One :class:`Committer` owns the cycle for the service; the service tells it,
 after each poll batch, the next offsets whose outputs it has sent
 (:meth:`Committer.commit`), lets it serve acknowledgements on every loop turn
-(:meth:`Committer.poll`), and asks it to settle everything before a checkpoint,
-a revocation or the end (:meth:`Committer.drain`): a checkpoint is taken only
-of state whose outputs are committed, so the state frontier C never passes the
-output frontier K (``docs/state.md``).
+(:meth:`Committer.poll`), and asks it to settle everything at a revocation or
+the end (:meth:`Committer.drain`). A checkpoint is written only of state whose
+outputs are durable: at-least-once, :class:`~stream_learner.recovery.AckedCheckpoints`
+wraps :class:`Pipelined` and writes a sealed checkpoint once the outputs it
+covers are acknowledged; otherwise the service drains the cycle before the
+checkpoint (``docs/state.md``).
 
 - :class:`AtLeastOnce`: stop and wait: flush the sink, then commit the
   offsets, per batch. For file and in-memory edges (and a baseline).

@@ -8,7 +8,15 @@ The state protocol (``docs/state.md``) in terms of two frontiers:
 - K, the output frontier: the consumer group's committed offsets. Outputs of
   every record before K are durable in Kafka.
 - C, the state frontier: the offsets stored in the newest checkpoint. A
-  checkpoint is taken only right after a commit, so C <= K always.
+  checkpoint is written only once the outputs of every record before C are
+  durable (acknowledged by the broker); their offsets may still be committed
+  later, so after a crash C may be past K, never ahead of durable outputs.
+
+At-least-once with partition-scoped shards on Kafka, :class:`AckedCheckpoints`
+keeps the loop running at a checkpoint: it seals the due shards at once and
+writes each one on a later loop turn, when the broker has acknowledged the
+outputs sent before the seal. Exactly-once and keyed shards drain the commit
+cycle and write at once (the service's blocking path).
 
 :meth:`Checkpointer.plan` decides how to resume an assigned shard: from a
 checkpoint (seek to C, re-process C..K without emitting, resume at K), from
@@ -27,11 +35,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from stream_learner.checkpoint import EnvelopeCodec
+from stream_learner.commits import AckingSink, Pipelined
 from stream_learner.errors import (
     CheckpointError,
     CheckpointFenced,
@@ -48,7 +58,15 @@ from stream_learner.stores import CheckpointStore
 
 _T = TypeVar("_T")
 
-__all__ = ["Checkpointer", "NullCheckpointer", "ResumePlan", "Shard", "shard_id"]
+__all__ = [
+    "AckedCheckpoints",
+    "Checkpointer",
+    "NullCheckpointer",
+    "ResumePlan",
+    "Sealed",
+    "Shard",
+    "shard_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +100,28 @@ class Shard:
     dirty: bool = False
     #: the fencing token this owner claimed from the store (-1: no store)
     epoch: int = -1
+    #: a checkpoint is sealed and waits to be written (:class:`AckedCheckpoints`)
+    sealed: bool = False
 
     def replaying(self, tp: TopicPartition, offset: int) -> bool:
         """True while ``offset`` is below the committed frontier of a restore."""
         return offset < self.replay_until.get(tp, -1)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A shard's state serialised at one moment, not yet written to the store.
+
+    ``at`` is the loop clock at the seal (the shard's ``saved_at`` once
+    written), ``records`` the records it covers since the previous
+    checkpoint, ``seconds`` the time sealing took.
+    """
+
+    shard: Shard
+    blob: bytes
+    at: float
+    records: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -279,9 +315,11 @@ class Checkpointer:
             if only_committed and not k:
                 continue  # nothing was consumed yet: the consumer's reset policy applies
             if k is not None and c > k:
-                log.warning(
-                    "shard %s: checkpoint offset %d of %s is past the committed offset %d "
-                    "(offsets were reset?): resuming at the checkpoint so nothing is learned twice",
+                log.info(
+                    "shard %s: checkpoint offset %d of %s is past the committed offset %d: "
+                    "the worker stopped between a checkpoint and the offset commit after it "
+                    "(or the group's offsets were moved back); resuming at the checkpoint, whose "
+                    "outputs are durable, so nothing is learned or emitted twice",
                     sid, c, tp, k,
                 )
             if c < start:
@@ -323,8 +361,8 @@ class Checkpointer:
     # -- save -------------------------------------------------------------------------
 
     def due(self, shard: Shard, now: float) -> bool:
-        """True when the shard has new state and its schedule (or a retry) is up."""
-        if not shard.dirty or now < self._retry_at.get(shard.id, 0.0):
+        """True when the shard has new state, none sealed, and its schedule (or a retry) is up."""
+        if not shard.dirty or shard.sealed or now < self._retry_at.get(shard.id, 0.0):
             return False
         s = self.settings
         return shard.records_since_save >= s.every_events or now - shard.saved_at >= (
@@ -339,31 +377,73 @@ class Checkpointer:
         CheckpointFenced
             A newer epoch owns the shard: the caller must drop it.
         """
-        t0 = self._clock()
         models = shard.learner.models
         spill = models.spill if isinstance(models, KeyedModels) else None
+        if not (isinstance(models, KeyedModels) and isinstance(spill, StoreSpill)):
+            sealed = self.seal(shard, now)
+            if sealed is not None:
+                self.write(sealed, now)
+            return
+        t0 = self._clock()
         try:
-            if isinstance(models, KeyedModels) and isinstance(spill, StoreSpill):
-                written = self._save_keyed(shard, models, spill)
-            else:
-                blob = self.codec.seal(shard.id, shard.position, shard.epoch, shard.learner,
-                                       created_at=self._wall_clock())
-                self.store.save(shard.id, shard.epoch, blob)
-                written = len(blob)
+            written = self._save_keyed(shard, models, spill)
         except CheckpointFenced:
             self.metrics.checkpoints.labels(result="fenced").inc()
             raise
         except (ConnectionFailed, CheckpointError) as exc:
             self._failed(shard.id, now, exc)
             return
+        shard.records_since_save = 0
+        shard.dirty = False
+        self._saved(shard, now, written, self._clock() - t0)
+
+    def seal(self, shard: Shard, now: float) -> Sealed | None:
+        """Serialise a shard of one model now; it counts as clean until :meth:`write` fails.
+
+        None when sealing failed (logged, retried with backoff like a failed write).
+        """
+        t0 = self._clock()
+        try:
+            blob = self.codec.seal(shard.id, shard.position, shard.epoch, shard.learner,
+                                   created_at=self._wall_clock())
+        except CheckpointError as exc:
+            self._failed(shard.id, now, exc)
+            return None
+        sealed = Sealed(shard, blob, now, shard.records_since_save, self._clock() - t0)
+        shard.records_since_save = 0
+        shard.dirty = False
+        return sealed
+
+    def write(self, sealed: Sealed, now: float) -> None:
+        """Write a sealed checkpoint; on a store failure its shard is dirty again (retried).
+
+        Raises
+        ------
+        CheckpointFenced
+            A newer epoch owns the shard: the caller must drop it.
+        """
+        shard = sealed.shard
+        t0 = self._clock()
+        try:
+            self.store.save(shard.id, shard.epoch, sealed.blob)
+        except CheckpointFenced:
+            self.metrics.checkpoints.labels(result="fenced").inc()
+            raise
+        except (ConnectionFailed, CheckpointError) as exc:
+            shard.records_since_save += sealed.records
+            shard.dirty = True
+            self._failed(shard.id, now, exc)
+            return
+        self._saved(shard, sealed.at, len(sealed.blob), sealed.seconds + self._clock() - t0)
+
+    def _saved(self, shard: Shard, at: float, written: int, seconds: float) -> None:
+        """Metrics and schedule after a checkpoint of the state at ``at`` was written."""
         m = self.metrics
-        m.checkpoint_seconds.observe(self._clock() - t0)
+        m.checkpoint_seconds.observe(seconds)
         m.checkpoint_bytes.labels(partition=shard.id.rsplit(":", 1)[1]).set(written)
         m.checkpoint_written.inc(written)
         m.checkpoints.labels(result="ok").inc()
-        shard.saved_at = now
-        shard.records_since_save = 0
-        shard.dirty = False
+        shard.saved_at = at
         self.last_written = written
         self._retry_at.pop(shard.id, None)
         if self._backoff.pop(shard.id, None) is not None:
@@ -402,3 +482,105 @@ class Checkpointer:
     def close(self) -> None:
         """Close the store."""
         self.store.close()
+
+
+class AckedCheckpoints:
+    """At-least-once checkpoints that do not stop the loop: seal now, write once acknowledged.
+
+    It is the service's committer: it wraps the pipelined cycle and adds the
+    checkpoints to it. :meth:`take` seals a due shard at once (the state is
+    consistent between two batches) and remembers the sink's mark, the
+    outputs sent so far. :meth:`commit` and :meth:`poll`, called on every loop
+    turn, write each sealed checkpoint, oldest first, once the broker has
+    acknowledged the outputs up to its mark: the outputs of every record
+    before its offsets C are then durable, even if their offsets are not yet
+    committed (a restore resumes at C when C is past K). :meth:`drain`
+    (revocation, end of the run) waits for every acknowledgement, commits,
+    then writes every sealed checkpoint; :meth:`salvage` (after an error)
+    drops them. A crash with checkpoints sealed loses only those: the
+    restore resumes from the previous checkpoint and replays up to K.
+
+    Parameters
+    ----------
+    cycle
+        The pipelined produce -> acknowledge -> commit cycle.
+    sink
+        The sink of ``cycle``: its marks and acknowledgements.
+    checkpointer
+        Seals and writes.
+    on_fenced
+        Called with a shard whose write a newer epoch refused (drop it).
+    clock
+        Monotonic seconds, as the service's (for retry times).
+    """
+
+    def __init__(
+        self,
+        cycle: Pipelined,
+        sink: AckingSink,
+        checkpointer: Checkpointer,
+        on_fenced: Callable[[Shard, CheckpointFenced], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self._cycle = cycle
+        self._sink = sink
+        self._checkpointer = checkpointer
+        self._on_fenced = on_fenced
+        self._clock = clock
+        self._sealed: deque[tuple[int, Sealed]] = deque()
+
+    def take(self, shard: Shard, now: float) -> None:
+        """Seal ``shard`` now; it is written once the outputs sent so far are acknowledged."""
+        sealed = self._checkpointer.seal(shard, now)
+        if sealed is not None:
+            shard.sealed = True
+            self._sealed.append((self._sink.mark(), sealed))
+
+    @property
+    def waiting(self) -> int:
+        """Checkpoints sealed and not yet written."""
+        return len(self._sealed)
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """The pipelined commit, then write what became durable."""
+        self._cycle.commit(offsets)
+        self._write_acknowledged()
+
+    def poll(self) -> None:
+        """The pipelined poll, then write what became durable."""
+        self._cycle.poll()
+        self._write_acknowledged()
+
+    def drain(self) -> None:
+        """Wait for every acknowledgement, commit synchronously, write every sealed checkpoint."""
+        self._cycle.drain()
+        while self._sealed:
+            self._write(self._sealed.popleft()[1])
+
+    def salvage(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """After an error: drop the sealed checkpoints, commit what is durable."""
+        for _mark, sealed in self._sealed:
+            sealed.shard.sealed = False
+        self._sealed.clear()
+        self._cycle.salvage(offsets)
+
+    def _write_acknowledged(self) -> None:
+        """Write the sealed checkpoints whose outputs the broker has acknowledged."""
+        pending = self._sealed
+        if not pending:
+            return
+        acked = self._sink.acknowledged()
+        while pending and pending[0][0] <= acked:
+            self._write(pending.popleft()[1])
+
+    def _write(self, sealed: Sealed) -> None:
+        """Write one sealed checkpoint; a fenced one goes to ``on_fenced``."""
+        sealed.shard.sealed = False
+        t0 = self._clock()
+        try:
+            self._checkpointer.write(sealed, t0)
+        except CheckpointFenced as exc:
+            self._on_fenced(sealed.shard, exc)
+            return
+        stage = self._checkpointer.metrics.stage_latency.labels(stage="checkpoint")
+        stage.observe(sealed.seconds + self._clock() - t0)

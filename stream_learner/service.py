@@ -6,8 +6,11 @@ record, scores events (learning inline labels right after), queues one
 prediction per event and one dead letter per unusable record, then makes the
 offsets the batch covered to the committer, which commits them once their
 outputs are durable (the output frontier K, :mod:`stream_learner.commits`).
-Before a checkpoint is taken the committer settles what is outstanding, so the
-state frontier C never passes K. See ``docs/state.md``.
+A checkpoint is written only once the outputs of the records it covers are
+durable: at-least-once on Kafka with one model per partition, a due shard is
+sealed at once and written on a later loop turn, when the broker has
+acknowledged them (:class:`~stream_learner.recovery.AckedCheckpoints`);
+otherwise the committer is drained first. See ``docs/state.md``.
 
 With a labels topic (``kafka.labels_topic``), partition ``p`` of that topic
 belongs to the shard of partition ``p`` of the events topic: the two topics
@@ -39,7 +42,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from stream_learner.commits import AtLeastOnce, Committer, Pipelined, Transactional, for_edges
+from stream_learner.commits import (
+    AckingSink,
+    AtLeastOnce,
+    Committer,
+    Pipelined,
+    Transactional,
+    for_edges,
+)
 from stream_learner.errors import (
     CheckpointFenced,
     InvalidLabel,
@@ -54,7 +64,13 @@ from stream_learner.labels import Expired, LabelStats, encode_label
 from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics, observe_many
 from stream_learner.models import ModelSpec
-from stream_learner.recovery import Checkpointer, NullCheckpointer, Shard, shard_id
+from stream_learner.recovery import (
+    AckedCheckpoints,
+    Checkpointer,
+    NullCheckpointer,
+    Shard,
+    shard_id,
+)
 from stream_learner.reporting import Reporter
 from stream_learner.scopes import KeyedModels, memory_bytes
 from stream_learner.settings import Settings
@@ -156,6 +172,7 @@ class Service:
         self.committer = committer or for_edges(settings, source, sink)
         if isinstance(self.committer, Transactional):
             self.committer.on_abort = self._rewind
+        self._acked_checkpoints(spec, clock)
         self.codec = Codec(settings.schema_, settings.limits, spec.task)
         self.shards: dict[TopicPartition, Shard] = {}
         self._parked: dict[TopicPartition, Shard] = {}
@@ -788,6 +805,24 @@ class Service:
             if isinstance(models, KeyedModels):
                 models.prefetch(name.decode("utf-8", "replace") for name in names)
 
+    def _acked_checkpoints(self, spec: ModelSpec, clock: Callable[[], float]) -> None:
+        """Pipelined with one model per partition: checkpoints wait for acks, not the loop."""
+        committer, sink, checkpointer = self.committer, self.sink, self.checkpointer
+        if (
+            isinstance(committer, Pipelined) and isinstance(sink, AckingSink)
+            and isinstance(checkpointer, Checkpointer) and spec.scope != "key"
+        ):
+            self.committer = AckedCheckpoints(
+                committer, sink, checkpointer, self._fenced, clock
+            )
+
+    def _fenced(self, shard: Shard, exc: Exception) -> None:
+        """A newer epoch owns ``shard``: drop it (if it is still ours)."""
+        log.warning("dropping shard %s: %s", shard.id, exc)
+        for tp, owned in list(self.shards.items()):
+            if owned is shard:
+                del self.shards[tp]
+
     def _checkpoint_due(self, now: float) -> None:
         ages = now >= self._ages_due  # every shard's age gauge when due, a due shard's always
         if ages:
@@ -799,7 +834,10 @@ class Service:
                 self.metrics.checkpoint_age.labels(partition=str(tp[1])).set(now - shard.saved_at)
             if is_due:
                 due.append((tp, shard))
-        if due:
+        if due and isinstance(self.committer, AckedCheckpoints):
+            for _tp, shard in due:
+                self.committer.take(shard, now)  # written once its outputs are acknowledged
+        elif due:
             self.committer.drain()  # C <= K: commit everything the snapshots cover first
             for tp, shard in due:
                 if self.shards.get(tp) is shard:  # not dropped by an aborted transaction
