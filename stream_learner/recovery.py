@@ -103,10 +103,6 @@ class Shard:
     #: a checkpoint is sealed and waits to be written (:class:`AckedCheckpoints`)
     sealed: bool = False
 
-    def replaying(self, tp: TopicPartition, offset: int) -> bool:
-        """True while ``offset`` is below the committed frontier of a restore."""
-        return offset < self.replay_until.get(tp, -1)
-
 
 @dataclass(frozen=True)
 class Sealed:
