@@ -103,55 +103,61 @@ def _verdict(ok: bool) -> str:
     return "**PASS**" if ok else "**FAIL**"
 
 
-def render(
-    results: Sequence[CaseResult], floor: Floor | str | None, info: Mapping[str, str], plan: Plan,
-    quick: bool, edges: Sequence[Edges] = (), big: BigRestore | None = None,
-    peers: Peers | None = None,
-) -> str:
-    """The generated part of docs/benchmarks.md."""
-    names = [r.case.name for r in results]
-    titles = [f"{r.case.name}: `{r.case.title}`".replace("|", "\\|") for r in results]
-    head = "| | " + " | ".join(titles) + " |"
-    sep = "|---|" + "---|" * len(results)
+Cell = Callable[[CaseResult], str]
 
-    def row(label: str, cell: Callable[[CaseResult], str]) -> str:
-        return f"| {label} | " + " | ".join(cell(r) for r in results) + " |"
 
-    def svc(cell: Callable[[CaseResult], str]) -> Callable[[CaseResult], str]:
-        return lambda r: r.pending if r.pending else cell(r)
+def _row(results: Sequence[CaseResult], label: str, cell: Cell) -> str:
+    """One table row: ``label`` then ``cell`` of every case."""
+    return f"| {label} | " + " | ".join(cell(r) for r in results) + " |"
 
-    def lat(i: int) -> Callable[[CaseResult], str]:
-        def cell(r: CaseResult) -> str:
-            if len(r.latency) <= i:
-                return "n/a"
-            lr = r.latency[i]
-            lost = f", {lr.sent - lr.received} missing" if lr.received < lr.sent else ""
-            return (f"{_fmt(lr.p50_ms)} / {_fmt(lr.p99_ms)} / {_fmt(lr.p999_ms)} "
-                    f"@ {lr.rate:,.0f}/s{lost}")
-        return svc(cell)
 
-    def ceiling(e: Edges) -> Callable[[CaseResult], str]:
-        return lambda r: f"{edges_ceiling(r.bare, e):.2f}"
+def _service(cell: Cell) -> Cell:
+    """``cell``, or why the service could not run the case."""
+    return lambda r: r.pending if r.pending else cell(r)
 
-    def ckpt(r: CaseResult) -> str:
-        c = r.checkpoint
-        if isinstance(c, MaxRun) and r.max is not None:
-            n = c.state("checkpoint_duration_seconds_count")
-            mean = c.state("checkpoint_duration_seconds_sum") / n * 1000.0 if n else math.nan
-            delta = c.events_per_s / r.max.events_per_s - 1
-            return (f"{c.events_per_s:,.0f} events/s ({delta:+.1%} vs never);"
-                    f" {n:,.0f} checkpoints of {_kib(c)}, {_fmt(mean)} ms each; "
-                    f"{_fmt(100 * checkpoint_share(c), 2)}% of the loop's time")
-        return c if isinstance(c, str) else "n/a"
 
-    def restore(r: CaseResult) -> str:
-        if isinstance(r.restore, MaxRun):
-            return f"{_fmt(restore_ms(r.restore))} ms per shard ({_kib(r.checkpoint)} checkpoint)"
-        return r.restore if isinstance(r.restore, str) else "n/a"
+def _latency(i: int) -> Cell:
+    """The ``i``-th load level's p50 / p99 / p99.9 and rate, with lost predictions."""
 
-    lines = [
-        BEGIN,
-        "",
+    def cell(r: CaseResult) -> str:
+        if len(r.latency) <= i:
+            return "n/a"
+        lr = r.latency[i]
+        lost = f", {lr.sent - lr.received} missing" if lr.received < lr.sent else ""
+        return (f"{_fmt(lr.p50_ms)} / {_fmt(lr.p99_ms)} / {_fmt(lr.p999_ms)} "
+                f"@ {lr.rate:,.0f}/s{lost}")
+
+    return _service(cell)
+
+
+def _ceiling(e: Edges) -> Cell:
+    """The throughput ratio if the service added only ``e``'s Kafka edges."""
+    return lambda r: f"{edges_ceiling(r.bare, e):.2f}"
+
+
+def _checkpoint(r: CaseResult) -> str:
+    """Throughput with a checkpoint every second, and what the checkpoints cost."""
+    c = r.checkpoint
+    if isinstance(c, MaxRun) and r.max is not None:
+        n = c.state("checkpoint_duration_seconds_count")
+        mean = c.state("checkpoint_duration_seconds_sum") / n * 1000.0 if n else math.nan
+        delta = c.events_per_s / r.max.events_per_s - 1
+        return (f"{c.events_per_s:,.0f} events/s ({delta:+.1%} vs never);"
+                f" {n:,.0f} checkpoints of {_kib(c)}, {_fmt(mean)} ms each; "
+                f"{_fmt(100 * checkpoint_share(c), 2)}% of the loop's time")
+    return c if isinstance(c, str) else "n/a"
+
+
+def _restore(r: CaseResult) -> str:
+    """Restore time per shard."""
+    if isinstance(r.restore, MaxRun):
+        return f"{_fmt(restore_ms(r.restore))} ms per shard ({_kib(r.checkpoint)} checkpoint)"
+    return r.restore if isinstance(r.restore, str) else "n/a"
+
+
+def _run_lines(info: Mapping[str, str], plan: Plan, quick: bool) -> list[str]:
+    """The command, the run's size and the machine table."""
+    return [
         f"Run: `python scripts/benchmark.py{' --quick' if quick else ''}` "
         f"({plan.n_events:,} events at max throughput, {plan.phase_s:g} s per load level, "
         f"{PARTITIONS} partitions, {SENSORS} sensor keys, one worker).",
@@ -159,52 +165,63 @@ def render(
         "| machine | |",
         "|---|---|",
         *(f"| {k} | {v} |" for k, v in info.items()),
-        "",
-        "### Results",
-        "",
-        head,
-        sep,
-        row("bare River loop, events/s", lambda r: f"{r.bare.events_per_s:,.0f}"),
-        row("bare loop, CPU s per million events",
-            lambda r: f"{r.bare.cpu_s_per_m:,.1f}"),
-        row("model's own time per event p50 / p99 / p99.9, µs",
-            lambda r: f"{_fmt(r.bare.p50_us)} / {_fmt(r.bare.p99_us)} / {_fmt(r.bare.p999_us)}"),
-        row("service max throughput, events/s",
-            svc(lambda r: f"{r.max.events_per_s:,.0f}" if r.max else "n/a")),
-        row("service CPU s per million events (worker process)",
-            svc(lambda r: f"{r.max.cpu_s_per_m:,.1f}" if r.max else "n/a")),
-        row("service peak RSS, MiB", svc(lambda r: f"{r.max.rss_mib:,.0f}" if r.max else "n/a")),
-        *(row(f"latency at {load:.0%} load p50 / p99 / p99.9, ms", lat(i))
-          for i, load in enumerate(LOAD_LEVELS)),
-        row("checkpoint every 1 s: throughput", ckpt),
-        row("restore time", restore),
-        *(row(f"throughput ratio if the service added only the {e.client} edges", ceiling(e))
-          for e in edges),
-        "",
-        *render_edges(edges, plan),
     ]
+
+
+def _results_table(results: Sequence[CaseResult], edges: Sequence[Edges]) -> list[str]:
+    """One column per case, one row per figure."""
+    titles = [f"{r.case.name}: `{r.case.title}`".replace("|", "\\|") for r in results]
+    rows = [
+        ("bare River loop, events/s", lambda r: f"{r.bare.events_per_s:,.0f}"),
+        ("bare loop, CPU s per million events", lambda r: f"{r.bare.cpu_s_per_m:,.1f}"),
+        ("model's own time per event p50 / p99 / p99.9, µs",
+         lambda r: f"{_fmt(r.bare.p50_us)} / {_fmt(r.bare.p99_us)} / {_fmt(r.bare.p999_us)}"),
+        ("service max throughput, events/s",
+         _service(lambda r: f"{r.max.events_per_s:,.0f}" if r.max else "n/a")),
+        ("service CPU s per million events (worker process)",
+         _service(lambda r: f"{r.max.cpu_s_per_m:,.1f}" if r.max else "n/a")),
+        ("service peak RSS, MiB", _service(lambda r: f"{r.max.rss_mib:,.0f}" if r.max else "n/a")),
+        *((f"latency at {load:.0%} load p50 / p99 / p99.9, ms", _latency(i))
+          for i, load in enumerate(LOAD_LEVELS)),
+        ("checkpoint every 1 s: throughput", _checkpoint),
+        ("restore time", _restore),
+        *((f"throughput ratio if the service added only the {e.client} edges", _ceiling(e))
+          for e in edges),
+    ]
+    return [
+        "| | " + " | ".join(titles) + " |",
+        "|---|" + "---|" * len(results),
+        *(_row(results, label, cell) for label, cell in rows),
+    ]
+
+
+def _floor_line(floor: Floor | str | None) -> str:
+    """Kafka's own latency floor, or why it was not measured."""
     if isinstance(floor, Floor):
-        lines.append(
+        return (
             f"Kafka's own end-to-end latency floor (`{TOOL}`, {floor.records:,} records of "
             f"{floor.record_bytes} bytes, acks=all, one hop): p50 {floor.p50_ms:g} ms, "
             f"p99 {floor.p99_ms:g} ms, p99.9 {floor.p999_ms:g} ms, mean {floor.avg_ms:.2f} ms "
             "(the tool prints whole milliseconds)."
         )
-    else:
-        lines.append(f"Kafka's own end-to-end latency floor: {floor or 'not measured'}.")
-    lines += ["", "### Targets (ratios measured in this run)", "",
-              "| target | " + " | ".join(names) + " |", "|---|" + "---|" * len(results)]
+    return f"Kafka's own end-to-end latency floor: {floor or 'not measured'}."
 
-    def tput(r: CaseResult) -> str:
-        if r.case.throughput_target is None:
-            return "no target"
-        if r.pending or r.max is None:
-            return r.pending or "n/a"
-        ratio = r.max.events_per_s / r.bare.events_per_s
-        ok = ratio >= r.case.throughput_target
-        return f"{ratio:.2f} (>= {r.case.throughput_target}) {_verdict(ok)}"
 
-    def p99(r: CaseResult) -> str:
+def _throughput_target(r: CaseResult) -> str:
+    """Service / bare throughput against the case's target."""
+    if r.case.throughput_target is None:
+        return "no target"
+    if r.pending or r.max is None:
+        return r.pending or "n/a"
+    ratio = r.max.events_per_s / r.bare.events_per_s
+    ok = ratio >= r.case.throughput_target
+    return f"{ratio:.2f} (>= {r.case.throughput_target}) {_verdict(ok)}"
+
+
+def _p99_target(floor: Floor | str | None) -> Cell:
+    """p99 at 50 % load against twice Kafka's p99 floor plus the model's own p99."""
+
+    def cell(r: CaseResult) -> str:
         if r.pending:
             return r.pending
         if not isinstance(floor, Floor):
@@ -215,35 +232,69 @@ def render(
         bound = 2 * floor.p99_ms + r.bare.p99_us / 1000.0
         return f"{half.p99_ms:,.1f} ms vs {bound:,.1f} ms {_verdict(half.p99_ms <= bound)}"
 
-    def ckpt_target(r: CaseResult) -> str:
-        if r.case.name != "linear":
-            return "no target"
-        if isinstance(r.checkpoint, MaxRun):
-            share = checkpoint_share(r.checkpoint)
-            return f"{share:.2%} of the loop's time {_verdict(share <= 0.01)}"
-        return r.checkpoint if isinstance(r.checkpoint, str) else "n/a"
+    return cell
 
-    def restore_target(r: CaseResult) -> str:
-        if isinstance(r.restore, MaxRun):
-            ms = restore_ms(r.restore)
-            return f"{_fmt(ms)} ms for {_kib(r.checkpoint)} {_verdict(ms <= 200.0)}"
-        return r.restore if isinstance(r.restore, str) else "n/a"
 
-    lines += [
-        row("service / bare throughput", tput),
-        row("p99 at 50% load <= 2 x Kafka p99 floor + model p99", p99),
-        row("checkpoint every 1 s costs <= 1% throughput", ckpt_target),
-        row("restore <= 200 ms (1 MiB model)", restore_target),
+def _checkpoint_target(r: CaseResult) -> str:
+    """The linear case's share of loop time spent on checkpoints, at most 1 %."""
+    if r.case.name != "linear":
+        return "no target"
+    if isinstance(r.checkpoint, MaxRun):
+        share = checkpoint_share(r.checkpoint)
+        return f"{share:.2%} of the loop's time {_verdict(share <= 0.01)}"
+    return r.checkpoint if isinstance(r.checkpoint, str) else "n/a"
+
+
+def _restore_target(r: CaseResult) -> str:
+    """Restore time per shard, at most 200 ms."""
+    if isinstance(r.restore, MaxRun):
+        ms = restore_ms(r.restore)
+        return f"{_fmt(ms)} ms for {_kib(r.checkpoint)} {_verdict(ms <= 200.0)}"
+    return r.restore if isinstance(r.restore, str) else "n/a"
+
+
+def _targets_table(results: Sequence[CaseResult], floor: Floor | str | None) -> list[str]:
+    """The targets, each a ratio or bound measured in this run, one column per case."""
+    return [
+        "### Targets (ratios measured in this run)",
+        "",
+        "| target | " + " | ".join(r.case.name for r in results) + " |",
+        "|---|" + "---|" * len(results),
+        _row(results, "service / bare throughput", _throughput_target),
+        _row(results, "p99 at 50% load <= 2 x Kafka p99 floor + model p99", _p99_target(floor)),
+        _row(results, "checkpoint every 1 s costs <= 1% throughput", _checkpoint_target),
+        _row(results, "restore <= 200 ms (1 MiB model)", _restore_target),
+    ]
+
+
+def _big_restore_lines(big: BigRestore) -> list[str]:
+    """The restore target checked on a state of at least a mebibyte."""
+    return [
+        f"Restore of a {big.kib / 1024:.1f} MiB state ({big.model} after {big.events:,} "
+        f"events), read from {big.store}, verified and unpickled as a worker does, median of "
+        f"{big.repeat}: {_fmt(big.restore_ms)} ms {_verdict(big.restore_ms <= 200.0)} "
+        "(target: <= 200 ms for 1 MiB).",
         "",
     ]
+
+
+def render(
+    results: Sequence[CaseResult], floor: Floor | str | None, info: Mapping[str, str], plan: Plan,
+    quick: bool, edges: Sequence[Edges] = (), big: BigRestore | None = None,
+    peers: Peers | None = None,
+) -> str:
+    """The generated part of docs/benchmarks.md."""
+    lines = [
+        BEGIN, "",
+        *_run_lines(info, plan, quick), "",
+        "### Results", "",
+        *_results_table(results, edges), "",
+        *render_edges(edges, plan),
+        _floor_line(floor), "",
+        *_targets_table(results, floor), "",
+    ]
     if big is not None:
-        lines += [
-            f"Restore of a {big.kib / 1024:.1f} MiB state ({big.model} after {big.events:,} "
-            f"events), read from {big.store}, verified and unpickled as a worker does, median of "
-            f"{big.repeat}: {_fmt(big.restore_ms)} ms {_verdict(big.restore_ms <= 200.0)} "
-            "(target: <= 200 ms for 1 MiB).",
-            "",
-        ]
+        lines += _big_restore_lines(big)
     if peers is not None:
         lines += render_peers(peers)
     lines.append(END)
