@@ -7,7 +7,7 @@ import dataclasses
 import os
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -31,6 +31,7 @@ from benchmarking.workload import (
     NAIVE,
     QUIX,
     ROOT,
+    Case,
     Plan,
     bare_loop,
     encoded_events,
@@ -53,11 +54,7 @@ def run(args: argparse.Namespace) -> int:
     pool = samples(plan.n_events)
     info = machine()
     if args.bare_only:
-        for case in cases:
-            bare = bare_loop(case, encoded_events(pool, case.labelled))
-            print(f"{case.name}: bare {bare.events_per_s:,.0f} events/s, "
-                  f"p99 {bare.p99_us:,.1f} µs, model {bare.model_kib:,.0f} KiB")
-        return 0
+        return _bare_only(cases, pool)
     if not args.bootstrap:
         log("no broker: set STREAM_LEARNER_TEST_KAFKA or pass --bootstrap")
         return 2
@@ -71,45 +68,13 @@ def run(args: argparse.Namespace) -> int:
             profile_linear(bench, encoded_events(pool, True), args.profiler, args.profile_top,
                            sys.stdout)
             return 0
-        results: list[CaseResult] = []
-        for case in cases:
-            values = encoded_events(pool, case.labelled)
-            log(f"{case.name}: bare River loop over {len(values):,} events")
-            result = CaseResult(case, bare_loop(case, values))
-            results.append(result)
-            result.pending = service_support(case)
-            if result.pending:
-                continue
-            log(f"{case.name}: service at maximum throughput")
-            result.max = bench.max_throughput(case, values, f"{case.name}-max")
-            # The ceiling is the better of two bare runs around the service run, so that
-            # a busy moment during one bare run cannot flatter the ratio.
-            again = bare_loop(case, values)
-            if again.events_per_s > result.bare.events_per_s:
-                result.bare = again
-            threads = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in
-                                sorted(result.max.threads_cpu_s.items(), key=lambda kv: -kv[1]))
-            log(f"{case.name}: {result.max.events_per_s:,.0f} events/s, "
-                f"{result.max.cpu_s_per_m:,.1f} CPU s per million events (threads: {threads})")
-            if "latency" not in args.skip:
-                log(f"{case.name}: latency at fixed rates")
-                result.latency = bench.latency(case, result.max.events_per_s)
-            overrides = checkpoint_overrides(args.redis, bench.run_id)
-            if isinstance(overrides, str):
-                result.checkpoint = result.restore = overrides
-            elif case.name in ("linear", "tree") and "checkpoint" not in args.skip:
-                log(f"{case.name}: checkpoints every second, then a restore")
-                measure_checkpoints(bench, case, values, overrides, result)
+        results = [_measure_case(bench, case, pool, args) for case in cases]
         peers = None
         if "peers" not in args.skip:
             peers = measure_peers(bench, pool, args.clients, args.skip)
         edges = measure_edges(bench, pool, args.skip)
         big = None if "checkpoint" in args.skip else measure_big_restore(args.redis)
-        floor: Floor | str = "skipped"
-        if "floor" not in args.skip:
-            log("Kafka's end-to-end latency floor")
-            sizes = sorted(len(v) for v in encoded_events(pool[:1000], True))
-            floor = bench.floor(sizes[len(sizes) // 2])
+        floor = _measure_floor(bench, pool, args.skip)
     finally:
         bench.close()
     info["load average at end (1, 5, 15 min)"] = ", ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -119,6 +84,60 @@ def run(args: argparse.Namespace) -> int:
         write_doc(block)
         log(f"wrote {DOC.relative_to(ROOT)}")
     return 0
+
+
+def _bare_only(cases: Sequence[Case], pool: Sequence[tuple[dict[str, Any], Any]]) -> int:
+    """``--bare-only``: River's bare loop of each case, one line each; no broker."""
+    for case in cases:
+        bare = bare_loop(case, encoded_events(pool, case.labelled))
+        print(f"{case.name}: bare {bare.events_per_s:,.0f} events/s, "
+              f"p99 {bare.p99_us:,.1f} µs, model {bare.model_kib:,.0f} KiB")
+    return 0
+
+
+def _measure_case(
+    bench: Bench, case: Case, pool: Sequence[tuple[dict[str, Any], Any]],
+    args: argparse.Namespace,
+) -> CaseResult:
+    """Bare loop, service maximum, latency and checkpoints of one model."""
+    values = encoded_events(pool, case.labelled)
+    log(f"{case.name}: bare River loop over {len(values):,} events")
+    result = CaseResult(case, bare_loop(case, values))
+    result.pending = service_support(case)
+    if result.pending:
+        return result
+    log(f"{case.name}: service at maximum throughput")
+    result.max = bench.max_throughput(case, values, f"{case.name}-max")
+    # The ceiling is the better of two bare runs around the service run, so that
+    # a busy moment during one bare run cannot flatter the ratio.
+    again = bare_loop(case, values)
+    if again.events_per_s > result.bare.events_per_s:
+        result.bare = again
+    threads = ", ".join(f"{name} {cpu:.2f} s" for name, cpu in
+                        sorted(result.max.threads_cpu_s.items(), key=lambda kv: -kv[1]))
+    log(f"{case.name}: {result.max.events_per_s:,.0f} events/s, "
+        f"{result.max.cpu_s_per_m:,.1f} CPU s per million events (threads: {threads})")
+    if "latency" not in args.skip:
+        log(f"{case.name}: latency at fixed rates")
+        result.latency = bench.latency(case, result.max.events_per_s)
+    overrides = checkpoint_overrides(args.redis, bench.run_id)
+    if isinstance(overrides, str):
+        result.checkpoint = result.restore = overrides
+    elif case.name in ("linear", "tree") and "checkpoint" not in args.skip:
+        log(f"{case.name}: checkpoints every second, then a restore")
+        measure_checkpoints(bench, case, values, overrides, result)
+    return result
+
+
+def _measure_floor(
+    bench: Bench, pool: Sequence[tuple[dict[str, Any], Any]], skip: Sequence[str],
+) -> Floor | str:
+    """Kafka's own latency floor for records of the events' median size, unless skipped."""
+    if "floor" in skip:
+        return "skipped"
+    log("Kafka's end-to-end latency floor")
+    sizes = sorted(len(v) for v in encoded_events(pool[:1000], True))
+    return bench.floor(sizes[len(sizes) // 2])
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -145,6 +164,25 @@ def parse_sets(items: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: the benchmark, or one of its subprocess roles."""
+    args = build_parser().parse_args(argv)
+    args.overrides = parse_sets(args.set)
+    if args.role in ROLES:
+        ROLES[args.role](orjson.loads(args.config))
+        return 0
+    if args.role == "producer":
+        producer_main(args.bootstrap, harness_client(args.harness))
+        return 0
+    return run(args)
+
+
+ROLES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "worker": worker_main, "edges": edges_main, QUIX: quix_main, NAIVE: naive_main,
+}
+"""The subprocess roles that read their configuration from ``--config`` (JSON)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the documented options and the hidden ``--role``/``--config``."""
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true", help="smaller samples (about 1 minute)")
     parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
@@ -181,21 +219,4 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="each service worker writes the wall time of every poll, batch, "
                         "commit step, flush and checkpoint to DIR/<group>.jsonl")
     parser.add_argument("--config", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    args.overrides = parse_sets(args.set)
-    if args.role == "worker":
-        worker_main(orjson.loads(args.config))
-        return 0
-    if args.role == "edges":
-        edges_main(orjson.loads(args.config))
-        return 0
-    if args.role == QUIX:
-        quix_main(orjson.loads(args.config))
-        return 0
-    if args.role == NAIVE:
-        naive_main(orjson.loads(args.config))
-        return 0
-    if args.role == "producer":
-        producer_main(args.bootstrap, harness_client(args.harness))
-        return 0
-    return run(args)
+    return parser

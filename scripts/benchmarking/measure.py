@@ -158,20 +158,37 @@ def measure_peers(
     ``PEER_RATES`` (latency at a downstream consumer). The service runs as
     configured for the targets: drift on, Redis checkpoints every second.
     """
-    from stream_learner.settings import KafkaSettings
-
     case = CASES[0]
     values = encoded_events(pool, case.labelled)
-    overrides = checkpoint_overrides(bench.args.redis, bench.run_id)
-    if isinstance(overrides, str):
-        checkpoints, extra = overrides, {}
-    else:
-        checkpoints, extra = "Redis, every 1 s", dict(overrides)
-        bench.used_redis = True
+    checkpoints, extra = _peer_checkpoints(bench)
     peers = Peers(len(values), checkpoints)
     events = bench.topic("peers-events")
     bench.produce(events, values)
-    runs: list[tuple[str, Mapping[str, Any] | None]] = []
+    runs = _service_runs(peers, clients, extra) + _app_runs(peers)
+    _peers_max(bench, peers, runs, values, events)
+    if "latency" not in skip:
+        _peers_latency(bench, peers, runs)
+    return peers
+
+
+PeerRun = tuple[str, Mapping[str, Any] | None]
+"""A system of the comparison: its key, and the service's settings (None for a peer app)."""
+
+
+def _peer_checkpoints(bench: Bench) -> tuple[str, dict[str, Any]]:
+    """How the service checkpoints in the comparison, and the settings that say so."""
+    overrides = checkpoint_overrides(bench.args.redis, bench.run_id)
+    if isinstance(overrides, str):
+        return overrides, {}
+    bench.used_redis = True
+    return "Redis, every 1 s", dict(overrides)
+
+
+def _service_runs(peers: Peers, clients: Sequence[str], extra: dict[str, Any]) -> list[PeerRun]:
+    """The service once per Kafka client it accepts; a refused client is a row that says so."""
+    from stream_learner.settings import KafkaSettings
+
+    runs: list[PeerRun] = []
     for client in clients:
         key = service_peer(client)
         peers.systems[key] = Peer(f"stream-learner, {client} client")
@@ -186,6 +203,12 @@ def measure_peers(
             section = extra["checkpoint"]
             own["checkpoint"] = {**section, "key_prefix": f"{section['key_prefix']}:{key}"}
         runs.append((key, own))
+    return runs
+
+
+def _app_runs(peers: Peers) -> list[PeerRun]:
+    """The Quix Streams app (when installed) and the naive loop."""
+    runs: list[PeerRun] = []
     for role, title in ((QUIX, "Quix Streams app"), (NAIVE, "naive kafka-python loop")):
         peers.systems[role] = Peer(title)
         if role == QUIX and importlib.util.find_spec("quixstreams") is None:
@@ -193,17 +216,27 @@ def measure_peers(
             peers.systems[role].note = "skipped: quixstreams not installed"
             continue
         runs.append((role, None))
+    return runs
+
+
+def _peers_max(
+    bench: Bench, peers: Peers, runs: Sequence[PeerRun], values: Sequence[bytes], events: str,
+) -> None:
+    """Each system's maximum throughput over the same pre-produced topic."""
     for key, settings in runs:
         log(f"peers: {peers.systems[key].name} at maximum throughput")
         what = f"peers-{key.replace(':', '-')}"
         if settings is None:
             run = bench.peer_max(key, events, len(values), what)
         else:
-            run = bench.max_throughput(case, values, what, extra=settings, events=events)
+            run = bench.max_throughput(CASES[0], values, what, extra=settings, events=events)
         peers.systems[key].max = run
         log(f"{peers.systems[key].name}: {run.events_per_s:,.0f} events/s")
-    if "latency" in skip:
-        return peers
+
+
+def _peers_latency(bench: Bench, peers: Peers, runs: Sequence[PeerRun]) -> None:
+    """Each system but the naive loop fed at every rate of ``PEER_RATES``."""
+    case = CASES[0]
     levels = [(0.0, rate) for rate in PEER_RATES]
     for key, settings in runs:
         if key == NAIVE:
@@ -221,7 +254,6 @@ def measure_peers(
             predictions = worker_cfg["kafka"]["predictions_topic"]
         peers.systems[key].latency = bench.drive(case, lat_events, predictions, worker, levels,
                                                  peers.systems[key].name)
-    return peers
 
 
 def measure_gap(bench: Bench, repeat: int) -> list[tuple[GapVariant, list[MaxRun]]]:
