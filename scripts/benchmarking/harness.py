@@ -233,17 +233,7 @@ class Bench:
         self.log_trace(worker)
         if result["records"] != len(values):
             raise RuntimeError(f"worker read {result['records']} of {len(values)} events")
-        return MaxRun(
-            events_per_s=result["records"] / result["elapsed_s"],
-            cpu_s_per_m=result["cpu_s"] / result["records"] * 1e6,
-            rss_mib=result["maxrss_kib"] / 1024.0,
-            records=result["records"],
-            elapsed_s=result["elapsed_s"],
-            threads_cpu_s=result["threads_cpu_s"],
-            state_metrics=result["state_metrics"],
-            since_run_s=result.get("since_run_s", math.nan),
-            since_spawn_s=result.get("end_wall", math.nan) - spawned,
-        )
+        return max_run(result, spawned)
 
     def edges(self, values: Sequence[bytes], client: str) -> Edges:
         """Pre-produce ``values``, then run the edges-only loop of ``client`` over them."""
@@ -303,21 +293,8 @@ class Bench:
             for load, rate in levels:
                 n = max(100, int(rate * self.plan.phase_s))
                 latencies, report = phase(rate, n, 30.0)
-                ordered = sorted(latencies)
-                runs.append(LatencyRun(
-                    load=load, rate=rate, received=len(ordered), sent=n,
-                    p50_ms=percentile(ordered, 0.5) * 1000.0,
-                    p99_ms=percentile(ordered, 0.99) * 1000.0,
-                    p999_ms=percentile(ordered, 0.999) * 1000.0,
-                    late_share=float(report["late_share"]),
-                    to_send_p50_ms=percentile(report["to_send"], 0.5) * 1000.0,
-                    to_send_p99_ms=percentile(report["to_send"], 0.99) * 1000.0,
-                ))
-                log(f"{name} at {rate:,.0f}/s: p50 {runs[-1].p50_ms:,.1f} ms, "
-                    f"p99 {runs[-1].p99_ms:,.1f} ms; up to the worker's send: p50 "
-                    f"{runs[-1].to_send_p50_ms:,.1f} ms, p99 {runs[-1].to_send_p99_ms:,.1f} ms; "
-                    f"producer late (>1 ms) {report['late_share']:.1%}, "
-                    f"max lag {report['max_lag_ms']:,.1f} ms")
+                runs.append(latency_run(load, rate, n, latencies, report))
+                log_latency(name, runs[-1], report)
                 time.sleep(0.5)
         finally:
             consumer.close()
@@ -361,6 +338,46 @@ class Bench:
         p50, p99, p999 = (float(v) for v in pct.groups())
         return Floor(p50, p99, p999, float(avg.group(1)), self.plan.floor_records, record_bytes)
 
+
+
+def max_run(result: Mapping[str, Any], spawned: float) -> MaxRun:
+    """A worker's ``RESULT`` as a :class:`MaxRun` (``spawned``: wall time of its start)."""
+    return MaxRun(
+        events_per_s=result["records"] / result["elapsed_s"],
+        cpu_s_per_m=result["cpu_s"] / result["records"] * 1e6,
+        rss_mib=result["maxrss_kib"] / 1024.0,
+        records=result["records"],
+        elapsed_s=result["elapsed_s"],
+        threads_cpu_s=result["threads_cpu_s"],
+        state_metrics=result["state_metrics"],
+        since_run_s=result.get("since_run_s", math.nan),
+        since_spawn_s=result.get("end_wall", math.nan) - spawned,
+    )
+
+
+def latency_run(
+    load: float, rate: float, sent: int, latencies: Sequence[float], report: Mapping[str, Any],
+) -> LatencyRun:
+    """One load level: the received predictions' latencies and the producer's report."""
+    ordered = sorted(latencies)
+    return LatencyRun(
+        load=load, rate=rate, received=len(ordered), sent=sent,
+        p50_ms=percentile(ordered, 0.5) * 1000.0,
+        p99_ms=percentile(ordered, 0.99) * 1000.0,
+        p999_ms=percentile(ordered, 0.999) * 1000.0,
+        late_share=float(report["late_share"]),
+        to_send_p50_ms=percentile(report["to_send"], 0.5) * 1000.0,
+        to_send_p99_ms=percentile(report["to_send"], 0.99) * 1000.0,
+    )
+
+
+def log_latency(name: str, run: LatencyRun, report: Mapping[str, Any]) -> None:
+    """Progress line of one load level."""
+    log(f"{name} at {run.rate:,.0f}/s: p50 {run.p50_ms:,.1f} ms, "
+        f"p99 {run.p99_ms:,.1f} ms; up to the worker's send: p50 "
+        f"{run.to_send_p50_ms:,.1f} ms, p99 {run.to_send_p99_ms:,.1f} ms; "
+        f"producer late (>1 ms) {report['late_share']:.1%}, "
+        f"max lag {report['max_lag_ms']:,.1f} ms")
 
 def kafka_libs(given: str | None) -> Path | None:
     """The Kafka jars (with kafka-tools); fetched like scripts/servers.sh when missing."""
