@@ -61,6 +61,13 @@ The targets are ratios taken within the same run, so that a busy machine moves
 both sides. Every topic and consumer group is unique to the run and deleted at
 the end. Results go to stdout and, between the generated-block markers, to
 ``docs/benchmarks.md`` (text outside the markers is kept).
+
+This file is the command; the code is the ``benchmarking`` package next to it,
+one job per module: ``workload`` (events, topics, models, River's bare loop),
+``workers`` (the subprocess roles, started as ``benchmark.py --role ...``),
+``clients`` (load producer, prediction reader), ``harness`` (topics, groups,
+worker subprocesses), ``measure`` (checkpoints, edges, peers, gap, profile),
+``results``, ``report`` (the generated block and its targets) and ``cli``.
 """
 
 from __future__ import annotations

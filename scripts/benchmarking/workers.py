@@ -1,5 +1,8 @@
-"""The subprocess roles: the service worker, the edges loop, the Quix Streams app,
-the naive loop and the load producer (``scripts/benchmark.py --role ...``)."""
+"""The subprocess roles that ``scripts/benchmark.py --role ...`` runs.
+
+The service worker, the edges-only loop, the Quix Streams app, the naive loop and
+the open-loop load producer; the harness starts each with ``sys.executable``.
+"""
 
 from __future__ import annotations
 
