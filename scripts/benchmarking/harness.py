@@ -339,7 +339,6 @@ class Bench:
         return Floor(p50, p99, p999, float(avg.group(1)), self.plan.floor_records, record_bytes)
 
 
-
 def max_run(result: Mapping[str, Any], spawned: float) -> MaxRun:
     """A worker's ``RESULT`` as a :class:`MaxRun` (``spawned``: wall time of its start)."""
     return MaxRun(
