@@ -41,11 +41,10 @@ edges
     model or metrics this is the client's own cost per event, and with the bare
     loop it bounds the throughput ratio the service can reach. The same loop is
     also run with confluent-kafka (librdkafka) when that package is installed
-    (``pip install -e '.[bench]'``); it is not a dependency of the service.
+    (``pip install -e '.[bench]'``; the service's ``confluent`` extra).
 checkpoint
     Throughput with a checkpoint every second against none, and the time a
-    worker spends restoring state when its partitions are assigned; reported
-    as pending while ``stream_learner.checkpoint`` does not exist.
+    worker spends restoring state when its partitions are assigned.
 peers
     The linear case through the service once per Kafka client (``--clients``,
     default both; a client the installed service refuses is skipped with one
