@@ -9,15 +9,14 @@ in which case they fail: CI never passes by skipping them.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.page import BROWSER_ARGS, CHROMIUM, browser_unavailable
+from tests.support.service import CLIENT_VARIABLE, KAFKA_CLIENTS
 
 
 def _server(var: str, what: str) -> str:
@@ -65,13 +64,6 @@ def make_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
         admin.close()
 
 
-#: The Kafka clients every real-broker test of the service runs on (``kafka.client``).
-KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
-
-#: Set by the ``kafka_client`` fixture: the client the service under test uses.
-CLIENT_VARIABLE = "STREAM_LEARNER_TEST_KAFKA_CLIENT"
-
-
 @pytest.fixture(params=KAFKA_CLIENTS)
 def kafka_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test once per Kafka client: services it starts use that ``kafka.client``."""
@@ -79,35 +71,19 @@ def kafka_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     return str(request.param)
 
 
-def service_command(*args: str) -> list[str]:
-    """Run this source tree's CLI (not whatever is installed) in a subprocess."""
-    return [sys.executable, "-m", "stream_learner", *args]
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless chromium of the system (never a downloaded one)."""
+    why = browser_unavailable()
+    if why:
+        if os.environ.get("STREAM_LEARNER_REQUIRE_SERVERS") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
 
-
-def service_env(**overrides: str) -> dict[str, str]:
-    """Environment for a service subprocess: this tree first on sys.path, plus settings."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("STREAM_LEARNER_") or k.startswith("STREAM_LEARNER_TEST")
-    }
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    if os.environ.get(CLIENT_VARIABLE):
-        env["STREAM_LEARNER_KAFKA__CLIENT"] = os.environ[CLIENT_VARIABLE]
-    env.update({f"STREAM_LEARNER_{k.upper()}": v for k, v in overrides.items()})
-    return env
-
-
-def run_service(
-    args: list[str], timeout: float = 300, **overrides: str
-) -> subprocess.CompletedProcess[str]:
-    """Run the CLI to completion; fail the test with its stderr if it fails."""
-    proc = subprocess.run(
-        service_command(*args), env=service_env(**overrides), capture_output=True, text=True,
-        timeout=timeout, check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"stream-learner {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
-        )
-    return proc
+    with sync_playwright() as p:
+        chrome = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            yield chrome
+        finally:
+            chrome.close()
