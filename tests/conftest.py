@@ -125,4 +125,7 @@ def _suffix_group(item: pytest.Item, group: str) -> None:
         return
     from _pytest.nodeid import NodeId
 
-    item._id = NodeId.parse(f"{item.nodeid}@{group}")
+    # the whole id after the path as one name, so that the suffix stays last (after any
+    # [params]): the scheduler reads a group only after the last "]"
+    path, _, rest = item.nodeid.partition("::")
+    item._id = NodeId(path=path, names=(f"{rest}@{group}",))
