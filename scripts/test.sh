@@ -3,7 +3,7 @@
 # start the real servers (Kafka, Redis), lint, type-check, run every test,
 # and stop the servers this script started.
 #
-#   scripts/test.sh [pytest args...]
+#   scripts/test.sh [pytest args...]      # TEST_WORKERS=N pytest processes (default 4)
 #
 # Reuses servers given by STREAM_LEARNER_TEST_KAFKA / STREAM_LEARNER_TEST_REDIS.
 set -euo pipefail
@@ -55,5 +55,8 @@ log "ruff"
 .venv/bin/ruff check stream_learner tests scripts
 log "mypy"
 .venv/bin/mypy
+# Most tests wait on the broker, Redis or a worker process rather than compute, so more
+# pytest processes than cores shorten the run (tests/conftest.py keeps tests that share a
+# module's server, browser or build on one of them). TEST_WORKERS=0: one process.
 log "pytest"
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest -n "${TEST_WORKERS:-4}" --dist loadgroup --durations=25 "$@"

@@ -12,7 +12,7 @@ import pytest
 import stream_learner
 from stream_learner import LocalStore, MemorySink, MemorySource, build_service, run
 from stream_learner.errors import SettingsError
-from tests.conftest import ROOT
+from tests.support.service import ROOT
 
 
 def readme_example() -> str:

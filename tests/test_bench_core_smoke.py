@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import ROOT, service_env
+from tests.support.service import ROOT, service_env
 
 SCRIPT = ROOT / "scripts" / "bench_core.py"
 

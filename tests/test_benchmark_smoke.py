@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.conftest import ROOT, service_env
+from tests.support.service import ROOT, service_env
 
 SCRIPT = ROOT / "scripts" / "benchmark.py"
 

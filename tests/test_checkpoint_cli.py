@@ -18,8 +18,8 @@ import pytest
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.models import ModelSpec
 from stream_learner.stores import LocalStore, RedisStore
-from tests.conftest import service_command, service_env
-from tests.workers import CHECKPOINT_KEY, MODEL, MODEL_TOML, labelled_events
+from tests.support.service import service_command, service_env
+from tests.support.workers import CHECKPOINT_KEY, MODEL, MODEL_TOML, labelled_events
 
 OTHER_MODEL_TOML = MODEL_TOML.replace(
     'step = "linear_model.LogisticRegression"',

@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import service_command, service_env
-from tests.kafka_helpers import consume_all, produce
+from tests.support.kafka import consume_all, produce
+from tests.support.service import service_command, service_env
 
 SECRET = "s3cret-value-never-logged"
 

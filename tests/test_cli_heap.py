@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, service_env
+from tests.support.service import ROOT, service_env
 
 
 def _python(code: str, cwd: Path, **env: str) -> str:

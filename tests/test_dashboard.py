@@ -3,18 +3,15 @@ built from a finished run's files; each checked against its JSON Schema."""
 
 from __future__ import annotations
 
-import importlib.resources
 import itertools
 import json
 import re
 import subprocess
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator
 
 from stream_learner.dashboard import render_page
 from stream_learner.dashboard.history import SAMPLE_INTERVAL_S, bucket_quantile
@@ -24,15 +21,8 @@ from stream_learner.models import ModelSpec
 from stream_learner.service import Service
 from stream_learner.settings import Settings, load_settings
 from stream_learner.testing import MemorySink, MemorySource
-from tests.conftest import ROOT, run_service, service_command, service_env
-
-
-def validate_document(doc: dict[str, Any]) -> None:
-    """Fail unless ``doc`` follows stream_learner/schemas/dashboard.json."""
-    text = (importlib.resources.files("stream_learner") / "schemas" / "dashboard.json").read_text()
-    schema = json.loads(text)
-    Draft202012Validator.check_schema(schema)
-    Draft202012Validator(schema).validate(doc)
+from tests.support.page import validate_document
+from tests.support.service import ROOT, run_service, service_command, service_env
 
 
 class Clock:

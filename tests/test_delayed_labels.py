@@ -5,24 +5,15 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-import orjson
 import pytest
 from river import evaluate, metrics
 
-from stream_learner.events import Codec, Event, Label, Origin, Prediction
+from stream_learner.events import Event, Label, Origin, Prediction
 from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
-from stream_learner.settings import LabelSettings, LimitSettings, ModelSettings, SchemaSettings
-from tests.streams import agrawal, delayed, early, friedman
-
-CLASSIFIER = (
-    {"step": "preprocessing.StandardScaler"},
-    {"step": "linear_model.LogisticRegression"},
-)
-REGRESSOR = (
-    {"step": "preprocessing.StandardScaler"},
-    {"step": "linear_model.LinearRegression", "params": {"intercept_lr": 0.1}},
-)
+from stream_learner.settings import LabelSettings, ModelSettings
+from tests.support.learners import CLASSIFIER, REGRESSOR, run_learner
+from tests.support.streams import agrawal, delayed, early, friedman
 
 CASES = {
     "accuracy": (ModelSettings(task="classification", pipeline=CLASSIFIER), agrawal),
@@ -32,20 +23,6 @@ CASES = {
     ),
     "mae": (ModelSettings(task="regression", pipeline=REGRESSOR), friedman),
 }
-
-
-def run_learner(
-    learner: Learner, records: Any, task: str = "regression"
-) -> list[Prediction]:
-    """Decode JSON records and feed them to ``learner``; return its predictions."""
-    codec = Codec(SchemaSettings(), LimitSettings(), task)
-    out = []
-    for offset, record in enumerate(records):
-        item = codec.decode(orjson.dumps(record), None, 0, Origin("events", 0, offset))
-        prediction = learner.process(item)
-        if prediction is not None:
-            out.append(prediction)
-    return out
 
 
 def river_delayed(

@@ -37,7 +37,7 @@ from stream_learner.cli import _parser, main
 from stream_learner.datasets import dataset_records
 from stream_learner.health import main as health_main
 from stream_learner.settings import load_settings
-from tests.conftest import ROOT, service_command, service_env
+from tests.support.service import ROOT, service_command, service_env
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"

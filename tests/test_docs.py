@@ -6,7 +6,7 @@ import re
 
 from stream_learner.events import INPUT_REASONS, LEARN_REASONS, REASONS
 from stream_learner.metrics import Metrics
-from tests.conftest import ROOT
+from tests.support.service import ROOT
 
 
 def test_errors_doc_has_one_row_per_reason_code_with_its_output() -> None:

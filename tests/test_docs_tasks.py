@@ -12,7 +12,7 @@ from stream_learner.models import ModelSpec
 from stream_learner.service import Service
 from stream_learner.settings import Settings
 from stream_learner.testing import MemorySink, MemorySource
-from tests.conftest import ROOT
+from tests.support.service import ROOT
 
 DOC = (ROOT / "docs" / "tasks.md").read_text(encoding="utf-8")
 SECTIONS = {

@@ -21,7 +21,7 @@ from stream_learner.models import ModelSpec
 from stream_learner.service import Service
 from stream_learner.settings import DriftSettings, Settings, load_settings
 from stream_learner.testing import MemorySink, MemorySource
-from tests.drift_streams import CLASSIFIER, STREAMS, reference_detections
+from tests.support.drift_streams import CLASSIFIER, STREAMS, reference_detections
 
 
 def at(i: int) -> tuple[float, Origin]:
@@ -261,7 +261,7 @@ def test_alert_records_are_json_with_the_documented_example() -> None:
 
 
 def _doc_example() -> str:
-    from tests.conftest import ROOT
+    from tests.support.service import ROOT
 
     text = (ROOT / "docs" / "drift.md").read_text()
     start = text.index("```json\n", text.index("## Alert schema")) + len("```json\n")

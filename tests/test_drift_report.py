@@ -8,7 +8,7 @@ from types import ModuleType
 
 import orjson
 
-from tests.conftest import ROOT
+from tests.support.service import ROOT
 
 
 def suite() -> ModuleType:

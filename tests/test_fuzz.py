@@ -30,7 +30,7 @@ from stream_learner.service import Service, Summary
 from stream_learner.settings import LimitSettings, SchemaSettings, Settings
 from stream_learner.sources import Record
 from stream_learner.testing import MemorySink, MemorySource
-from tests.test_properties import MODELS, check_decoded
+from tests.support.decoding import MODELS, check_decoded
 
 ORIGIN = Origin("events", 0, 0)
 LIMITS = LimitSettings(max_record_bytes=64_000, max_features=20, max_id_length=64)

@@ -20,8 +20,7 @@ from stream_learner.scopes import KeyedModels
 from stream_learner.settings import Settings
 from stream_learner.sources import Record
 from stream_learner.stores import LocalStore, MemoryStore, RedisStore
-from tests.test_recovery import SID0, TP0, by_offset, codec_for, worker
-from tests.test_service import TOPIC, make_settings
+from tests.support.memory import SID0, TOPIC, TP0, by_offset, codec_for, make_settings, worker
 
 N_EVENTS, N_KEYS, BATCH, EVERY = 6000, 2000, 200, 1000
 

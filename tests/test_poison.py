@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 import pytest
-from river import base, linear_model
 
 from stream_learner import service as service_module
 from stream_learner.drift_watch import DriftWatch
@@ -35,7 +34,15 @@ from stream_learner.service import Service, Summary
 from stream_learner.settings import Settings
 from stream_learner.sources import Record
 from stream_learner.testing import MemorySink, MemorySource
-from tests.conftest import service_command, service_env
+from tests.support.fragile_model import (
+    BREAKS_DRIFT,
+    BREAKS_METRIC,
+    EXITS,
+    LEARN_RAISES,
+    PREDICT_RAISES,
+    UNENCODABLE,
+)
+from tests.support.service import service_command, service_env
 
 STEPS = {
     "classification": "linear_model.LogisticRegression",
@@ -123,59 +130,7 @@ def test_deep_labels_features_and_ids_on_every_task(tmp_path: Path) -> None:
             path.unlink()
 
 
-# -- a model that breaks on chosen records, for the stages after decoding -----------------
-
-#: feature ``boom`` of an event: what the model does with it
-PREDICT_RAISES, LEARN_RAISES, EXITS, UNENCODABLE, BREAKS_DRIFT, BREAKS_METRIC = 1, 2, 3, 4, 5, 6
-
-
-class Explosive(float):
-    """A prediction that encodes as JSON but cannot be read as a float by a monitor."""
-
-    def __float__(self) -> float:
-        raise ValueError("this number cannot be read")
-
-    def item(self) -> float:
-        return float.__float__(self)
-
-
-class Fragile(base.Regressor):  # type: ignore[misc]
-    """A linear regression that raises, exits or returns an object JSON cannot hold."""
-
-    def __init__(self) -> None:
-        self.inner = linear_model.LinearRegression()
-
-    def predict_one(self, x: dict[str, Any]) -> Any:
-        boom = x.get("boom")
-        if boom == PREDICT_RAISES:
-            raise RecursionError("maximum recursion depth exceeded")
-        if boom == EXITS:
-            raise SystemExit(3)  # what some libraries do on a fatal condition
-        if boom == UNENCODABLE:
-            return object()
-        if boom == BREAKS_DRIFT:
-            return Explosive(0.5)
-        if boom == BREAKS_METRIC:
-            return "0.5"
-        return self.inner.predict_one(_clean(x))
-
-    def learn_one(self, x: dict[str, Any], y: Any) -> None:
-        if x.get("boom") == LEARN_RAISES:
-            raise OverflowError("math range error")
-        if "boom" not in x:
-            self.inner.learn_one(_clean(x), y)
-
-
-def _clean(x: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in x.items() if k != "boom"}
-
-
-def fragile() -> Fragile:
-    """The model factory (``model.factory = "tests.test_poison:fragile"``)."""
-    return Fragile()
-
-
-FRAGILE = Settings.model_validate({"model": {"factory": "tests.test_poison:fragile"}})
+FRAGILE = Settings.model_validate({"model": {"factory": "tests.support.fragile_model:fragile"}})
 
 
 def event(i: int, **features: Any) -> bytes:
@@ -293,7 +248,7 @@ def test_cli_run_twice_dead_letters_the_record_that_stopped_the_first_run(tmp_pa
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"\n".join(stream) + b"\n")
     store = {
-        "model__factory": "tests.test_poison:fragile",
+        "model__factory": "tests.support.fragile_model:fragile",
         "checkpoint__store": "local",
         "checkpoint__directory": str(tmp_path / "ckpt"),
         "checkpoint__every_events": "2",
@@ -319,7 +274,7 @@ def test_cli_run_twice_dead_letters_the_record_that_stopped_the_first_run(tmp_pa
     clean = tmp_path / "clean.jsonl"
     clean.write_bytes(b"\n".join(stream[:6] + stream[7:]) + b"\n")
     alone = cli(tmp_path, "run", "--input", str(clean), "--output", str(tmp_path / "c.jsonl"),
-                model__factory="tests.test_poison:fragile")
+                model__factory="tests.support.fragile_model:fragile")
     assert alone.returncode == 0, alone.stderr[-3000:]
     expected = {p["id"]: p["prediction"] for p in lines(tmp_path / "c.jsonl")}
     assert [p["id"] for p in lines(tmp_path / "1.jsonl")] == [0, 1, 2, 3, 4, 5]
@@ -335,7 +290,7 @@ def test_cli_model_failing_on_every_record_stops_with_one_line(tmp_path: Path) -
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"\n".join(event(i, boom=PREDICT_RAISES) for i in range(1200)) + b"\n")
     proc = cli(tmp_path, "run", "--input", str(source), "--quiet",
-               model__factory="tests.test_poison:fragile")
+               model__factory="tests.support.fragile_model:fragile")
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert "ERROR" in last and "the model raised on 1000 records in a row" in last, last

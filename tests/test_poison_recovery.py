@@ -25,33 +25,20 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from tests.workers import Worker, labelled_events, paced_producer, reference, write_config
+from tests.support.workers import (
+    Worker,
+    labelled_events,
+    paced_producer,
+    reference,
+    worker_settings,
+    worker_topics,
+    write_config,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 PARTITIONS = 2
 N_EVENTS = 3800
-
-
-def _settings(bootstrap: str, redis_url: str, topics: dict[str, str], tag: str) -> dict[str, str]:
-    return {
-        "kafka__bootstrap_servers": bootstrap,
-        "kafka__events_topic": topics["events"],
-        "kafka__predictions_topic": topics["predictions"],
-        "kafka__dead_letter_topic": topics["dlq"],
-        "kafka__learn_dead_letter_topic": topics["learn_dlq"],
-        "kafka__alerts_topic": topics["alerts"],
-        "kafka__metrics_topic": topics["metrics"],
-        "kafka__group_id": tag,
-        "kafka__session_timeout_ms": "6000",
-        "checkpoint__store": "redis",
-        "checkpoint__redis_url": redis_url,
-        "checkpoint__key_prefix": tag,
-        "checkpoint__every_events": "300",
-        "checkpoint__every_seconds": "0.5",
-        "service__guarantee": "exactly_once",
-        "metrics__enabled": "false",
-    }
 
 
 def _assigned(worker: Worker) -> int:
@@ -67,12 +54,11 @@ def test_exactly_once_resumes_after_scale_up_scale_down_and_sigkill(
     tmp_path: Path,
     record_property: Any,
 ) -> None:
-    topics = {
-        "events": make_topic("events", PARTITIONS),
-        "predictions": make_topic("predictions", PARTITIONS),
-        **{name: make_topic(name, 1) for name in ("dlq", "learn_dlq", "alerts", "metrics")},
-    }
-    settings = _settings(kafka_bootstrap, redis_url, topics, f"eos-{uuid.uuid4().hex[:8]}")
+    topics = worker_topics(make_topic, PARTITIONS)
+    settings = worker_settings(
+        kafka_bootstrap, redis_url, topics, f"eos-{uuid.uuid4().hex[:8]}",
+        service__guarantee="exactly_once", metrics__enabled="false",
+    )
     records = labelled_events(N_EVENTS, PARTITIONS)
     expected, _ = reference(records, PARTITIONS)
     config = write_config(tmp_path)

@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stream_learner.errors import InvalidLabel, InvalidRecord
-from stream_learner.events import REASONS, Codec, Event, Label, Origin
+from stream_learner.events import REASONS, Codec, Origin
 from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
 from stream_learner.service import Service
-from stream_learner.settings import LimitSettings, ModelSettings, SchemaSettings, Settings
+from stream_learner.settings import SchemaSettings, Settings
 from stream_learner.sources import Record
 from stream_learner.testing import MemorySink, MemorySource
+from tests.support.decoding import LIMITS, MODELS, check_decoded
 
 ORIGIN = Origin("events", 0, 0)
-LIMITS = LimitSettings(max_record_bytes=4096, max_features=8, max_id_length=32)
 EXAMPLES = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-CLASSIFIER = ModelSettings(
-    task="classification",
-    pipeline=(
-        {"step": "preprocessing.StandardScaler"},
-        {"step": "linear_model.LogisticRegression"},
-    ),
-)
-MODELS = {"regression": ModelSettings(), "classification": CLASSIFIER}
 SPECS = {task: ModelSpec.from_settings(model) for task, model in MODELS.items()}
 
 scalars = (
@@ -94,18 +85,6 @@ records = (
 )
 schemas = st.sampled_from([SchemaSettings(), SchemaSettings(features="", key="key")])
 tasks = st.sampled_from(sorted(MODELS))
-
-
-def check_decoded(item: Event | Label) -> None:
-    assert isinstance(item.id, str | int) and not isinstance(item.id, bool)
-    assert isinstance(item.key, str) and len(item.key) <= LIMITS.max_id_length
-    assert math.isfinite(item.ts)
-    if isinstance(item, Event):
-        assert len(item.features) <= LIMITS.max_features
-        for value in item.features.values():
-            assert value is None or isinstance(value, bool | int | float | str)
-            assert not isinstance(value, float) or math.isfinite(value)
-        assert item.has_label == (item.label is not None and item.label_error is None)
 
 
 @EXAMPLES

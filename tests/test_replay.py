@@ -22,7 +22,7 @@ from stream_learner.simulate import SimulationPlan, simulate
 from stream_learner.sources import Record
 from stream_learner.stores import LocalStore
 from stream_learner.testing import MemorySink, MemorySource
-from tests.workers import MODEL
+from tests.support.workers import MODEL
 
 SETTINGS = Settings(model=MODEL)
 SPEC = ModelSpec.from_settings(MODEL)

@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 from stream_learner.datasets import dataset_records
 from stream_learner.events import REASONS, Codec, Origin
 from stream_learner.settings import LimitSettings, SchemaSettings
-from tests.conftest import run_service
+from tests.support.service import run_service
 
 NAMES = ("event", "prediction", "dead-letter")
 

@@ -16,8 +16,8 @@ from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
 from stream_learner.scopes import KeyedModels, memory_bytes
 from stream_learner.settings import LimitSettings, ModelSettings, SchemaSettings, load_settings
-from tests.streams import friedman, seasonal_series, sensor_anomalies
-from tests.test_delayed_labels import REGRESSOR, run_learner
+from tests.support.learners import REGRESSOR, run_learner
+from tests.support.streams import friedman, seasonal_series, sensor_anomalies
 
 ANOMALY_PIPELINE = (
     {"step": "preprocessing.MinMaxScaler"},

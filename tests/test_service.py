@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-import itertools
-from typing import Any
-
 import orjson
 import pytest
 
-from stream_learner.datasets import dataset_records
 from stream_learner.errors import ConnectionFailed
 from stream_learner.events import Codec, Origin, encode_prediction
 from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
 from stream_learner.service import Service
-from stream_learner.settings import Settings, load_settings
+from stream_learner.settings import Settings
 from stream_learner.sources import FileSource, Record
 from stream_learner.testing import MemorySink, MemorySource
-
-WALL = 1_764_115_200.5
-TOPIC = "events"
-CLASSIFIER = {
-    "task": "classification",
-    "name": "phishing",
-    "pipeline": [
-        {"step": "preprocessing.StandardScaler"},
-        {"step": "linear_model.LogisticRegression"},
-    ],
-}
-
-
-def make_settings(**overrides: Any) -> Settings:
-    tree: dict[str, Any] = {"model": CLASSIFIER}
-    for dotted, value in overrides.items():
-        section, key = dotted.split("__")
-        tree.setdefault(section, {})
-        tree[section] = {**tree[section], key: value}
-    return load_settings(None, env={}, overrides=tree)
+from tests.support.memory import TOPIC, WALL, make_settings, phishing
 
 
 def make_service(settings: Settings, source, sink) -> Service:
@@ -48,10 +25,6 @@ def make_service(settings: Settings, source, sink) -> Service:
         clock=lambda: 0.0,  # latency_ms is then exactly 0.0
         wall_clock=lambda: WALL,
     )
-
-
-def phishing(start: int, stop: int) -> list[bytes]:
-    return list(itertools.islice(dataset_records("Phishing"), start, stop))
 
 
 def reference(settings: Settings, topic: str, partition: int, values: list[bytes]) -> list[dict]:

@@ -12,7 +12,7 @@ from stream_learner.service import Service
 from stream_learner.settings import Settings
 from stream_learner.sources import Record
 from stream_learner.testing import MemorySink, MemorySource
-from tests.streams import delayed, early, friedman
+from tests.support.streams import delayed, early, friedman
 
 
 def _settings(**sections: dict) -> Settings:

@@ -18,7 +18,7 @@ from stream_learner.settings import (
     Settings,
     load_settings,
 )
-from tests.conftest import ROOT
+from tests.support.service import ROOT
 
 CONFIG = """
 [service]

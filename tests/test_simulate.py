@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from stream_learner.cli import main
 from stream_learner.errors import SettingsError
 from stream_learner.simulate import Simulated, SimulationPlan, publish, simulate
-from tests.conftest import ROOT
+from tests.support.service import ROOT
 
 EVENT_SCHEMA = json.loads((ROOT / "stream_learner" / "schemas" / "event.json").read_text())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import ROOT, service_command, service_env
+from tests.support.service import ROOT, service_command, service_env
 
 DEMO = str(ROOT / "config" / "demo.toml")
 

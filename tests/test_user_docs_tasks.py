@@ -14,8 +14,8 @@ from stream_learner.models import ModelSpec
 from stream_learner.replay import LabelDelay, delay_labels
 from stream_learner.settings import LimitSettings, ModelSettings, SchemaSettings
 from stream_learner.sources import Record
-from tests.conftest import ROOT
-from tests.streams import delayed
+from tests.support.service import ROOT
+from tests.support.streams import delayed
 
 TASKS = " ".join((ROOT / "docs" / "tasks.md").read_text(encoding="utf-8").split())
 CONTRACTS = (ROOT / "docs" / "contracts.md").read_text(encoding="utf-8")
@@ -59,7 +59,7 @@ def test_label_delay_k_is_rivers_delay_k_plus_one() -> None:
     for k in (1, 3, 7):
         replayed = [orjson.loads(r.value) for r in
                     delay_labels(_records(events), SchemaSettings(), LabelDelay(events=k))]
-        # tests/streams.delayed(events, d) is simulate_qa(delay=d)'s arrival order
+        # tests/support/streams.delayed(events, d) is simulate_qa(delay=d)'s arrival order
         river_order = list(delayed(events, k + 1))
         assert [(("features" in r), r["id"]) for r in replayed] == [
             (("features" in r), r["id"]) for r in river_order]

@@ -1,5 +1,5 @@
 """Real-broker tests: each runs once per Kafka client; private servers for tests that
-restart Kafka or Redis mid-stream (see tests/private_servers.py).
+restart Kafka or Redis mid-stream (see tests/support/private_servers.py).
 
 They run where the shared servers run (the same skip / fail rule as the other
 integration tests), on ports and a state folder of their own, and are stopped
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.private_servers import PrivateServer
+from tests.support.private_servers import PrivateServer
 
 
 @pytest.fixture(autouse=True)

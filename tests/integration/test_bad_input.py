@@ -33,9 +33,9 @@ from river import datasets, linear_model
 from stream_learner.events import INPUT_REASONS, LEARN_REASONS
 from stream_learner.models import ModelSpec
 from stream_learner.settings import ModelSettings
-from tests import test_poison as fragile_model
-from tests.conftest import run_service, service_command, service_env
-from tests.kafka_helpers import consume_all
+from tests.support import fragile_model
+from tests.support.kafka import consume_all
+from tests.support.service import run_service, service_command, service_env
 
 pytestmark = pytest.mark.kafka
 
@@ -55,7 +55,7 @@ HEADER = "__stream_learner.errors."
 #: valid JSON nested 1,000 levels deep (the parser accepts 1,024)
 DEEP = b"[" * 1000 + b"]" * 1000
 #: reasons this stream cannot cause: they need a model, metric or monitor that breaks on a
-#: record (test_faulty_model_on_the_broker) or a defect (tests/test_poison.py)
+#: record (test_faulty_model_on_the_broker) or a defect (tests/test_poison.py, tests/support/fragile_model.py)
 NEED_A_FAULT = {"encode_failed", "metric_failed", "drift_failed", "unexpected_error",
                 "stopped_worker"}
 #: kcat's key and message delimiters: no record of the stream contains them
@@ -389,7 +389,7 @@ def test_bad_input_never_stops_the_stream(
 # -- a model, metric and monitors that break on chosen records; a record that stops a worker --
 
 FAULT_PARTITIONS = 2
-#: (boom, output, reason) of the faulty records; see tests/test_poison.py's Fragile model
+#: (boom, output, reason) of the faulty records; see tests/support/fragile_model.py
 FAULTS = [
     (fragile_model.PREDICT_RAISES, "dead_letters", "model_rejected"),
     (fragile_model.LEARN_RAISES, "learn_dead_letters", "learn_failed"),
@@ -443,7 +443,7 @@ def test_faulty_model_on_the_broker_and_a_record_that_stops_a_worker(
         "service__transport": "kafka",
         "service__batch_size": "40",
         "service__idle_timeout_s": "6",
-        "model__factory": "tests.test_poison:fragile",
+        "model__factory": "tests.support.fragile_model:fragile",
         "checkpoint__store": "redis",
         "checkpoint__redis_url": redis_url,
         "checkpoint__key_prefix": f"test-poison-{uuid.uuid4().hex[:8]}",

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import run_service, service_command, service_env
-from tests.kafka_helpers import consume_all, produce
+from tests.support.kafka import consume_all, produce
+from tests.support.service import run_service, service_command, service_env
 
 pytestmark = pytest.mark.kafka
 

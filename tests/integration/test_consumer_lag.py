@@ -13,8 +13,8 @@ from stream_learner.metrics import Metrics
 from stream_learner.models import ModelSpec
 from stream_learner.service import Service
 from stream_learner.settings import load_settings
-from tests.kafka_helpers import produce
-from tests.workers import labelled_events
+from tests.support.kafka import produce
+from tests.support.workers import labelled_events
 
 pytestmark = pytest.mark.kafka
 

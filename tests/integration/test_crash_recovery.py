@@ -8,21 +8,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from stream_learner.checkpoint import EnvelopeCodec
-from stream_learner.models import ModelSpec
-from stream_learner.stores import RedisStore
-from tests.kafka_helpers import consume_all
-from tests.workers import (
-    CHECKPOINT_KEY,
-    MODEL,
+from tests.support.kafka import consume_all
+from tests.support.workers import (
     Worker,
+    check_predictions,
+    final_models_equal_reference,
     labelled_events,
     paced_producer,
-    probe_set,
     reference,
+    worker_settings,
+    worker_topics,
     write_config,
 )
 
@@ -32,81 +29,16 @@ PARTITIONS = 2
 N_EVENTS = 6000
 
 
-def _settings(bootstrap: str, redis_url: str, topics: dict[str, str], prefix: str, **extra: str) -> dict[str, str]:
-    return {
-        "kafka__bootstrap_servers": bootstrap,
-        "kafka__events_topic": topics["events"],
-        "kafka__predictions_topic": topics["predictions"],
-        "kafka__dead_letter_topic": topics["dlq"],
-        "kafka__learn_dead_letter_topic": topics["learn_dlq"],
-        "kafka__alerts_topic": topics["alerts"],
-        "kafka__metrics_topic": topics["metrics"],
-        "kafka__group_id": prefix,
-        "kafka__session_timeout_ms": "6000",
-        "checkpoint__store": "redis",
-        "checkpoint__redis_url": redis_url,
-        "checkpoint__key_prefix": prefix,
-        "checkpoint__every_events": "300",
-        "checkpoint__every_seconds": "0.5",
-        **extra,
-    }
-
-
-def _topics(make_topic: Any) -> dict[str, str]:
-    return {
-        "events": make_topic("events", PARTITIONS),
-        "predictions": make_topic("predictions", PARTITIONS),
-        "dlq": make_topic("dlq", 1),
-        "learn_dlq": make_topic("learn-dlq", 1),
-        "alerts": make_topic("alerts", 1),
-        "metrics": make_topic("metrics", 1),
-    }
-
-
-def _final_models_equal_reference(redis_url: str, prefix: str, topic: str, learners: dict[int, Any]) -> None:
-    store = RedisStore(redis_url, prefix)
-    codec = EnvelopeCodec(CHECKPOINT_KEY.encode(), ModelSpec.from_settings(MODEL).config_hash)
-    try:
-        for partition, expected in learners.items():
-            latest = store.latest(f"{topic}:{partition}")
-            assert latest is not None, f"no checkpoint for partition {partition}"
-            snap = codec.open(latest[1])
-            assert snap.offsets == {(topic, partition): expected.n_predicted}
-            got = snap.state
-            assert got.n_learned == expected.n_learned
-            for x in probe_set():
-                assert got.model.predict_proba_one(x) == expected.model.predict_proba_one(x)
-    finally:
-        store.close()
-
-
-def _check_predictions(
-    rows: list[tuple[int, int, Any, bytes, Any]], expected: dict[tuple[int, int], Any], exactly_once: bool
-) -> None:
-    seen: dict[tuple[int, int], int] = {}
-    for _p, _o, _k, value, _h in rows:
-        record = orjson.loads(value)
-        where = (record["source"]["partition"], record["source"]["offset"])
-        got = {"prediction": record["prediction"], "proba": record["proba"]}
-        assert got == expected[where], f"prediction for {where} differs from the uninterrupted run"
-        seen[where] = seen.get(where, 0) + 1
-    missing = set(expected) - set(seen)
-    assert not missing, f"{len(missing)} events have no prediction, e.g. {sorted(missing)[:5]}"
-    if exactly_once:
-        duplicated = {w: n for w, n in seen.items() if n > 1}
-        assert not duplicated, f"{len(duplicated)} events predicted more than once"
-
-
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_sigkill_five_times_then_state_equals_uninterrupted_run(
     guarantee: str, kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path
 ) -> None:
-    topics = _topics(make_topic)
+    topics = worker_topics(make_topic, PARTITIONS)
     prefix = f"crash-{uuid.uuid4().hex[:8]}"
     records = labelled_events(N_EVENTS, PARTITIONS)
     expected, learners = reference(records, PARTITIONS)
     config = write_config(tmp_path)
-    settings = _settings(
+    settings = worker_settings(
         kafka_bootstrap, redis_url, topics, prefix,
         service__guarantee=guarantee,
         service__worker_id="w1",
@@ -132,19 +64,19 @@ def test_sigkill_five_times_then_state_equals_uninterrupted_run(
 
     isolation = "read_committed" if guarantee == "exactly_once" else "read_uncommitted"
     rows = consume_all(kafka_bootstrap, topics["predictions"], N_EVENTS, isolation_level=isolation)
-    _check_predictions(rows, expected, exactly_once=guarantee == "exactly_once")
-    _final_models_equal_reference(redis_url, prefix, topics["events"], learners)
+    check_predictions(rows, expected, exactly_once=guarantee == "exactly_once")
+    final_models_equal_reference(redis_url, prefix, topics["events"], learners)
 
 
 def test_partitions_move_one_two_one_workers(
     kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path
 ) -> None:
-    topics = _topics(make_topic)
+    topics = worker_topics(make_topic, PARTITIONS)
     prefix = f"rebal-{uuid.uuid4().hex[:8]}"
     records = labelled_events(N_EVENTS, PARTITIONS)
     expected, learners = reference(records, PARTITIONS)
     config = write_config(tmp_path)
-    settings = _settings(
+    settings = worker_settings(
         kafka_bootstrap, redis_url, topics, prefix,
         service__guarantee="exactly_once", kafka__transaction_timeout_ms="10000",
     )
@@ -163,5 +95,5 @@ def test_partitions_move_one_two_one_workers(
     assert a.log().count("assigned partitions [(") >= 2
 
     rows = consume_all(kafka_bootstrap, topics["predictions"], N_EVENTS, isolation_level="read_committed")
-    _check_predictions(rows, expected, exactly_once=True)
-    _final_models_equal_reference(redis_url, prefix, topics["events"], learners)
+    check_predictions(rows, expected, exactly_once=True)
+    final_models_equal_reference(redis_url, prefix, topics["events"], learners)

@@ -17,15 +17,14 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.kafka_helpers import produce
-from tests.test_dashboard import validate_document
-from tests.test_dashboard_browser import (
+from tests.support.kafka import produce
+from tests.support.page import (
     Worker,
-    browser,  # noqa: F401  (the fixture)
     check_against_metrics,
     check_page,
     open_live,
     scrape,
+    validate_document,
 )
 
 pytestmark = pytest.mark.kafka
@@ -50,7 +49,7 @@ def _events() -> list[tuple[int, bytes, bytes]]:
 
 
 def test_live_page_of_a_kafka_worker(
-    kafka_bootstrap: str, make_topic: Any, browser: Any, tmp_path: Path  # noqa: F811
+    kafka_bootstrap: str, make_topic: Any, browser: Any, tmp_path: Path
 ) -> None:
     topics = {role: make_topic(role, 2 if role == "events" else 1)
               for role in ("events", "predictions", "dlq", "learn-dlq", "alerts", "metrics")}

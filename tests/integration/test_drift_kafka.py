@@ -12,8 +12,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.conftest import run_service
-from tests.kafka_helpers import consume_all, decode_values, produce
+from tests.support.kafka import consume_all, decode_values, produce
+from tests.support.service import run_service
 
 pytestmark = pytest.mark.kafka
 

@@ -14,8 +14,8 @@ from river import datasets, evaluate
 from stream_learner.datasets import sample_to_event
 from stream_learner.models import ModelSpec
 from stream_learner.settings import ModelSettings
-from tests.conftest import ROOT, run_service
-from tests.kafka_helpers import consume_all, produce
+from tests.support.kafka import consume_all, produce
+from tests.support.service import ROOT, run_service
 
 pytestmark = pytest.mark.kafka
 

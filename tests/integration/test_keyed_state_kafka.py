@@ -19,9 +19,8 @@ from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
 from stream_learner.settings import LimitSettings, SchemaSettings
 from stream_learner.stores import RedisStore
-from tests.integration.test_crash_recovery import _check_predictions, _settings, _topics
-from tests.kafka_helpers import consume_all
-from tests.workers import (
+from tests.support.kafka import consume_all
+from tests.support.workers import (
     CHECKPOINT_KEY,
     MODEL,
     Worker,
@@ -29,6 +28,9 @@ from tests.workers import (
     paced_producer,
     write_config,
 )
+from tests.support.workers import check_predictions as _check_predictions
+from tests.support.workers import worker_settings as _settings
+from tests.support.workers import worker_topics as _topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 

@@ -21,9 +21,9 @@ from stream_learner.events import Codec, Origin
 from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
 from stream_learner.settings import LabelSettings, LimitSettings, ModelSettings, SchemaSettings
-from tests.conftest import run_service, service_command, service_env
-from tests.kafka_helpers import consume_all, produce
-from tests.streams import delayed, early, friedman, seasonal_series, sensor_anomalies
+from tests.support.kafka import consume_all, produce
+from tests.support.service import run_service, service_command, service_env
+from tests.support.streams import delayed, early, friedman, seasonal_series, sensor_anomalies
 
 pytestmark = pytest.mark.kafka
 

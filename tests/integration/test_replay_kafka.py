@@ -12,9 +12,16 @@ import pytest
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.models import ModelSpec
 from stream_learner.stores import RedisStore
-from tests.conftest import run_service
-from tests.kafka_helpers import consume_all, produce
-from tests.workers import CHECKPOINT_KEY, MODEL, labelled_events, probe_set, reference, write_config
+from tests.support.kafka import consume_all, produce
+from tests.support.service import run_service
+from tests.support.workers import (
+    CHECKPOINT_KEY,
+    MODEL,
+    labelled_events,
+    probe_set,
+    reference,
+    write_config,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 

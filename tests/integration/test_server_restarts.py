@@ -1,6 +1,6 @@
 """The broker or Redis restarted mid-stream: nothing is lost, the worker recovers by itself.
 
-Each test restarts a server of its own (tests/private_servers.py), never the
+Each test restarts a server of its own (tests/support/private_servers.py), never the
 shared ones: the broker test runs against a private broker (and the shared
 Redis), the Redis test against a private Redis (and the shared broker).
 """
@@ -20,13 +20,11 @@ from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import TopicPartition
 
-from tests.integration.test_crash_recovery import (
-    _check_predictions,
-    _final_models_equal_reference,
-    _settings,
-)
-from tests.private_servers import PrivateServer
-from tests.workers import Worker, labelled_events, paced_producer, reference, write_config
+from tests.support.private_servers import PrivateServer
+from tests.support.workers import Worker, labelled_events, paced_producer, reference, write_config
+from tests.support.workers import check_predictions as _check_predictions
+from tests.support.workers import final_models_equal_reference as _final_models_equal_reference
+from tests.support.workers import worker_settings as _settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 

@@ -1,7 +1,7 @@
 """A worker stopped by an error mid-batch: the error itself is what the log and the exit
 line show, and the offsets of the outputs already written are committed, on both clients.
 
-The model of these runs breaks for good at one event (``tests/failing_model.py``): an
+The model of these runs breaks for good at one event (``tests/support/failing_model.py``): an
 error that is not about one record's content, so it stops the worker wherever it is.
 """
 
@@ -15,9 +15,9 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient
 
-from tests.conftest import service_command, service_env
-from tests.failing_model import MESSAGE
-from tests.kafka_helpers import consume_all, produce
+from tests.support.failing_model import MESSAGE
+from tests.support.kafka import consume_all, produce
+from tests.support.service import service_command, service_env
 
 pytestmark = pytest.mark.kafka
 
@@ -55,7 +55,7 @@ def test_the_error_that_stopped_the_worker_is_the_one_reported(
     env = service_env(
         service__transport="kafka", service__guarantee=guarantee, service__batch_size="50",
         service__idle_timeout_s="20", kafka__commit_interval_ms="0",
-        model__factory="tests.failing_model:model", model__task="regression",
+        model__factory="tests.support.failing_model:model", model__task="regression",
         kafka__bootstrap_servers=kafka_bootstrap, kafka__group_id=group,
         kafka__events_topic=topics["events"], kafka__predictions_topic=topics["predictions"],
         kafka__dead_letter_topic=topics["dlq"], kafka__learn_dead_letter_topic=topics["learn"],

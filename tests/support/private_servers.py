@@ -21,7 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.service import ROOT
 
 __all__ = ["PrivateServer", "kafka_libs"]
 

@@ -7,18 +7,20 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 from river import datasets
 
+from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.datasets import sample_to_event
 from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
 from stream_learner.settings import ModelSettings
-from tests.conftest import service_command, service_env
+from stream_learner.stores import RedisStore
+from tests.support.service import service_command, service_env
 
 CHECKPOINT_KEY = "k" * 32
 
@@ -170,3 +172,84 @@ def probe_set(n: int = 50) -> Iterator[dict[str, Any]]:
         if i >= n:
             return
         yield sample_to_event(i, "probe", x, None)["features"]
+
+
+# -- crash and rebalance runs of worker processes on the real broker and Redis -------------
+
+
+def worker_settings(
+    bootstrap: str, redis_url: str, topics: dict[str, str], prefix: str, **extra: str
+) -> dict[str, str]:
+    """Settings of a worker on ``topics``: group and checkpoint prefix ``prefix``, Redis store.
+
+    Checkpoints every 300 events or 0.5 s, so a SIGKILL lands after some; ``extra``
+    adds or overrides settings.
+    """
+    return {
+        "kafka__bootstrap_servers": bootstrap,
+        "kafka__events_topic": topics["events"],
+        "kafka__predictions_topic": topics["predictions"],
+        "kafka__dead_letter_topic": topics["dlq"],
+        "kafka__learn_dead_letter_topic": topics["learn_dlq"],
+        "kafka__alerts_topic": topics["alerts"],
+        "kafka__metrics_topic": topics["metrics"],
+        "kafka__group_id": prefix,
+        "kafka__session_timeout_ms": "6000",
+        "checkpoint__store": "redis",
+        "checkpoint__redis_url": redis_url,
+        "checkpoint__key_prefix": prefix,
+        "checkpoint__every_events": "300",
+        "checkpoint__every_seconds": "0.5",
+        **extra,
+    }
+
+
+def worker_topics(make_topic: Callable[..., str], partitions: int = 2) -> dict[str, str]:
+    """A worker's topics (by role), made with the ``make_topic`` fixture."""
+    return {
+        "events": make_topic("events", partitions),
+        "predictions": make_topic("predictions", partitions),
+        "dlq": make_topic("dlq", 1),
+        "learn_dlq": make_topic("learn-dlq", 1),
+        "alerts": make_topic("alerts", 1),
+        "metrics": make_topic("metrics", 1),
+    }
+
+
+def final_models_equal_reference(
+    redis_url: str, prefix: str, topic: str, learners: dict[int, Any]
+) -> None:
+    """Fail unless each partition's last checkpoint holds its reference learner's state."""
+    store = RedisStore(redis_url, prefix)
+    codec = EnvelopeCodec(CHECKPOINT_KEY.encode(), ModelSpec.from_settings(MODEL).config_hash)
+    try:
+        for partition, expected in learners.items():
+            latest = store.latest(f"{topic}:{partition}")
+            assert latest is not None, f"no checkpoint for partition {partition}"
+            snap = codec.open(latest[1])
+            assert snap.offsets == {(topic, partition): expected.n_predicted}
+            got = snap.state
+            assert got.n_learned == expected.n_learned
+            for x in probe_set():
+                assert got.model.predict_proba_one(x) == expected.model.predict_proba_one(x)
+    finally:
+        store.close()
+
+
+def check_predictions(
+    rows: list[tuple[int, int, Any, bytes, Any]], expected: dict[tuple[int, int], Any],
+    exactly_once: bool,
+) -> None:
+    """Fail unless every event has its reference prediction (and, ``exactly_once``, one only)."""
+    seen: dict[tuple[int, int], int] = {}
+    for _p, _o, _k, value, _h in rows:
+        record = orjson.loads(value)
+        where = (record["source"]["partition"], record["source"]["offset"])
+        got = {"prediction": record["prediction"], "proba": record["proba"]}
+        assert got == expected[where], f"prediction for {where} differs from the uninterrupted run"
+        seen[where] = seen.get(where, 0) + 1
+    missing = set(expected) - set(seen)
+    assert not missing, f"{len(missing)} events have no prediction, e.g. {sorted(missing)[:5]}"
+    if exactly_once:
+        duplicated = {w: n for w, n in seen.items() if n > 1}
+        assert not duplicated, f"{len(duplicated)} events predicted more than once"
