@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import service_command, service_env
+from tests.support.service import service_command, service_env
 
 CONFIG = """
 [service]
