@@ -25,24 +25,26 @@ from stream_learner.settings import Settings
 from stream_learner.sources import TopicPartition
 from stream_learner.stores import MemoryStore
 from stream_learner.testing import MemorySink
-from tests.test_recovery import (
+from tests.support.crashes import (
     DATA,
+    assert_same_state,
+    checkpoint_offsets,
+    crash_settings,
+    sample,
+)
+from tests.support.memory import (
     SID0,
     SID1,
     TP0,
     TP1,
+    WALL,
     Clock,
     FairSource,
     Worker,
-    assert_same_state,
     by_offset,
-    checkpoint_offsets,
     codec_for,
-    crash_settings,
-    sample,
     worker,
 )
-from tests.test_service import WALL
 
 
 class AckingMemorySink(MemorySink):

@@ -29,6 +29,13 @@ from stream_learner.sinks import Header
 from stream_learner.sources import TopicPartition
 from stream_learner.stores import MemoryStore
 from stream_learner.testing import MemorySink
+from tests.support.crashes import (
+    DATA,
+    assert_same_state,
+    checkpoint_offsets,
+    crash_settings,
+    sample,
+)
 from tests.support.memory import (
     SID0,
     SID1,
@@ -62,37 +69,6 @@ class ReadinessSink(MemorySink):
             self.ready_seen.append(self.metrics.is_ready)
 
 
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-PROBE_SETTINGS = make_settings()
-_PROBE_CODEC = Codec(PROBE_SETTINGS.schema_, PROBE_SETTINGS.limits, "classification")
-PROBE = [
-    _PROBE_CODEC.decode(v, None, 0, Origin(TOPIC, 9, i)).features  # type: ignore[union-attr]
-    for i, v in enumerate(phishing(1000, 1040))
-]
-
-
-def probe(learner: Learner) -> list[dict[Any, float]]:
-    return [learner.model.predict_proba_one(x) for x in PROBE]
-
-
-def assert_same_state(restored: Learner, reference: Learner) -> None:
-    assert probe(restored) == probe(reference)
-    assert restored.n_learned == reference.n_learned
-    assert restored.n_predicted == reference.n_predicted
-    assert restored.metric_value == reference.metric_value
-
-
-def checkpoint_offsets(store: MemoryStore, sid: str, settings: Settings) -> dict[TopicPartition, int] | None:
-    latest = store.latest(sid)
-    if latest is None:
-        return None
-    header = codec_for(settings).read_header(latest[1])
-    return {(t, p): o for t, p, o in header["offsets"]}
-
-
 def lone_learner(settings: Settings, start: Learner | None, tp: TopicPartition, values: Sequence[bytes], first: int) -> Learner:
     """``start`` (or a fresh learner) fed ``values`` (offsets first..) directly, no service."""
     spec = ModelSpec.from_settings(settings.model)
@@ -104,14 +80,6 @@ def lone_learner(settings: Settings, start: Learner | None, tp: TopicPartition, 
 
 
 # -- crash-exactness --------------------------------------------------------------------------
-
-DATA = {TP0: phishing(0, 160), TP1: phishing(400, 530)}
-
-
-def crash_settings(every_events: int) -> Settings:
-    # 20 per poll = 10 per partition (FairSource)
-    return make_settings(service__batch_size=20, checkpoint__every_events=every_events)
-
 
 @pytest.fixture(scope="module")
 def uninterrupted() -> dict[int, Worker]:
