@@ -369,3 +369,29 @@ def test_confluent_fatal_transaction_error_stops_with_one_line() -> None:
     with pytest.raises(ConnectionFailed, match=r"transaction commit failed: .*producer fenced"):
         sink.commit_transaction({("events", 0): 10}, group="g")
     assert "abort" not in producer.calls
+
+
+class _RefusingCkProducer(_CkTxnProducer):
+    """A transactional producer whose transaction went into an abortable error state (a
+    broker restart lost a produce request): librdkafka refuses every further record."""
+
+    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_delivery: Any) -> None:
+        self.calls.append("produce")
+        raise KafkaException(CkError(CkError._STATE, "Unable to produce message: Local: Erroneous state"))
+
+
+def test_confluent_output_refused_by_a_failed_transaction_aborts_it_not_the_record() -> None:
+    """The record is not at fault: no error from send (which the service would blame on the
+    record), and the transaction is aborted at its commit so its shards roll back."""
+    from stream_learner.commits import TransactionAborted
+
+    producer = _RefusingCkProducer()
+    sink, _waits = _ck_sink(producer)
+    sink.send("predictions", b"k", b"v")
+    sink.send("predictions", b"k", b"w")
+    with pytest.raises(TransactionAborted, match="Erroneous state"):
+        sink.commit_transaction({("events", 0): 10}, group="g")
+    assert producer.calls == ["begin", "produce", "produce", "abort"]  # never committed
+    producer.calls.clear()
+    sink.commit_transaction({("events", 0): 12}, group="g")  # the next transaction commits
+    assert producer.calls == ["begin", "offsets", "commit"]

@@ -360,6 +360,8 @@ class ConfluentSink:
         self._transactional = transactional
         self._timeout = timeout_s
         self._in_transaction = False
+        #: why librdkafka refused an output of the open transaction (it must abort)
+        self._refused: str | None = None
         self._current = _Segment(0)
         self._segments: deque[_Segment] = deque()
         self._sent = 0
@@ -384,8 +386,32 @@ class ConfluentSink:
                 break
             except BufferError:  # the local queue is full: serve reports, then retry
                 self._producer.poll(0.05)
+            except self._ck.KafkaException as exc:
+                if not self._transaction_failed(exc):
+                    raise
+                return
         segment.sent += 1
         self._sent += 1
+
+    def _transaction_failed(self, exc: Exception) -> bool:
+        """True when ``exc`` says the open transaction failed, not the record.
+
+        After a broker restart loses a produce request, librdkafka puts the
+        transaction in an abortable error state and refuses every further
+        record (``_STATE``). Those records are not at fault, so they are not
+        raised to the loop (which would dead-letter them); the transaction is
+        aborted at its commit, and its shards roll back and process them again.
+        """
+        error = exc.args[0] if exc.args else None
+        if not self._transactional or error is None or error.fatal():
+            return False
+        if not (error.txn_requires_abort() or error.code() == self._ck.KafkaError._STATE):
+            return False
+        if self._refused is None:
+            self._refused = _error_text(exc)
+            log.warning("the open transaction failed (%s): it is aborted at its commit",
+                        self._refused)
+        return True
 
     def mark(self) -> int:
         """Records sent so far; :meth:`acknowledged` reaches this mark once all are durable."""
@@ -436,6 +462,10 @@ class ConfluentSink:
         tp = self._ck.TopicPartition
         producer = self._producer
         try:
+            if self._refused is not None:
+                self._retrying(lambda: producer.abort_transaction(self._timeout),
+                               "transaction abort")
+                raise TransactionAborted(f"transaction aborted: {self._refused}")
             if not self._in_transaction:
                 producer.begin_transaction()
                 self._in_transaction = True
@@ -458,6 +488,7 @@ class ConfluentSink:
             raise ConnectionFailed(f"transaction commit failed: {_error_text(exc)}") from exc
         finally:
             self._in_transaction = False
+            self._refused = None
             self._segments.clear()
             self._current = _Segment(self._sent)
             self._acked = self._sent
