@@ -130,10 +130,13 @@ class Reporter:
                 record.timestamp_ms / 1000.0
             )
 
-    def lag(self, shards: Mapping[TopicPartition, Shard], now: float) -> None:
-        """Measure the consumer lag of every shard, when ``metrics.lag_interval_s`` is up."""
+    def lag(self, shards: Mapping[TopicPartition, Shard], now: float) -> bool:
+        """Measure the consumer lag of every shard, when ``metrics.lag_interval_s`` is up.
+
+        The live page's sample goes with it. True when both were taken.
+        """
         if now < self._lag_due or not shards:
-            return
+            return False
         self._lag_due = now + self.settings.lag_interval_s
         positions = {tp: pos for shard in shards.values() for tp, pos in shard.position.items()}
         behind = self.source.lag(positions)
@@ -151,6 +154,7 @@ class Reporter:
             self.metrics.lag_records.labels(partition=p).set(records)
             self.metrics.lag_seconds.labels(partition=p).set(seconds)
         self.metrics.history.sample(shards, self._lag, now, wall)
+        return True
 
     # -- snapshots -----------------------------------------------------------------------
 

@@ -725,8 +725,13 @@ class Service:
         m.stage_latency.labels(stage="process").observe(self._clock() - t0)
 
     def _report(self, now: float) -> None:
-        """Consumer lag when due; a metrics snapshot when due (made durable at once)."""
-        self.reporter.lag(self.shards, now)
+        """Consumer lag when due; a metrics snapshot when due (made durable at once).
+
+        The per-partition gauges are set with the lag, from the same state as the live
+        page's sample: an idle worker's gauges and page agree.
+        """
+        if self.reporter.lag(self.shards, now):
+            self._report_shards(force=True)
         totals = {**self.summary.counts_dict(), "replayed": self.summary.replayed}
         if self.reporter.snapshot_due(self.shards, totals, self._metric_name):
             self._snapshot_records = self.summary.records
