@@ -16,7 +16,7 @@ import pytest
 from river import base, linear_model
 
 from stream_learner import service as service_module
-from stream_learner.drift_watch import DriftWatch
+from stream_learner.drift import DriftWatch
 from stream_learner.errors import ModelFailing, RecordStoppedWorker
 from stream_learner.events import Codec, Origin
 from stream_learner.guard import (
