@@ -270,29 +270,36 @@ class DriftWatch:
 
     def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
         """Update the schema, feature and prediction monitors of ``slot``."""
-        sd = self._state(slot)
+        sd = slot.drift
+        if sd is None or sd.epoch != self.epoch:
+            sd = self._state(slot)
         sd.seen += 1
         if sd.seen >= sd.due:
             self._due(sd)
-        ctx: SlotContext = _new(SlotContext, (slot, key, sd, (event.ts, event.origin)))
+        at: Stamp = (event.ts, event.origin)
+        ctx: SlotContext = _new(SlotContext, (slot, key, sd, at))
         signals = self.signals
         features = event.features
         outbox = self.outbox
         if "schema" in signals:
             schema = sd.schema
             before = schema.state
-            changes = schema.update(features, ctx.at, self.rules, self.settings.schema_grace_events)
+            changes = schema.update(features, at, self.rules, self.settings.schema_grace_events)
             if changes or schema.state != before:
                 outbox += self._schema_changed(ctx, before, changes)
         if "feature" in signals:  # per feature, so a failing one keeps the alerts before it
             for name, value in features.items():
                 series = self._feature_series(sd, name, value)
                 if series is not None:
-                    outbox += self._update(ctx, "feature", series, float(value))
+                    raised = self._update(ctx, "feature", series, float(value))
+                    if raised:
+                        outbox += raised
         if "prediction" in signals:
             value = self.task.signal(scored)
             if value is not None:
-                outbox += self._update(ctx, "prediction", "prediction", value)
+                raised = self._update(ctx, "prediction", "prediction", value)
+                if raised:
+                    outbox += raised
         challenger = sd.challenger
         if challenger is not None:
             challenger.n_learned += self.task.observe(challenger.model, features)
@@ -301,7 +308,9 @@ class DriftWatch:
         self, slot: Slot, key: str, x: dict[str, Any], y: Any, metric_input: Any, at: Stamp
     ) -> None:
         """Train the challenger, then update the error monitor of ``slot``."""
-        sd = self._state(slot)
+        sd = slot.drift
+        if sd is None or sd.epoch != self.epoch:
+            sd = self._state(slot)
         sd.label_seen = sd.seen
         if sd.blind and self.blind_after:
             self._blind(sd, False)
@@ -318,7 +327,9 @@ class DriftWatch:
         if "error" in self.signals:
             error = self.task.error(y, metric_input)
             if error is not None:
-                self.outbox += self._update(ctx, "error", "error", error)
+                raised = self._update(ctx, "error", "error", error)
+                if raised:
+                    self.outbox += raised
         challenger = sd.challenger
         if challenger is not None and challenger.armed and self._ready(challenger):
             self.outbox += self._decide(ctx)
@@ -340,7 +351,7 @@ class DriftWatch:
     # -- monitors and their warm-up ------------------------------------------------------
 
     def _state(self, slot: Slot) -> SlotDrift:
-        """The drift state of ``slot``, made on its first call and restarted in a new epoch."""
+        """The drift state of ``slot``: made on its first call, restarted in a new epoch."""
         sd = slot.drift
         if sd is None:
             sd = slot.drift = SlotDrift()
