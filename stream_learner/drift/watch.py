@@ -9,8 +9,8 @@ feature (up to ``drift.max_features``), the prediction or anomaly score, and the
 feature set. Because the monitors live in the slot, a parked per-key model
 takes its monitors along, and a checkpoint of the learner holds them all.
 
-Each call of the learner works on one slot through a :class:`SlotContext` (the
-slot, its key, its drift state and the record's stamp). Lifecycle changes become
+Each call of the learner works on one slot through the watch's
+:class:`SlotContext` (the slot, its key, its drift state and the record's stamp). Lifecycle changes become
 :class:`~stream_learner.drift.alerts.Alert` records, returned in order by the
 methods that raise them and, at the learner's boundary, kept in an outbox the
 service drains (and drops while it replays silently after a restore). A drift
@@ -64,7 +64,7 @@ import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from stream_learner.drift.alerts import Alert, AlertModel, Span
 from stream_learner.drift.monitors import (
@@ -100,9 +100,6 @@ MONITORED = SIGNALS
 
 #: no alert (the common case: returned without building a list)
 _QUIET: tuple[Alert, ...] = ()
-
-#: ``tuple.__new__``: a named tuple from a tuple of its fields (one context per call)
-_new = tuple.__new__
 
 
 class Watch(Protocol):
@@ -213,8 +210,15 @@ class SlotDrift:
     recent: deque[tuple[dict[str, Any], Any, float]] | None = None
 
 
-class SlotContext(NamedTuple):
-    """The slot one call of the learner is about: built once per call, never kept."""
+class SlotContext:
+    """The slot one call of the learner is about: the slot, its key, its drift state, the stamp.
+
+    A watch keeps one context and fills it at the start of each call of the
+    learner (no object per event); its methods read it and keep nothing of it.
+    It is not part of a checkpoint.
+    """
+
+    __slots__ = ("at", "key", "slot", "state")
 
     #: the model slot (its model, learn count and generation)
     slot: Slot
@@ -248,7 +252,19 @@ class DriftWatch:
         self._keyed = spec.scope == "key"
         self._seed = spec.settings.seed
         self.epoch = 0
+        self._ctx = SlotContext()
         self.configure(settings)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The watch's state without its context (checkpoints keep the shape they had)."""
+        state = self.__dict__.copy()
+        del state["_ctx"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore ``state`` and give the watch a fresh context."""
+        self.__dict__.update(state)
+        self._ctx = SlotContext()
 
     def configure(self, settings: DriftSettings) -> None:
         """Apply ``settings`` (also after a restore: every slot warms up again).
@@ -277,7 +293,8 @@ class DriftWatch:
         if sd.seen >= sd.due:
             self._due(sd)
         at: Stamp = (event.ts, event.origin)
-        ctx: SlotContext = _new(SlotContext, (slot, key, sd, at))
+        ctx = self._ctx
+        ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
         signals = self.signals
         features = event.features
         outbox = self.outbox
@@ -323,7 +340,8 @@ class DriftWatch:
             self._train(sd, x, y, metric_input)
         if self.replay:
             self._keep(sd, x, y, metric_input)
-        ctx: SlotContext = _new(SlotContext, (slot, key, sd, at))
+        ctx = self._ctx
+        ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
         if "error" in self.signals:
             error = self.task.error(y, metric_input)
             if error is not None:
