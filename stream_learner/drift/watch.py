@@ -297,26 +297,25 @@ class DriftWatch:
         ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
         signals = self.signals
         features = event.features
-        outbox = self.outbox
         if "schema" in signals:
             schema = sd.schema
             before = schema.state
             changes = schema.update(features, at, self.rules, self.settings.schema_grace_events)
             if changes or schema.state != before:
-                outbox += self._schema_changed(ctx, before, changes)
+                self.outbox += self._schema_changed(ctx, before, changes)
         if "feature" in signals:  # per feature, so a failing one keeps the alerts before it
             for name, value in features.items():
                 series = self._feature_series(sd, name, value)
                 if series is not None:
                     raised = self._update(ctx, "feature", series, float(value))
                     if raised:
-                        outbox += raised
+                        self.outbox += raised
         if "prediction" in signals:
             value = self.task.signal(scored)
             if value is not None:
                 raised = self._update(ctx, "prediction", "prediction", value)
                 if raised:
-                    outbox += raised
+                    self.outbox += raised
         challenger = sd.challenger
         if challenger is not None:
             challenger.n_learned += self.task.observe(challenger.model, features)
