@@ -26,7 +26,7 @@ from typing import Any
 
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.cli import build_edges, build_store
-from stream_learner.drift_watch import make_watch
+from stream_learner.drift import make_watch
 from stream_learner.errors import SettingsError
 from stream_learner.metrics import Metrics
 from stream_learner.models import ModelSpec

@@ -41,7 +41,7 @@ from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.dashboard import render_page
 from stream_learner.dashboard.report import ReportInputs, build_report
 from stream_learner.datasets import BUNDLED
-from stream_learner.drift_watch import make_watch
+from stream_learner.drift import make_watch
 from stream_learner.errors import (
     InvalidLabel,
     InvalidRecord,

@@ -53,8 +53,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_learner.drift import Stamp
-from stream_learner.drift_watch import DriftWatch, Watch, make_watch
+from stream_learner.drift import DriftWatch, Stamp, Watch, make_watch
 from stream_learner.errors import InvalidLabel, InvalidRecord
 from stream_learner.events import Event, Label, ModelInfo, Prediction
 from stream_learner.labels import LabelBook
@@ -80,7 +79,7 @@ class Learner:
     labels
         Whether inline labels are learned, and the limits of the label buffers.
     drift
-        Drift monitors and actions (see :mod:`stream_learner.drift_watch`); none when
+        Drift monitors and actions (see :mod:`stream_learner.drift.watch`); none when
         ``None`` or disabled.
     """
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from stream_learner.drift_watch import MONITORED
+from stream_learner.drift import MONITORED
 from stream_learner.metrics import Metrics
 from stream_learner.recovery import Shard
 from stream_learner.settings import Settings

@@ -33,9 +33,12 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stream_learner.models import ModelSpec, warm_plans
+
+if TYPE_CHECKING:
+    from stream_learner.drift.watch import SlotDrift
 
 __all__ = [
     "KeyedModels",
@@ -53,15 +56,30 @@ __all__ = [
 class Slot:
     """A model, the number of ``learn_one`` calls it has had, and its drift state.
 
-    ``generation`` counts how many times a drift action replaced the model;
-    ``drift`` holds the model's monitors (see :mod:`stream_learner.drift_watch`),
-    so that per-key monitors are parked with their model.
+    ``generation`` counts how many times a drift action replaced the model
+    (:meth:`replace`); ``drift`` holds the model's monitors (see
+    :mod:`stream_learner.drift.watch`), so that per-key monitors are parked with
+    their model.
     """
 
     model: Any
     n_learned: int = 0
     generation: int = 0
-    drift: Any = None
+    drift: SlotDrift | None = None
+
+    def replace(self, model: Any, n_learned: int) -> None:
+        """Serve ``model`` from now on (it has had ``n_learned`` ``learn_one`` calls).
+
+        Examples
+        --------
+        >>> slot = Slot("old", 5)
+        >>> slot.replace("new", 2)
+        >>> slot.model, slot.n_learned, slot.generation
+        ('new', 2, 1)
+        """
+        self.model = model
+        self.n_learned = n_learned
+        self.generation += 1
 
 
 class ModelScope(Protocol):

@@ -537,7 +537,7 @@ def test_a_detection_is_a_rise_against_the_values_adwin_dropped() -> None:
 
 
 def test_rise_start_finds_where_the_error_went_up() -> None:
-    from stream_learner.drift_watch import rise_start
+    from stream_learner.drift import rise_start
 
     errors = rates((700, 0.1), (300, 0.5), seed=3)
     assert abs(rise_start(errors) - 700) < 40

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from stream_learner import service as service_module
-from stream_learner.drift_watch import DriftWatch
+from stream_learner.drift import DriftWatch
 from stream_learner.errors import ModelFailing, RecordStoppedWorker
 from stream_learner.events import Codec, Origin
 from stream_learner.guard import (

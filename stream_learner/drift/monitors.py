@@ -21,7 +21,7 @@ state, with three exceptions:
   ``improved``, never a lifecycle change; ADWIN then keeps the window it
   kept), and the warning twin's improvements are ignored;
 - a monitor that is not ``warm`` (the model is still learning, see
-  :mod:`stream_learner.drift_watch`) feeds its detectors but changes nothing;
+  :mod:`stream_learner.drift.watch`) feeds its detectors but changes nothing;
 - a monitor that does not ``page`` (a signal that cannot see the error while
   labels flow) turns its drifts into warnings.
 

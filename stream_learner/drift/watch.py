@@ -3,14 +3,18 @@
 A :class:`DriftWatch` is owned by a :class:`~stream_learner.learner.Learner`.
 Each model slot (the partition's model, or one per key when
 ``model.scope = "key"``) carries a :class:`SlotDrift` with its monitors
-(:mod:`stream_learner.drift`): the error stream when labels arrive (0/1 for
+(:mod:`stream_learner.drift.monitors`): the error stream when labels arrive (0/1 for
 classification, absolute error for regression and forecasting), each numeric
 feature (up to ``drift.max_features``), the prediction or anomaly score, and the
 feature set. Because the monitors live in the slot, a parked per-key model
 takes its monitors along, and a checkpoint of the learner holds them all.
 
-Lifecycle changes become :class:`~stream_learner.alerts.Alert` records in an
-outbox the service drains (and drops while it replays silently after a restore).
+Each call of the learner works on one slot through the watch's
+:class:`SlotContext` (the slot, its key, its drift state and the record's stamp). Lifecycle changes become
+:class:`~stream_learner.drift.alerts.Alert` records, returned in order by the
+methods that raise them and, at the learner's boundary, kept in an outbox the
+service drains (and drops while it replays silently after a restore). A drift
+action replaces a model through :meth:`~stream_learner.scopes.Slot.replace`.
 
 Calibration:
 
@@ -62,8 +66,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stream_learner.alerts import Alert, AlertModel, Span
-from stream_learner.drift import (
+from stream_learner.drift.alerts import Alert, AlertModel, Span
+from stream_learner.drift.monitors import (
     Change,
     Monitor,
     Rules,
@@ -80,9 +84,22 @@ from stream_learner.scopes import Slot
 from stream_learner.settings import SIGNALS, DriftSettings
 from stream_learner.tasks import Scored, Task
 
-__all__ = ["Challenger", "DriftWatch", "NullDriftWatch", "SlotDrift", "Watch", "make_watch"]
+__all__ = [
+    "MONITORED",
+    "Challenger",
+    "DriftWatch",
+    "NullDriftWatch",
+    "SlotContext",
+    "SlotDrift",
+    "Watch",
+    "make_watch",
+    "rise_start",
+]
 
 MONITORED = SIGNALS
+
+#: no alert (the common case: returned without building a list)
+_QUIET: tuple[Alert, ...] = ()
 
 
 class Watch(Protocol):
@@ -193,6 +210,26 @@ class SlotDrift:
     recent: deque[tuple[dict[str, Any], Any, float]] | None = None
 
 
+class SlotContext:
+    """The slot one call of the learner is about: the slot, its key, its drift state, the stamp.
+
+    A watch keeps one context and fills it at the start of each call of the
+    learner (no object per event); its methods read it and keep nothing of it.
+    It is not part of a checkpoint.
+    """
+
+    __slots__ = ("at", "key", "slot", "state")
+
+    #: the model slot (its model, learn count and generation)
+    slot: Slot
+    #: the entity key of the record (partition scope: any key, one slot)
+    key: str
+    #: the slot's monitors, challenger and warm-up counts (``slot.drift``)
+    state: SlotDrift
+    #: the record's event time and offset
+    at: Stamp
+
+
 class DriftWatch:
     """Monitors, lifecycle and actions for the models of one learner.
 
@@ -215,7 +252,19 @@ class DriftWatch:
         self._keyed = spec.scope == "key"
         self._seed = spec.settings.seed
         self.epoch = 0
+        self._ctx = SlotContext()
         self.configure(settings)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The watch's state without its context (checkpoints keep the shape they had)."""
+        state = self.__dict__.copy()
+        del state["_ctx"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore ``state`` and give the watch a fresh context."""
+        self.__dict__.update(state)
+        self._ctx = SlotContext()
 
     def configure(self, settings: DriftSettings) -> None:
         """Apply ``settings`` (also after a restore: every slot warms up again).
@@ -238,28 +287,35 @@ class DriftWatch:
     def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
         """Update the schema, feature and prediction monitors of ``slot``."""
         sd = slot.drift
-        if sd is None:
-            sd = slot.drift = SlotDrift()
-        if sd.epoch != self.epoch:
-            self._restart(sd)
+        if sd is None or sd.epoch != self.epoch:
+            sd = self._state(slot)
         sd.seen += 1
         if sd.seen >= sd.due:
             self._due(sd)
-        signals = self.signals
         at: Stamp = (event.ts, event.origin)
+        ctx = self._ctx
+        ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
+        signals = self.signals
         features = event.features
         if "schema" in signals:
             schema = sd.schema
             before = schema.state
             changes = schema.update(features, at, self.rules, self.settings.schema_grace_events)
             if changes or schema.state != before:
-                self._schema_changed(slot, key, before, changes)
-        if "feature" in signals:
-            self._features(slot, key, sd, features, at)
+                self.outbox += self._schema_changed(ctx, before, changes)
+        if "feature" in signals:  # per feature, so a failing one keeps the alerts before it
+            for name, value in features.items():
+                series = self._feature_series(sd, name, value)
+                if series is not None:
+                    raised = self._update(ctx, "feature", series, float(value))
+                    if raised:
+                        self.outbox += raised
         if "prediction" in signals:
             value = self.task.signal(scored)
             if value is not None:
-                self._update(slot, sd, key, "prediction", "prediction", value, at)
+                raised = self._update(ctx, "prediction", "prediction", value)
+                if raised:
+                    self.outbox += raised
         challenger = sd.challenger
         if challenger is not None:
             challenger.n_learned += self.task.observe(challenger.model, features)
@@ -269,10 +325,8 @@ class DriftWatch:
     ) -> None:
         """Train the challenger, then update the error monitor of ``slot``."""
         sd = slot.drift
-        if sd is None:
-            sd = slot.drift = SlotDrift()
-        if sd.epoch != self.epoch:
-            self._restart(sd)
+        if sd is None or sd.epoch != self.epoch:
+            sd = self._state(slot)
         sd.label_seen = sd.seen
         if sd.blind and self.blind_after:
             self._blind(sd, False)
@@ -285,13 +339,17 @@ class DriftWatch:
             self._train(sd, x, y, metric_input)
         if self.replay:
             self._keep(sd, x, y, metric_input)
+        ctx = self._ctx
+        ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
         if "error" in self.signals:
             error = self.task.error(y, metric_input)
             if error is not None:
-                self._update(slot, sd, key, "error", "error", error, at)
+                raised = self._update(ctx, "error", "error", error)
+                if raised:
+                    self.outbox += raised
         challenger = sd.challenger
         if challenger is not None and challenger.armed and self._ready(challenger):
-            self._decide(slot, key, sd, at)
+            self.outbox += self._decide(ctx)
 
     def drain(self) -> list[Alert]:
         """The alerts raised since the last drain, oldest first."""
@@ -308,6 +366,15 @@ class DriftWatch:
         return len(self.open_keys)
 
     # -- monitors and their warm-up ------------------------------------------------------
+
+    def _state(self, slot: Slot) -> SlotDrift:
+        """The drift state of ``slot``: made on its first call, restarted in a new epoch."""
+        sd = slot.drift
+        if sd is None:
+            sd = slot.drift = SlotDrift()
+        if sd.epoch != self.epoch:
+            self._restart(sd)
+        return sd
 
     def _monitor(self, signal: str, series: str, sd: SlotDrift | None = None) -> Monitor:
         """A monitor of ``signal``: the error has a warning twin; the blind signals do not."""
@@ -371,53 +438,42 @@ class DriftWatch:
             if monitor.signal != "error":
                 monitor.pages = blind
 
-    def _features(
-        self, slot: Slot, key: str, sd: SlotDrift, features: dict[str, Any], at: Stamp
-    ) -> None:
-        for name, value in features.items():
-            if feature_kind(value) != "number":
-                continue
-            series = f"feature:{name}"
-            if series not in sd.monitors:
-                if sd.n_features >= self.settings.max_features:
-                    continue
-                sd.n_features += 1
-            self._update(slot, sd, key, "feature", series, float(value), at)
+    def _feature_series(self, sd: SlotDrift, name: str, value: Any) -> str | None:
+        """The series of feature ``name`` if it is monitored: numeric, within ``max_features``."""
+        if feature_kind(value) != "number":
+            return None
+        series = f"feature:{name}"
+        if series not in sd.monitors:
+            if sd.n_features >= self.settings.max_features:
+                return None
+            sd.n_features += 1
+        return series
 
-    def _update(
-        self,
-        slot: Slot,
-        sd: SlotDrift,
-        key: str,
-        signal: str,
-        series: str,
-        value: float,
-        at: Stamp,
-    ) -> None:
+    def _update(self, ctx: SlotContext, signal: str, series: str, value: float) -> Sequence[Alert]:
+        """Feed ``value`` to the monitor of ``series``; the alerts it raises, in order."""
+        sd = ctx.state
         monitor = sd.monitors.get(series)
         if monitor is None:
             monitor = sd.monitors[series] = self._monitor(signal, series, sd)
         before = monitor.state
-        change = monitor.update(value, at, self.rules)
+        change = monitor.update(value, ctx.at, self.rules)
         if change is None and monitor.state == before:  # the common case: nothing happened
-            return
+            return _QUIET
         if monitor.state != before:
-            self._count_open(key, signal, before, monitor.state)
-        if change is not None and change.emit:
-            if change.severity == "improved":
-                info = change._replace(severity="info")
-                self._emit(slot, key, info, signal, series, monitor.detector_name, "none")
-            else:
-                self._changed(slot, key, monitor, change, at)
+            self._count_open(ctx.key, signal, before, monitor.state)
+        if change is None or not change.emit:
+            return _QUIET
+        if change.severity == "improved":
+            info = change._replace(severity="info")
+            return [self._alert(ctx, info, signal, series, monitor.detector_name, "none")]
+        return self._changed(ctx, monitor, change)
 
-    def _schema_changed(self, slot: Slot, key: str, before: str, changes: list[Change]) -> None:
-        """The schema monitor of ``slot`` moved from state ``before`` or found ``changes``."""
-        assert slot.drift is not None
-        after = slot.drift.schema.state
+    def _schema_changed(self, ctx: SlotContext, before: str, changes: list[Change]) -> list[Alert]:
+        """The schema monitor moved from state ``before`` or found ``changes``: their alerts."""
+        after = ctx.state.schema.state
         if after != before:
-            self._count_open(key, "schema", before, after)
-        for change in changes:
-            self._emit(slot, key, change, "schema", "schema", "schema", "none")
+            self._count_open(ctx.key, "schema", before, after)
+        return [self._alert(ctx, change, "schema", "schema", "schema", "none") for change in changes]
 
     def _count_open(self, key: str, signal: str, before: str, after: str) -> None:
         delta = (after == "drift") - (before == "drift")
@@ -433,40 +489,40 @@ class DriftWatch:
 
     # -- alerts and actions --------------------------------------------------------------
 
-    def _changed(self, slot: Slot, key: str, monitor: Monitor, change: Change, at: Stamp) -> None:
-        sd = _slot_drift(slot)
+    def _changed(self, ctx: SlotContext, monitor: Monitor, change: Change) -> list[Alert]:
+        """A lifecycle change of ``monitor``: its action, then its alert and the action's."""
+        sd = ctx.state
         acting = monitor.signal in self.action_signals
         action = "none"
         if acting and change.severity == "warning" and self.settings.action == "challenger":
-            action = self._start(slot, sd, monitor.series, at)
-        follow_up = None
+            action = self._start(sd, monitor.series, ctx.at)
+        follow_up: list[Alert] = []
         if acting and change.severity == "drift":
-            action, follow_up = self._act(slot, key, sd, monitor, change, at)
+            action, follow_up = self._act(ctx, monitor)
         if change.severity == "resolved" and sd.challenger is not None and not sd.challenger.armed:
             sd.challenger = None
             action = "challenger_dropped"
-        self._emit(slot, key, change, monitor.signal, monitor.series, monitor.detector_name, action)
-        if follow_up is not None:
-            follow_up()
+        alert = self._alert(ctx, change, monitor.signal, monitor.series, monitor.detector_name,
+                            action)
+        return [alert, *follow_up]
 
-    def _act(
-        self, slot: Slot, key: str, sd: SlotDrift, monitor: Monitor, change: Change, at: Stamp
-    ) -> tuple[str, Any]:
-        series = monitor.series
+    def _act(self, ctx: SlotContext, monitor: Monitor) -> tuple[str, list[Alert]]:
+        """Take the drift action on a confirmed drift: its name and the alerts it raises."""
+        sd, series, at = ctx.state, monitor.series, ctx.at
         if self.settings.action == "reset":
             model, n_replayed, n_learned = self._fresh(sd)
-            self._replace(slot, key, sd, model, n_learned)
+            self._replace(ctx, model, n_learned)
             window = {"n_replayed": n_replayed}
-            return "reset", lambda: self._info(slot, key, series, "reset", window, at, at)
+            return "reset", [self._info(ctx, series, "reset", window, at)]
         if self.settings.action == "challenger":
-            action = self._start(slot, sd, series, at)
+            action = self._start(sd, series, at)
             challenger = sd.challenger
             assert challenger is not None
             if challenger.armed_at is None:
                 challenger.armed_at = challenger.n_labels
                 self._recent(challenger)
-            return action if action != "none" else "challenger_armed", None
-        return "none", None
+            return action if action != "none" else "challenger_armed", []
+        return "none", []
 
     def _keep(self, sd: SlotDrift, x: dict[str, Any], y: Any, metric_input: Any) -> None:
         """Keep a labelled event and its error for the next reset's replay."""
@@ -493,7 +549,7 @@ class DriftWatch:
             n_learned += self.task.learn(model, x, y)
         return model, len(recent) - start, n_learned
 
-    def _start(self, slot: Slot, sd: SlotDrift, series: str, at: Stamp) -> str:
+    def _start(self, sd: SlotDrift, series: str, at: Stamp) -> str:
         if sd.challenger is not None:
             return "none"
         metric = self.spec.build_metric
@@ -530,7 +586,9 @@ class DriftWatch:
             ch.metric.update(y, mine)
             ch.n_labels += 1
 
-    def _decide(self, slot: Slot, key: str, sd: SlotDrift, at: Stamp) -> None:
+    def _decide(self, ctx: SlotContext) -> list[Alert]:
+        """Promote the challenger or keep the champion: the decision's alert."""
+        sd = ctx.state
         ch = sd.challenger
         assert ch is not None
         sd.challenger = None
@@ -544,63 +602,41 @@ class DriftWatch:
             "challenger": mine,
         }
         if better:
-            self._replace(slot, key, sd, ch.model, ch.n_learned)
+            self._replace(ctx, ch.model, ch.n_learned)
         action = "promoted" if better else "champion_kept"
-        self._info(slot, key, ch.series, action, window, ch.since, at)
+        return [self._info(ctx, ch.series, action, window, ch.since)]
 
-    def _replace(self, slot: Slot, key: str, sd: SlotDrift, model: Any, n_learned: int) -> None:
+    def _replace(self, ctx: SlotContext, model: Any, n_learned: int) -> None:
         """Serve ``model``: fresh monitors (the next ones are closed), and a new warm-up."""
-        slot.model = model
-        slot.n_learned = n_learned
-        slot.generation += 1
+        ctx.slot.replace(model, n_learned)
+        sd = ctx.state
         sd.challenger = None
         for monitor in sd.monitors.values():
             if monitor.state == "drift":
-                self._count_open(key, monitor.signal, "drift", "stable")
+                self._count_open(ctx.key, monitor.signal, "drift", "stable")
         sd.monitors = {}
         sd.n_features = 0
         self._restart(sd)
 
     def _info(
-        self,
-        slot: Slot,
-        key: str,
-        series: str,
-        action: str,
-        window: dict[str, Any],
-        first: Stamp,
-        at: Stamp,
-    ) -> None:
+        self, ctx: SlotContext, series: str, action: str, window: dict[str, Any], first: Stamp
+    ) -> Alert:
+        """The ``info`` alert of a drift action on the model (signal ``model``)."""
         detector = "reset" if action == "reset" else "challenger"
-        change = Change("info", window, first, at, True, 0)
-        self._emit(slot, key, change, "model", series, detector, action)
+        change = Change("info", window, first, ctx.at, True, 0)
+        return self._alert(ctx, change, "model", series, detector, action)
 
-    def _emit(
-        self,
-        slot: Slot,
-        key: str,
-        change: Change,
-        signal: str,
-        series: str,
-        detector: str,
-        action: str,
-    ) -> None:
-        alert_key = key if self._keyed else None
+    def _alert(
+        self, ctx: SlotContext, change: Change, signal: str, series: str, detector: str, action: str
+    ) -> Alert:
+        """The alert record of ``change`` (the model's generation as it is now)."""
+        alert_key = ctx.key if self._keyed else None
         span = Span(change.first[0], change.last[0], change.first[1], change.last[1])
         info = self.spec.settings
-        model = AlertModel(info.name, info.version, slot.generation)
+        model = AlertModel(info.name, info.version, ctx.slot.generation)
         message = _message(change.severity, series, action, alert_key)
-        self.outbox.append(
-            Alert(change.severity, signal, series, detector, alert_key, change.window, span,
-                  change.updates, model, action, message)
-        )
-
-
-def _slot_drift(slot: Slot) -> SlotDrift:
-    if slot.drift is None:
-        slot.drift = SlotDrift()
-    drift: SlotDrift = slot.drift
-    return drift
+        return Alert(change.severity, signal, series, detector, alert_key, change.window, span,
+                     change.updates, model, action, message)
 
 
 def rise_start(errors: Sequence[float]) -> int:
