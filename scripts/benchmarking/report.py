@@ -322,8 +322,8 @@ def render_edges(edges: Sequence[Edges], plan: Plan) -> list[str]:
         "`service.batch_size` records, one prediction-sized record per event, flush, commit "
         "(acks=all, idempotent producer, same linger), with no decoding, model or metrics in "
         "between. kafka-python is the service's client through its own source, sink and "
-        "commit strategy; confluent-kafka (librdkafka) is not a dependency and is measured "
-        "only when it is installed, with the same loop written against its API.",
+        "commit strategy; confluent-kafka (librdkafka, the `confluent` extra) is measured "
+        "when it is installed, with the same loop written against its API.",
         "",
         "| client | events/s | CPU µs per event (every thread) | wall µs per event |",
         "|---|---|---|---|",
