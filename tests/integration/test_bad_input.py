@@ -32,10 +32,10 @@ from river import datasets, linear_model
 
 from stream_learner.events import INPUT_REASONS, LEARN_REASONS
 from stream_learner.models import ModelSpec
-from stream_learner.settings import ModelSettings
 from tests.support import fragile_model
 from tests.support.kafka import consume_all
 from tests.support.service import run_service, service_command, service_env
+from tests.support.workers import MODEL
 
 pytestmark = pytest.mark.kafka
 
@@ -43,14 +43,6 @@ PARTITIONS = 3
 N_VALID = 8000
 MAX_RECORD_BYTES = 8192
 MAX_FEATURES = 40
-MODEL = ModelSettings(
-    name="agrawal-clf",
-    task="classification",
-    pipeline=(
-        {"step": "preprocessing.StandardScaler"},
-        {"step": "linear_model.LogisticRegression"},
-    ),
-)
 HEADER = "__stream_learner.errors."
 #: valid JSON nested 1,000 levels deep (the parser accepts 1,024)
 DEEP = b"[" * 1000 + b"]" * 1000
