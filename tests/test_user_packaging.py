@@ -31,6 +31,13 @@ def test_wheel_ships_the_example_configs(wheel: tuple[Path, str]) -> None:
         assert f"stream_learner/config/{config.name}" in names, sorted(names)
 
 
+def test_wheel_ships_every_module_of_the_package(wheel: tuple[Path, str]) -> None:
+    names = set(zipfile.ZipFile(wheel[0]).namelist())
+    package = ROOT / "stream_learner"
+    modules = sorted(p.relative_to(ROOT).as_posix() for p in package.rglob("*.py"))
+    assert [m for m in modules if m not in names] == []
+
+
 def test_wheel_has_the_license_file_and_an_spdx_expression(wheel: tuple[Path, str]) -> None:
     archive = zipfile.ZipFile(wheel[0])
     licenses = [n for n in archive.namelist() if n.endswith("/LICENSE")]
