@@ -326,6 +326,9 @@ class _CkTxnProducer:
     def abort_transaction(self, timeout: float) -> None:
         self._call("abort")
 
+    def purge(self) -> None:
+        self._call("purge")
+
 
 def _ck_sink(producer: _CkTxnProducer) -> tuple[Any, list[float]]:
     from stream_learner.kafka.confluent import ConfluentSink
@@ -369,6 +372,23 @@ def test_confluent_fatal_transaction_error_stops_with_one_line() -> None:
     with pytest.raises(ConnectionFailed, match=r"transaction commit failed: .*producer fenced"):
         sink.commit_transaction({("events", 0): 10}, group="g")
     assert "abort" not in producer.calls
+
+
+def test_confluent_fatal_transaction_error_gets_a_new_producer_and_aborts() -> None:
+    """A broker restart can leave librdkafka's transactional producer in a fatal state
+    (INVALID_TXN_STATE at the commit): a new producer under the same id takes over, and
+    the shards rewind, whichever way the broker settled the old transaction."""
+    from stream_learner.commits import TransactionAborted
+    from stream_learner.kafka.confluent import ConfluentSink
+
+    fatal = KafkaException(CkError(CkError._FATAL, "Failed to end transaction", fatal=True))
+    old, new = _CkTxnProducer(commit=[fatal]), _CkTxnProducer()
+    sink = ConfluentSink(old, {"predictions": "p"}, transactional=True, rebuild=lambda: new)
+    with pytest.raises(TransactionAborted, match="Failed to end transaction"):
+        sink.commit_transaction({("events", 0): 10}, group="g")
+    assert old.calls == ["begin", "offsets", "commit", "purge"]  # never aborted: it cannot
+    sink.commit_transaction({("events", 0): 12}, group="g")
+    assert new.calls == ["begin", "offsets", "commit"]
 
 
 class _RefusingCkProducer(_CkTxnProducer):

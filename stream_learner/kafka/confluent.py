@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from stream_learner.commits import TransactionAborted
@@ -352,10 +352,12 @@ class ConfluentSink:
 
     def __init__(
         self, client: Any, topics: Mapping[str, str], transactional: bool = False,
-        timeout_s: float = 30.0,
+        timeout_s: float = 30.0, rebuild: Callable[[], Any] | None = None,
     ) -> None:
         self._ck = _import()
         self._producer = client
+        #: a new transactional producer under the same id, after a fatal error
+        self._rebuild = rebuild
         self._topics = dict(topics)
         self._transactional = transactional
         self._timeout = timeout_s
@@ -478,20 +480,42 @@ class ConfluentSink:
             self._retrying(lambda: producer.commit_transaction(self._timeout),
                            "transaction commit")
         except self._ck.KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if error is not None and error.txn_requires_abort():
-                self._retrying(lambda: producer.abort_transaction(self._timeout),
-                               "transaction abort")
-                raise TransactionAborted(
-                    f"transaction aborted: {_error_text(exc)}"
-                ) from exc
-            raise ConnectionFailed(f"transaction commit failed: {_error_text(exc)}") from exc
+            raise self._ended(exc) from exc
         finally:
             self._in_transaction = False
             self._refused = None
             self._segments.clear()
             self._current = _Segment(self._sent)
             self._acked = self._sent
+
+    def _ended(self, exc: Any) -> Exception:
+        """What a failed transaction raises: aborted (the shards rewind) or a lost connection.
+
+        An error that requires an abort is answered with one. A fatal error
+        (librdkafka: the producer can no longer be used, e.g. INVALID_TXN_STATE
+        after a broker restart) gets a new producer under the same transactional
+        id: its ``init_transactions`` fences the old one and settles the open
+        transaction, committed or aborted. Either way the shards rewind to their
+        checkpoints and replay up to the committed offsets the broker then
+        reports, so nothing is lost or produced twice.
+        """
+        error = exc.args[0] if exc.args else None
+        if error is not None and error.txn_requires_abort() and not error.fatal():
+            try:
+                self._retrying(lambda: self._producer.abort_transaction(self._timeout),
+                               "transaction abort")
+                return TransactionAborted(f"transaction aborted: {_error_text(exc)}")
+            except self._ck.KafkaException as again:
+                exc, error = again, (again.args[0] if again.args else None)
+        if error is not None and error.fatal() and self._rebuild is not None:
+            log.warning("fatal producer error (%s): a new producer takes over", _error_text(exc))
+            try:
+                self._producer.purge()  # its queued outputs belong to the ended transaction
+            except Exception as gone:  # it is being replaced: its errors no longer matter
+                log.debug("purging the failed producer: %s", gone)
+            self._producer = self._rebuild()
+            return TransactionAborted(f"transaction aborted: {_error_text(exc)}")
+        return ConnectionFailed(f"transaction commit failed: {_error_text(exc)}")
 
     def _retrying(self, call: Any, what: str) -> None:
         """``call()``, again while it fails retriably (e.g. the broker is restarting)."""

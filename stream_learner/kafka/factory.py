@@ -117,7 +117,8 @@ def build_sink(
             }
         options |= client_options(k, "confluent-kafka", "producer")
         made = confluent.producer(k, environ, **options)
-        return confluent.ConfluentSink(made, topics, transactional, k.connect_timeout_s)
+        renew = (lambda: confluent.producer(k, environ, **options)) if transactional else None
+        return confluent.ConfluentSink(made, topics, transactional, k.connect_timeout_s, renew)
     from stream_learner.kafka import kafka_python
 
     options = {"batch_size": 256 * 1024}

@@ -39,7 +39,10 @@ def _settings(bootstrap: str, make_topic: Any, client: str) -> Any:
         "metrics_topic": make_topic("metrics", 1),
     }
     return load_settings(None, env={}, overrides={
-        "service": {"transport": "kafka", "batch_size": 50, "max_events": PROCESSED},
+        # the idle timeout only ends a run that could never reach max_events (then the
+        # record count below fails) instead of letting it wait for ever
+        "service": {"transport": "kafka", "batch_size": 50, "max_events": PROCESSED,
+                    "idle_timeout_s": 60},
         "kafka": kafka,
         "metrics": {"lag_interval_s": 0.0},  # measured after every batch
     })
