@@ -86,7 +86,36 @@ class CheckpointRefused(CheckpointError):
 
 
 class CheckpointFenced(CheckpointError):
-    """A worker of a newer group generation owns the shard; this write was refused."""
+    """A newer owner claimed the shard; this worker's write was refused.
+
+    Every store raises it through this constructor, so the message is the same
+    whichever store refused the write.
+
+    Parameters
+    ----------
+    shard
+        The shard written to.
+    newest
+        The newest epoch that claimed the shard.
+    epoch
+        The epoch this worker holds (older than ``newest``).
+
+    Examples
+    --------
+    >>> err = CheckpointFenced("events:0", 3, 2)
+    >>> err.shard, err.newest, err.epoch
+    ('events:0', 3, 2)
+    >>> str(err)
+    'shard events:0 was claimed by epoch 3; this worker holds epoch 2'
+    """
+
+    def __init__(self, shard: str, newest: int, epoch: int) -> None:
+        super().__init__(
+            f"shard {shard} was claimed by epoch {newest}; this worker holds epoch {epoch}"
+        )
+        self.shard = shard
+        self.newest = newest
+        self.epoch = epoch
 
 
 class ConnectionFailed(StreamLearnerError):

@@ -11,7 +11,7 @@ in memory and a restore loads a key's model the first time the key is seen.
 Parks are sent :data:`PARK_BATCH` at a time, so parking costs a round trip
 per batch, not per model. When the store cannot be reached, parked models
 stay in memory (and go out with the next checkpoint); a model that must be loaded is retried with
-backoff for ``checkpoint.restore_timeout_s``, then the error is raised.
+backoff for ``checkpoint.restore_timeout_s`` (:func:`read_store`), then the error is raised.
 """
 
 from __future__ import annotations
@@ -23,16 +23,64 @@ from typing import TypeVar
 
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.errors import CheckpointError, ConnectionFailed
+from stream_learner.retrying import Backoff, retry_call
 from stream_learner.stores import CheckpointStore
 
-__all__ = ["PARK_BATCH", "StoreSpill"]
+__all__ = ["PARK_BATCH", "STORE_FIRST_WAIT_S", "StoreSpill", "read_store"]
 
 #: parks sent to the store in one write (one round trip to Redis, one SQLite transaction)
 PARK_BATCH = 256
 
+#: first wait before a read of an unreachable store is made again (then doubling)
+STORE_FIRST_WAIT_S = 0.2
+
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+
+def read_store(
+    read: Callable[[], _T],
+    what: str,
+    timeout_s: float,
+    max_backoff_s: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    logger: logging.Logger = log,
+) -> _T:
+    """``read()``, retried with doubling waits while the store is unreachable.
+
+    The restore policy (``checkpoint.restore_timeout_s``, ``checkpoint.max_backoff_s``):
+    only :class:`ConnectionFailed` is retried, from :data:`STORE_FIRST_WAIT_S` up to
+    ``max_backoff_s`` between attempts, for ``timeout_s`` at most.
+
+    Parameters
+    ----------
+    read
+        The store call.
+    what
+        What it does, for the log lines and the error (e.g. ``"claim events:0"``).
+    timeout_s, max_backoff_s
+        How long to retry, and the longest wait between attempts.
+    clock, sleep, logger
+        Monotonic seconds, how to wait, and where each failure is logged.
+
+    Raises
+    ------
+    ConnectionFailed
+        Still unreachable after ``timeout_s``: names ``what`` and the last error.
+    """
+    try:
+        return retry_call(
+            read, what, lambda exc: isinstance(exc, ConnectionFailed),
+            Backoff(STORE_FIRST_WAIT_S, max_backoff_s),
+            give_up_after_s=timeout_s, clock=clock, sleep=sleep, log=logger,
+        )
+    except ConnectionFailed as exc:
+        raise ConnectionFailed(
+            f"{what}: store unreachable for {timeout_s:.0f}s: {exc}"
+        ) from exc
 
 
 class StoreSpill:
@@ -119,18 +167,8 @@ class StoreSpill:
         return None if blob is None else self.codec.open_entry(self.shard, key, blob)
 
     def _retry(self, read: Callable[[], _T]) -> _T:
-        deadline = self._clock() + self.timeout_s
-        delay = 0.2
-        while True:
-            try:
-                return read()
-            except ConnectionFailed as exc:
-                if self._clock() + delay > deadline:
-                    raise
-                log.warning("shard %s: loading a model: %s; retrying in %.1fs",
-                            self.shard, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
+        return read_store(read, f"shard {self.shard}: loading a model", self.timeout_s,
+                          self.max_backoff_s, clock=self._clock)
 
     def parked_bytes(self, n_parked: int) -> int:
         """Estimate: parked models times the mean size of those this process parked."""

@@ -48,9 +48,10 @@ from stream_learner.errors import (
     CheckpointRefused,
     ConnectionFailed,
 )
-from stream_learner.keyed_state import StoreSpill
+from stream_learner.keyed_state import StoreSpill, read_store
 from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics
+from stream_learner.retrying import Backoff
 from stream_learner.scopes import KeyedModels
 from stream_learner.settings import CheckpointSettings
 from stream_learner.sources import TopicPartition
@@ -69,6 +70,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: wait before a failed checkpoint is tried again (then doubling, up to
+#: ``checkpoint.max_backoff_s``); the shard keeps serving meanwhile
+SAVE_FIRST_WAIT_S = 1.0
 
 
 def shard_id(tp: TopicPartition) -> str:
@@ -339,20 +344,9 @@ class Checkpointer:
         log.error("ALERT %s; continuing from the log start", message)
 
     def _with_retries(self, action: Callable[[], _T], what: str) -> _T:
-        deadline = self._clock() + self.settings.restore_timeout_s
-        delay = 0.2
-        while True:
-            try:
-                return action()
-            except ConnectionFailed as exc:
-                if self._clock() + delay > deadline:
-                    raise ConnectionFailed(
-                        f"{what}: store unreachable for {self.settings.restore_timeout_s:.0f}s: "
-                        f"{exc}"
-                    ) from exc
-                log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, self.settings.max_backoff_s)
+        s = self.settings
+        return read_store(action, what, s.restore_timeout_s, s.max_backoff_s,
+                          clock=self._clock, sleep=time.sleep, logger=log)
 
     # -- save -------------------------------------------------------------------------
 
@@ -469,8 +463,8 @@ class Checkpointer:
         return len(blob) + self.last_entry_bytes
 
     def _failed(self, sid: str, now: float, exc: Exception) -> None:
-        delay = min(self._backoff.get(sid, 0.5) * 2, self.settings.max_backoff_s)
-        self._backoff[sid] = delay
+        waits = Backoff(SAVE_FIRST_WAIT_S, self.settings.max_backoff_s)
+        delay = self._backoff[sid] = waits.after(self._backoff.get(sid))
         self._retry_at[sid] = now + delay
         self.metrics.checkpoints.labels(result="error").inc()
         log.warning("checkpoint of %s failed (%s); serving on, retry in %.1fs", sid, exc, delay)

@@ -149,12 +149,6 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def _fenced(shard: str, newest: int, epoch: int) -> CheckpointFenced:
-    return CheckpointFenced(
-        f"shard {shard} was claimed by epoch {newest}; this worker holds epoch {epoch}"
-    )
-
-
 class MemoryStore:
     """In-memory twin of the stores, for unit tests.
 
@@ -192,7 +186,7 @@ class MemoryStore:
     def _fence(self, shard: str, epoch: int) -> None:
         newest = self._epoch.get(shard, -1)
         if epoch < newest:
-            raise _fenced(shard, newest, epoch)
+            raise CheckpointFenced(shard, newest, epoch)
         self._epoch[shard] = epoch
 
     def save(
@@ -462,7 +456,7 @@ class RedisStore:
         with self._errors():
             checkpoint_id, newest = self._save(keys=keys, args=args)
         if int(checkpoint_id) < 0:
-            raise _fenced(shard, int(newest), epoch)
+            raise CheckpointFenced(shard, int(newest), epoch)
         return int(checkpoint_id)
 
     def park(self, shard: str, epoch: int, items: Mapping[str, bytes]) -> None:
@@ -474,7 +468,7 @@ class RedisStore:
         with self._errors():
             newest = int(self._park(keys=keys, args=args))
         if newest >= 0:
-            raise _fenced(shard, newest, epoch)
+            raise CheckpointFenced(shard, newest, epoch)
 
     def parked(self, shard: str, epoch: int, key: str) -> bytes | None:
         """See :meth:`CheckpointStore.parked` (a new epoch's claim emptied the map)."""
@@ -611,7 +605,7 @@ class LocalStore:
     def _fence(self, folder: Path, shard: str, epoch: int) -> None:
         newest = self._current_epoch(folder)
         if epoch < newest:
-            raise _fenced(shard, newest, epoch)
+            raise CheckpointFenced(shard, newest, epoch)
         if epoch > newest:
             _atomic_write(folder / "epoch", str(epoch).encode())
 
@@ -714,7 +708,7 @@ class LocalStore:
         try:
             newest = self._current_epoch(self._dir(shard))
             if epoch < newest:
-                raise _fenced(shard, newest, epoch)
+                raise CheckpointFenced(shard, newest, epoch)
             db = self._scratch_db(shard, epoch)
             db.execute("BEGIN")
             db.executemany("INSERT OR REPLACE INTO scratch VALUES (?, ?)", items.items())

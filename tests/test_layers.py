@@ -23,7 +23,7 @@ PACKAGE = ROOT / "stream_learner"
 #: layer name -> its modules, lowest layer first (``kafka/`` stands for every
 #: module of the subpackage; ``__init__`` is the package's own, lazy, facade)
 LAYERS: dict[str, set[str]] = {
-    "base": {"__init__", "errors", "settings", "client_options"},
+    "base": {"__init__", "errors", "settings", "client_options", "retrying"},
     "core": {"events", "models", "tasks", "learner", "labels", "scopes", "drift/"},
     "edges": {"sources", "sinks", "commits", "stores", "metrics", "datasets", "testing", "kafka/", "dashboard/"},
     "state": {"checkpoint", "keyed_state", "recovery", "guard", "admin"},

@@ -28,6 +28,7 @@ from stream_learner.errors import ConnectionFailed, SettingsError
 from stream_learner.events import Origin
 from stream_learner.kafka.options import COMMIT_BACKOFF_S, librdkafka_options, unreachable
 from stream_learner.kafka.rebalance import CallbackGuard
+from stream_learner.retrying import retry_call
 from stream_learner.settings import KafkaSettings
 from stream_learner.sinks import Header
 from stream_learner.sources import PartitionListener, Record, TopicPartition
@@ -70,6 +71,12 @@ def _import() -> Any:
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _retriable(exc: Exception) -> bool:
+    """True for a librdkafka error that says the same call may be made again."""
+    error = exc.args[0] if isinstance(exc, _import().KafkaException) and exc.args else None
+    return error is not None and bool(error.retriable())
 
 
 def _log_commit(err: Any, partitions: Any) -> None:
@@ -250,18 +257,12 @@ class ConfluentSource:
         if self._in_rebalance:
             self._commit_on_revocation(request)
             return
-        delay = COMMIT_BACKOFF_S[0]
-        while True:
-            try:
-                self._consumer.commit(offsets=request, asynchronous=False)
-                return
-            except self._ck.KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if not retry or error is None or not error.retriable():
-                    raise ConnectionFailed(f"offset commit refused: {_error_text(exc)}") from exc
-                log.warning("offset commit failed (%s); retrying in %.1fs", exc, delay)
-                self._sleep(delay)
-                delay = min(delay * 2, COMMIT_BACKOFF_S[1])
+        try:
+            retry_call(lambda: self._consumer.commit(offsets=request, asynchronous=False),
+                       "offset commit", lambda exc: retry and _retriable(exc),
+                       COMMIT_BACKOFF_S, sleep=self._sleep, log=log)
+        except self._ck.KafkaException as exc:
+            raise ConnectionFailed(f"offset commit refused: {_error_text(exc)}") from exc
 
     def _commit_on_revocation(self, request: list[Any]) -> None:
         """One synchronous attempt: partitions lost with the membership cannot be committed."""
@@ -517,20 +518,9 @@ class ConfluentSink:
             return TransactionAborted(f"transaction aborted: {_error_text(exc)}")
         return ConnectionFailed(f"transaction commit failed: {_error_text(exc)}")
 
-    def _retrying(self, call: Any, what: str) -> None:
+    def _retrying(self, call: Callable[[], object], what: str) -> None:
         """``call()``, again while it fails retriably (e.g. the broker is restarting)."""
-        delay = COMMIT_BACKOFF_S[0]
-        while True:
-            try:
-                call()
-                return
-            except self._ck.KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if error is None or not error.retriable():
-                    raise
-                log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
-                self._sleep(delay)
-                delay = min(delay * 2, COMMIT_BACKOFF_S[1])
+        retry_call(call, what, _retriable, COMMIT_BACKOFF_S, sleep=self._sleep, log=log)
 
     def close(self) -> None:
         """Flush (abort an unfinished transaction)."""

@@ -22,6 +22,7 @@ from stream_learner.kafka.options import (
     unreachable,
 )
 from stream_learner.kafka.rebalance import CallbackGuard
+from stream_learner.retrying import retry_call
 from stream_learner.settings import KafkaSettings
 from stream_learner.sinks import Header, KeyPartitioner
 from stream_learner.sources import PartitionListener, Record, TopicPartition
@@ -196,23 +197,17 @@ class KafkaPythonSource:
             self._deferred.update(offsets)
             return
         request = _offsets(offsets)
-        delay = COMMIT_BACKOFF_S[0]
-        while True:
-            try:
-                self._consumer.commit(request)
-                return
-            except KafkaError as exc:
-                retriable = getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)
-                if not (retry and retriable):
-                    raise ConnectionFailed(
-                        f"offset commit refused: {type(exc).__name__}: {exc}"
-                    ) from exc
-                log.warning(
-                    "offset commit failed (%s: %s); retrying in %.1fs",
-                    type(exc).__name__, exc, delay,
-                )
-                self._sleep(delay)
-                delay = min(delay * 2, COMMIT_BACKOFF_S[1])
+
+        def retriable(exc: Exception) -> bool:
+            return retry and isinstance(exc, KafkaError) and (
+                getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)
+            )
+
+        try:
+            retry_call(lambda: self._consumer.commit(request), "offset commit", retriable,
+                       COMMIT_BACKOFF_S, sleep=self._sleep, log=log)
+        except KafkaError as exc:
+            raise ConnectionFailed(f"offset commit refused: {type(exc).__name__}: {exc}") from exc
 
     def commit_async(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Send a commit of ``offsets`` and return; a failure is logged (a later commit covers it)."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stream_learner.errors import ConnectionFailed, SettingsError
+from stream_learner.retrying import Backoff
 from stream_learner.settings import KafkaSettings, Settings
 
 __all__ = [
@@ -29,8 +30,9 @@ __all__ = [
 #: within a second (the Java client's default), not after kafka-python's default of 30 s.
 RECONNECT_BACKOFF_MAX_MS = 1000
 
-#: First and longest wait between attempts of an offset commit that failed retriably.
-COMMIT_BACKOFF_S = (0.2, 5.0)
+#: First and longest wait between attempts of an offset commit (or, with confluent-kafka, a
+#: transaction call) that failed retriably.
+COMMIT_BACKOFF_S = Backoff(0.2, 5.0)
 
 
 def _secret(environ: Mapping[str, str], setting: str, variable: str) -> str:
