@@ -187,6 +187,7 @@ class Service:
         self._wall_clock = wall_clock
         self._stopping = False
         self._closed = False
+        self._started = self._last_record = clock()
         self._metric_name = type(spec.build_metric()).__name__
         self.summary = Summary(metric_name=self._metric_name)
         self.reporter = Reporter(
@@ -262,8 +263,17 @@ class Service:
         self._to_restore = sorted(self._assigned)
         self.metrics.set_ready(False)
 
-    def _restore(self) -> set[TopicPartition]:
-        """Resume every queued partition's shard; return the partitions told to seek."""
+    def restore(self) -> set[TopicPartition]:
+        """Resume the shards of the partitions assigned since the last restore.
+
+        :meth:`start` and each :meth:`step` call it first; a caller that feeds
+        :meth:`process_batch` itself calls it after :meth:`on_assigned`.
+
+        Returns
+        -------
+        set of TopicPartition
+            The partitions the source was told to seek (to a checkpoint or an offset).
+        """
         inputs: dict[TopicPartition, list[TopicPartition]] = {}
         for tp in sorted(set(self._to_restore)):
             inputs.setdefault(self.shard_of(tp), []).append(tp)
@@ -323,39 +333,82 @@ class Service:
         self._stopping = True
 
     def run(self) -> Summary:
-        """Consume until the input ends, ``max_events`` is reached, or :meth:`stop`."""
-        svc = self.settings.service
-        started = self._clock()
-        last_record = started
-        self.source.subscribe(self)
+        """Consume until the input ends, ``max_events`` is reached, or :meth:`stop`.
+
+        The loop in full: :meth:`start`, :meth:`step` until it returns False,
+        :meth:`finish`. After an error, the offsets whose outputs are written are
+        committed and the error propagates.
+        """
+        self.start()
         try:
-            while not self._stopping:
-                if self._to_restore:
-                    self._restore()
-                self.metrics.set_ready(not self._to_restore and not self._replaying())
-                budget = svc.batch_size
-                if svc.max_events:
-                    budget = min(budget, svc.max_events - self.summary.records)
-                    if budget <= 0:
-                        break
-                records = self.source.poll(budget, svc.poll_timeout_ms)
-                if self._to_restore:  # assigned during this poll: drop what precedes a seek
-                    moved = self._restore()
-                    records = [r for r in records if (r.origin.topic, r.origin.partition) not in moved]
-                now = self._clock()
-                if records:
-                    last_record = now
-                    self.process_batch(records, now)
-                    self._commit()
-                    self._checkpoint_due(self._clock())
-                elif self.source.exhausted:
-                    break
-                elif svc.idle_timeout_s and now - last_record >= svc.idle_timeout_s:
-                    log.info("no records for %.1fs; stopping", svc.idle_timeout_s)
-                    break
-                else:
-                    self.committer.poll()
-                self._report(self._clock())
+            while self.step():
+                pass
+        except BaseException:
+            self._salvage()
+            self._close()
+            raise
+        return self.finish()
+
+    def start(self) -> None:
+        """Subscribe to the source and restore the shards it already assigned."""
+        self._started = self._last_record = self._clock()
+        self.source.subscribe(self)
+        if self._to_restore:
+            self.restore()
+
+    def step(self) -> bool:
+        """One turn of the loop: one poll batch, processed, committed, checkpointed.
+
+        Restores newly assigned shards, polls at most ``service.batch_size``
+        records, processes them, commits what the broker acknowledged, saves the
+        shards whose checkpoint is due and refreshes the metrics.
+
+        Returns
+        -------
+        bool
+            False when the run is over: :meth:`stop` was called, the input ended,
+            ``max_events`` records were read or ``idle_timeout_s`` passed without one.
+        """
+        svc = self.settings.service
+        if self._stopping:
+            return False
+        if self._to_restore:
+            self.restore()
+        self.metrics.set_ready(not self._to_restore and not self._replaying())
+        budget = svc.batch_size
+        if svc.max_events:
+            budget = min(budget, svc.max_events - self.summary.records)
+            if budget <= 0:
+                return False
+        records = self.source.poll(budget, svc.poll_timeout_ms)
+        if self._to_restore:  # assigned during this poll: drop what precedes a seek
+            moved = self.restore()
+            records = [r for r in records if (r.origin.topic, r.origin.partition) not in moved]
+        now = self._clock()
+        if records:
+            self._last_record = now
+            self.process_batch(records, now)
+            self._commit()
+            self._checkpoint_due(self._clock())
+        elif self.source.exhausted:
+            return False
+        elif svc.idle_timeout_s and now - self._last_record >= svc.idle_timeout_s:
+            log.info("no records for %.1fs; stopping", svc.idle_timeout_s)
+            return False
+        else:
+            self.committer.poll()
+        self._report(self._clock())
+        return True
+
+    def finish(self) -> Summary:
+        """End the run: a last metrics snapshot, commit, checkpoint every shard.
+
+        Returns
+        -------
+        Summary
+            What the run did; the service then only releases shards.
+        """
+        try:
             self._final_snapshot()
             self._commit()
             self._checkpoint_all()
@@ -364,10 +417,13 @@ class Service:
             self._salvage()
             raise
         finally:
-            self._closed = True
-            self.metrics.set_ready(False)
-            self._finish_summary(started)
+            self._close()
         return self.summary
+
+    def _close(self) -> None:
+        self._closed = True
+        self.metrics.set_ready(False)
+        self._finish_summary(self._started)
 
     def _salvage(self) -> None:
         """After an error: commit the offsets whose outputs are written; never raise."""

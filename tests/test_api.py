@@ -65,3 +65,30 @@ def test_checkpoint_store_object_needs_a_key_and_restores_state(tmp_path: Path) 
 def test_settings_as_nested_values_are_validated() -> None:
     with pytest.raises(SettingsError, match="batch_siz"):
         build_service({"service": {"batch_siz": 1}}, source=MemorySource({}), sink=MemorySink())
+
+
+def test_start_step_finish_is_the_run_loop() -> None:
+    events = [b'{"id": %d, "features": {"x": %d}, "label": %d}' % (i, i % 7, i % 5)
+              for i in range(60)] + [b"not json"]
+    settings = {"service": {"batch_size": 8}}
+    ran_sink = MemorySink()
+    ran = build_service(settings, source=MemorySource({("events", 0): events}), sink=ran_sink,
+                        environ={}).run()
+    sink = MemorySink()
+    service = build_service(settings, source=MemorySource({("events", 0): events}), sink=sink,
+                            environ={})
+    service.start()
+    steps = 0
+    while service.step():
+        steps += 1
+        assert service.summary.records == min(8 * steps, len(events))  # one poll batch each
+    stepped = service.finish()
+    assert steps == 8  # 61 records in batches of 8
+    def timeless(sink: MemorySink, output: str) -> list[dict[str, object]]:
+        return [{k: v for k, v in r.items() if k not in ("latency_ms", "at")}
+                for r in sink.decoded(output)]
+
+    assert timeless(sink, "predictions") == timeless(ran_sink, "predictions")
+    assert len(ran_sink.decoded("predictions")) == 60
+    assert sink.values("dead_letters") == ran_sink.values("dead_letters") == [b"not json"]
+    assert stepped.predictions == ran.predictions == 60 and stepped.dead_letters == 1

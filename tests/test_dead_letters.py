@@ -148,7 +148,7 @@ def test_records_of_a_revoked_partition_are_not_counted_or_committed() -> None:
     sink = MemorySink()
     service = Service(settings, ModelSpec.from_settings(settings.model), source, sink)
     service.on_assigned([("events", 0)])
-    service._restore()
+    service.restore()
     stray = Record(GOOD, None, 0, Origin("events", 7, 0))
     service.process_batch([stray], 0.0)
     assert service.summary.records == 0 and sink.sent == []

@@ -352,11 +352,8 @@ def test_consumer_lag_gauges_and_their_removal_on_revocation() -> None:
     records = STREAMS["agrawal"].records()[:300]
     source = MemorySource({("events", 0): records})
     service = Service(settings, ModelSpec.from_settings(settings.model), source, MemorySink())
-    source.subscribe(service)
-    service._restore()
-    service.process_batch(source.poll(100, 0), 0.0)
-    service._commit()
-    service._report(1.0)
+    service.start()
+    service.step()  # 100 records processed and committed, then the lag measured
     text = service.metrics.render().decode()
     assert 'stream_learner_consumer_lag_records{partition="0"} 200.0' in text
     assert 'stream_learner_consumer_lag_seconds{partition="0"}' in text

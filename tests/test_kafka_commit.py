@@ -221,13 +221,12 @@ def test_an_aborted_transaction_restores_every_shard_from_its_checkpoint() -> No
     cycle = Transactional(source, sink, interval_s=0.0)
     service = Service(settings, ModelSpec.from_settings(settings.model), source, sink,
                       committer=cycle)
-    source.subscribe(service)
-    service._restore()
+    service.start()
     service.process_batch(source.poll(10, 0), 0.0)
     before = service.shards[("events", 0)]
-    service._commit()  # the broker aborts the transaction
-    assert service.shards == {} and service._to_restore == [("events", 0)]
-    service._restore()
+    service.step()  # 10 more records; the broker aborts the transaction at the commit
+    assert service.shards == {} and service.metrics.is_ready is False  # queued for restore
+    service.restore()
     assert service.shards[("events", 0)] is not before
 
 

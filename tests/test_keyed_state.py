@@ -179,7 +179,7 @@ def test_rollback_restores_the_entries_of_the_checkpoint(new_store: Any):
     probe_keys = [f"sensor-{i}" for i in range(0, N_KEYS, 97)]
     codec = codec_for(keyed_settings())
     at_first = {k: store.entry(SID0, k) for k in probe_keys}  # entries as of 2000
-    w.service._checkpoint_all()  # a checkpoint at 2800
+    w.service.finish()  # the run ends: a checkpoint at 2800
     newest = {k: store.entry(SID0, k) for k in probe_keys}
     assert newest != at_first
     new_id = admin.rollback(store, codec, SID0, ids[-1], lambda: 0.0)

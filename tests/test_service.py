@@ -261,8 +261,7 @@ def test_revoking_a_partition_flushes_commits_and_drops_its_shard():
     sink = RecordingSink()
     src = RecordingSource({(TOPIC, 0): phishing(0, 3), (TOPIC, 1): phishing(3, 6)}, sink)
     service = make_service(make_settings(), src, sink)
-    src.subscribe(service)
-    service._restore()
+    service.start()
     service.process_batch(src.poll(10, 0), 0.0)
     assert src.commits == []  # outputs queued, nothing durable yet
     service.on_revoked([(TOPIC, 1)])
@@ -411,14 +410,14 @@ def test_partition_that_comes_straight_back_keeps_its_model():
     src = MemorySource({(TOPIC, 0): []})
     service = make_service(make_settings(), src, MemorySink())
     service.on_assigned([(TOPIC, 0)])
-    service._restore()
+    service.restore()
     service.process_batch(_batch(0, 0, phishing(0, 5)), 0.0)
     before = service.shards[(TOPIC, 0)].learner
     service.on_revoked([(TOPIC, 0)])  # commits offset 5
     assert (TOPIC, 0) not in service.shards
     assert src.committed_offsets == {(TOPIC, 0): 5}
     service.on_assigned([(TOPIC, 0)])
-    service._restore()
+    service.restore()
     assert service.shards[(TOPIC, 0)].learner is before
     service.process_batch(_batch(0, 5, phishing(5, 8)), 0.0)
     assert before.n_learned == 8
@@ -429,13 +428,13 @@ def test_partition_processed_elsewhere_meanwhile_starts_a_fresh_model_without_ch
     sink = MemorySink()
     service = make_service(make_settings(), src, sink)
     service.on_assigned([(TOPIC, 0)])
-    service._restore()
+    service.restore()
     service.process_batch(_batch(0, 0, phishing(0, 5)), 0.0)
     before = service.shards[(TOPIC, 0)].learner
     service.on_revoked([(TOPIC, 0)])
     src.committed_offsets[(TOPIC, 0)] = 20  # another member processed offsets 5..19
     service.on_assigned([(TOPIC, 0)])
-    service._restore()
+    service.restore()
     after = service.shards[(TOPIC, 0)].learner
     assert after is not before
     service.process_batch(_batch(0, 20, phishing(20, 23)), 0.0)

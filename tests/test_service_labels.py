@@ -56,8 +56,7 @@ def test_a_shard_revoked_before_its_labels_partition_was_read_comes_back_as_it_w
         ("labels", 0): [],
     })
     service = Service(settings, ModelSpec.from_settings(settings.model), source, MemorySink())
-    source.subscribe(service)
-    service._restore()
+    service.start()
     service.process_batch(source.poll(100, 0), 0.0)
     before = service.shards[("events", 0)].learner
     assert len(before.book.pending) == 20
@@ -65,7 +64,7 @@ def test_a_shard_revoked_before_its_labels_partition_was_read_comes_back_as_it_w
     service.on_revoked(assignment)  # commits events at 20; labels: nothing to commit
     assert source.committed_offsets == {("events", 0): 20}
     service.on_assigned(assignment)
-    service._restore()
+    service.restore()
     assert service.shards[("events", 0)].learner is before
     service.process_batch([
         Record(orjson.dumps({"id": e["id"], "key": e["key"], "label": e["label"]}), None, 0,

@@ -77,6 +77,7 @@ class FairSource(MemorySource):
     ) -> None:
         super().__init__(partitions)
         self.log_start = dict(log_start or {})
+        self.last_polled = 0  # records the last poll returned
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
         per = max(1, max_records // len(self._records))
@@ -86,6 +87,7 @@ class FairSource(MemorySource):
             take = records[start : start + per]
             self._position[tp] = start + len(take)
             out.extend(take)
+        self.last_polled = len(out)
         return out
 
     def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
@@ -108,21 +110,16 @@ class Worker:
 
     def start(self) -> None:
         """Subscribe and restore the assigned shards (what run() does first)."""
-        self.source.subscribe(self.service)
-        self.service._restore()
+        self.service.start()
 
-    def step(self, commit: bool = True) -> list[Record]:
-        """One iteration of Service.run(): poll, process, then commit and checkpoint."""
+    def step(self, commit: bool = True) -> None:
+        """One turn of Service.run(), or with ``commit=False`` only a batch processed."""
         svc = self.service
-        if svc._to_restore:
-            svc._restore()
-        records = self.source.poll(svc.settings.service.batch_size, 0)
-        assert records, "the test ran past the end of the input"
-        svc.process_batch(records, self.clock())
         if commit:
-            svc._commit()
-            svc._checkpoint_due(self.clock())
-        return records
+            assert svc.step(), "the run ended"
+        else:  # a batch whose outputs, offsets and checkpoints never happen (a crash follows)
+            svc.process_batch(self.source.poll(svc.settings.service.batch_size, 0), self.clock())
+        assert self.source.last_polled, "the test ran past the end of the input"
 
     def crash_after(self, batches: int, uncommitted: int = 0) -> None:
         """Process ``batches`` committed batches, then ``uncommitted`` more; then die."""
