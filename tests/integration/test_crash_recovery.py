@@ -82,7 +82,9 @@ def test_partitions_move_one_two_one_workers(
     )
     producer = paced_producer(kafka_bootstrap, topics["events"], records, seconds=15.0)
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
-    a = Worker(config, log_a, **settings, service__worker_id="a", service__idle_timeout_s="8")
+    # a waits out b's shutdown and the rebalance that follows without records: on a loaded
+    # machine that took longer than 8 s, and a stopped before it got the partitions back
+    a = Worker(config, log_a, **settings, service__worker_id="a", service__idle_timeout_s="25")
     a.wait_for(r"silent replay done|restore from")
     time.sleep(2)
     b = Worker(config, log_b, **settings, service__worker_id="b")
