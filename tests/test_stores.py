@@ -399,7 +399,7 @@ def test_redis_save_is_atomic_under_concurrent_writers(redis_url: str, redis_pre
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
     assert errors == []
     total = n_threads * per_thread
     assert sorted(returned) == list(range(1, total + 1))  # every save got its own id

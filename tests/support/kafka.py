@@ -17,7 +17,7 @@ def produce(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
     )
     futures = [producer.send(topic, value=v, key=k, partition=p) for p, k, v in records]
-    producer.flush()
+    producer.flush(timeout=60)
     out = [(m.partition, m.offset) for m in (f.get(timeout=30) for f in futures)]
     producer.close()
     return out
