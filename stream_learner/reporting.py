@@ -1,8 +1,8 @@
 """The operator's view of a running service: alerts, drift gauges, lag, snapshots.
 
 A :class:`Reporter` belongs to the :class:`~stream_learner.service.Service`.
-It writes the alerts each shard's learner raised to the ``alerts`` output (or
-drops them while the shard replays silently after a restore), keeps the drift
+It writes the alerts a live record raised (the record's
+:data:`~stream_learner.learner.Outcome`) to the ``alerts`` output, keeps the drift
 and consumer-lag gauges, and writes a metrics snapshot record to the ``metrics``
 output every ``metrics.snapshot_interval_s`` seconds.
 
@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from stream_learner.drift import MONITORED
+from stream_learner.drift import MONITORED, Alert
 from stream_learner.metrics import Metrics
 from stream_learner.recovery import Shard
 from stream_learner.settings import Settings
@@ -88,13 +88,10 @@ class Reporter:
 
     # -- alerts --------------------------------------------------------------------------
 
-    def alerts(self, shard: Shard, emit: bool) -> None:
-        """Write the alerts the shard's learner raised; drop them when ``emit`` is False."""
-        alerts = shard.learner.drift.drain()
-        if not emit:
-            return
+    def alerts(self, shard: str, alerts: Sequence[Alert]) -> None:
+        """Write the alerts a live record of shard ``shard`` raised, in order."""
         for alert in alerts:
-            record = alert.to_dict(shard.id)
+            record = alert.to_dict(shard)
             self.sink.send(
                 "alerts",
                 (alert.key or "").encode("utf-8"),
@@ -104,7 +101,7 @@ class Reporter:
             self.metrics.drift_alerts.labels(severity=alert.severity, signal=alert.signal).inc()
             log.log(
                 logging.WARNING if alert.severity in ("warning", "drift") else logging.INFO,
-                "shard %s: %s", shard.id, alert.message,
+                "shard %s: %s", shard, alert.message,
             )
 
     def drift_gauges(self, partition: str, shard: Shard) -> None:

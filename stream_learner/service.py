@@ -40,6 +40,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 from stream_learner.commits import (
@@ -50,6 +51,7 @@ from stream_learner.commits import (
     Transactional,
     for_edges,
 )
+from stream_learner.drift import Alert
 from stream_learner.errors import (
     CheckpointFenced,
     InvalidLabel,
@@ -60,8 +62,8 @@ from stream_learner.errors import (
 )
 from stream_learner.events import Codec, Event, encode_prediction
 from stream_learner.guard import Guard, MemorySuspects
-from stream_learner.labels import Expired, LabelStats, encode_label
-from stream_learner.learner import Learner
+from stream_learner.labels import Expired, Joined, LabelStats, encode_label
+from stream_learner.learner import Learner, Outcome
 from stream_learner.metrics import Metrics, observe_many
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import (
@@ -114,6 +116,14 @@ def _about_one_record(exc: BaseException) -> bool:
     if isinstance(exc, StreamLearnerError) and not isinstance(exc, InvalidRecord):
         return False
     return not any(c.__module__.split(".")[0] in _CLIENT_MODULES for c in type(exc).__mro__)
+
+
+@dataclass(slots=True)
+class _Labels:
+    """What a batch's live records of one shard did to its labels, reported after the batch."""
+
+    joined: list[Joined] = field(default_factory=list)
+    expired: list[Expired] = field(default_factory=list)
 
 
 def _unexpected(exc: Exception) -> InvalidRecord:
@@ -400,15 +410,23 @@ class Service:
         latencies: list[float] = []
         n_replayed = 0
         shards = self.shards
+        labels: dict[TopicPartition, _Labels] = {}
         for tp, run in _runs(records):
-            shard = shards.get(self.shard_of(tp))
+            key = self.shard_of(tp)
+            shard = shards.get(key)
             if shard is None:  # revoked mid-batch: not ours to count or commit
                 continue
-            n_replayed += self._process_run(shard, tp, run, counts, latencies, received_at)
+            left = labels.get(key)
+            if left is None:
+                left = labels[key] = _Labels()
+            n_replayed += self._process_run(shard, tp, run, counts, latencies, received_at, left)
         self.reporter.seen(records)
         self.summary.replayed += n_replayed
         self.metrics.replayed.inc(n_replayed)
-        self._drain_labels(counts)
+        for key in shards:  # in the shards' order
+            left = labels.get(key)
+            if left is not None:
+                self._report_labels(left, counts)
         self._record_batch(counts, latencies, received_at)
 
     def _process_run(
@@ -419,19 +437,22 @@ class Service:
         counts: Counts,
         latencies: list[float],
         received_at: float,
+        left: _Labels,
     ) -> int:
         """Consecutive records of one partition of a shard, in order; returns how many replayed.
 
         A record below the frontier of a restore (``shard.replay_until``) is
-        replayed silently, the others are handled live. The shard's position,
-        commit frontier and checkpoint schedule are kept in locals and written
-        when the run ends or fails (their values are those of a record-by-record
-        update), and before an out-of-sequence offset is judged.
+        replayed silently, the others are handled live: a live record's alerts
+        are written right after it, its labels' delays and expired entries are
+        kept in ``left`` and reported after the batch (or before a replayed
+        record). The shard's position, commit frontier and checkpoint schedule
+        are kept in locals and written when the run ends or fails (their values
+        are those of a record-by-record update), and before an out-of-sequence
+        offset is judged.
         """
         until = shard.replay_until.get(tp)  # None: nothing of this partition to replay
         expected = shard.position.get(tp)
         learner = shard.learner
-        drift = learner.drift
         handle, in_sequence = self._handle, self._in_sequence
         done = replayed = 0
         live_end: int | None = None  # the commit frontier after the last live record
@@ -444,14 +465,13 @@ class Service:
                     if not in_sequence(shard, tp, offset):
                         continue
                 if until is not None and offset < until:
-                    self._drain_shard(shard, counts)  # what live records of the batch left
+                    self._report_labels(left, counts)  # what live records of the batch left
                     self._replay(record, learner)
-                    self.reporter.alerts(shard, emit=False)
                     replayed += 1
                 else:
-                    handle(record, learner, counts, latencies, received_at)
-                    if drift.outbox:
-                        self.reporter.alerts(shard, emit=True)
+                    alerts = handle(record, learner, counts, latencies, received_at, left)
+                    if alerts:
+                        self.reporter.alerts(shard.id, alerts)
                     live_end = offset + 1
                 expected = offset + 1
                 done += 1
@@ -470,23 +490,23 @@ class Service:
                 self._uncommitted[tp] = live_end
         return replayed
 
-    def _drain_labels(self, counts: Counts) -> None:
-        """Report joined labels' delays; dead-letter early labels that expired unjoined."""
-        for shard in self.shards.values():
-            self._drain_shard(shard, counts)
+    def _report_labels(self, left: _Labels, counts: Counts) -> None:
+        """Report joined labels' delays; count expired entries, dead-letter expired early labels.
 
-    def _drain_shard(self, shard: Shard, counts: Counts) -> None:
-        m = self.metrics
-        book = shard.learner.book
-        delays = book.drain_delays()
-        if delays:
-            self._report_delays(delays)
-        for expired in book.drain_expired():
-            m.labels_expired.labels(buffer=expired.buffer).inc()
-            if expired.label is not None:
-                self._expired_label(expired, counts)
+        ``left`` is emptied.
+        """
+        if left.joined:
+            self._report_delays(left.joined)
+            left.joined = []
+        if left.expired:
+            m = self.metrics
+            for expired in left.expired:
+                m.labels_expired.labels(buffer=expired.buffer).inc()
+                if expired.label is not None:
+                    self._expired_label(expired, counts)
+            left.expired = []
 
-    def _report_delays(self, delays: Sequence[tuple[str, int, float]]) -> None:
+    def _report_delays(self, delays: Sequence[Joined]) -> None:
         """Joined labels and their delays: one increment per ``when``, one fill per histogram.
 
         Three locked Prometheus calls per label were a tenth of the loop's time;
@@ -502,8 +522,9 @@ class Service:
     def _replay(self, record: Record, learner: Learner) -> None:
         """Re-process a record below the committed offset: learn, emit nothing.
 
-        Labels it joined and buffer entries it expired were reported (and
-        expired labels dead-lettered) when the record was first processed.
+        Its outcome is dropped: the labels it joined, the buffer entries it
+        expired and the alerts it raised were reported (and expired labels
+        dead-lettered) when the record was first processed.
         """
         if self._suspects and self.guard.recognise(record) is not None:
             return  # it stopped a worker before: dead-lettered, never learned
@@ -512,8 +533,6 @@ class Service:
             learner.process(item)
         except Exception:  # its dead letter was emitted when it was first processed
             pass
-        learner.book.drain_delays()
-        learner.book.drain_expired()
 
     def _handle(
         self,
@@ -522,38 +541,45 @@ class Service:
         counts: Counts,
         latencies: list[float],
         received_at: float,
-    ) -> None:
+        left: _Labels,
+    ) -> Sequence[Alert]:
         """Decode, score, learn and emit one live record; its content's failures are its own.
 
         Whatever this record's content makes fail (decode, validation, the
         model, the metric, the drift monitors, encoding the prediction) makes a
         dead letter with a reason code, never an exception: see docs/errors.md.
+        The labels the record joined and the entries it expired go to ``left``;
+        returns the alerts it raised, for the caller to write after it.
         """
         counts.records += 1
         if self._suspects and self._stopped_before(record, counts):
-            return
-        stats = learner.book.stats
-        labelled = stats.labelled
+            return ()
         value, key, timestamp_ms, origin = record
         try:
             item = self.codec.decode(value, key, timestamp_ms, origin)
             # Learner.process without its type test for the common case, an event
-            prediction = learner.predict_one(item) if type(item) is Event else learner.process(item)
+            outcome = (
+                learner.process_event(item) if type(item) is Event else learner.process(item)
+            )
         except InvalidRecord as error:
-            counts.labels += stats.labelled - labelled  # e.g. learned, then the metric failed
             self._reject(record, error, counts)
-            return
+            done: Outcome | None = error.outcome  # e.g. a label learned, then the metric failed
+            return () if done is None else self._took(done, counts, left)
         except MemoryError:
             raise  # the worker's memory, not this record (records are at most max_record_bytes)
         except Exception as exc:  # a defect this record's content reached: only its own loss
             self._reject(record, _unexpected(exc), counts, exc)
-            return
-        # labels learned by this record: an inline one, an early one joined to this event,
-        # or this label record joined to its prediction (not one that waits for its event)
-        counts.labels += stats.labelled - labelled
+            return ()
+        prediction, joined, expired, alerts = outcome
+        if joined:  # labels learned by this record: an inline one, an early one joined to
+            # this event, or this label record joined to its prediction
+            counts.labels += len(joined)
+            left.joined += joined
+        if expired:
+            left.expired += expired
         if prediction is None:
             counts.label_records += 1
-            return
+            return alerts
         latency = self._clock() - received_at
         try:
             body = encode_prediction(prediction, latency * 1000.0)
@@ -563,7 +589,7 @@ class Service:
                 f"the prediction of this event cannot be encoded: {type(exc).__name__}: {exc}",
             )
             self._reject(record, unencodable, counts)
-            return
+            return alerts
         latencies.append(latency)
         self.sink.send("predictions", prediction.key.encode("utf-8"), body)
         counts.predictions += 1
@@ -573,6 +599,15 @@ class Service:
                 self._failed_predictions += 1
                 self._model_failed(record, prediction.label_error, counts)
             self._dead_letter(record, prediction.label_error, counts)
+        return alerts
+
+    def _took(self, outcome: Outcome, counts: Counts, left: _Labels) -> Sequence[Alert]:
+        """Count and keep what a record the learner refused still did; its alerts."""
+        _prediction, joined, expired, alerts = outcome
+        counts.labels += len(joined)
+        left.joined += joined
+        left.expired += expired
+        return alerts
 
     def _reject(
         self,
