@@ -73,7 +73,7 @@ from stream_learner.recovery import (
     Shard,
     shard_id,
 )
-from stream_learner.reporting import Reporter
+from stream_learner.reporting import GAUGES_INTERVAL_S, Reporter
 from stream_learner.scopes import KeyedModels, memory_bytes
 from stream_learner.settings import Settings
 from stream_learner.sinks import Sink, dead_letter
@@ -88,10 +88,6 @@ log = logging.getLogger(__name__)
 #: stops: a model that raises on every record is misconfigured, not fed bad records.
 MODEL_FAILURE_LIMIT = 1000
 
-#: Least seconds between two updates of the per-partition gauges (metric, coverage,
-#: buffers, models, checkpoint age): a scrape reads them every few seconds, and setting
-#: them after every batch was most of a small batch's cost.
-GAUGES_INTERVAL_S = 0.5
 _MODEL_REASONS = frozenset({"model_rejected", "learn_failed"})
 
 
@@ -191,8 +187,7 @@ class Service:
         self._uncommitted: dict[TopicPartition, int] = {}
         self._labels_topic = settings.kafka.labels_topic
         self._events_topic = settings.kafka.events_topic
-        self._memory_due = -float("inf")
-        self._gauges_due = self._ages_due = -float("inf")
+        self._ages_due = -float("inf")  # the checkpoint-age gauges, every GAUGES_INTERVAL_S
         self._clock = clock
         self._wall_clock = wall_clock
         self._stopping = False
@@ -200,7 +195,8 @@ class Service:
         self._metric_name = type(spec.build_metric()).__name__
         self.summary = Summary(metric_name=self._metric_name)
         self.reporter = Reporter(
-            settings, self.metrics, source, sink, clock, wall_clock, worker_id(settings)
+            settings, self.metrics, source, sink, clock, wall_clock, worker_id(settings),
+            self._metric_name,
         )
         self._outputs_pending = False
         self.guard = guard or Guard(MemorySuspects())
@@ -356,8 +352,6 @@ class Service:
                 if records:
                     last_record = now
                     self.process_batch(records, now)
-                    self._commit()
-                    self._checkpoint_due(self._clock())
                 elif self.source.exhausted:
                     break
                 elif svc.idle_timeout_s and now - last_record >= svc.idle_timeout_s:
@@ -366,10 +360,13 @@ class Service:
                 else:
                     self.committer.poll()
                 self._report(self._clock())
+                self._commit()  # the batch's offsets and outputs, a snapshot record included
+                if records:
+                    self._checkpoint_due(self._clock())
             self._final_snapshot()
             self._commit()
             self._checkpoint_all()
-            self._report_shards(force=True)
+            self.reporter.gauges(self.shards, force=True)
         except BaseException:
             self._salvage()
             raise
@@ -760,18 +757,18 @@ class Service:
         m.stage_latency.labels(stage="process").observe(self._clock() - t0)
 
     def _report(self, now: float) -> None:
-        """Consumer lag when due; a metrics snapshot when due (made durable at once).
+        """Consumer lag, the per-partition gauges and a metrics snapshot, each when due.
 
-        The per-partition gauges are set with the lag, from the same state as the live
-        page's sample: an idle worker's gauges and page agree.
+        The gauges are also set with each lag measurement, from the same state as
+        the live page's sample: an idle worker's gauges and page agree. A snapshot
+        record is an output like the others: the commit that follows covers it.
         """
-        if self.reporter.lag(self.shards, now):
-            self._report_shards(force=True)
+        lagged = self.reporter.lag(self.shards, now)
+        self.reporter.gauges(self.shards, force=lagged)
         totals = {**self.summary.counts_dict(), "replayed": self.summary.replayed}
-        if self.reporter.snapshot_due(self.shards, totals, self._metric_name):
+        if self.reporter.snapshot_due(self.shards, totals):
             self._snapshot_records = self.summary.records
             self._outputs_pending = True
-            self._commit()
 
     def _final_snapshot(self) -> None:
         """Local transport: a last metrics snapshot at shutdown, however short the run was."""
@@ -783,10 +780,7 @@ class Service:
         ):
             return
         totals = {**self.summary.counts_dict(), "replayed": self.summary.replayed}
-        now = self._clock()
-        record = self.reporter.snapshot(self.shards, totals, self._metric_name, now)
-        self.sink.send("metrics", worker_id(self.settings).encode("utf-8"), record)
-        self.metrics.snapshots.inc()
+        self.reporter.send_snapshot(self.shards, totals, self._clock())
         self._outputs_pending = True
 
     def _commit(self) -> None:
@@ -799,36 +793,6 @@ class Service:
         m = self.metrics
         m.commits.inc()
         m.stage_latency.labels(stage="commit").observe(self._clock() - t0)
-        self._report_shards()
-
-    def _report_shards(self, force: bool = False) -> None:
-        """Per-partition gauges when due: metric, coverage, buffers, models.
-
-        At most every :data:`GAUGES_INTERVAL_S` unless ``force``; the memory
-        estimate at most every ``metrics.memory_interval_s``.
-        """
-        m = self.metrics
-        now = self._clock()
-        if not force and now < self._gauges_due:
-            return
-        self._gauges_due = now + GAUGES_INTERVAL_S
-        estimate = now >= self._memory_due
-        if estimate:
-            self._memory_due = now + self.settings.metrics.memory_interval_s
-        for (_topic, partition), shard in self.shards.items():
-            learner = shard.learner
-            p = str(partition)
-            m.set_online_metric(p, self._metric_name, learner.metric_value)
-            self.reporter.drift_gauges(p, shard)
-            book, models = learner.book, learner.models
-            m.label_coverage.labels(partition=p).set(book.stats.coverage)
-            m.pending_predictions.labels(partition=p).set(len(book.pending))
-            m.early_labels.labels(partition=p).set(len(book.early))
-            m.resident_models.labels(partition=p).set(models.n_resident)
-            m.parked_models.labels(partition=p).set(models.n_parked)
-            m.parked_models_bytes.labels(partition=p).set(models.parked_bytes)
-            if estimate:
-                m.resident_models_bytes.labels(partition=p).set(memory_bytes(models))
 
     # -- checkpoints --------------------------------------------------------------------
 
