@@ -76,11 +76,6 @@ def trained(pipeline: tuple[dict[str, Any], ...], n: int) -> tuple[Learner, str]
         event = sample_to_event(i, f"sensor-{i % 12}", x, y)
         item = codec.decode(orjson.dumps(event), None, 0, Origin("events", 0, i))
         learner.process(item)
-        if i % 50 == 49:  # the service drains the label book's reports after every batch
-            learner.book.drain_delays()
-            learner.book.drain_expired()
-    learner.book.drain_delays()
-    learner.book.drain_expired()
     return learner, spec.config_hash
 
 

@@ -642,7 +642,8 @@ def try_on_sample(settings: Settings, spec: ModelSpec) -> str:
     for i, value in enumerate(values):
         at = f"sample record {where}[{i}]" if where != "a made-up event" else "a made-up event"
         try:
-            prediction = learner.process(codec.decode(value, None, 0, Origin(where, 0, i)))
+            item = codec.decode(value, None, 0, Origin(where, 0, i))
+            prediction = learner.process(item)[0]
         except InvalidLabel as exc:
             raise ModelConfigError(f"{at}: {exc} (check model.task and the model)") from None
         except InvalidRecord as exc:

@@ -23,6 +23,8 @@ one record and which stop the worker: ``docs/errors.md``.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CheckpointError",
     "CheckpointFenced",
@@ -66,6 +68,11 @@ class InvalidRecord(StreamLearnerError):
     >>> err.reason, str(err)
     ('missing_id', "missing_id: field 'id' is required")
     """
+
+    #: what the learner did with the record before refusing it, when that is not nothing
+    #: (a :data:`~stream_learner.learner.Outcome`: label entries that expired, labels
+    #: learned, alerts raised); set by :meth:`~stream_learner.learner.Learner.process`
+    outcome: Any = None
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")

@@ -13,23 +13,25 @@ Ages are measured on the shard's own clock, never a wall clock: the number of
 events the shard has scored, and its event time (the largest ``ts`` among
 those events). An entry expires when it is older than the ``[labels]`` limits
 (``*_max_age_events``, ``*_max_age_s``; 0 turns a limit off) or when its buffer
-is over its count limit (oldest first). Expired entries are counted and kept
-in :attr:`LabelBook.expired` until the service drains them, never dropped
-unseen. An early label that expires is a label whose event was never seen: its
-reason code is ``unknown_id``.
+is over its count limit (oldest first). Expired entries are counted and
+returned by the call that expired them (:meth:`LabelBook.tick`, :meth:`~LabelBook.hold`,
+:meth:`~LabelBook.wait`), never dropped unseen. An early label that expires is a
+label whose event was never seen: its reason code is ``unknown_id``. Each label
+applied is counted and returned as a :data:`Joined` (when it was known, its delay).
 
 Examples
 --------
 >>> book = LabelBook(LabelSettings(pending_max_age_events=1))
->>> book.tick(10.0)
->>> book.hold("k", "a", {"t": 1.0}, 0.5, ts=10.0)
->>> book.tick(12.5)
+>>> book.tick(10.0), book.hold("k", "a", {"t": 1.0}, 0.5, ts=10.0), book.tick(12.5)
+((), (), ())
 >>> entry = book.claim("k", "a")
 >>> entry.x, entry.metric_input, book.delay_of(entry)
 ({'t': 1.0}, 0.5, (1, 2.5))
->>> book.tick(13.0); book.hold("k", "b", {"t": 2.0}, 0.7, ts=13.0)
->>> book.tick(14.0); book.tick(15.0)
->>> [(e.buffer, e.id, e.reason) for e in book.drain_expired()]
+>>> book.labelled("late", book.delay_of(entry))
+(('late', 1, 2.5),)
+>>> book.tick(13.0), book.hold("k", "b", {"t": 2.0}, 0.7, ts=13.0), book.tick(14.0)
+((), (), ())
+>>> [(e.buffer, e.id, e.reason) for e in book.tick(15.0)]
 [('pending', 'b', 'label_timeout')]
 >>> book.stats.expired_pending, len(book.pending)
 (1, 0)
@@ -38,8 +40,9 @@ Examples
 from __future__ import annotations
 
 import math
+import sys
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -49,7 +52,8 @@ from stream_learner.events import Label
 from stream_learner.settings import LabelSettings, SchemaSettings
 
 __all__ = [
-    "EarlyLabel", "Expired", "LabelBook", "LabelStats", "PendingPrediction", "encode_label",
+    "EarlyLabel", "Expired", "Joined", "LabelBook", "LabelStats", "PendingPrediction",
+    "encode_label",
 ]
 
 _SCHEMA = SchemaSettings()
@@ -92,6 +96,22 @@ class Expired:
     id: str | int
     reason: str
     label: Label | None = None
+
+
+#: A label applied: ``(when, events, seconds)``: when it was known (``inline``,
+#: ``early``, ``late``) and its delay in events scored after the labelled one and in
+#: seconds of event time (see :meth:`LabelBook.delay_of`); 0 unless the label is late.
+#: A plain tuple: the service reports a batch of them column by column.
+Joined = tuple[str, int, float]
+
+
+#: the two lists earlier builds kept in a book (see :meth:`LabelBook.__getstate__`)
+_LEGACY = frozenset({"expired", "delays"})
+#: nothing expired (the common case: no list is built)
+_NONE: tuple[Expired, ...] = ()
+#: an inline or an early label: no delay (shared, as one is applied per event)
+_INLINE: tuple[Joined] = (("inline", 0, 0.0),)
+_EARLY: tuple[Joined] = (("early", 0, 0.0),)
 
 
 @dataclass(slots=True)
@@ -164,15 +184,33 @@ class LabelBook:
     n_events: int = 0
     event_time: float = -math.inf
     stats: LabelStats = field(default_factory=LabelStats)
-    #: entries that expired since the service last drained them
-    expired: list[Expired] = field(default_factory=list)
-    #: (when, events, seconds) of every label applied since the last drain
-    delays: list[tuple[str, int, float]] = field(default_factory=list)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The book's state in the shape checkpoints have always had.
+
+        Earlier builds kept two lists here, always empty when a checkpoint was
+        taken; they are written as such, so a checkpoint is the same bytes as
+        before and the build before can still read it.
+        """
+        return {**self.__dict__, "expired": [], "delays": []}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore ``state``, without the two lists of earlier builds.
+
+        Names are interned as pickle's default restore does, so that pickling
+        the restored book again gives the same bytes as before.
+        """
+        for name, value in state.items():
+            if name not in _LEGACY:
+                self.__dict__[sys.intern(name)] = value
 
     # -- the clock ----------------------------------------------------------------
 
-    def tick(self, ts: float) -> None:
-        """One more event, at event time ``ts``: advance the clock, expire what is too old."""
+    def tick(self, ts: float) -> Sequence[Expired]:
+        """One more event, at event time ``ts``: advance the clock, expire what is too old.
+
+        Returns the entries that expired, oldest first (usually none).
+        """
         self.n_events += 1
         if self.event_time == -math.inf:  # the clock starts: labels that came first start too
             for wait in self.early.values():
@@ -180,71 +218,86 @@ class LabelBook:
         if ts > self.event_time:
             self.event_time = ts
         if self.pending or self.early:
-            self._expire_old()
+            return self._expire_old()
+        return _NONE
 
     def _too_old(self, seq: int, t: float, max_events: int, max_s: float) -> bool:
         return (max_events > 0 and self.n_events - 1 - seq > max_events) or (
             max_s > 0 and self.event_time - t > max_s
         )
 
-    def _expire_old(self) -> None:
+    def _expire_old(self) -> Sequence[Expired]:
         s = self.settings
+        out: Sequence[Expired] = _NONE
         while self.pending:
             jk, entry = next(iter(self.pending.items()))
             if not self._too_old(entry.seq, entry.t, s.pending_max_age_events, s.pending_max_age_s):
                 break
-            self._expire_pending(jk)
+            out = [*out, self._expire_pending(jk)]
         while self.early:
             jk, wait = next(iter(self.early.items()))
             if not self._too_old(wait.seq, wait.t, s.early_max_age_events, s.early_max_age_s):
                 break
-            self._expire_early(jk)
+            out = [*out, self._expire_early(jk)]
+        return out
 
     # -- predictions waiting for labels -------------------------------------------
 
     def hold(
         self, key: str, id: str | int, x: dict[str, Any], metric_input: Any, ts: float
-    ) -> None:
-        """Keep a scored event (``x`` is copied) until its label comes."""
+    ) -> Sequence[Expired]:
+        """Keep a scored event (``x`` is copied) until its label comes.
+
+        Returns the entries this expired: an older prediction of the same
+        ``(key, id)``, and the oldest ones beyond ``pending_max_count``.
+        """
         jk = (key, id)
+        out: Sequence[Expired] = _NONE
         if jk in self.pending:  # the same id again: the older prediction cannot be joined
-            self._expire_pending(jk)
+            out = [self._expire_pending(jk)]
         self.pending[jk] = PendingPrediction(
             dict(x), metric_input, ts, self.n_events - 1, self.event_time
         )
         while len(self.pending) > self.settings.pending_max_count:
-            self._expire_pending(next(iter(self.pending)))
+            out = [*out, self._expire_pending(next(iter(self.pending)))]
+        return out
 
     def claim(self, key: str, id: str | int) -> PendingPrediction | None:
         """Take the pending prediction of ``(key, id)``, if any."""
         return self.pending.pop((key, id), None)
 
-    def _expire_pending(self, jk: JoinKey) -> None:
+    def _expire_pending(self, jk: JoinKey) -> Expired:
         del self.pending[jk]
         self.stats.expired_pending += 1
-        self.expired.append(Expired("pending", jk[0], jk[1], "label_timeout"))
+        return Expired("pending", jk[0], jk[1], "label_timeout")
 
     # -- labels waiting for events ------------------------------------------------
 
-    def wait(self, label: Label) -> None:
-        """Keep a label whose event has not been seen yet."""
+    def wait(self, label: Label) -> Sequence[Expired]:
+        """Keep a label whose event has not been seen yet.
+
+        Returns the entries this expired: an older label of the same
+        ``(key, id)``, and the oldest ones beyond ``early_max_count``.
+        """
         jk = (label.key, label.id)
+        out: Sequence[Expired] = _NONE
         if jk in self.early:
-            self._expire_early(jk)
+            out = [self._expire_early(jk)]
         # seq: the last event scored before the label came (-1: none yet)
         self.early[jk] = EarlyLabel(label, self.n_events - 1, self.event_time)
         while len(self.early) > self.settings.early_max_count:
-            self._expire_early(next(iter(self.early)))
+            out = [*out, self._expire_early(next(iter(self.early)))]
+        return out
 
     def claim_early(self, key: str, id: str | int) -> Label | None:
         """Take the early label of ``(key, id)``, if any."""
         wait = self.early.pop((key, id), None)
         return None if wait is None else wait.label
 
-    def _expire_early(self, jk: JoinKey) -> None:
+    def _expire_early(self, jk: JoinKey) -> Expired:
         wait = self.early.pop(jk)
         self.stats.expired_early += 1
-        self.expired.append(Expired("early", jk[0], jk[1], "unknown_id", wait.label))
+        return Expired("early", jk[0], jk[1], "unknown_id", wait.label)
 
     # -- accounting ---------------------------------------------------------------
 
@@ -252,23 +305,26 @@ class LabelBook:
         """Count one prediction (the denominator of coverage)."""
         self.stats.predictions += 1
 
-    def labelled(self, when: str, delay: tuple[int, float] = (0, 0.0)) -> None:
+    def labelled(self, when: str, delay: tuple[int, float] = (0, 0.0)) -> tuple[Joined]:
         """Count one label applied; ``when``: ``inline``, ``early`` or ``late``.
 
         Only a late label has a delay other than 0 (see :meth:`delay_of`).
+        Returns the label's :data:`Joined`, alone in a tuple (shared when the
+        delay is 0).
         """
         events, seconds = delay
         st = self.stats
         st.labelled += 1
-        if when == "inline":
-            st.inline += 1
-        elif when == "early":
-            st.early += 1
-        else:
-            st.late += 1
         st.delay_events_sum += events
         st.delay_seconds_sum += seconds
-        self.delays.append((when, events, seconds))
+        if when == "inline":
+            st.inline += 1
+            return _INLINE
+        if when == "early":
+            st.early += 1
+            return _EARLY
+        st.late += 1
+        return ((when, events, seconds),)
 
     def delay_of(self, entry: PendingPrediction) -> tuple[int, float]:
         """Delay of a label applied now to ``entry``: (events, seconds of event time).
@@ -277,16 +333,6 @@ class LabelBook:
         from the event's ``ts`` to the shard's event time (never below 0).
         """
         return self.n_events - 1 - entry.seq, max(0.0, self.event_time - entry.ts)
-
-    def drain_expired(self) -> list[Expired]:
-        """Expired entries since the last call (the service counts them)."""
-        out, self.expired = self.expired, []
-        return out
-
-    def drain_delays(self) -> list[tuple[str, int, float]]:
-        """(when, events, seconds) of the labels applied since the last call."""
-        out, self.delays = self.delays, []
-        return out
 
 
 def encode_label(

@@ -1,10 +1,14 @@
-"""The operator's view of a running service: alerts, drift gauges, lag, snapshots.
+"""The operator's view of a running service: alerts, per-shard gauges, lag, snapshots.
 
 A :class:`Reporter` belongs to the :class:`~stream_learner.service.Service`.
-It writes the alerts each shard's learner raised to the ``alerts`` output (or
-drops them while the shard replays silently after a restore), keeps the drift
-and consumer-lag gauges, and writes a metrics snapshot record to the ``metrics``
-output every ``metrics.snapshot_interval_s`` seconds.
+It writes the alerts a live record raised (the record's
+:data:`~stream_learner.learner.Outcome`) to the ``alerts`` output, keeps the
+per-shard and consumer-lag gauges, and writes a metrics snapshot record to the
+``metrics`` output every ``metrics.snapshot_interval_s`` seconds. The per-shard
+figures are taken once, as a :class:`ShardStats`, and rendered both ways: as the
+gauges (at most every :data:`GAUGES_INTERVAL_S`, and with each lag measurement)
+and as the snapshot record's ``partitions``. None of it commits: a snapshot
+record is an output the loop's next commit covers.
 
 The snapshot record (``stream_learner/schemas/metrics-snapshot.json``)::
 
@@ -28,22 +32,113 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from stream_learner.drift import MONITORED
+from stream_learner.drift import MONITORED, Alert
 from stream_learner.metrics import Metrics
 from stream_learner.recovery import Shard
+from stream_learner.scopes import memory_bytes
 from stream_learner.settings import Settings
 from stream_learner.sinks import Sink
 from stream_learner.sources import Record, Source, TopicPartition
 
-__all__ = ["SNAPSHOT_SCHEMA_VERSION", "Reporter"]
+__all__ = ["GAUGES_INTERVAL_S", "SNAPSHOT_SCHEMA_VERSION", "Reporter", "ShardStats"]
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_SCHEMA_VERSION = 1
+
+#: Least seconds between two updates of the per-partition gauges (metric, coverage,
+#: buffers, models, drift): a scrape reads them every few seconds, and setting them
+#: after every batch was most of a small batch's cost.
+GAUGES_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStats:
+    """One shard's figures at one moment: what its gauges and its snapshot entry show.
+
+    ``resident_models_bytes`` is an estimate taken only when asked for (it walks
+    the models); None otherwise.
+    """
+
+    partition: int
+    shard: str
+    online_metric: float
+    predictions: int
+    labels_learned: int
+    label_coverage: float
+    pending_predictions: int
+    early_labels: int
+    resident_models: int
+    parked_models: int
+    parked_models_bytes: int
+    drift_open: Mapping[str, int]
+    drift_keys_open_ratio: float
+    resident_models_bytes: int | None = None
+
+    @classmethod
+    def of(cls, tp: TopicPartition, shard: Shard, memory: bool = False) -> ShardStats:
+        """The figures of ``shard`` (input partition ``tp``) now."""
+        learner = shard.learner
+        book, models, drift = learner.book, learner.models, learner.drift
+        n_models = models.n_resident + models.n_parked
+        return cls(
+            partition=tp[1],
+            shard=shard.id,
+            online_metric=learner.metric_value,
+            predictions=learner.n_predicted,
+            labels_learned=learner.n_learned,
+            label_coverage=book.stats.coverage,
+            pending_predictions=len(book.pending),
+            early_labels=len(book.early),
+            resident_models=models.n_resident,
+            parked_models=models.n_parked,
+            parked_models_bytes=models.parked_bytes,
+            drift_open=drift.open_counts(),
+            drift_keys_open_ratio=drift.n_open_keys / n_models if n_models else 0.0,
+            resident_models_bytes=memory_bytes(models) if memory else None,
+        )
+
+    def set_gauges(self, metrics: Metrics, metric: str) -> None:
+        """Set this shard's gauges (the memory estimate only if it was taken)."""
+        p = str(self.partition)
+        m = metrics
+        m.set_online_metric(p, metric, self.online_metric)
+        for signal, count in self.drift_open.items():
+            m.drift_open.labels(partition=p, signal=signal).set(count)
+        m.drift_keys_open.labels(partition=p).set(self.drift_keys_open_ratio)
+        m.label_coverage.labels(partition=p).set(self.label_coverage)
+        m.pending_predictions.labels(partition=p).set(self.pending_predictions)
+        m.early_labels.labels(partition=p).set(self.early_labels)
+        m.resident_models.labels(partition=p).set(self.resident_models)
+        m.parked_models.labels(partition=p).set(self.parked_models)
+        m.parked_models_bytes.labels(partition=p).set(self.parked_models_bytes)
+        if self.resident_models_bytes is not None:
+            m.resident_models_bytes.labels(partition=p).set(self.resident_models_bytes)
+
+    def record(self, metric: str, lag: tuple[int, float]) -> dict[str, Any]:
+        """This shard's entry of a snapshot record, with its consumer lag (records, seconds)."""
+        value = self.online_metric
+        return {
+            "partition": self.partition,
+            "shard": self.shard,
+            "metric": metric,
+            "online_metric": value if value == value else None,  # NaN -> null
+            "predictions": self.predictions,
+            "labels_learned": self.labels_learned,
+            "label_coverage": self.label_coverage,
+            "pending_predictions": self.pending_predictions,
+            "resident_models": self.resident_models,
+            "parked_models": self.parked_models,
+            "drift_open": dict(self.drift_open),
+            "drift_keys_open_ratio": self.drift_keys_open_ratio,
+            "lag_records": lag[0],
+            "lag_seconds": lag[1],
+        }
 
 
 class Reporter:
@@ -59,6 +154,8 @@ class Reporter:
         Monotonic and epoch seconds.
     worker
         The worker's name in snapshot records.
+    metric
+        The online metric's name (the gauge's label, the snapshot's ``metric``).
     """
 
     def __init__(
@@ -70,6 +167,7 @@ class Reporter:
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
         worker: str,
+        metric: str,
     ) -> None:
         self.settings = settings.metrics
         self.metrics = metrics
@@ -78,23 +176,22 @@ class Reporter:
         self._clock = clock
         self._wall_clock = wall_clock
         self._worker = worker
+        self._metric = metric
         metrics.history.worker = worker
         self._lag_due = -float("inf")
         self._last_ts: dict[TopicPartition, float] = {}
         self._lag: dict[str, tuple[int, float]] = {}
+        self._gauges_due = self._memory_due = -float("inf")
         started = clock()
         self._snapshot_at = started
         self._snapshot_records = 0
 
     # -- alerts --------------------------------------------------------------------------
 
-    def alerts(self, shard: Shard, emit: bool) -> None:
-        """Write the alerts the shard's learner raised; drop them when ``emit`` is False."""
-        alerts = shard.learner.drift.drain()
-        if not emit:
-            return
+    def alerts(self, shard: str, alerts: Sequence[Alert]) -> None:
+        """Write the alerts a live record of shard ``shard`` raised, in order."""
         for alert in alerts:
-            record = alert.to_dict(shard.id)
+            record = alert.to_dict(shard)
             self.sink.send(
                 "alerts",
                 (alert.key or "").encode("utf-8"),
@@ -104,17 +201,26 @@ class Reporter:
             self.metrics.drift_alerts.labels(severity=alert.severity, signal=alert.signal).inc()
             log.log(
                 logging.WARNING if alert.severity in ("warning", "drift") else logging.INFO,
-                "shard %s: %s", shard.id, alert.message,
+                "shard %s: %s", shard, alert.message,
             )
 
-    def drift_gauges(self, partition: str, shard: Shard) -> None:
-        """Monitors in drift per signal, and the share of models drifting."""
-        learner = shard.learner
-        for signal, count in learner.drift.open_counts().items():
-            self.metrics.drift_open.labels(partition=partition, signal=signal).set(count)
-        n_models = learner.models.n_resident + learner.models.n_parked
-        share = learner.drift.n_open_keys / n_models if n_models else 0.0
-        self.metrics.drift_keys_open.labels(partition=partition).set(share)
+    # -- per-shard gauges ----------------------------------------------------------------
+
+    def gauges(self, shards: Mapping[TopicPartition, Shard], force: bool = False) -> None:
+        """Set every shard's gauges, when due: metric, coverage, buffers, models, drift.
+
+        At most every :data:`GAUGES_INTERVAL_S` unless ``force``; the memory
+        estimate at most every ``metrics.memory_interval_s``.
+        """
+        now = self._clock()
+        if not force and now < self._gauges_due:
+            return
+        self._gauges_due = now + GAUGES_INTERVAL_S
+        memory = now >= self._memory_due
+        if memory:
+            self._memory_due = now + self.settings.memory_interval_s
+        for tp, shard in shards.items():
+            ShardStats.of(tp, shard, memory).set_gauges(self.metrics, self._metric)
 
     def forget(self, partition: str) -> None:
         """Remove a revoked partition's series."""
@@ -159,24 +265,28 @@ class Reporter:
     # -- snapshots -----------------------------------------------------------------------
 
     def snapshot_due(
-        self, shards: Mapping[TopicPartition, Shard], totals: Mapping[str, Any], metric: str
+        self, shards: Mapping[TopicPartition, Shard], totals: Mapping[str, Any]
     ) -> bool:
-        """Write a snapshot record when ``metrics.snapshot_interval_s`` has passed."""
+        """Send a snapshot record when ``metrics.snapshot_interval_s`` has passed.
+
+        True when one was sent (not yet durable: the loop's next commit covers it).
+        """
         interval = self.settings.snapshot_interval_s
         now = self._clock()
         if not interval or now - self._snapshot_at < interval:
             return False
-        self.sink.send("metrics", self._worker.encode("utf-8"), self.snapshot(shards, totals,
-                                                                               metric, now))
-        self.metrics.snapshots.inc()
+        self.send_snapshot(shards, totals, now)
         return True
 
+    def send_snapshot(
+        self, shards: Mapping[TopicPartition, Shard], totals: Mapping[str, Any], now: float
+    ) -> None:
+        """Send a snapshot record to the ``metrics`` output now."""
+        self.sink.send("metrics", self._worker.encode("utf-8"), self.snapshot(shards, totals, now))
+        self.metrics.snapshots.inc()
+
     def snapshot(
-        self,
-        shards: Mapping[TopicPartition, Shard],
-        totals: Mapping[str, Any],
-        metric: str,
-        now: float,
+        self, shards: Mapping[TopicPartition, Shard], totals: Mapping[str, Any], now: float
     ) -> bytes:
         """The snapshot record (and start the next interval)."""
         elapsed = max(now - self._snapshot_at, 1e-9)
@@ -190,28 +300,9 @@ class Reporter:
             "interval_s": elapsed,
             "records_per_s": rate,
             "totals": dict(totals),
-            "partitions": [self._partition(tp, shard, metric) for tp, shard in shards.items()],
+            "partitions": [
+                ShardStats.of(tp, shard).record(self._metric, self._lag.get(str(tp[1]), (0, 0.0)))
+                for tp, shard in shards.items()
+            ],
         }
         return orjson.dumps(doc)
-
-    def _partition(self, tp: TopicPartition, shard: Shard, metric: str) -> dict[str, Any]:
-        learner = shard.learner
-        lag_records, lag_seconds = self._lag.get(str(tp[1]), (0, 0.0))
-        n_models = learner.models.n_resident + learner.models.n_parked
-        value = learner.metric_value
-        return {
-            "partition": tp[1],
-            "shard": shard.id,
-            "metric": metric,
-            "online_metric": value if value == value else None,  # NaN -> null
-            "predictions": learner.n_predicted,
-            "labels_learned": learner.n_learned,
-            "label_coverage": learner.book.stats.coverage,
-            "pending_predictions": len(learner.book.pending),
-            "resident_models": learner.models.n_resident,
-            "parked_models": learner.models.n_parked,
-            "drift_open": learner.drift.open_counts(),
-            "drift_keys_open_ratio": learner.drift.n_open_keys / n_models if n_models else 0.0,
-            "lag_records": lag_records,
-            "lag_seconds": lag_seconds,
-        }

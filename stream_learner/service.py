@@ -40,6 +40,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 from stream_learner.commits import (
@@ -50,6 +51,7 @@ from stream_learner.commits import (
     Transactional,
     for_edges,
 )
+from stream_learner.drift import Alert
 from stream_learner.errors import (
     CheckpointFenced,
     InvalidLabel,
@@ -60,8 +62,8 @@ from stream_learner.errors import (
 )
 from stream_learner.events import Codec, Event, encode_prediction
 from stream_learner.guard import Guard, MemorySuspects
-from stream_learner.labels import Expired, LabelStats, encode_label
-from stream_learner.learner import Learner
+from stream_learner.labels import Expired, Joined, LabelStats, encode_label
+from stream_learner.learner import Learner, Outcome
 from stream_learner.metrics import Metrics, observe_many
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import (
@@ -71,7 +73,7 @@ from stream_learner.recovery import (
     Shard,
     shard_id,
 )
-from stream_learner.reporting import Reporter
+from stream_learner.reporting import GAUGES_INTERVAL_S, Reporter
 from stream_learner.scopes import KeyedModels, memory_bytes
 from stream_learner.settings import Settings
 from stream_learner.sinks import Sink, dead_letter
@@ -86,10 +88,6 @@ log = logging.getLogger(__name__)
 #: stops: a model that raises on every record is misconfigured, not fed bad records.
 MODEL_FAILURE_LIMIT = 1000
 
-#: Least seconds between two updates of the per-partition gauges (metric, coverage,
-#: buffers, models, checkpoint age): a scrape reads them every few seconds, and setting
-#: them after every batch was most of a small batch's cost.
-GAUGES_INTERVAL_S = 0.5
 _MODEL_REASONS = frozenset({"model_rejected", "learn_failed"})
 
 
@@ -114,6 +112,14 @@ def _about_one_record(exc: BaseException) -> bool:
     if isinstance(exc, StreamLearnerError) and not isinstance(exc, InvalidRecord):
         return False
     return not any(c.__module__.split(".")[0] in _CLIENT_MODULES for c in type(exc).__mro__)
+
+
+@dataclass(slots=True)
+class _Labels:
+    """What a batch's live records of one shard did to its labels, reported after the batch."""
+
+    joined: list[Joined] = field(default_factory=list)
+    expired: list[Expired] = field(default_factory=list)
 
 
 def _unexpected(exc: Exception) -> InvalidRecord:
@@ -181,8 +187,7 @@ class Service:
         self._uncommitted: dict[TopicPartition, int] = {}
         self._labels_topic = settings.kafka.labels_topic
         self._events_topic = settings.kafka.events_topic
-        self._memory_due = -float("inf")
-        self._gauges_due = self._ages_due = -float("inf")
+        self._ages_due = -float("inf")  # the checkpoint-age gauges, every GAUGES_INTERVAL_S
         self._clock = clock
         self._wall_clock = wall_clock
         self._stopping = False
@@ -191,7 +196,8 @@ class Service:
         self._metric_name = type(spec.build_metric()).__name__
         self.summary = Summary(metric_name=self._metric_name)
         self.reporter = Reporter(
-            settings, self.metrics, source, sink, clock, wall_clock, worker_id(settings)
+            settings, self.metrics, source, sink, clock, wall_clock, worker_id(settings),
+            self._metric_name,
         )
         self._outputs_pending = False
         self.guard = guard or Guard(MemorySuspects())
@@ -360,8 +366,9 @@ class Service:
         """One turn of the loop: one poll batch, processed, committed, checkpointed.
 
         Restores newly assigned shards, polls at most ``service.batch_size``
-        records, processes them, commits what the broker acknowledged, saves the
-        shards whose checkpoint is due and refreshes the metrics.
+        records, processes them, refreshes the metrics (a snapshot record when
+        due), commits what the broker acknowledged and saves the shards whose
+        checkpoint is due.
 
         Returns
         -------
@@ -388,8 +395,6 @@ class Service:
         if records:
             self._last_record = now
             self.process_batch(records, now)
-            self._commit()
-            self._checkpoint_due(self._clock())
         elif self.source.exhausted:
             return False
         elif svc.idle_timeout_s and now - self._last_record >= svc.idle_timeout_s:
@@ -398,6 +403,9 @@ class Service:
         else:
             self.committer.poll()
         self._report(self._clock())
+        self._commit()  # the batch's offsets and outputs, a snapshot record included
+        if records:
+            self._checkpoint_due(self._clock())
         return True
 
     def finish(self) -> Summary:
@@ -412,7 +420,7 @@ class Service:
             self._final_snapshot()
             self._commit()
             self._checkpoint_all()
-            self._report_shards(force=True)
+            self.reporter.gauges(self.shards, force=True)
         except BaseException:
             self._salvage()
             raise
@@ -456,15 +464,23 @@ class Service:
         latencies: list[float] = []
         n_replayed = 0
         shards = self.shards
+        labels: dict[TopicPartition, _Labels] = {}
         for tp, run in _runs(records):
-            shard = shards.get(self.shard_of(tp))
+            key = self.shard_of(tp)
+            shard = shards.get(key)
             if shard is None:  # revoked mid-batch: not ours to count or commit
                 continue
-            n_replayed += self._process_run(shard, tp, run, counts, latencies, received_at)
+            left = labels.get(key)
+            if left is None:
+                left = labels[key] = _Labels()
+            n_replayed += self._process_run(shard, tp, run, counts, latencies, received_at, left)
         self.reporter.seen(records)
         self.summary.replayed += n_replayed
         self.metrics.replayed.inc(n_replayed)
-        self._drain_labels(counts)
+        for key in shards:  # in the shards' order
+            left = labels.get(key)
+            if left is not None:
+                self._report_labels(left, counts)
         self._record_batch(counts, latencies, received_at)
 
     def _process_run(
@@ -475,19 +491,22 @@ class Service:
         counts: Counts,
         latencies: list[float],
         received_at: float,
+        left: _Labels,
     ) -> int:
         """Consecutive records of one partition of a shard, in order; returns how many replayed.
 
         A record below the frontier of a restore (``shard.replay_until``) is
-        replayed silently, the others are handled live. The shard's position,
-        commit frontier and checkpoint schedule are kept in locals and written
-        when the run ends or fails (their values are those of a record-by-record
-        update), and before an out-of-sequence offset is judged.
+        replayed silently, the others are handled live: a live record's alerts
+        are written right after it, its labels' delays and expired entries are
+        kept in ``left`` and reported after the batch (or before a replayed
+        record). The shard's position, commit frontier and checkpoint schedule
+        are kept in locals and written when the run ends or fails (their values
+        are those of a record-by-record update), and before an out-of-sequence
+        offset is judged.
         """
         until = shard.replay_until.get(tp)  # None: nothing of this partition to replay
         expected = shard.position.get(tp)
         learner = shard.learner
-        drift = learner.drift
         handle, in_sequence = self._handle, self._in_sequence
         done = replayed = 0
         live_end: int | None = None  # the commit frontier after the last live record
@@ -500,14 +519,13 @@ class Service:
                     if not in_sequence(shard, tp, offset):
                         continue
                 if until is not None and offset < until:
-                    self._drain_shard(shard, counts)  # what live records of the batch left
+                    self._report_labels(left, counts)  # what live records of the batch left
                     self._replay(record, learner)
-                    self.reporter.alerts(shard, emit=False)
                     replayed += 1
                 else:
-                    handle(record, learner, counts, latencies, received_at)
-                    if drift.outbox:
-                        self.reporter.alerts(shard, emit=True)
+                    alerts = handle(record, learner, counts, latencies, received_at, left)
+                    if alerts:
+                        self.reporter.alerts(shard.id, alerts)
                     live_end = offset + 1
                 expected = offset + 1
                 done += 1
@@ -526,23 +544,23 @@ class Service:
                 self._uncommitted[tp] = live_end
         return replayed
 
-    def _drain_labels(self, counts: Counts) -> None:
-        """Report joined labels' delays; dead-letter early labels that expired unjoined."""
-        for shard in self.shards.values():
-            self._drain_shard(shard, counts)
+    def _report_labels(self, left: _Labels, counts: Counts) -> None:
+        """Report joined labels' delays; count expired entries, dead-letter expired early labels.
 
-    def _drain_shard(self, shard: Shard, counts: Counts) -> None:
-        m = self.metrics
-        book = shard.learner.book
-        delays = book.drain_delays()
-        if delays:
-            self._report_delays(delays)
-        for expired in book.drain_expired():
-            m.labels_expired.labels(buffer=expired.buffer).inc()
-            if expired.label is not None:
-                self._expired_label(expired, counts)
+        ``left`` is emptied.
+        """
+        if left.joined:
+            self._report_delays(left.joined)
+            left.joined = []
+        if left.expired:
+            m = self.metrics
+            for expired in left.expired:
+                m.labels_expired.labels(buffer=expired.buffer).inc()
+                if expired.label is not None:
+                    self._expired_label(expired, counts)
+            left.expired = []
 
-    def _report_delays(self, delays: Sequence[tuple[str, int, float]]) -> None:
+    def _report_delays(self, delays: Sequence[Joined]) -> None:
         """Joined labels and their delays: one increment per ``when``, one fill per histogram.
 
         Three locked Prometheus calls per label were a tenth of the loop's time;
@@ -558,8 +576,9 @@ class Service:
     def _replay(self, record: Record, learner: Learner) -> None:
         """Re-process a record below the committed offset: learn, emit nothing.
 
-        Labels it joined and buffer entries it expired were reported (and
-        expired labels dead-lettered) when the record was first processed.
+        Its outcome is dropped: the labels it joined, the buffer entries it
+        expired and the alerts it raised were reported (and expired labels
+        dead-lettered) when the record was first processed.
         """
         if self._suspects and self.guard.recognise(record) is not None:
             return  # it stopped a worker before: dead-lettered, never learned
@@ -568,8 +587,6 @@ class Service:
             learner.process(item)
         except Exception:  # its dead letter was emitted when it was first processed
             pass
-        learner.book.drain_delays()
-        learner.book.drain_expired()
 
     def _handle(
         self,
@@ -578,38 +595,45 @@ class Service:
         counts: Counts,
         latencies: list[float],
         received_at: float,
-    ) -> None:
+        left: _Labels,
+    ) -> Sequence[Alert]:
         """Decode, score, learn and emit one live record; its content's failures are its own.
 
         Whatever this record's content makes fail (decode, validation, the
         model, the metric, the drift monitors, encoding the prediction) makes a
         dead letter with a reason code, never an exception: see docs/errors.md.
+        The labels the record joined and the entries it expired go to ``left``;
+        returns the alerts it raised, for the caller to write after it.
         """
         counts.records += 1
         if self._suspects and self._stopped_before(record, counts):
-            return
-        stats = learner.book.stats
-        labelled = stats.labelled
+            return ()
         value, key, timestamp_ms, origin = record
         try:
             item = self.codec.decode(value, key, timestamp_ms, origin)
             # Learner.process without its type test for the common case, an event
-            prediction = learner.predict_one(item) if type(item) is Event else learner.process(item)
+            outcome = (
+                learner.process_event(item) if type(item) is Event else learner.process(item)
+            )
         except InvalidRecord as error:
-            counts.labels += stats.labelled - labelled  # e.g. learned, then the metric failed
             self._reject(record, error, counts)
-            return
+            done: Outcome | None = error.outcome  # e.g. a label learned, then the metric failed
+            return () if done is None else self._took(done, counts, left)
         except MemoryError:
             raise  # the worker's memory, not this record (records are at most max_record_bytes)
         except Exception as exc:  # a defect this record's content reached: only its own loss
             self._reject(record, _unexpected(exc), counts, exc)
-            return
-        # labels learned by this record: an inline one, an early one joined to this event,
-        # or this label record joined to its prediction (not one that waits for its event)
-        counts.labels += stats.labelled - labelled
+            return ()
+        prediction, joined, expired, alerts = outcome
+        if joined:  # labels learned by this record: an inline one, an early one joined to
+            # this event, or this label record joined to its prediction
+            counts.labels += len(joined)
+            left.joined += joined
+        if expired:
+            left.expired += expired
         if prediction is None:
             counts.label_records += 1
-            return
+            return alerts
         latency = self._clock() - received_at
         try:
             body = encode_prediction(prediction, latency * 1000.0)
@@ -619,7 +643,7 @@ class Service:
                 f"the prediction of this event cannot be encoded: {type(exc).__name__}: {exc}",
             )
             self._reject(record, unencodable, counts)
-            return
+            return alerts
         latencies.append(latency)
         self.sink.send("predictions", prediction.key.encode("utf-8"), body)
         counts.predictions += 1
@@ -629,6 +653,15 @@ class Service:
                 self._failed_predictions += 1
                 self._model_failed(record, prediction.label_error, counts)
             self._dead_letter(record, prediction.label_error, counts)
+        return alerts
+
+    def _took(self, outcome: Outcome, counts: Counts, left: _Labels) -> Sequence[Alert]:
+        """Count and keep what a record the learner refused still did; its alerts."""
+        _prediction, joined, expired, alerts = outcome
+        counts.labels += len(joined)
+        left.joined += joined
+        left.expired += expired
+        return alerts
 
     def _reject(
         self,
@@ -781,18 +814,18 @@ class Service:
         m.stage_latency.labels(stage="process").observe(self._clock() - t0)
 
     def _report(self, now: float) -> None:
-        """Consumer lag when due; a metrics snapshot when due (made durable at once).
+        """Consumer lag, the per-partition gauges and a metrics snapshot, each when due.
 
-        The per-partition gauges are set with the lag, from the same state as the live
-        page's sample: an idle worker's gauges and page agree.
+        The gauges are also set with each lag measurement, from the same state as
+        the live page's sample: an idle worker's gauges and page agree. A snapshot
+        record is an output like the others: the commit that follows covers it.
         """
-        if self.reporter.lag(self.shards, now):
-            self._report_shards(force=True)
+        lagged = self.reporter.lag(self.shards, now)
+        self.reporter.gauges(self.shards, force=lagged)
         totals = {**self.summary.counts_dict(), "replayed": self.summary.replayed}
-        if self.reporter.snapshot_due(self.shards, totals, self._metric_name):
+        if self.reporter.snapshot_due(self.shards, totals):
             self._snapshot_records = self.summary.records
             self._outputs_pending = True
-            self._commit()
 
     def _final_snapshot(self) -> None:
         """Local transport: a last metrics snapshot at shutdown, however short the run was."""
@@ -804,10 +837,7 @@ class Service:
         ):
             return
         totals = {**self.summary.counts_dict(), "replayed": self.summary.replayed}
-        now = self._clock()
-        record = self.reporter.snapshot(self.shards, totals, self._metric_name, now)
-        self.sink.send("metrics", worker_id(self.settings).encode("utf-8"), record)
-        self.metrics.snapshots.inc()
+        self.reporter.send_snapshot(self.shards, totals, self._clock())
         self._outputs_pending = True
 
     def _commit(self) -> None:
@@ -820,36 +850,6 @@ class Service:
         m = self.metrics
         m.commits.inc()
         m.stage_latency.labels(stage="commit").observe(self._clock() - t0)
-        self._report_shards()
-
-    def _report_shards(self, force: bool = False) -> None:
-        """Per-partition gauges when due: metric, coverage, buffers, models.
-
-        At most every :data:`GAUGES_INTERVAL_S` unless ``force``; the memory
-        estimate at most every ``metrics.memory_interval_s``.
-        """
-        m = self.metrics
-        now = self._clock()
-        if not force and now < self._gauges_due:
-            return
-        self._gauges_due = now + GAUGES_INTERVAL_S
-        estimate = now >= self._memory_due
-        if estimate:
-            self._memory_due = now + self.settings.metrics.memory_interval_s
-        for (_topic, partition), shard in self.shards.items():
-            learner = shard.learner
-            p = str(partition)
-            m.set_online_metric(p, self._metric_name, learner.metric_value)
-            self.reporter.drift_gauges(p, shard)
-            book, models = learner.book, learner.models
-            m.label_coverage.labels(partition=p).set(book.stats.coverage)
-            m.pending_predictions.labels(partition=p).set(len(book.pending))
-            m.early_labels.labels(partition=p).set(len(book.early))
-            m.resident_models.labels(partition=p).set(models.n_resident)
-            m.parked_models.labels(partition=p).set(models.n_parked)
-            m.parked_models_bytes.labels(partition=p).set(models.parked_bytes)
-            if estimate:
-                m.resident_models_bytes.labels(partition=p).set(memory_bytes(models))
 
     # -- checkpoints --------------------------------------------------------------------
 

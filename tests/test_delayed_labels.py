@@ -12,7 +12,7 @@ from stream_learner.events import Event, Label, Origin, Prediction
 from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
 from stream_learner.settings import LabelSettings, ModelSettings
-from tests.support.learners import CLASSIFIER, REGRESSOR, run_learner
+from tests.support.learners import CLASSIFIER, REGRESSOR, run_learner, run_outcomes
 from tests.support.streams import agrawal, delayed, early, friedman
 
 CASES = {
@@ -121,7 +121,7 @@ def test_expired_entries_are_counted_and_reported() -> None:
     labels = LabelSettings(pending_max_age_events=5, early_max_age_events=3, early_max_count=100)
     learner = Learner(spec, labels)
     # labels delayed by 10 events: the prediction has waited 9 later events > 5
-    run_learner(learner, delayed(events, 10))
+    outcomes = run_outcomes(learner, delayed(events, 10))
     book = learner.book
     stats = book.stats
     # prediction j expires at event j + 6: only 194..199 are still pending when their
@@ -130,26 +130,27 @@ def test_expired_entries_are_counted_and_reported() -> None:
     assert stats.expired_pending == 194
     # each too-late label waits as an early label and expires 4 events later: those of
     # 0..186 did; those of 187..193 are still waiting when the stream ends
-    expired = book.drain_expired()
+    expired = [e for outcome in outcomes for e in outcome[2]]
     assert [e.reason for e in expired if e.buffer == "pending"] == ["label_timeout"] * 194
     early_expired = [e for e in expired if e.buffer == "early"]
     assert [e.id for e in early_expired] == list(range(187))
     assert all(e.reason == "unknown_id" and e.label is not None for e in early_expired)
     assert stats.expired_early == 187 and len(book.early) == 7
     assert stats.coverage == 6 / 200
-    assert book.drain_expired() == []
+    assert len(expired) == stats.expired_pending + stats.expired_early  # each reported once
 
 
 def test_buffers_are_bounded_by_count_oldest_first() -> None:
     spec = ModelSpec.from_settings(CASES["mae"][0])
     learner = Learner(spec, LabelSettings(pending_max_count=3, early_max_count=2))
+    expired = []
     for i in range(5):
-        learner.process(Event(i, "k", float(i), {"x": 1.0}, None, False, Origin("e", 0, i)))
+        out = learner.process(Event(i, "k", float(i), {"x": 1.0}, None, False, Origin("e", 0, i)))
+        expired += out[2]
     assert [jk[1] for jk in learner.book.pending] == [2, 3, 4]
     for i in range(10, 14):
-        learner.process(Label(i, "k", 0.0, 1.0, Origin("e", 0, i)))
+        expired += learner.process(Label(i, "k", 0.0, 1.0, Origin("e", 0, i)))[2]
     assert [jk[1] for jk in learner.book.early] == [12, 13]
-    expired = learner.book.drain_expired()
     assert [(e.buffer, e.id) for e in expired] == [
         ("pending", 0), ("pending", 1), ("early", 10), ("early", 11)
     ]
@@ -168,8 +169,8 @@ def test_age_in_seconds_follows_event_time_not_a_clock() -> None:
     learner.process(Event("d", "k", 1030.5, {"x": 1.0}, None, False, Origin("e", 0, 4)))
     assert learner.book.stats.expired_early == 1
     assert learner.book.stats.expired_pending == 0
-    learner.process(Label("b", "k", 0.0, 1.0, Origin("e", 0, 5)))
-    assert learner.book.delays[-1] == ("late", 2, 0.5)  # c and d came after; 1030.5 - 1030
+    joined = learner.process(Label("b", "k", 0.0, 1.0, Origin("e", 0, 5)))[1]
+    assert joined[-1] == ("late", 2, 0.5)  # c and d came after; 1030.5 - 1030
     learner.process(Event("e", "k", 1061.0, {"x": 1.0}, None, False, Origin("e", 0, 6)))
     assert learner.book.stats.expired_pending == 1  # a: 61 s of event time
     assert [jk[1] for jk in learner.book.pending] == ["c", "d", "e"]

@@ -137,8 +137,7 @@ def flipped(n: int, flip_at: int, seed: int = 5) -> list[Event]:
 def alerts_of(lr: Learner, events: list[Event]) -> list[dict[str, Any]]:
     out = []
     for event in events:
-        lr.process(event)
-        out.extend(a.to_dict("events:0") for a in lr.drift.drain())
+        out.extend(a.to_dict("events:0") for a in lr.process(event)[3])
     return out
 
 
@@ -184,7 +183,7 @@ def test_challenger_is_promoted_when_better_on_recent_data() -> None:
     assert window["metric"] == "Accuracy" and window["challenger"] > window["champion"] * 1.05
     assert window["n"] == 100 and window["n_trained"] >= 300
     # the promoted model serves next: its generation shows in the predictions
-    p = lr.process(Event("z", "k", 9e3, {"x": 0.9}, None, False, Origin("events", 0, 9999)))
+    p = lr.process(Event("z", "k", 9e3, {"x": 0.9}, None, False, Origin("events", 0, 9999)))[0]
     assert p is not None and p.model.generation >= 1
     assert p.to_dict()["model"]["generation"] == p.model.generation
 

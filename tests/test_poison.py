@@ -186,10 +186,10 @@ def test_a_metric_and_drift_monitors_that_raise_cost_only_their_record(
             raise TypeError("unorderable")
         return real_update(self, y_true, y_pred, *args)
 
-    def observe(self: Any, slot: Any, key: str, ev: Any, scored: Any) -> None:
+    def observe(self: Any, slot: Any, key: str, ev: Any, scored: Any) -> Any:
         if ev.id == 7:
             raise ZeroDivisionError("float division by zero")
-        real_observe(self, slot, key, ev, scored)
+        return real_observe(self, slot, key, ev, scored)
 
     monkeypatch.setattr(metrics.MAE, "update", update)
     monkeypatch.setattr(DriftWatch, "observe", observe)

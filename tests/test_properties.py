@@ -111,7 +111,7 @@ def test_learner_raises_only_invalid_record(items: list[bytes | None], task: str
     for raw in items:
         try:
             item = codec.decode(raw, None, 0, ORIGIN)
-            prediction = learner.process(item)
+            prediction = learner.process(item)[0]
         except InvalidRecord as error:
             assert error.reason in REASONS
             continue

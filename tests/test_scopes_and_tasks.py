@@ -219,7 +219,7 @@ def test_forecasting_records_need_no_features_but_a_value() -> None:
     learner = Learner(ModelSpec.from_settings(ModelSettings(
         task="forecasting", pipeline=({"step": "time_series.HoltWinters", "params": {"alpha": 0.5}},)
     )))
-    prediction = learner.process(bad)
+    prediction = learner.process(bad)[0]
     assert prediction is not None and prediction.fields == {"forecast": None}
     assert prediction.label_error is bad.label_error and learner.n_learned == 0
     # a record with neither features nor a value is still refused

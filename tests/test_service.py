@@ -34,7 +34,7 @@ def reference(settings: Settings, topic: str, partition: int, values: list[bytes
     codec = Codec(settings.schema_, settings.limits, spec.task)
     out = []
     for offset, value in enumerate(values):
-        prediction = lrn.process(codec.decode(value, None, 0, Origin(topic, partition, offset)))
+        prediction = lrn.process(codec.decode(value, None, 0, Origin(topic, partition, offset)))[0]
         out.append(orjson.loads(encode_prediction(prediction, 0.0)))
     return out
 

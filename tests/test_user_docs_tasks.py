@@ -75,7 +75,7 @@ def test_forecasting_contract_matches_the_first_forecast() -> None:
     codec = Codec(SchemaSettings(), LimitSettings(), "forecasting")
     event = codec.decode(b'{"id": 0, "key": "s", "ts": 0, "label": 5.0}', None, 0,
                          Origin("e", 0, 0))
-    prediction = learner.process(event)
+    prediction = learner.process(event)[0]
     assert prediction is not None
     river_first = time_series.SNARIMAX(p=1, d=0, q=0).forecast(horizon=1)
     assert prediction.fields == {"forecast": river_first}  # exactly River's forecast

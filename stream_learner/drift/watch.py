@@ -12,8 +12,10 @@ takes its monitors along, and a checkpoint of the learner holds them all.
 Each call of the learner works on one slot through the watch's
 :class:`SlotContext` (the slot, its key, its drift state and the record's stamp). Lifecycle changes become
 :class:`~stream_learner.drift.alerts.Alert` records, returned in order by the
-methods that raise them and, at the learner's boundary, kept in an outbox the
-service drains (and drops while it replays silently after a restore). A drift
+methods that raise them, up to the learner's :data:`~stream_learner.learner.Outcome`
+of the record (which the service writes, or drops while it replays silently after
+a restore). A monitor that raises on a record's values stops that record's
+updates with :class:`MonitorFailed`, which carries the alerts raised before it. A drift
 action replaces a model through :meth:`~stream_learner.scopes.Slot.replace`.
 
 Calibration:
@@ -52,10 +54,10 @@ Examples
 >>> from stream_learner.tasks import make_task
 >>> spec = ModelSpec.from_settings(ModelSettings())
 >>> watch = make_watch(spec, make_task("regression", spec.build_metric()), DriftSettings())
->>> watch.drain(), watch.open_counts()
-([], {'error': 0, 'feature': 0, 'prediction': 0, 'schema': 0})
->>> make_watch(spec, make_task("regression", spec.build_metric()), None).drain()
-[]
+>>> watch.open_counts(), watch.n_open_keys
+({'error': 0, 'feature': 0, 'prediction': 0, 'schema': 0}, 0)
+>>> make_watch(spec, make_task("regression", spec.build_metric()), None).open_counts()
+{}
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ __all__ = [
     "MONITORED",
     "Challenger",
     "DriftWatch",
+    "MonitorFailed",
     "NullDriftWatch",
     "SlotContext",
     "SlotDrift",
@@ -102,26 +105,33 @@ MONITORED = SIGNALS
 _QUIET: tuple[Alert, ...] = ()
 
 
+class MonitorFailed(Exception):
+    """A monitor raised on a record's values; the record's other updates were skipped.
+
+    The monitor's exception is the ``__cause__``; ``alerts`` are those the
+    record raised before it, in order.
+    """
+
+    def __init__(self, alerts: Sequence[Alert]) -> None:
+        super().__init__("a drift monitor raised on this record")
+        self.alerts = alerts
+
+
 class Watch(Protocol):
-    """What the learner calls; :class:`NullDriftWatch` when drift is disabled."""
+    """What the learner calls; :class:`NullDriftWatch` when drift is disabled.
 
-    @property
-    def outbox(self) -> Sequence[Alert]:
-        """The alerts raised since the last drain (read per record: empty is cheap to test)."""
-        ...
+    Both updates return the alerts they raised, in order (usually none: an
+    empty tuple), or raise :class:`MonitorFailed`.
+    """
 
-    def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
+    def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> Sequence[Alert]:
         """An event was scored by ``slot``'s model."""
         ...
 
     def labelled(
         self, slot: Slot, key: str, x: dict[str, Any], y: Any, metric_input: Any, at: Stamp
-    ) -> None:
+    ) -> Sequence[Alert]:
         """``slot``'s model learned label ``y`` of a prediction made earlier."""
-        ...
-
-    def drain(self) -> list[Alert]:
-        """The alerts raised since the last drain."""
         ...
 
     def open_counts(self) -> dict[str, int]:
@@ -137,20 +147,15 @@ class Watch(Protocol):
 class NullDriftWatch:
     """Drift disabled: nothing is monitored."""
 
-    #: never any alert (a class attribute: pickles of this watch stay as they were)
-    outbox: tuple[Alert, ...] = ()
-
-    def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
-        """Nothing."""
+    def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> Sequence[Alert]:
+        """Nothing: no alert."""
+        return _QUIET
 
     def labelled(
         self, slot: Slot, key: str, x: dict[str, Any], y: Any, metric_input: Any, at: Stamp
-    ) -> None:
-        """Nothing."""
-
-    def drain(self) -> list[Alert]:
-        """Always empty."""
-        return []
+    ) -> Sequence[Alert]:
+        """Nothing: no alert."""
+        return _QUIET
 
     def open_counts(self) -> dict[str, int]:
         """Always empty."""
@@ -246,7 +251,6 @@ class DriftWatch:
     def __init__(self, spec: ModelSpec, task: Task, settings: DriftSettings) -> None:
         self.spec = spec
         self.task = task
-        self.outbox: list[Alert] = []
         self.open_by_signal = dict.fromkeys(MONITORED, 0)
         self.open_keys: dict[str, int] = {}
         self._keyed = spec.scope == "key"
@@ -256,14 +260,24 @@ class DriftWatch:
         self.configure(settings)
 
     def __getstate__(self) -> dict[str, Any]:
-        """The watch's state without its context (checkpoints keep the shape they had)."""
-        state = self.__dict__.copy()
-        del state["_ctx"]
+        """The watch's state without its context, in the shape checkpoints have always had.
+
+        Earlier builds kept a list of alerts after ``task``, always empty when a
+        checkpoint was taken; it is written as such, so a checkpoint is the same
+        bytes as before and the build before can still read it.
+        """
+        state: dict[str, Any] = {}
+        for name, value in self.__dict__.items():
+            if name != "_ctx":
+                state[name] = value
+            if name == "task":
+                state["outbox"] = []
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore ``state`` and give the watch a fresh context."""
+        """Restore ``state`` (without the alert list of earlier builds), with a fresh context."""
         self.__dict__.update(state)
+        self.__dict__.pop("outbox", None)
         self._ctx = SlotContext()
 
     def configure(self, settings: DriftSettings) -> None:
@@ -284,77 +298,92 @@ class DriftWatch:
 
     # -- the learner's calls -------------------------------------------------------------
 
-    def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> None:
-        """Update the schema, feature and prediction monitors of ``slot``."""
-        sd = slot.drift
-        if sd is None or sd.epoch != self.epoch:
-            sd = self._state(slot)
-        sd.seen += 1
-        if sd.seen >= sd.due:
-            self._due(sd)
-        at: Stamp = (event.ts, event.origin)
-        ctx = self._ctx
-        ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
-        signals = self.signals
-        features = event.features
-        if "schema" in signals:
-            schema = sd.schema
-            before = schema.state
-            changes = schema.update(features, at, self.rules, self.settings.schema_grace_events)
-            if changes or schema.state != before:
-                self.outbox += self._schema_changed(ctx, before, changes)
-        if "feature" in signals:  # per feature, so a failing one keeps the alerts before it
-            for name, value in features.items():
-                series = self._feature_series(sd, name, value)
-                if series is not None:
-                    raised = self._update(ctx, "feature", series, float(value))
-                    if raised:
-                        self.outbox += raised
-        if "prediction" in signals:
-            value = self.task.signal(scored)
-            if value is not None:
-                raised = self._update(ctx, "prediction", "prediction", value)
-                if raised:
-                    self.outbox += raised
-        challenger = sd.challenger
-        if challenger is not None:
-            challenger.n_learned += self.task.observe(challenger.model, features)
+    def observe(self, slot: Slot, key: str, event: Event, scored: Scored) -> Sequence[Alert]:
+        """Update the schema, feature and prediction monitors of ``slot``; the alerts raised.
+
+        Raises
+        ------
+        MonitorFailed
+            A monitor raised on the event's values (the alerts before it go with it).
+        """
+        raised: Sequence[Alert] = _QUIET
+        try:
+            sd = slot.drift
+            if sd is None or sd.epoch != self.epoch:
+                sd = self._state(slot)
+            sd.seen += 1
+            if sd.seen >= sd.due:
+                self._due(sd)
+            at: Stamp = (event.ts, event.origin)
+            ctx = self._ctx
+            ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
+            signals = self.signals
+            features = event.features
+            if "schema" in signals:
+                schema = sd.schema
+                before = schema.state
+                changes = schema.update(features, at, self.rules, self.settings.schema_grace_events)
+                if changes or schema.state != before:
+                    raised = self._schema_changed(ctx, before, changes)
+            if "feature" in signals:  # per feature, so a failing one keeps the alerts before it
+                for name, value in features.items():
+                    series = self._feature_series(sd, name, value)
+                    if series is not None:
+                        more = self._update(ctx, "feature", series, float(value))
+                        if more:
+                            raised = [*raised, *more]
+            if "prediction" in signals:
+                value = self.task.signal(scored)
+                if value is not None:
+                    more = self._update(ctx, "prediction", "prediction", value)
+                    if more:
+                        raised = [*raised, *more]
+            challenger = sd.challenger
+            if challenger is not None:
+                challenger.n_learned += self.task.observe(challenger.model, features)
+        except Exception as exc:  # monitors read the record's values
+            raise MonitorFailed(raised) from exc
+        return raised
 
     def labelled(
         self, slot: Slot, key: str, x: dict[str, Any], y: Any, metric_input: Any, at: Stamp
-    ) -> None:
-        """Train the challenger, then update the error monitor of ``slot``."""
-        sd = slot.drift
-        if sd is None or sd.epoch != self.epoch:
-            sd = self._state(slot)
-        sd.label_seen = sd.seen
-        if sd.blind and self.blind_after:
-            self._blind(sd, False)
-            self._plan(sd)
-        if not sd.warm:
-            sd.learned += 1
-            if sd.learned >= self.warmup:
-                self._warmed(sd)
-        if sd.challenger is not None:
-            self._train(sd, x, y, metric_input)
-        if self.replay:
-            self._keep(sd, x, y, metric_input)
-        ctx = self._ctx
-        ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
-        if "error" in self.signals:
-            error = self.task.error(y, metric_input)
-            if error is not None:
-                raised = self._update(ctx, "error", "error", error)
-                if raised:
-                    self.outbox += raised
-        challenger = sd.challenger
-        if challenger is not None and challenger.armed and self._ready(challenger):
-            self.outbox += self._decide(ctx)
+    ) -> Sequence[Alert]:
+        """Train the challenger, then update the error monitor of ``slot``; the alerts raised.
 
-    def drain(self) -> list[Alert]:
-        """The alerts raised since the last drain, oldest first."""
-        out, self.outbox = self.outbox, []
-        return out
+        Raises
+        ------
+        MonitorFailed
+            A monitor raised on the label's values (the alerts before it go with it).
+        """
+        raised: Sequence[Alert] = _QUIET
+        try:
+            sd = slot.drift
+            if sd is None or sd.epoch != self.epoch:
+                sd = self._state(slot)
+            sd.label_seen = sd.seen
+            if sd.blind and self.blind_after:
+                self._blind(sd, False)
+                self._plan(sd)
+            if not sd.warm:
+                sd.learned += 1
+                if sd.learned >= self.warmup:
+                    self._warmed(sd)
+            if sd.challenger is not None:
+                self._train(sd, x, y, metric_input)
+            if self.replay:
+                self._keep(sd, x, y, metric_input)
+            ctx = self._ctx
+            ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
+            if "error" in self.signals:
+                error = self.task.error(y, metric_input)
+                if error is not None:
+                    raised = self._update(ctx, "error", "error", error)
+            challenger = sd.challenger
+            if challenger is not None and challenger.armed and self._ready(challenger):
+                raised = [*raised, *self._decide(ctx)]
+        except Exception as exc:  # monitors read the record's values
+            raise MonitorFailed(raised) from exc
+        return raised
 
     def open_counts(self) -> dict[str, int]:
         """Monitors in drift, per signal."""

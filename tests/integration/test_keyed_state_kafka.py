@@ -51,7 +51,7 @@ def _reference(records: list[tuple[int, bytes, bytes]]) -> tuple[dict[tuple[int,
     for partition, key, value in records:
         offset = offsets[partition]
         offsets[partition] += 1
-        prediction = learners[partition].process(codec.decode(value, key, 0, Origin("e", partition, offset)))
+        prediction = learners[partition].process(codec.decode(value, key, 0, Origin("e", partition, offset)))[0]
         assert prediction is not None
         out[(partition, offset)] = orjson.loads(orjson.dumps(
             {"prediction": prediction.prediction, **prediction.fields}, option=orjson.OPT_NON_STR_KEYS

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from stream_learner.events import Codec, Origin, Prediction
-from stream_learner.learner import Learner
+from stream_learner.learner import Learner, Outcome
 from stream_learner.settings import LimitSettings, SchemaSettings
 
 CLASSIFIER = (
@@ -20,15 +20,19 @@ REGRESSOR = (
 )
 
 
-def run_learner(
-    learner: Learner, records: Any, task: str = "regression"
-) -> list[Prediction]:
-    """Decode JSON records and feed them to ``learner``; return its predictions."""
+def run_outcomes(learner: Learner, records: Any, task: str = "regression") -> list[Outcome]:
+    """Decode JSON records and feed them to ``learner``; return what each did."""
     codec = Codec(SchemaSettings(), LimitSettings(), task)
     out = []
     for offset, record in enumerate(records):
         item = codec.decode(orjson.dumps(record), None, 0, Origin("events", 0, offset))
-        prediction = learner.process(item)
-        if prediction is not None:
-            out.append(prediction)
+        out.append(learner.process(item))
     return out
+
+
+def run_learner(
+    learner: Learner, records: Any, task: str = "regression"
+) -> list[Prediction]:
+    """Decode JSON records and feed them to ``learner``; return its predictions."""
+    outcomes = run_outcomes(learner, records, task)
+    return [o[0] for o in outcomes if o[0] is not None]

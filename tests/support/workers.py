@@ -157,7 +157,7 @@ def reference(
         offset = next_offset[partition]
         next_offset[partition] += 1
         item = codec.decode(value, key, 0, Origin("events", partition, offset))
-        prediction = learners[partition].process(item)
+        prediction = learners[partition].process(item)[0]
         assert prediction is not None
         out[(partition, offset)] = orjson.loads(orjson.dumps(
             {"prediction": prediction.prediction, **prediction.fields},
