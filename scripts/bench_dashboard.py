@@ -58,6 +58,7 @@ from stream_learner.dashboard.history import (  # noqa: E402
     dashboard_response,
 )
 from stream_learner.metrics import Metrics, MetricsServer  # noqa: E402
+from stream_learner.reporting import ShardStats  # noqa: E402
 from stream_learner.sinks import FileSink  # noqa: E402
 from stream_learner.sources import FileSource  # noqa: E402
 
@@ -148,7 +149,8 @@ def per_call_costs(events: Path, repeats: int = 200) -> dict[str, float]:
     for _ in range(SAMPLES_KEPT):
         clock += SAMPLE_INTERVAL_S
         t0 = time.thread_time()
-        history.sample(service.shards, lag, clock, clock)
+        stats = [ShardStats.of(tp, shard) for tp, shard in sorted(service.shards.items())]
+        history.sample(service.shards, stats, lag, clock, clock)
         costs["sample"].append(time.thread_time() - t0)
     alert = {"severity": "drift", "signal": "error", "series": "error", "detector": "ADWIN",
              "shard": "events:0", "key": None, "action": "none", "message": "drift confirmed",

@@ -5,9 +5,9 @@ It writes the alerts a live record raised (the record's
 :data:`~stream_learner.learner.Outcome`) to the ``alerts`` output, keeps the
 per-shard and consumer-lag gauges, and writes a metrics snapshot record to the
 ``metrics`` output every ``metrics.snapshot_interval_s`` seconds. The per-shard
-figures are taken once, as a :class:`ShardStats`, and rendered both ways: as the
-gauges (at most every :data:`GAUGES_INTERVAL_S`, and with each lag measurement)
-and as the snapshot record's ``partitions``. None of it commits: a snapshot
+figures are taken once, as a :class:`ShardStats`, and rendered three ways: as the
+gauges (at most every :data:`GAUGES_INTERVAL_S`, and with each lag measurement),
+as the snapshot record's ``partitions`` and as the live page's partition rows. None of it commits: a snapshot
 record is an output the loop's next commit covers.
 
 The snapshot record (``stream_learner/schemas/metrics-snapshot.json``)::
@@ -78,6 +78,8 @@ class ShardStats:
     parked_models_bytes: int
     drift_open: Mapping[str, int]
     drift_keys_open_ratio: float
+    mean_delay_events: float
+    mean_delay_seconds: float
     resident_models_bytes: int | None = None
 
     @classmethod
@@ -86,6 +88,7 @@ class ShardStats:
         learner = shard.learner
         book, models, drift = learner.book, learner.models, learner.drift
         n_models = models.n_resident + models.n_parked
+        labelled = book.stats.labelled
         return cls(
             partition=tp[1],
             shard=shard.id,
@@ -100,6 +103,8 @@ class ShardStats:
             parked_models_bytes=models.parked_bytes,
             drift_open=drift.open_counts(),
             drift_keys_open_ratio=drift.n_open_keys / n_models if n_models else 0.0,
+            mean_delay_events=book.stats.delay_events_sum / labelled if labelled else 0.0,
+            mean_delay_seconds=book.stats.delay_seconds_sum / labelled if labelled else 0.0,
             resident_models_bytes=memory_bytes(models) if memory else None,
         )
 
@@ -259,7 +264,9 @@ class Reporter:
             self._lag[p] = (records, seconds)
             self.metrics.lag_records.labels(partition=p).set(records)
             self.metrics.lag_seconds.labels(partition=p).set(seconds)
-        self.metrics.history.sample(shards, self._lag, now, wall)
+        if self.metrics.history.due(now):
+            stats = [ShardStats.of(tp, shard) for tp, shard in sorted(shards.items())]
+            self.metrics.history.sample(shards, stats, self._lag, now, wall)
         return True
 
     # -- snapshots -----------------------------------------------------------------------

@@ -107,3 +107,19 @@ def test_gauges_and_snapshot_entries_show_the_same_figures_of_each_shard() -> No
         for signal, count in entry["drift_open"].items():
             assert count == gauge(service, "stream_learner_drift_open", partition=p, signal=signal)
         assert entry["predictions"] == service.shards[("events", s.partition)].learner.n_predicted
+
+
+def test_the_live_page_shows_the_snapshot_figures_of_each_shard() -> None:
+    service = serve(MemorySink())
+    service.reporter.lag(service.shards, 1e9)  # a lag measurement samples the page's history
+    page = service.metrics.history.document(1.7e9)["partitions"]
+    record = service.reporter.snapshot(service.shards, {"records": 1500}, 99.0)
+    entries = orjson.loads(record)["partitions"]
+    assert [row["partition"] for row in page] == [e["partition"] for e in entries] == [0, 1]
+    shared = ("shard", "online_metric", "predictions", "labels_learned", "label_coverage",
+              "pending_predictions", "lag_records", "lag_seconds")
+    for row, entry in zip(page, entries, strict=True):
+        assert {k: row[k] for k in shared} == {k: entry[k] for k in shared}
+        stats = service.shards[("events", row["partition"])].learner.book.stats.to_dict()
+        assert row["mean_delay_events"] == stats["mean_delay_events"]
+        assert row["mean_delay_seconds"] == stats["mean_delay_seconds"]

@@ -39,6 +39,7 @@ from stream_learner.labels import LabelStats
 if TYPE_CHECKING:
     from stream_learner.metrics import Metrics
     from stream_learner.recovery import Shard
+    from stream_learner.reporting import ShardStats
     from stream_learner.sources import TopicPartition
 
 __all__ = [
@@ -116,6 +117,24 @@ def _quantiles(histogram: Histogram) -> dict[str, float | None]:
     return {"p50": bucket_quantile(bounds, counts, 0.5), "p99": bucket_quantile(bounds, counts, 0.99)}
 
 
+def _partition(stats: ShardStats, lag: Mapping[str, tuple[int, float]]) -> dict[str, Any]:
+    """One partition's row of the page, from the figures its gauges show."""
+    lag_records, lag_seconds = lag.get(str(stats.partition), (0, 0.0))
+    return {
+        "partition": stats.partition,
+        "shard": stats.shard,
+        "online_metric": _finite(stats.online_metric),
+        "predictions": stats.predictions,
+        "labels_learned": stats.labels_learned,
+        "label_coverage": stats.label_coverage,
+        "pending_predictions": stats.pending_predictions,
+        "mean_delay_events": stats.mean_delay_events,
+        "mean_delay_seconds": stats.mean_delay_seconds,
+        "lag_records": lag_records,
+        "lag_seconds": lag_seconds,
+    }
+
+
 def _challenger(shard: Shard) -> str:
     """What the resident models' challengers are doing, in a few words."""
     states = []
@@ -160,20 +179,29 @@ class History:
         with self._lock:
             self._alerts.append({**record, "written_at": wall})
 
+    def due(self, now: float) -> bool:
+        """True when :data:`SAMPLE_INTERVAL_S` has passed since the last sample."""
+        return now >= self._due
+
     def sample(
         self,
         shards: Mapping[TopicPartition, Shard],
+        stats: Sequence[ShardStats],
         lag: Mapping[str, tuple[int, float]],
         now: float,
         wall: float,
     ) -> bool:
-        """Take a sample when :data:`SAMPLE_INTERVAL_S` has passed; True if one was taken."""
-        if now < self._due:
+        """Take a sample when :data:`SAMPLE_INTERVAL_S` has passed; True if one was taken.
+
+        ``stats`` are the shards' figures as the gauges and snapshots show them
+        (:class:`~stream_learner.reporting.ShardStats`), in partition order.
+        """
+        if not self.due(now):
             return False
         self._due = now + SAMPLE_INTERVAL_S
         records = sum(_by_label(self.metrics.records, "outcome").values())
         point = self._rates(records, now, wall)
-        partitions = [self._partition(tp, shard, lag) for tp, shard in sorted(shards.items())]
+        partitions = [_partition(one, lag) for one in stats]
         point["online_metric"] = {str(p["partition"]): p["online_metric"] for p in partitions}
         point["lag_records"] = {str(p["partition"]): p["lag_records"] for p in partitions}
         dead = _by_label(self.metrics.dead_letters, "output", "reason")
@@ -214,27 +242,6 @@ class History:
             "label_records": int(by_outcome.get(("label",), 0)),
             "dead_letters": int(by_outcome.get(("dead_letter",), 0)),
             "labels_learned": int(sum(_by_label(self.metrics.labels_learned).values())),
-        }
-
-    @staticmethod
-    def _partition(
-        tp: TopicPartition, shard: Shard, lag: Mapping[str, tuple[int, float]]
-    ) -> dict[str, Any]:
-        learner = shard.learner
-        stats = learner.book.stats.to_dict()
-        lag_records, lag_seconds = lag.get(str(tp[1]), (0, 0.0))
-        return {
-            "partition": tp[1],
-            "shard": shard.id,
-            "online_metric": _finite(learner.metric_value),
-            "predictions": learner.n_predicted,
-            "labels_learned": learner.n_learned,
-            "label_coverage": stats["coverage"],
-            "pending_predictions": len(learner.book.pending),
-            "mean_delay_events": stats["mean_delay_events"],
-            "mean_delay_seconds": stats["mean_delay_seconds"],
-            "lag_records": lag_records,
-            "lag_seconds": lag_seconds,
         }
 
     def _labels(self, shards: Mapping[TopicPartition, Shard]) -> dict[str, Any]:
