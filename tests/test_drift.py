@@ -22,6 +22,7 @@ from stream_learner.service import Service
 from stream_learner.settings import DriftSettings, Settings, load_settings
 from stream_learner.testing import MemorySink, MemorySource
 from tests.support.drift_streams import CLASSIFIER, STREAMS, reference_detections
+from tests.support.memory import TickingClock
 
 
 def at(i: int) -> tuple[float, Origin]:
@@ -315,21 +316,12 @@ def test_per_key_monitors_and_the_fleet_share() -> None:
     assert 'stream_learner_drift_keys_open_ratio{partition="0"} 0.5' in text
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        self.t += 0.01
-        return self.t
-
-
 def test_metrics_snapshots_follow_their_schema() -> None:
     settings = load_settings(None, env={}, overrides={
         "model": STREAMS["agrawal"].model_settings(),
         "metrics": {"snapshot_interval_s": 5.0}, "service": {"batch_size": 50},
     })
-    service, sink = run(settings, STREAMS["agrawal"].records()[:2000], clock=Clock(),
+    service, sink = run(settings, STREAMS["agrawal"].records()[:2000], clock=TickingClock(),
                         wall_clock=lambda: 1.7e9)
     snapshots = sink.decoded("metrics")
     assert snapshots, "no snapshot record was written"

@@ -13,17 +13,7 @@ from stream_learner.settings import Settings, load_settings
 from stream_learner.sinks import Header
 from stream_learner.testing import MemorySink, MemorySource
 from tests.support.drift_streams import STREAMS
-
-
-class Clock:
-    """Moves 10 ms per reading: snapshots fall due in the middle of a run."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        self.t += 0.01
-        return self.t
+from tests.support.memory import TickingClock
 
 
 class FlushLog(MemorySink):
@@ -57,7 +47,7 @@ def serve(sink: MemorySink, config: Settings | None = None) -> Service:
     records = STREAMS["agrawal"].records()[:1500]
     source = MemorySource({("events", 0): records[::2], ("events", 1): records[1::2]})
     service = Service(config, ModelSpec.from_settings(config.model), source, sink,
-                      clock=Clock(), wall_clock=lambda: 1.7e9)
+                      clock=TickingClock(), wall_clock=lambda: 1.7e9)
     service.run()
     return service
 

@@ -67,6 +67,14 @@ class Clock:
         self.t += seconds
 
 
+class TickingClock(Clock):
+    """A fake clock that moves 10 ms per reading: snapshots fall due in the middle of a run."""
+
+    def __call__(self) -> float:
+        self.t += 0.01
+        return self.t
+
+
 class FairSource(MemorySource):
     """A MemorySource that interleaves partitions and can have a log start (retention)."""
 
