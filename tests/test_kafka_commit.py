@@ -3,6 +3,8 @@ retry with backoff, never drop offsets; one clear error when the group moved on.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -388,6 +390,55 @@ def test_confluent_fatal_transaction_error_gets_a_new_producer_and_aborts() -> N
     assert old.calls == ["begin", "offsets", "commit", "purge"]  # never aborted: it cannot
     sink.commit_transaction({("events", 0): 12}, group="g")
     assert new.calls == ["begin", "offsets", "commit"]
+
+
+class _StuckCkProducer(_CkTxnProducer):
+    """A transactional producer whose ``send_offsets_to_transaction`` never returns, as
+    librdkafka's can after a coordinator restart (confluentinc/librdkafka#5456)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def send_offsets_to_transaction(self, offsets: Any, group: Any, timeout: float) -> None:
+        self._call("offsets")
+        self.release.wait(60)
+
+
+def test_confluent_transaction_call_that_never_returns_gets_a_new_producer() -> None:
+    """The call is given up its timeout plus a grace after it started: a new producer
+    under the same id takes over (the stuck one is left to its thread, untouched), and
+    the shards rewind."""
+    from stream_learner.commits import TransactionAborted
+    from stream_learner.kafka.confluent import ConfluentSink
+
+    old, new = _StuckCkProducer(), _CkTxnProducer()
+    sink = ConfluentSink(old, {"predictions": "p"}, transactional=True, timeout_s=0.2,
+                         rebuild=lambda: new)
+    sink._grace = 0.1
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransactionAborted, match=r"adding the offsets .* after 0s"):
+            sink.commit_transaction({("events", 0): 10}, group="g")
+        assert time.monotonic() - started < 10
+        assert old.calls == ["begin", "offsets"]  # neither committed, aborted nor purged
+        sink.commit_transaction({("events", 0): 12}, group="g")
+        assert new.calls == ["begin", "offsets", "commit"]
+    finally:
+        old.release.set()
+
+
+def test_confluent_transaction_call_that_never_returns_without_a_rebuild_stops() -> None:
+    from stream_learner.kafka.confluent import ConfluentSink
+
+    old = _StuckCkProducer()
+    sink = ConfluentSink(old, {"predictions": "p"}, transactional=True, timeout_s=0.2)
+    sink._grace = 0.1
+    try:
+        with pytest.raises(ConnectionFailed, match="no return from librdkafka"):
+            sink.commit_transaction({("events", 0): 10}, group="g")
+    finally:
+        old.release.set()
 
 
 class _RefusingCkProducer(_CkTxnProducer):

@@ -18,6 +18,7 @@ kafka-python client, through librdkafka's own calls:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -54,6 +55,15 @@ GATHER_S = 0.002
 
 #: librdkafka's "no offset" (OFFSET_INVALID): resume at the committed offset.
 _NO_OFFSET = -1001
+
+#: How long past its own timeout a transaction call may block before its producer is given
+#: up: librdkafka does not always keep that timeout (``send_offsets_to_transaction`` after
+#: a coordinator restart, confluentinc/librdkafka#5456).
+STUCK_GRACE_S = 10.0
+
+
+class _CallStuck(Exception):
+    """A librdkafka transaction call did not return within its timeout plus the grace."""
 
 
 def _import() -> Any:
@@ -370,6 +380,7 @@ class ConfluentSink:
         self._sent = 0
         self._acked = 0
         self._sleep = time.sleep
+        self._grace = STUCK_GRACE_S
 
     def send(
         self, role: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
@@ -482,6 +493,8 @@ class ConfluentSink:
                            "transaction commit")
         except self._ck.KafkaException as exc:
             raise self._ended(exc) from exc
+        except _CallStuck as stuck:
+            raise self._given_up(stuck) from stuck
         finally:
             self._in_transaction = False
             self._refused = None
@@ -508,24 +521,72 @@ class ConfluentSink:
                 return TransactionAborted(f"transaction aborted: {_error_text(exc)}")
             except self._ck.KafkaException as again:
                 exc, error = again, (again.args[0] if again.args else None)
+            except _CallStuck as stuck:
+                return self._given_up(stuck)
         if error is not None and error.fatal() and self._rebuild is not None:
             log.warning("fatal producer error (%s): a new producer takes over", _error_text(exc))
             try:
                 self._producer.purge()  # its queued outputs belong to the ended transaction
             except Exception as gone:  # it is being replaced: its errors no longer matter
                 log.debug("purging the failed producer: %s", gone)
-            self._producer = self._rebuild()
-            return TransactionAborted(f"transaction aborted: {_error_text(exc)}")
+            return self._replaced(_error_text(exc))
         return ConnectionFailed(f"transaction commit failed: {_error_text(exc)}")
 
+    def _given_up(self, stuck: _CallStuck) -> Exception:
+        """What a transaction call that never returned raises.
+
+        The call still blocks a thread of its own, so the producer is left to it
+        (not purged, not closed) and a new producer under the same transactional
+        id takes over; without a way to build one the worker stops, and the
+        next one's ``init_transactions`` does the same.
+        """
+        if self._rebuild is None:
+            return ConnectionFailed(f"transaction commit failed: {stuck}")
+        log.warning("%s: a new producer takes over", stuck)
+        return self._replaced(str(stuck))
+
+    def _replaced(self, why: str) -> TransactionAborted:
+        """Serve from a new producer; its ``init_transactions`` fences the old one."""
+        assert self._rebuild is not None
+        self._producer = self._rebuild()
+        return TransactionAborted(f"transaction aborted: {why}")
+
     def _retrying(self, call: Callable[[], object], what: str) -> None:
-        """``call()``, again while it fails retriably (e.g. the broker is restarting)."""
-        retry_call(call, what, _retriable, COMMIT_BACKOFF_S, sleep=self._sleep, log=log)
+        """``call()``, again while it fails retriably (e.g. the broker is restarting).
+
+        Each attempt runs under :meth:`_bounded`.
+        """
+        retry_call(lambda: self._bounded(call, what), what, _retriable, COMMIT_BACKOFF_S,
+                   sleep=self._sleep, log=log)
+
+    def _bounded(self, call: Callable[[], object], what: str) -> None:
+        """``call()`` on a thread of its own; :class:`_CallStuck` when it is still
+        blocked :data:`STUCK_GRACE_S` past the sink's timeout (its errors are raised here)."""
+        failure: list[BaseException] = []
+
+        def attempt() -> None:
+            try:
+                call()
+            except BaseException as exc:  # handed to the waiting thread
+                failure.append(exc)
+
+        limit = self._timeout + self._grace
+        thread = threading.Thread(target=attempt, name=f"kafka {what}", daemon=True)
+        thread.start()
+        thread.join(limit)
+        if thread.is_alive():
+            raise _CallStuck(f"{what}: no return from librdkafka after {limit:.0f}s")
+        if failure:
+            raise failure[0]
 
     def close(self) -> None:
         """Flush (abort an unfinished transaction)."""
         if self._in_transaction:
             self._in_transaction = False
-            self._producer.abort_transaction(self._timeout)
+            try:
+                self._bounded(lambda: self._producer.abort_transaction(self._timeout),
+                              "transaction abort")
+            except _CallStuck as stuck:  # the next owner's init_transactions settles it
+                log.warning("%s", stuck)
         else:
             self.flush()
