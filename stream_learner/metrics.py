@@ -35,7 +35,7 @@ import contextlib
 import logging
 import platform
 import threading
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from functools import reduce
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,9 +85,10 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
 
     The values are added to the sum in their order (so the sum is the very
     float one ``observe`` per value gives) and sorted once, so that one binary
-    search per bucket bound counts them per bucket; then the sum is set and
-    each bucket that got values is incremented once: a few locked operations
-    per batch instead of two per value, and no Python step per value. Like ``observe``, a
+    search per bucket bound counts them per bucket (a batch smaller than the
+    number of buckets takes one search per value instead); then the sum is set
+    and each bucket that got values is incremented once: a few locked operations
+    per batch instead of two per value. Like ``observe``, a
     NaN goes into the sum and no bucket. The histogram must have one writer
     (the service's loop). Falls back to one ``observe`` per value if the
     client library's histogram is not built as expected.
@@ -113,6 +114,15 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     acc = reduce(add, values, total.get())  # the same additions in the same order, in C
     if acc != acc:  # a NaN among the values (or already in the sum): it goes in no bucket
         values = [value for value in values if value == value]
+    if len(values) < len(bounds):  # a small batch: one search per value, not per bound
+        found: dict[int, int] = {}
+        for value in values:  # its bucket: the first bound >= value, as observe finds it
+            index = bisect_left(bounds, value)
+            found[index] = found.get(index, 0) + 1
+        for index, n in found.items():
+            buckets[index].inc(n)
+        total.set(acc)
+        return
     ordered = sorted(values)
     below = 0
     for bucket, bound in zip(buckets, bounds, strict=True):

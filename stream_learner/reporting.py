@@ -272,17 +272,18 @@ class Reporter:
     # -- snapshots -----------------------------------------------------------------------
 
     def snapshot_due(
-        self, shards: Mapping[TopicPartition, Shard], totals: Mapping[str, Any]
+        self, shards: Mapping[TopicPartition, Shard], totals: Callable[[], Mapping[str, Any]]
     ) -> bool:
         """Send a snapshot record when ``metrics.snapshot_interval_s`` has passed.
 
+        ``totals()`` gives the run's counts (only called when a snapshot is due).
         True when one was sent (not yet durable: the loop's next commit covers it).
         """
         interval = self.settings.snapshot_interval_s
         now = self._clock()
         if not interval or now - self._snapshot_at < interval:
             return False
-        self.send_snapshot(shards, totals, now)
+        self.send_snapshot(shards, totals(), now)
         return True
 
     def send_snapshot(

@@ -41,7 +41,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import NoReturn, TypeVar, cast
+
+from prometheus_client.metrics import MetricWrapperBase
 
 from stream_learner.commits import (
     AckingSink,
@@ -83,6 +85,8 @@ from stream_learner.summary import Counts, Summary
 __all__ = ["AtLeastOnce", "Committer", "Counts", "Pipelined", "Service", "Summary", "Transactional"]
 
 log = logging.getLogger(__name__)
+
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 #: Model failures (``model_rejected``, ``learn_failed``) in a row after which the worker
 #: stops: a model that raises on every record is misconfigured, not fed bad records.
@@ -208,6 +212,7 @@ class Service:
         self._failed_predictions = 0
         self._snapshot_records = 0  # records at the last metrics snapshot
         self._keyed = spec.scope == "key"
+        self._children: dict[tuple[int, str], MetricWrapperBase] = {}
 
     # -- partition lifecycle (called by the source, inside poll) -------------------
 
@@ -475,8 +480,9 @@ class Service:
                 left = labels[key] = _Labels()
             n_replayed += self._process_run(shard, tp, run, counts, latencies, received_at, left)
         self.reporter.seen(records)
-        self.summary.replayed += n_replayed
-        self.metrics.replayed.inc(n_replayed)
+        if n_replayed:
+            self.summary.replayed += n_replayed
+            self.metrics.replayed.inc(n_replayed)
         for key in shards:  # in the shards' order
             left = labels.get(key)
             if left is not None:
@@ -569,7 +575,7 @@ class Service:
         m = self.metrics
         whens, events, seconds = zip(*delays, strict=True)  # the three columns, in C
         for when, n in Counter(whens).items():  # first-seen order
-            m.labels_joined.labels(when=when).inc(n)
+            self._labelled(m.labels_joined, when).inc(n)
         observe_many(m.label_delay_events, events)
         observe_many(m.label_delay_seconds, seconds)
 
@@ -801,17 +807,31 @@ class Service:
         self._dead_letter(record, error, counts)
         counts.labels_expired += 1
 
+    def _labelled(self, metric: _Metric, value: str) -> _Metric:
+        """``metric.labels(value)`` of a one-label metric, looked up once, not per batch."""
+        key = (id(metric), value)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(value)
+        return cast(_Metric, child)
+
     def _record_batch(self, counts: Counts, latencies: list[float], t0: float) -> None:
+        """The batch's counts into the summary and the metrics (a zero adds nothing)."""
         m = self.metrics
         self.summary.add(counts)
-        m.labels_learned.inc(counts.labels)
         m.batches.inc()
-        m.records.labels(outcome="prediction").inc(counts.predictions)
-        m.records.labels(outcome="label").inc(counts.label_records)
-        m.records.labels(outcome="dead_letter").inc(counts.dead_letters)
-        m.inline_labels_rejected.inc(counts.inline_labels_rejected)
+        records = m.records
+        for metric, n in (
+            (m.labels_learned, counts.labels),
+            (self._labelled(records, "prediction"), counts.predictions),
+            (self._labelled(records, "label"), counts.label_records),
+            (self._labelled(records, "dead_letter"), counts.dead_letters),
+            (m.inline_labels_rejected, counts.inline_labels_rejected),
+        ):
+            if n:
+                metric.inc(n)
         observe_many(m.event_latency, latencies)  # per batch, not one locked observe per event
-        m.stage_latency.labels(stage="process").observe(self._clock() - t0)
+        self._labelled(m.stage_latency, "process").observe(self._clock() - t0)
 
     def _report(self, now: float) -> None:
         """Consumer lag, the per-partition gauges and a metrics snapshot, each when due.
@@ -822,10 +842,13 @@ class Service:
         """
         lagged = self.reporter.lag(self.shards, now)
         self.reporter.gauges(self.shards, force=lagged)
-        totals = {**self.summary.counts_dict(), "replayed": self.summary.replayed}
-        if self.reporter.snapshot_due(self.shards, totals):
+        if self.reporter.snapshot_due(self.shards, self._totals):
             self._snapshot_records = self.summary.records
             self._outputs_pending = True
+
+    def _totals(self) -> dict[str, int]:
+        """The run's counts for a metrics snapshot."""
+        return {**self.summary.counts_dict(), "replayed": self.summary.replayed}
 
     def _final_snapshot(self) -> None:
         """Local transport: a last metrics snapshot at shutdown, however short the run was."""
@@ -836,8 +859,7 @@ class Service:
             or self._snapshot_records == self.summary.records  # the last one has these totals
         ):
             return
-        totals = {**self.summary.counts_dict(), "replayed": self.summary.replayed}
-        self.reporter.send_snapshot(self.shards, totals, self._clock())
+        self.reporter.send_snapshot(self.shards, self._totals(), self._clock())
         self._outputs_pending = True
 
     def _commit(self) -> None:
@@ -849,7 +871,7 @@ class Service:
         self._outputs_pending = False
         m = self.metrics
         m.commits.inc()
-        m.stage_latency.labels(stage="commit").observe(self._clock() - t0)
+        self._labelled(m.stage_latency, "commit").observe(self._clock() - t0)
 
     # -- checkpoints --------------------------------------------------------------------
 

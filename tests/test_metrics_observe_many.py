@@ -54,3 +54,21 @@ def test_sum_is_the_same_float_and_nan_goes_to_no_bucket() -> None:
         observe_many(h_bulk, values[start : start + 97])
     expected, got = _samples(one), _samples(bulk)
     assert repr(got) == repr(expected)  # NaN == NaN as text; floats to the last bit
+
+
+def test_small_batches_count_as_observe() -> None:
+    """Batches smaller than the number of buckets take the per-value path."""
+    rng = random.Random(11)
+    values = [rng.choice([0.0, 0.0001, 0.00025, 10.0, float("inf")]) for _ in range(100)]
+    values += [rng.expovariate(300.0) for _ in range(900)]
+    one, bulk = CollectorRegistry(), CollectorRegistry()
+    h_one = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=one)
+    h_bulk = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=bulk)
+    for value in values:
+        h_one.observe(value)
+    start = 0
+    while start < len(values):  # batches of 1 to 9 values, always below 17 buckets
+        size = rng.randint(1, 9)
+        observe_many(h_bulk, values[start : start + size])
+        start += size
+    assert repr(_samples(bulk)) == repr(_samples(one))
