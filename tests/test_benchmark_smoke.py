@@ -8,6 +8,7 @@ No timing is asserted.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -227,3 +228,25 @@ def test_page_keeps_a_section_between_other_markers(bench: ModuleType, tmp_path:
     text = page.read_text()
     assert scale in text and "new" in text and "old" not in text
     assert text.index(bench.END) < text.index("<!-- scale:begin -->")
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc (Linux)")
+def test_cpu_share_of_a_phase_counts_this_process_and_the_machine() -> None:
+    """The latency phases' CPU line: a busy loop in this process shows up in its share."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchmarking.cpu import CpuShare, process_cpu_s
+
+    def used() -> float:
+        seconds = process_cpu_s(os.getpid())
+        assert seconds is not None
+        return seconds
+
+    share = CpuShare({"this": os.getpid(), "gone": 2**22 + 1, "unknown": None})
+    before = used()
+    while used() - before < 0.1:
+        sum(range(10_000))
+    cores = share.cores()
+    assert set(cores) == {"this", "machine"}  # a process that is gone is left out
+    assert 0.0 < cores["this"] <= (os.cpu_count() or 1)
+    assert cores["machine"] >= cores["this"] * 0.5
+    assert share.line().startswith("CPU, cores: this ")

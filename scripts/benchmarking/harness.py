@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from benchmarking.clients import PredictionReader, collect, harness_client
+from benchmarking.cpu import CpuShare, broker_pid
 from benchmarking.results import Edges, Floor, LatencyRun, MaxRun
 from benchmarking.workload import (
     CASES,
@@ -271,6 +272,8 @@ class Bench:
         consumer = PredictionReader(self.bootstrap, predictions, self.harness)
         producer = self.producer()
         next_id = 0
+        cpu = CpuShare({"worker": worker.pid, "broker": broker_pid(),
+                        "load producer": producer.pid, "reader (this process)": os.getpid()})
 
         def phase(rate: float, n: int, deadline_s: float) -> tuple[list[float], dict[str, Any]]:
             nonlocal next_id
@@ -292,9 +295,12 @@ class Bench:
             runs = []
             for load, rate in levels:
                 n = max(100, int(rate * self.plan.phase_s))
+                cpu.start()
                 latencies, report = phase(rate, n, 30.0)
                 runs.append(latency_run(load, rate, n, latencies, report))
                 log_latency(name, runs[-1], report)
+                if share := cpu.line():
+                    log(f"  {share}")
                 time.sleep(0.5)
         finally:
             consumer.close()
