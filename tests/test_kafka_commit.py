@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError as CkError
 from confluent_kafka import KafkaException
+from confluent_kafka import TopicPartition as CkTopicPartition
 from kafka.errors import (
     CommitFailedError,
     KafkaConnectionError,
@@ -57,7 +58,7 @@ def _fatal(client: str) -> Exception:
     return KafkaException(CkError(CkError.UNKNOWN_MEMBER_ID, "group rebalanced"))
 
 
-def _source(client: str, consumer: FlakyConsumer) -> tuple[Any, list[float]]:
+def _source(client: str, consumer: Any) -> tuple[Any, list[float]]:
     source: Any = (
         KafkaPythonSource(consumer, ["events"]) if client == "kafka-python"
         else ConfluentSource(consumer, ["events"])
@@ -112,6 +113,62 @@ def test_nothing_to_commit_sends_nothing(client: str) -> None:
     source, _waits = _source(client, consumer)
     source.commit({})
     assert consumer.attempts == 0
+
+
+def _broker_away() -> list[Exception]:
+    """What a librdkafka consumer raises while the broker restarts: no retriable flag
+    (measured against a closed port: committed -> _TIMED_OUT, watermarks ->
+    _ALL_BROKERS_DOWN, a synchronous commit -> _WAIT_COORD)."""
+    return [KafkaException(CkError(code, "away"))
+            for code in (CkError._TIMED_OUT, CkError._ALL_BROKERS_DOWN, CkError._WAIT_COORD)]
+
+
+class _ReadingCkConsumer:
+    """A confluent consumer whose offset reads raise the queued errors first."""
+
+    def __init__(self, errors: list[Exception]) -> None:
+        self.errors = errors
+        self.attempts = 0
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        self.attempts += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return [CkTopicPartition(p.topic, p.partition, 41) for p in partitions]
+
+    def get_watermark_offsets(self, partition: Any, timeout: float) -> tuple[int, int]:
+        self.attempts += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return 3, 90
+
+
+def test_confluent_offset_reads_wait_for_a_broker_that_is_away() -> None:
+    """A restore right after a broker restart (a rewound transaction) read the committed
+    offsets while the broker was down, got _TIMED_OUT and crashed the worker."""
+    consumer = _ReadingCkConsumer(_broker_away())
+    source, waits = _source("confluent-kafka", consumer)
+    assert source.committed([("events", 0)]) == {("events", 0): 41}
+    assert consumer.attempts == 4 and len(waits) == 3
+    consumer.errors = _broker_away()
+    assert source.beginning([("events", 0), ("events", 1)]) == {("events", 0): 3, ("events", 1): 3}
+
+
+def test_confluent_offset_read_refused_stops_with_one_clear_error() -> None:
+    consumer = _ReadingCkConsumer([KafkaException(CkError(CkError.GROUP_AUTHORIZATION_FAILED,
+                                                          "not allowed"))])
+    source, waits = _source("confluent-kafka", consumer)
+    with pytest.raises(ConnectionFailed, match="reading the committed offsets failed"):
+        source.committed([("events", 0)])
+    assert waits == []
+
+
+def test_confluent_synchronous_commit_waits_for_a_broker_that_is_away() -> None:
+    consumer = FlakyConsumer(_broker_away())
+    source, waits = _source("confluent-kafka", consumer)
+    source.commit({("events", 0): 10})
+    assert consumer.attempts == 4 and len(waits) == 3
+    assert [_offsets("confluent-kafka", c) for c in consumer.committed] == [{("events", 0): 10}]
 
 
 class FakeProducer:

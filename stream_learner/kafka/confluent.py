@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from stream_learner.commits import TransactionAborted
 from stream_learner.errors import ConnectionFailed, SettingsError
@@ -37,6 +37,8 @@ from stream_learner.sources import PartitionListener, Record, TopicPartition
 __all__ = ["ConfluentSink", "ConfluentSource", "consumer", "partition_counts", "producer"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: librdkafka's own log lines go here (under ``kafka``, like kafka-python's), not to stderr.
 CLIENT_LOG = logging.getLogger("kafka.librdkafka")
@@ -87,6 +89,23 @@ def _retriable(exc: Exception) -> bool:
     """True for a librdkafka error that says the same call may be made again."""
     error = exc.args[0] if isinstance(exc, _import().KafkaException) and exc.args else None
     return error is not None and bool(error.retriable())
+
+
+#: Error names of a broker that is away for now (restarting, or its group coordinator
+#: moving). A consumer's committed offsets, watermarks and synchronous commit raise them
+#: without librdkafka's retriable flag, which only transactional errors carry.
+_AWAY = frozenset({
+    "_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN", "_WAIT_COORD", "REQUEST_TIMED_OUT",
+    "NETWORK_EXCEPTION", "COORDINATOR_NOT_AVAILABLE", "NOT_COORDINATOR",
+    "COORDINATOR_LOAD_IN_PROGRESS",
+})
+
+
+def _transient(exc: Exception) -> bool:
+    """True for a consumer call's error that the same call may outlive: retriable, or a
+    broker away for now (:data:`_AWAY`)."""
+    error = exc.args[0] if isinstance(exc, _import().KafkaException) and exc.args else None
+    return error is not None and (bool(error.retriable()) or error.name() in _AWAY)
 
 
 def _log_commit(err: Any, partitions: Any) -> None:
@@ -269,7 +288,7 @@ class ConfluentSource:
             return
         try:
             retry_call(lambda: self._consumer.commit(offsets=request, asynchronous=False),
-                       "offset commit", lambda exc: retry and _retriable(exc),
+                       "offset commit", lambda exc: retry and _transient(exc),
                        COMMIT_BACKOFF_S, sleep=self._sleep, log=log)
         except self._ck.KafkaException as exc:
             raise ConnectionFailed(f"offset commit refused: {_error_text(exc)}") from exc
@@ -295,18 +314,34 @@ class ConfluentSource:
         return False
 
     def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
-        """The group's committed offsets (K)."""
+        """The group's committed offsets (K); asked again while the broker is away."""
         tp = self._ck.TopicPartition
-        found = self._consumer.committed([tp(*p) for p in partitions], timeout=self._timeout)
+        request = [tp(*p) for p in partitions]
+        found = self._asked(lambda: self._consumer.committed(request, timeout=self._timeout),
+                            "reading the committed offsets")
         return {(p.topic, p.partition): p.offset if p.offset >= 0 else None for p in found}
 
     def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        """The log start offsets."""
-        tp = self._ck.TopicPartition
-        return {
-            p: int(self._consumer.get_watermark_offsets(tp(*p), timeout=self._timeout)[0])
-            for p in partitions
-        }
+        """The log start offsets; asked again while the broker is away."""
+        return {p: self._log_start(p) for p in partitions}
+
+    def _log_start(self, partition: TopicPartition) -> int:
+        request = self._ck.TopicPartition(*partition)
+        low, _high = self._asked(
+            lambda: self._consumer.get_watermark_offsets(request, timeout=self._timeout),
+            "reading the log start offsets",
+        )
+        return int(low)
+
+    def _asked(self, call: Callable[[], _T], what: str) -> _T:
+        """``call()``, made again with backoff while the broker is away (a restart, a
+        coordinator move: the restore after it waits for the broker, as a commit does);
+        any other error raises :class:`ConnectionFailed`."""
+        try:
+            return retry_call(call, what, _transient, COMMIT_BACKOFF_S, sleep=self._sleep,
+                              log=log)
+        except self._ck.KafkaException as exc:
+            raise ConnectionFailed(f"{what} failed: {_error_text(exc)}") from exc
 
     def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Each partition's end offset minus its ``position``.
