@@ -119,7 +119,7 @@ start_kafka() {
   for _ in $(seq 1 180); do
     if grep -q "Kafka Server started" "$dir/logs/server.log" 2>/dev/null; then log "Kafka ready"; return; fi
     if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-      log "Kafka exited during start; last lines:"; tail -20 "$dir/logs/stdout.log" "$dir/logs/server.log" >&2 || true
+      log "Kafka exited during start; last lines:"; tail -n 20 "$dir/logs/stdout.log" "$dir/logs/server.log" >&2 || true
       exit 1
     fi
     sleep 0.5
