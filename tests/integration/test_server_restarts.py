@@ -149,14 +149,8 @@ def _run_through_restart(
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_broker_restarted_mid_stream(
     guarantee: str, private_kafka: PrivateServer, redis_url: str, tmp_path: Path,
-    kafka_client: str, request: pytest.FixtureRequest,
+    kafka_client: str,
 ) -> None:
-    if kafka_client == "confluent-kafka" and guarantee == "exactly_once":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "known gap (docs/state.md, exactly_once): on a loaded machine a broker restart "
-            "once left librdkafka's retried send_offsets_to_transaction without a return "
-            "past its timeout, and a read_committed reader saw no new outputs for 120 s"
-        )))
     topics = _create_topics(private_kafka.address)
     _run_through_restart(private_kafka, private_kafka.address, redis_url, topics, tmp_path, guarantee)
 
