@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -11,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from benchmarking.workload import PARTITIONS, event, sensor
+from benchmarking.workload import PARTITIONS, event, percentile, sensor
 
 
 def harness_client(choice: str) -> str:
@@ -116,6 +117,52 @@ class PredictionReader:
             self._ck.close()
         else:
             self._kp.close()
+
+
+class InputWatch:
+    """How late the events reach an independent reader of their topic, phase by phase.
+
+    A second :class:`PredictionReader`, on the events topic, in a thread of its
+    own: the age of each record on arrival (receipt time minus its CreateTime,
+    set when the load producer sent it). When it is high, the records were
+    late at the broker for every reader, not only in the worker's poll loop.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, client: str) -> None:
+        self._reader = PredictionReader(bootstrap, topic, client)
+        self._ages: list[float] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="input watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            records = self._reader.poll(0.2)
+            now = time.time()
+            with self._lock:
+                self._ages.extend(now - created_ms / 1000.0 for _value, created_ms in records)
+
+    def restart(self) -> None:
+        """Forget the ages seen so far (a new phase begins)."""
+        with self._lock:
+            self._ages = []
+
+    def line(self) -> str:
+        """p50 and p99 of the ages since :meth:`restart`, as one log line."""
+        with self._lock:
+            ages = sorted(self._ages)
+        if not ages:
+            return "events reached an independent reader: none seen"
+        p50, p99 = percentile(ages, 0.5) * 1000.0, percentile(ages, 0.99) * 1000.0
+        return (f"events reached an independent reader of their topic: p50 {p50:,.1f} ms, "
+                f"p99 {p99:,.1f} ms after they were sent ({len(ages):,} records)")
+
+    def close(self) -> None:
+        """Stop the thread and release the reader."""
+        self._stop.set()
+        self._thread.join(5)
+        self._reader.close()
 
 
 def paced_send(

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from benchmarking.clients import PredictionReader, collect, harness_client
+from benchmarking.clients import InputWatch, PredictionReader, collect, harness_client
 from benchmarking.cpu import CpuShare, broker_pid
 from benchmarking.results import Edges, Floor, LatencyRun, MaxRun
 from benchmarking.workload import (
@@ -273,7 +273,8 @@ class Bench:
         producer = self.producer()
         next_id = 0
         cpu = CpuShare({"worker": worker.pid, "broker": broker_pid(),
-                        "load producer": producer.pid, "reader (this process)": os.getpid()})
+                        "load producer": producer.pid, "readers (this process)": os.getpid()})
+        watch = InputWatch(self.bootstrap, events, self.harness)
 
         def phase(rate: float, n: int, deadline_s: float) -> tuple[list[float], dict[str, Any]]:
             nonlocal next_id
@@ -296,14 +297,17 @@ class Bench:
             for load, rate in levels:
                 n = max(100, int(rate * self.plan.phase_s))
                 cpu.start()
+                watch.restart()
                 latencies, report = phase(rate, n, 30.0)
                 runs.append(latency_run(load, rate, n, latencies, report))
                 log_latency(name, runs[-1], report)
+                log(f"  {watch.line()}")
                 if share := cpu.line():
                     log(f"  {share}")
                 time.sleep(0.5)
         finally:
             consumer.close()
+            watch.close()
             worker.send_signal(signal.SIGTERM)
             with contextlib.suppress(Exception):
                 self.worker_result(worker, timeout=60)
