@@ -51,10 +51,6 @@ METADATA_REFRESH_MS = 10_000
 #: holds a small request until the previous one is acknowledged at the TCP level).
 NAGLE_OFF = True
 
-#: After the first record of an idle spell, how long :meth:`ConfluentSource.poll` gathers
-#: the records that come right behind it, so a batch is not one record.
-GATHER_S = 0.002
-
 #: librdkafka's "no offset" (OFFSET_INVALID): resume at the committed offset.
 _NO_OFFSET = -1001
 
@@ -227,7 +223,10 @@ class ConfluentSource:
 
         Returns as soon as one record is there (librdkafka's ``consume`` would wait
         for a full batch or the whole timeout): what is queued, else the first
-        record within ``timeout_ms`` and what came with it.
+        record within ``timeout_ms`` and what is queued behind it. Nothing waits
+        for more records to make a batch: waiting 0.5 or 2 ms after the first one
+        raised the latency at 2,000 and 5,000 events/s by as much
+        (docs/benchmarks.md).
         """
         self._position()
         consumer = self._consumer
@@ -237,7 +236,7 @@ class ConfluentSource:
             if first is not None:
                 messages = [first]
                 if max_records > 1:
-                    messages += consumer.consume(max_records - 1, GATHER_S)
+                    messages += consumer.consume(max_records - 1, 0)
         self._guard.raise_pending()
         out: list[Record] = []
         for m in messages:
