@@ -28,20 +28,30 @@ def harness_client(choice: str) -> str:
     return "confluent-kafka" if found else "kafka-python"
 
 
+#: The load producer batches as producers do by default (librdkafka since 1.5 and the Java
+#: client since Kafka 4.0 wait up to 5 ms). Sending each record in a request of its own
+#: (0 ms) cost the broker half a core at 5,000 events/s on the 2-core machine, and the
+#: events then reached every reader of their topic hundreds of milliseconds late: the
+#: latency runs measured the load producer, not the system under test (docs/benchmarks.md).
+LOAD_LINGER_MS = 5
+
+
 class LoadProducer:
-    """Sends one record at once (no linger), with kafka-python or confluent-kafka."""
+    """Sends records with kafka-python or confluent-kafka, batched for ``LOAD_LINGER_MS``."""
 
     def __init__(self, bootstrap: str, client: str) -> None:
         self.client = client
         if client == "confluent-kafka":
             from confluent_kafka import Producer
 
-            self._ck = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0,
+            self._ck = Producer({"bootstrap.servers": bootstrap, "acks": 1,
+                                 "linger.ms": LOAD_LINGER_MS,
                                  "client.id": "benchmark-load"})
         else:
             from kafka import KafkaProducer
 
-            self._kp = KafkaProducer(bootstrap_servers=[bootstrap], acks=1, linger_ms=0,
+            self._kp = KafkaProducer(bootstrap_servers=[bootstrap], acks=1,
+                                     linger_ms=LOAD_LINGER_MS,
                                      client_id="benchmark-load")
 
     def send(self, topic: str, value: bytes, key: bytes, partition: int) -> None:
