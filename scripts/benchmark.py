@@ -27,6 +27,11 @@ latency
     event's ``ts``; a late send is not skipped and still counts from its
     scheduled time, so there is no coordinated omission. Latency runs from
     the scheduled send time to the moment a consumer receives the prediction.
+    The producer batches for up to 5 ms, as producers do by default, so that
+    it does not load the broker with one request per event. Each phase also
+    logs how late the events reach an independent reader of their topic
+    (delay before the system under test can see them) and the CPU of the
+    worker, the broker, the load producer and the readers (from ``/proc``).
     The load producer and that consumer use confluent-kafka when it is
     installed (``--harness``): on a small machine they share the cores with the
     worker and the broker, and librdkafka needs a tenth of kafka-python's CPU

@@ -378,7 +378,8 @@ def render_peers(peers: Peers) -> list[str]:
         f"({quix}, librdkafka) calls `predict_proba_one` then `learn_one` on the same model "
         "in plain memory, with Quix's defaults (JSON, a commit every 5 s, no state store). "
         "The naive loop is kafka-python with `json`, one `send` per event and no commits. "
-        "Latency: events paced at a fixed rate, from each event's scheduled send time to its "
+        "Latency: events paced at a fixed rate (sent by a producer that batches for up to "
+        "5 ms, the clients' default), from each event's scheduled send time to its "
         "prediction's receipt by a downstream consumer.",
         "",
         "| system | events/s | CPU s per million events | "
