@@ -18,13 +18,19 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, st
     }
 
 
+def _twins() -> tuple[CollectorRegistry, CollectorRegistry, Histogram, Histogram]:
+    """Two registries, each with the same latency histogram: one per value, one per batch."""
+    one, bulk = CollectorRegistry(), CollectorRegistry()
+    return (one, bulk,
+            Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=one),
+            Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=bulk))
+
+
 def test_same_buckets_count_and_sum_as_observe() -> None:
     rng = random.Random(3)
     values = [rng.choice([0.0, 1e-5, 0.0001, 0.25, 10.0, 99.0]) for _ in range(200)]
     values += [rng.expovariate(100.0) for _ in range(2000)]
-    one, bulk = CollectorRegistry(), CollectorRegistry()
-    h_one = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=one)
-    h_bulk = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=bulk)
+    one, bulk, h_one, h_bulk = _twins()
     for value in values:
         h_one.observe(value)
     for start in range(0, len(values), 300):  # batch by batch, as the service does
@@ -42,9 +48,7 @@ def test_same_buckets_count_and_sum_as_observe() -> None:
 def test_sum_is_the_same_float_and_nan_goes_to_no_bucket() -> None:
     rng = random.Random(5)
     values = [rng.uniform(0.0, 1e6) / 7.0 for _ in range(1000)] + [float("nan"), 0.1, 1e300]
-    one, bulk = CollectorRegistry(), CollectorRegistry()
-    h_one = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=one)
-    h_bulk = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=bulk)
+    one, bulk, h_one, h_bulk = _twins()
     for value in values[:500]:  # the batches add to what is there already
         h_one.observe(value)
         h_bulk.observe(value)
@@ -61,9 +65,7 @@ def test_small_batches_count_as_observe() -> None:
     rng = random.Random(11)
     values = [rng.choice([0.0, 0.0001, 0.00025, 10.0, float("inf")]) for _ in range(100)]
     values += [rng.expovariate(300.0) for _ in range(900)]
-    one, bulk = CollectorRegistry(), CollectorRegistry()
-    h_one = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=one)
-    h_bulk = Histogram("x_seconds", "x", buckets=LATENCY_BUCKETS, registry=bulk)
+    one, bulk, h_one, h_bulk = _twins()
     for value in values:
         h_one.observe(value)
     start = 0
