@@ -41,7 +41,7 @@ from functools import reduce
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import PackageNotFoundError, version
 from operator import add
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -53,6 +53,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
 
 from stream_learner.dashboard.history import History, dashboard_response
 from stream_learner.settings import SIGNALS
@@ -67,6 +68,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 #: Events scored between an event and its label.
 DELAY_EVENT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000, 100000)
@@ -241,6 +244,7 @@ class Metrics:
         self._declare_drift_metrics(r)
 
         self.is_ready = False
+        self._children: dict[tuple[int, str], MetricWrapperBase] = {}
         self._metric_names: set[str] = set()
         #: what the page at ``/`` shows (sampled by the reporter, read by the HTTP thread)
         self.history = History(self)
@@ -383,6 +387,22 @@ class Metrics:
             "name": spec.settings.name, "version": str(spec.settings.version),
             "task": spec.task, "config_hash": spec.config_hash,
         })
+
+    def child(self, metric: _Metric, value: str) -> _Metric:
+        """``metric.labels(value)`` of a one-label metric, looked up once (the loop asks
+        for the same children every poll batch).
+
+        Examples
+        --------
+        >>> m = Metrics()
+        >>> m.child(m.stage_latency, "commit") is m.child(m.stage_latency, "commit")
+        True
+        """
+        key = (id(metric), value)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(value)
+        return cast(_Metric, found)
 
     def set_ready(self, ready: bool) -> None:
         """Mark the worker ready (state restored, consuming) or not."""

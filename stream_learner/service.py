@@ -41,9 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, TypeVar, cast
-
-from prometheus_client.metrics import MetricWrapperBase
+from typing import NoReturn
 
 from stream_learner.commits import (
     AckingSink,
@@ -85,8 +83,6 @@ from stream_learner.summary import Counts, Summary
 __all__ = ["AtLeastOnce", "Committer", "Counts", "Pipelined", "Service", "Summary", "Transactional"]
 
 log = logging.getLogger(__name__)
-
-_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 #: Model failures (``model_rejected``, ``learn_failed``) in a row after which the worker
 #: stops: a model that raises on every record is misconfigured, not fed bad records.
@@ -212,7 +208,6 @@ class Service:
         self._failed_predictions = 0
         self._snapshot_records = 0  # records at the last metrics snapshot
         self._keyed = spec.scope == "key"
-        self._children: dict[tuple[int, str], MetricWrapperBase] = {}
 
     # -- partition lifecycle (called by the source, inside poll) -------------------
 
@@ -575,7 +570,7 @@ class Service:
         m = self.metrics
         whens, events, seconds = zip(*delays, strict=True)  # the three columns, in C
         for when, n in Counter(whens).items():  # first-seen order
-            self._labelled(m.labels_joined, when).inc(n)
+            m.child(m.labels_joined, when).inc(n)
         observe_many(m.label_delay_events, events)
         observe_many(m.label_delay_seconds, seconds)
 
@@ -807,14 +802,6 @@ class Service:
         self._dead_letter(record, error, counts)
         counts.labels_expired += 1
 
-    def _labelled(self, metric: _Metric, value: str) -> _Metric:
-        """``metric.labels(value)`` of a one-label metric, looked up once, not per batch."""
-        key = (id(metric), value)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(value)
-        return cast(_Metric, child)
-
     def _record_batch(self, counts: Counts, latencies: list[float], t0: float) -> None:
         """The batch's counts into the summary and the metrics (a zero adds nothing)."""
         m = self.metrics
@@ -823,15 +810,15 @@ class Service:
         records = m.records
         for metric, n in (
             (m.labels_learned, counts.labels),
-            (self._labelled(records, "prediction"), counts.predictions),
-            (self._labelled(records, "label"), counts.label_records),
-            (self._labelled(records, "dead_letter"), counts.dead_letters),
+            (m.child(records, "prediction"), counts.predictions),
+            (m.child(records, "label"), counts.label_records),
+            (m.child(records, "dead_letter"), counts.dead_letters),
             (m.inline_labels_rejected, counts.inline_labels_rejected),
         ):
             if n:
                 metric.inc(n)
         observe_many(m.event_latency, latencies)  # per batch, not one locked observe per event
-        self._labelled(m.stage_latency, "process").observe(self._clock() - t0)
+        m.child(m.stage_latency, "process").observe(self._clock() - t0)
 
     def _report(self, now: float) -> None:
         """Consumer lag, the per-partition gauges and a metrics snapshot, each when due.
@@ -871,7 +858,7 @@ class Service:
         self._outputs_pending = False
         m = self.metrics
         m.commits.inc()
-        self._labelled(m.stage_latency, "commit").observe(self._clock() - t0)
+        m.child(m.stage_latency, "commit").observe(self._clock() - t0)
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -944,7 +931,7 @@ class Service:
         if shard.dirty:
             t0 = self._clock()
             self.checkpointer.save(shard, now)
-            self.metrics.stage_latency.labels(stage="checkpoint").observe(self._clock() - t0)
+            self.metrics.child(self.metrics.stage_latency, "checkpoint").observe(self._clock() - t0)
 
 
 def _runs(records: Sequence[Record]) -> list[tuple[TopicPartition, list[Record]]]:

@@ -81,9 +81,14 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _kafka_error(exc: Exception) -> Any:
+    """The ``KafkaError`` a librdkafka exception carries, else None."""
+    return exc.args[0] if isinstance(exc, _import().KafkaException) and exc.args else None
+
+
 def _retriable(exc: Exception) -> bool:
     """True for a librdkafka error that says the same call may be made again."""
-    error = exc.args[0] if isinstance(exc, _import().KafkaException) and exc.args else None
+    error = _kafka_error(exc)
     return error is not None and bool(error.retriable())
 
 
@@ -100,8 +105,8 @@ _AWAY = frozenset({
 def _transient(exc: Exception) -> bool:
     """True for a consumer call's error that the same call may outlive: retriable, or a
     broker away for now (:data:`_AWAY`)."""
-    error = exc.args[0] if isinstance(exc, _import().KafkaException) and exc.args else None
-    return error is not None and (bool(error.retriable()) or error.name() in _AWAY)
+    error = _kafka_error(exc)
+    return _retriable(exc) or (error is not None and error.name() in _AWAY)
 
 
 def _log_commit(err: Any, partitions: Any) -> None:
