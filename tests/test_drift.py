@@ -71,6 +71,26 @@ def test_drift_alerts_fall_on_every_detection_without_cooldown() -> None:
     assert len(detections) >= 3
 
 
+def test_inline_adwin_updates_are_river_s_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Monitors update ADWIN without its method frames; the changes and windows are River's."""
+    from stream_learner.drift import monitors
+
+    assert monitors._INLINE_ADWIN  # the installed River passes the import-time check
+    values = shifted() + [-1.0] * 400 + [2.0] * 400
+    error = [float(v > 1.0) for v in values]  # a 0/1 series with rises and falls
+    inline = [adwin_monitor(), error_monitor()]
+    runs = [run_monitor(inline[0], values, Rules(0, 100)), run_monitor(inline[1], error, Rules(0, 100))]
+    monkeypatch.setattr(monitors, "_INLINE_ADWIN", False)  # River's update and property
+    own = [adwin_monitor(), error_monitor()]
+    assert runs == [run_monitor(own[0], values, Rules(0, 100)),
+                    run_monitor(own[1], error, Rules(0, 100))]
+    assert sum(len(run) for run in runs) >= 6
+    for a, b in zip(inline, own, strict=True):
+        for x, y in ((a.detector, b.detector), (a.warner, b.warner)):
+            assert (x.width, x.total, x.variance, x.n_detections) == (
+                y.width, y.total, y.variance, y.n_detections)
+
+
 def test_cooldown_silences_alerts_but_not_detections() -> None:
     values = shifted() + [-1.0] * 400 + [2.0] * 400
     loud = run_monitor(adwin_monitor(), values, Rules(0, 10_000))

@@ -315,8 +315,6 @@ class DriftWatch:
             if sd.seen >= sd.due:
                 self._due(sd)
             at: Stamp = (event.ts, event.origin)
-            ctx = self._ctx
-            ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
             signals = self.signals
             features = event.features
             if "schema" in signals:
@@ -324,18 +322,19 @@ class DriftWatch:
                 before = schema.state
                 changes = schema.update(features, at, self.rules, self.settings.schema_grace_events)
                 if changes or schema.state != before:
+                    ctx = self._context(slot, key, sd, at)
                     raised = self._schema_changed(ctx, before, changes)
             if "feature" in signals:  # per feature, so a failing one keeps the alerts before it
                 for name, value in features.items():
                     series = self._feature_series(sd, name, value)
                     if series is not None:
-                        more = self._update(ctx, "feature", series, float(value))
+                        more = self._update(slot, key, sd, "feature", series, float(value), at)
                         if more:
                             raised = [*raised, *more]
             if "prediction" in signals:
                 value = self.task.signal(scored)
                 if value is not None:
-                    more = self._update(ctx, "prediction", "prediction", value)
+                    more = self._update(slot, key, sd, "prediction", "prediction", value, at)
                     if more:
                         raised = [*raised, *more]
             challenger = sd.challenger
@@ -372,15 +371,13 @@ class DriftWatch:
                 self._train(sd, x, y, metric_input)
             if self.replay:
                 self._keep(sd, x, y, metric_input)
-            ctx = self._ctx
-            ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
             if "error" in self.signals:
                 error = self.task.error(y, metric_input)
                 if error is not None:
-                    raised = self._update(ctx, "error", "error", error)
+                    raised = self._update(slot, key, sd, "error", "error", error, at)
             challenger = sd.challenger
             if challenger is not None and challenger.armed and self._ready(challenger):
-                raised = [*raised, *self._decide(ctx)]
+                raised = [*raised, *self._decide(self._context(slot, key, sd, at))]
         except Exception as exc:  # monitors read the record's values
             raise MonitorFailed(raised) from exc
         return raised
@@ -478,16 +475,29 @@ class DriftWatch:
             sd.n_features += 1
         return series
 
-    def _update(self, ctx: SlotContext, signal: str, series: str, value: float) -> Sequence[Alert]:
-        """Feed ``value`` to the monitor of ``series``; the alerts it raises, in order."""
-        sd = ctx.state
+    def _context(self, slot: Slot, key: str, sd: SlotDrift, at: Stamp) -> SlotContext:
+        """The watch's context, filled for the record at hand (only when something happens)."""
+        ctx = self._ctx
+        ctx.slot, ctx.key, ctx.state, ctx.at = slot, key, sd, at
+        return ctx
+
+    def _update(
+        self, slot: Slot, key: str, sd: SlotDrift, signal: str, series: str, value: float,
+        at: Stamp,
+    ) -> Sequence[Alert]:
+        """Feed ``value`` to the monitor of ``series`` of ``slot``; the alerts it raises, in order.
+
+        A monitor changes its state only with a change it returns, so an update
+        without one (nearly all of them) needs nothing more: not even the context.
+        """
         monitor = sd.monitors.get(series)
         if monitor is None:
             monitor = sd.monitors[series] = self._monitor(signal, series, sd)
         before = monitor.state
-        change = monitor.update(value, ctx.at, self.rules)
-        if change is None and monitor.state == before:  # the common case: nothing happened
+        change = monitor.update(value, at, self.rules)
+        if change is None:  # the common case: nothing happened
             return _QUIET
+        ctx = self._context(slot, key, sd, at)
         if monitor.state != before:
             self._count_open(ctx.key, signal, before, monitor.state)
         if change is None or not change.emit:

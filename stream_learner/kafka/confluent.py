@@ -244,6 +244,7 @@ class ConfluentSource:
                     messages += consumer.consume(max_records - 1, 0)
         self._guard.raise_pending()
         out: list[Record] = []
+        new = tuple.__new__  # the named tuples without their Python __new__: per record
         for m in messages:
             error = m.error()
             if error is not None:
@@ -251,10 +252,8 @@ class ConfluentSource:
                     raise ConnectionFailed(f"Kafka consumer failed: {error}")
                 log.warning("Kafka consumer: %s", error)
                 continue
-            out.append(
-                Record(m.value(), m.key(), m.timestamp()[1],
-                       Origin(m.topic(), m.partition(), m.offset()))
-            )
+            origin = new(Origin, (m.topic(), m.partition(), m.offset()))
+            out.append(new(Record, (m.value(), m.key(), m.timestamp()[1], origin)))
         return out
 
     def _position(self) -> None:

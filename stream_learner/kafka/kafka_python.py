@@ -170,10 +170,11 @@ class KafkaPythonSource:
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         self._guard.raise_pending()
         out: list[Record] = []
+        new = tuple.__new__  # the named tuples without their Python __new__: per record
         for tp, records in batches.items():
             topic, partition = tp.topic, tp.partition
             out += [
-                Record(r.value, r.key, r.timestamp, Origin(topic, partition, r.offset))
+                new(Record, (r.value, r.key, r.timestamp, new(Origin, (topic, partition, r.offset))))
                 for r in records
             ]
         return out
