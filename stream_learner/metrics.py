@@ -118,6 +118,10 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     if acc != acc:  # a NaN among the values (or already in the sum): it goes in no bucket
         values = [value for value in values if value == value]
     if len(values) < len(bounds):  # a small batch: one search per value, not per bound
+        if values and values.count(values[0]) == len(values):  # one value (inline labels: 0)
+            buckets[bisect_left(bounds, values[0])].inc(len(values))
+            total.set(acc)
+            return
         found: dict[int, int] = {}
         for value in values:  # its bucket: the first bound >= value, as observe finds it
             index = bisect_left(bounds, value)

@@ -74,3 +74,15 @@ def test_small_batches_count_as_observe() -> None:
         observe_many(h_bulk, values[start : start + size])
         start += size
     assert repr(_samples(bulk)) == repr(_samples(one))
+
+
+def test_small_batches_of_one_value_count_as_observe() -> None:
+    """Batches whose values are all equal (inline labels: every delay 0) take one search."""
+    batches = [[0.0] * 8, [0] * 3, [0.0001] * 5, [0.00025, 0.00025], [float("inf")] * 4,
+               [10.0] * 16, [float("nan"), 0.5, 0.5], [float("nan")] * 2, [7.0], [0.0, 0]]
+    one, bulk, h_one, h_bulk = _twins()
+    for batch in batches:
+        for value in batch:
+            h_one.observe(value)
+        observe_many(h_bulk, batch)
+    assert repr(_samples(bulk)) == repr(_samples(one))
