@@ -7,6 +7,7 @@ No timing is asserted.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -168,6 +169,30 @@ def test_peer_targets_compare_each_client_with_its_peer(bench: ModuleType) -> No
     assert verdicts["confluent-kafka: p99 at 2,000 events/s <= the Quix app's"] == (
         "15.0 vs 20.0 ms (1 missing)", "**FAIL**")  # a lost prediction never passes
     assert verdicts["confluent-kafka: p99 at 5,000 events/s <= the Quix app's"][1] == "**FAIL**"
+
+
+def test_latency_targets_compare_the_medians_of_the_rounds(bench: ModuleType) -> None:
+    """Three rounds: the verdict is the medians', whichever system won more rounds."""
+    peers = _peers(bench, ck=True)
+    svc = peers.systems[bench.service_peer("confluent-kafka")]
+    quix = peers.systems[bench.QUIX]
+    svc.latency = [dataclasses.replace(r, received=r.sent) for r in svc.latency]
+    for p99s, theirs in (((17.0, 50.0), (16.0, 40.0)), ((25.0, 35.0), (18.0, 45.0))):
+        svc.latency += [bench.LatencyRun(0.0, rate, 100, 100, 1.0, p99, p99, 0.0)
+                        for rate, p99 in zip(bench.PEER_RATES, p99s, strict=True)]
+        quix.latency += [bench.LatencyRun(0.0, rate, 100, 100, 1.0, p99, p99, 0.0)
+                         for rate, p99 in zip(bench.PEER_RATES, theirs, strict=True)]
+    verdicts = {target: (measured, verdict) for target, measured, verdict
+                in bench.peer_targets(peers)}
+    # 2,000/s: service 15 / 17 / 25 -> 17, Quix 20 / 16 / 18 -> 18 (one round won)
+    assert verdicts["confluent-kafka: p99 at 2,000 events/s <= the Quix app's"] == (
+        "17.0 vs 18.0 ms (median of 3 rounds; lower or equal in 1)", "**PASS**")
+    # 5,000/s: service 80 / 50 / 35 -> 50, Quix 60 / 40 / 45 -> 45 (one round won)
+    assert verdicts["confluent-kafka: p99 at 5,000 events/s <= the Quix app's"] == (
+        "50.0 vs 45.0 ms (median of 3 rounds; lower or equal in 1)", "**FAIL**")
+    text = "\n".join(bench.render_peers(peers))
+    assert "- Quix Streams app: 2,000/s: 20.0, 16.0, 18.0; 5,000/s: 60.0, 40.0, 45.0" in text
+    assert "3 rounds of 6 s per rate" in text
 
 
 def test_a_client_the_service_refuses_is_a_row_that_says_so(bench: ModuleType) -> None:

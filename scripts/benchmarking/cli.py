@@ -40,6 +40,10 @@ from benchmarking.workload import (
     service_support,
 )
 
+#: Rounds of the peers' latency phases: a p99 over one 6-second phase on the shared
+#: machine moved by several milliseconds between identical runs (docs/benchmarks.md).
+LATENCY_ROUNDS = 3
+
 DESCRIPTION = (
     "Benchmark: River's ceiling, the service's throughput, latency and cost, on the real broker."
 )
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         results = [_measure_case(bench, case, pool, args) for case in cases]
         peers = None
         if "peers" not in args.skip:
-            peers = measure_peers(bench, pool, args.clients, args.skip)
+            rounds = args.latency_rounds or (1 if args.quick else LATENCY_ROUNDS)
+            peers = measure_peers(bench, pool, args.clients, args.skip, rounds)
         edges = measure_edges(bench, pool, args.skip)
         big = None if "checkpoint" in args.skip else measure_big_restore(args.redis)
         floor = _measure_floor(bench, pool, args.skip)
@@ -205,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gap", type=int, default=0, metavar="ROUNDS",
                         help="only the throughput-gap experiment (GAP_VARIANTS), this many "
                         "interleaved rounds; prints a table, writes nothing")
+    parser.add_argument("--latency-rounds", type=int, default=0, metavar="N",
+                        help="rounds of the peers' latency phases, the systems taking turns; "
+                        f"the figures are medians over the rounds (default {LATENCY_ROUNDS}, "
+                        "1 with --quick)")
     parser.add_argument("--clients", nargs="+", choices=CLIENTS, default=list(CLIENTS),
                         help="Kafka clients of the service in the peers comparison; a client "
                         "the installed service refuses is skipped (default: both)")

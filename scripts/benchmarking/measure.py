@@ -149,14 +149,15 @@ def measure_big_restore(redis_url: str | None, repeat: int = 5) -> BigRestore:
 
 def measure_peers(
     bench: Bench, pool: Sequence[tuple[dict[str, Any], Any]], clients: Sequence[str],
-    skip: Sequence[str],
+    skip: Sequence[str], rounds: int = 1,
 ) -> Peers:
     """The linear case through the service (each client), a Quix Streams app and a naive loop.
 
     Every system reads the same pre-produced topic with its own consumer group
     (maximum throughput), then, except the naive loop, is fed at each rate of
-    ``PEER_RATES`` (latency at a downstream consumer). The service runs as
-    configured for the targets: drift on, Redis checkpoints every second.
+    ``PEER_RATES`` (latency at a downstream consumer), ``rounds`` times, the
+    systems taking turns. The service runs as configured for the targets:
+    drift on, Redis checkpoints every second.
     """
     case = CASES[0]
     values = encoded_events(pool, case.labelled)
@@ -167,7 +168,10 @@ def measure_peers(
     runs = _service_runs(peers, clients, extra) + _app_runs(peers)
     _peers_max(bench, peers, runs, values, events)
     if "latency" not in skip:
-        _peers_latency(bench, peers, runs)
+        for number in range(1, rounds + 1):
+            if rounds > 1:
+                log(f"peers: latency round {number} of {rounds}")
+            _peers_latency(bench, peers, runs, number)
     return peers
 
 
@@ -234,14 +238,17 @@ def _peers_max(
         log(f"{peers.systems[key].name}: {run.events_per_s:,.0f} events/s")
 
 
-def _peers_latency(bench: Bench, peers: Peers, runs: Sequence[PeerRun]) -> None:
-    """Each system but the naive loop fed at every rate of ``PEER_RATES``."""
+def _peers_latency(bench: Bench, peers: Peers, runs: Sequence[PeerRun], number: int = 1) -> None:
+    """Round ``number``: each system but the naive loop fed at every rate of ``PEER_RATES``.
+
+    Each round has its own topics and groups (a fresh worker, nothing restored).
+    """
     case = CASES[0]
     levels = [(0.0, rate) for rate in PEER_RATES]
     for key, settings in runs:
         if key == NAIVE:
             continue
-        what = f"peers-{key.replace(':', '-')}-latency"
+        what = f"peers-{key.replace(':', '-')}-latency" + (f"-{number}" if number > 1 else "")
         lat_events = bench.topic(f"{what}-events")
         if settings is None:
             cfg = bench.peer_config(what, lat_events, None)
@@ -252,8 +259,8 @@ def _peers_latency(bench: Bench, peers: Peers, runs: Sequence[PeerRun]) -> None:
                 worker_cfg[section] = {**worker_cfg.get(section, {}), **values_}
             worker = bench.start_worker({"settings": worker_cfg})
             predictions = worker_cfg["kafka"]["predictions_topic"]
-        peers.systems[key].latency = bench.drive(case, lat_events, predictions, worker, levels,
-                                                 peers.systems[key].name)
+        peers.systems[key].latency += bench.drive(case, lat_events, predictions, worker, levels,
+                                                  peers.systems[key].name)
 
 
 def measure_gap(bench: Bench, repeat: int) -> list[tuple[GapVariant, list[MaxRun]]]:

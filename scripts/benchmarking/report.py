@@ -380,7 +380,10 @@ def render_peers(peers: Peers) -> list[str]:
         "The naive loop is kafka-python with `json`, one `send` per event and no commits. "
         "Latency: events paced at a fixed rate (sent by a producer that batches for up to "
         "5 ms, the clients' default), from each event's scheduled send time to its "
-        "prediction's receipt by a downstream consumer.",
+        "prediction's receipt by a downstream consumer"
+        + (f"; {_n_rounds(peers)} rounds of 6 s per rate, the systems taking turns, and the "
+           "table gives the median of the rounds' percentiles." if _n_rounds(peers) > 1
+           else "."),
         "",
         "| system | events/s | CPU s per million events | "
         + " | ".join(f"p50 / p99 / p99.9 at {rate:,.0f}/s, ms" for rate in PEER_RATES) + " |",
@@ -392,17 +395,36 @@ def render_peers(peers: Peers) -> list[str]:
         else:
             cells = [f"{peer.max.events_per_s:,.0f}", f"{peer.max.cpu_s_per_m:,.1f}"]
             for rate in PEER_RATES:
-                lr = next((r for r in peer.latency if r.rate == rate), None)
+                lr = peer.at(rate)
                 cells.append("not measured" if lr is None else
                              f"{_fmt(lr.p50_ms)} / {_fmt(lr.p99_ms)} / {_fmt(lr.p999_ms)}"
                              + (f", {lr.sent - lr.received} missing"
                                 if lr.received < lr.sent else ""))
         lines.append(f"| {peer.name} | " + " | ".join(cells) + " |")
+    lines += _round_lines(peers)
     lines += ["", "### Targets against the peers (ratios measured in this run)", "",
               "| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {target} | {measured} | {verdict} |"
               for target, measured, verdict in peer_targets(peers)]
     return [*lines, ""]
+
+
+def _n_rounds(peers: Peers) -> int:
+    """How many latency rounds the comparison ran (0: none)."""
+    return max((len(p.rounds(PEER_RATES[0])) for p in peers.systems.values()), default=0)
+
+
+def _round_lines(peers: Peers) -> list[str]:
+    """The p99 of every round, per system and rate (nothing after a single round)."""
+    if _n_rounds(peers) < 2:
+        return []
+    lines = ["", "p99 of each round, ms, in the order they ran:", ""]
+    for peer in peers.systems.values():
+        parts = [f"{rate:,.0f}/s: " + ", ".join(_fmt(r.p99_ms) for r in peer.rounds(rate))
+                 for rate in PEER_RATES if peer.rounds(rate)]
+        if parts:
+            lines.append(f"- {peer.name}: " + "; ".join(parts))
+    return lines
 
 
 def peer_targets(peers: Peers) -> list[tuple[str, str, str]]:
@@ -427,14 +449,19 @@ def peer_targets(peers: Peers) -> list[tuple[str, str, str]]:
             continue
         for rate in PEER_RATES:
             label = f"{client}: p99 at {rate:,.0f} events/s <= the Quix app's"
-            mine = next((r for r in svc.latency if r.rate == rate), None)
-            theirs = next((r for r in quix.latency if r.rate == rate), None) if quix else None
+            mine = svc.at(rate)
+            theirs = quix.at(rate) if quix else None
             if mine is None or theirs is None:
                 out.append((label, svc.note or (quix.note if quix else None) or "n/a",
                             "not measured"))
             else:
                 complete = mine.received == mine.sent
+                pairs = list(zip(svc.rounds(rate), quix.rounds(rate) if quix else [],
+                                 strict=False))
+                won = sum(a.p99_ms <= b.p99_ms for a, b in pairs)
                 out.append((label, f"{_fmt(mine.p99_ms)} vs {_fmt(theirs.p99_ms)} ms"
+                            + (f" (median of {len(pairs)} rounds; lower or equal in {won})"
+                               if len(pairs) > 1 else "")
                             + ("" if complete else f" ({mine.sent - mine.received} missing)"),
                             _verdict(complete and mine.p99_ms <= theirs.p99_ms)))
     return out

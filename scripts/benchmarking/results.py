@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 from benchmarking.workload import Bare, Case
@@ -105,12 +106,45 @@ class CaseResult:
 
 @dataclass
 class Peer:
-    """One system of the peers comparison; ``note`` says why it was not measured."""
+    """One system of the peers comparison; ``note`` says why it was not measured.
+
+    ``latency`` holds one run per rate and round: the systems take turns, round
+    by round, so a slow moment of the shared machine falls on one round of each.
+    """
 
     name: str
     max: MaxRun | None = None
     latency: list[LatencyRun] = field(default_factory=list)
     note: str | None = None
+
+    def rounds(self, rate: float) -> list[LatencyRun]:
+        """The latency runs at ``rate``, one per round, in order."""
+        return [r for r in self.latency if r.rate == rate]
+
+    def at(self, rate: float) -> LatencyRun | None:
+        """The latency at ``rate`` over the rounds: median percentiles, records summed.
+
+        Examples
+        --------
+        >>> runs = [LatencyRun(0.0, 2000.0, 10, 10, p50, p99, 20.0, 0.0)
+        ...         for p50, p99 in ((9.0, 14.0), (8.0, 19.0), (10.0, 15.0))]
+        >>> peer = Peer("x", latency=runs)
+        >>> m = peer.at(2000.0)
+        >>> m.p50_ms, m.p99_ms, m.received, peer.at(5000.0)
+        (9.0, 15.0, 30, None)
+        """
+        runs = self.rounds(rate)
+        if not runs:
+            return None
+
+        def median(name: str) -> float:
+            return float(statistics.median(getattr(r, name) for r in runs))
+
+        return LatencyRun(
+            runs[0].load, rate, sum(r.received for r in runs), sum(r.sent for r in runs),
+            median("p50_ms"), median("p99_ms"), median("p999_ms"), median("late_share"),
+            median("to_send_p50_ms"), median("to_send_p99_ms"),
+        )
 
 
 @dataclass
