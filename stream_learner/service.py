@@ -810,16 +810,14 @@ class Service:
         m = self.metrics
         self.summary.add(counts)
         m.batches.inc()
-        records = m.records
-        for metric, n in (
-            (m.labels_learned, counts.labels),
-            (m.child(records, "prediction"), counts.predictions),
-            (m.child(records, "label"), counts.label_records),
-            (m.child(records, "dead_letter"), counts.dead_letters),
-            (m.inline_labels_rejected, counts.inline_labels_rejected),
-        ):
+        if counts.labels:
+            m.labels_learned.inc(counts.labels)
+        for kind, n in (("prediction", counts.predictions), ("label", counts.label_records),
+                        ("dead_letter", counts.dead_letters)):
             if n:
-                metric.inc(n)
+                m.child(m.records, kind).inc(n)
+        if counts.inline_labels_rejected:
+            m.inline_labels_rejected.inc(counts.inline_labels_rejected)
         observe_many(m.event_latency, latencies)  # per batch, not one locked observe per event
         m.child(m.stage_latency, "process").observe(self._clock() - t0)
 

@@ -35,13 +35,28 @@ class Counts:
     labels_expired: int = 0
 
     def add(self, other: Counts) -> None:
-        """Add ``other``'s counts to these."""
-        for name in Counts.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        """Add ``other``'s counts to these (once per poll batch: the counts that are not 0).
+
+        Examples
+        --------
+        >>> total = Summary(records=3, labels=1)
+        >>> total.add(Counts(records=2, dead_letters=1))
+        >>> total.records, total.dead_letters, total.labels
+        (5, 1, 1)
+        """
+        mine, theirs = self.__dict__, other.__dict__
+        for name in _COUNTS:
+            n = theirs[name]
+            if n:
+                mine[name] += n
 
     def counts_dict(self) -> dict[str, int]:
         """The counts as a JSON-ready object."""
         return {name: getattr(self, name) for name in Counts.__dataclass_fields__}
+
+
+#: The names of the counts, in order.
+_COUNTS = tuple(Counts.__dataclass_fields__)
 
 
 @dataclass
