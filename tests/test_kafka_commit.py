@@ -154,6 +154,20 @@ def test_confluent_offset_reads_wait_for_a_broker_that_is_away() -> None:
     assert source.beginning([("events", 0), ("events", 1)]) == {("events", 0): 3, ("events", 1): 3}
 
 
+def test_confluent_log_start_read_waits_for_partitions_a_restarted_broker_forgot() -> None:
+    """A restore right after a broker restart asked for the log start offsets of its
+    assigned partitions before the client's metadata knew them again: librdkafka raised
+    "Local: Unknown partition" (_UNKNOWN_PARTITION) and the worker exited 1."""
+    forgot = [KafkaException(CkError(code, "Failed to get watermark offsets"))
+              for code in (CkError._UNKNOWN_PARTITION, CkError._UNKNOWN_TOPIC)]
+    consumer = _ReadingCkConsumer(forgot)
+    source, waits = _source("confluent-kafka", consumer)
+    assert source.beginning([("events", 1)]) == {("events", 1): 3}
+    assert consumer.attempts == 3 and len(waits) == 2
+    consumer.errors = [KafkaException(CkError(CkError._UNKNOWN_PARTITION, "unknown"))]
+    assert source.committed([("events", 1)]) == {("events", 1): 41}
+
+
 def test_confluent_offset_read_refused_stops_with_one_clear_error() -> None:
     consumer = _ReadingCkConsumer([KafkaException(CkError(CkError.GROUP_AUTHORIZATION_FAILED,
                                                           "not allowed"))])

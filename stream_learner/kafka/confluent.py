@@ -109,6 +109,20 @@ def _transient(exc: Exception) -> bool:
     return _retriable(exc) or (error is not None and error.name() in _AWAY)
 
 
+#: Error names of partitions the client's metadata does not know for now. Right after a
+#: broker restart librdkafka may not know the partitions the group assigned to this
+#: worker yet ("Local: Unknown partition" reading their log start offsets); they exist,
+#: or the group would not have assigned them.
+_FORGOTTEN = frozenset({"_UNKNOWN_PARTITION", "_UNKNOWN_TOPIC"})
+
+
+def _read_transient(exc: Exception) -> bool:
+    """True for an error reading the offsets of assigned partitions that a later read may
+    not meet: :func:`_transient`, or partitions the metadata forgot (:data:`_FORGOTTEN`)."""
+    error = _kafka_error(exc)
+    return _transient(exc) or (error is not None and error.name() in _FORGOTTEN)
+
+
 def _log_commit(err: Any, partitions: Any) -> None:
     if err is not None:
         log.warning("asynchronous offset commit failed (a later commit covers it): %s", err)
@@ -338,10 +352,11 @@ class ConfluentSource:
 
     def _asked(self, call: Callable[[], _T], what: str) -> _T:
         """``call()``, made again with backoff while the broker is away (a restart, a
-        coordinator move: the restore after it waits for the broker, as a commit does);
-        any other error raises :class:`ConnectionFailed`."""
+        coordinator move: the restore after it waits for the broker, as a commit does)
+        or the client's metadata does not know the assigned partitions yet; any other
+        error raises :class:`ConnectionFailed`."""
         try:
-            return retry_call(call, what, _transient, COMMIT_BACKOFF_S, sleep=self._sleep,
+            return retry_call(call, what, _read_transient, COMMIT_BACKOFF_S, sleep=self._sleep,
                               log=log)
         except self._ck.KafkaException as exc:
             raise ConnectionFailed(f"{what} failed: {_error_text(exc)}") from exc
