@@ -499,8 +499,8 @@ class DriftWatch:
             return _QUIET
         ctx = self._context(slot, key, sd, at)
         if monitor.state != before:
-            self._count_open(ctx.key, signal, before, monitor.state)
-        if change is None or not change.emit:
+            self._count_open(key, signal, before, monitor.state)
+        if not change.emit:
             return _QUIET
         if change.severity == "improved":
             info = change._replace(severity="info")
