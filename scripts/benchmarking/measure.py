@@ -162,7 +162,7 @@ def measure_peers(
     case = CASES[0]
     values = encoded_events(pool, case.labelled)
     checkpoints, extra = _peer_checkpoints(bench)
-    peers = Peers(len(values), checkpoints)
+    peers = Peers(len(values), checkpoints, phase_s=bench.plan.phase_s)
     events = bench.topic("peers-events")
     bench.produce(events, values)
     runs = _service_runs(peers, clients, extra) + _app_runs(peers)

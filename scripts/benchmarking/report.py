@@ -381,7 +381,8 @@ def render_peers(peers: Peers) -> list[str]:
         "Latency: events paced at a fixed rate (sent by a producer that batches for up to "
         "5 ms, the clients' default), from each event's scheduled send time to its "
         "prediction's receipt by a downstream consumer"
-        + (f"; {_n_rounds(peers)} rounds of 6 s per rate, the systems taking turns, and the "
+        + (f"; {_n_rounds(peers)} rounds of {peers.phase_s:g} s per rate, the systems taking "
+           "turns, and the "
            "table gives the median of the rounds' percentiles." if _n_rounds(peers) > 1
            else "."),
         "",
@@ -457,7 +458,7 @@ def peer_targets(peers: Peers) -> list[tuple[str, str, str]]:
             else:
                 complete = mine.received == mine.sent
                 pairs = list(zip(svc.rounds(rate), quix.rounds(rate) if quix else [],
-                                 strict=False))
+                                 strict=False))  # a round a system missed has no pair
                 won = sum(a.p99_ms <= b.p99_ms for a, b in pairs)
                 out.append((label, f"{_fmt(mine.p99_ms)} vs {_fmt(theirs.p99_ms)} ms"
                             + (f" (median of {len(pairs)} rounds; lower or equal in {won})"

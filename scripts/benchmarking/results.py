@@ -154,3 +154,5 @@ class Peers:
     events: int
     checkpoints: str
     systems: dict[str, Peer] = field(default_factory=dict)
+    #: seconds of each latency phase (one rate, one round)
+    phase_s: float = 6.0
