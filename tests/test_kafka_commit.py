@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from kafka.errors import (
     KafkaTimeoutError,
     NotCoordinatorError,
 )
+from kafka.structs import TopicPartition as KpTopicPartition
 
 from stream_learner.errors import ConnectionFailed
 from stream_learner.kafka.confluent import ConfluentSource
@@ -141,6 +143,45 @@ class _ReadingCkConsumer:
         if self.errors:
             raise self.errors.pop(0)
         return 3, 90
+
+
+class _PollingKpConsumer:
+    """A kafka-python consumer whose polls raise the queued errors first."""
+
+    def __init__(self, errors: list[Exception]) -> None:
+        self.errors = errors
+        self.polls = 0
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        self.polls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        record = SimpleNamespace(value=b"{}", key=b"k", timestamp=5, offset=7)
+        return {KpTopicPartition("events", 1): [record]}
+
+
+def test_kafka_python_poll_outlives_a_broker_that_refuses_connections(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kafka-python 3.0's poll raised ECONNREFUSED while the broker restarted (looking up
+    the group coordinator) and the worker exited 1 (test_broker_restarted_mid_stream in
+    a fresh-clone run): the poll now returns no records, waits, and the next one tries again."""
+    consumer = _PollingKpConsumer([KafkaConnectionError("111 ECONNREFUSED")] * 3)
+    source, waits = _source("kafka-python", consumer)
+    with caplog.at_level("INFO"):
+        assert [source.poll(500, 100) for _ in range(3)] == [[], [], []]
+        (record,) = source.poll(500, 100)
+    assert (record.value, record.origin) == (b"{}", ("events", 1, 7))
+    assert waits == [0.1, 0.1, 0.1]  # each failed poll waits its timeout (100 ms): no busy loop
+    assert caplog.text.count("Kafka consumer poll failed") == 1  # once per outage
+    assert "Kafka consumer poll works again" in caplog.text
+
+
+def test_kafka_python_poll_raises_an_error_that_is_not_the_broker_being_away() -> None:
+    consumer = _PollingKpConsumer([CommitFailedError("group rebalanced")])
+    source, _waits = _source("kafka-python", consumer)
+    with pytest.raises(CommitFailedError):
+        source.poll(500, 100)
 
 
 def test_confluent_offset_reads_wait_for_a_broker_that_is_away() -> None:

@@ -117,6 +117,8 @@ class KafkaPythonSource:
         self._consumer = client
         self._topics = list(topics)
         self._sleep = time.sleep
+        #: the last poll failed with a retriable error (logged once per outage)
+        self._poll_failing = False
         self._guard = CallbackGuard()
         self._in_rebalance = False
         self._deferred: dict[TopicPartition, int] = {}
@@ -166,8 +168,31 @@ class KafkaPythonSource:
             )
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
-        """One fetch from the partitions this member owns."""
-        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        """One fetch from the partitions this member owns.
+
+        While the broker is away, kafka-python's poll may raise a retriable error
+        (e.g. ``KafkaConnectionError`` looking up the group coordinator): that poll
+        returns no records after waiting its timeout, and the next one tries again,
+        as librdkafka does on its own. The first failure of an outage is logged as a
+        warning, the first poll that works again as info.
+        """
+        from kafka.errors import KafkaError, KafkaTimeoutError
+
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            if not (getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)):
+                raise
+            if not self._poll_failing:
+                log.warning("Kafka consumer poll failed (%s: %s); polling again",
+                            type(exc).__name__, exc)
+            self._poll_failing = True
+            self._guard.raise_pending()  # a rebalance callback's error comes first
+            self._sleep(timeout_ms / 1000.0)
+            return []
+        if self._poll_failing:
+            self._poll_failing = False
+            log.info("Kafka consumer poll works again")
         self._guard.raise_pending()
         out: list[Record] = []
         new = tuple.__new__  # the named tuples without their Python __new__: per record
