@@ -102,11 +102,16 @@ _AWAY = frozenset({
 })
 
 
+def _named(exc: Exception, names: frozenset[str]) -> bool:
+    """True when ``exc`` carries a ``KafkaError`` whose name is one of ``names``."""
+    error = _kafka_error(exc)
+    return error is not None and error.name() in names
+
+
 def _transient(exc: Exception) -> bool:
     """True for a consumer call's error that the same call may outlive: retriable, or a
     broker away for now (:data:`_AWAY`)."""
-    error = _kafka_error(exc)
-    return _retriable(exc) or (error is not None and error.name() in _AWAY)
+    return _retriable(exc) or _named(exc, _AWAY)
 
 
 #: Error names of partitions the client's metadata does not know for now. Right after a
@@ -119,8 +124,7 @@ _FORGOTTEN = frozenset({"_UNKNOWN_PARTITION", "_UNKNOWN_TOPIC"})
 def _read_transient(exc: Exception) -> bool:
     """True for an error reading the offsets of assigned partitions that a later read may
     not meet: :func:`_transient`, or partitions the metadata forgot (:data:`_FORGOTTEN`)."""
-    error = _kafka_error(exc)
-    return _transient(exc) or (error is not None and error.name() in _FORGOTTEN)
+    return _transient(exc) or _named(exc, _FORGOTTEN)
 
 
 def _log_commit(err: Any, partitions: Any) -> None:

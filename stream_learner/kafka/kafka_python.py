@@ -92,6 +92,16 @@ def partition_counts(client: Any, settings: KafkaSettings, topics: Sequence[str]
     return {t: len(client.partitions_for_topic(t) or ()) for t in topics if t in existing}
 
 
+def _away(exc: Exception) -> bool:
+    """True for a kafka-python error of a broker that is unreachable for now: a retriable
+    one, or the client's request timeout (a later call may succeed)."""
+    from kafka.errors import KafkaError, KafkaTimeoutError  # on failures only
+
+    return isinstance(exc, KafkaError) and (
+        getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)
+    )
+
+
 def _tp(tp: TopicPartition) -> Any:
     from kafka.structs import TopicPartition as KafkaTP
 
@@ -176,12 +186,10 @@ class KafkaPythonSource:
         as librdkafka does on its own. The first failure of an outage is logged as a
         warning, the first poll that works again as info.
         """
-        from kafka.errors import KafkaError, KafkaTimeoutError
-
         try:
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-        except KafkaError as exc:
-            if not (getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)):
+        except Exception as exc:
+            if not _away(exc):
                 raise
             if not self._poll_failing:
                 log.warning("Kafka consumer poll failed (%s: %s); polling again",
@@ -215,7 +223,7 @@ class KafkaPythonSource:
         revoke callback (on the client's I/O thread), the commit is made when the
         callback returns, before the group rebalances.
         """
-        from kafka.errors import KafkaError, KafkaTimeoutError
+        from kafka.errors import KafkaError
 
         if not offsets:
             return
@@ -224,13 +232,9 @@ class KafkaPythonSource:
             return
         request = _offsets(offsets)
 
-        def retriable(exc: Exception) -> bool:
-            return retry and isinstance(exc, KafkaError) and (
-                getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)
-            )
-
         try:
-            retry_call(lambda: self._consumer.commit(request), "offset commit", retriable,
+            retry_call(lambda: self._consumer.commit(request), "offset commit",
+                       lambda exc: retry and _away(exc),
                        COMMIT_BACKOFF_S, sleep=self._sleep, log=log)
         except KafkaError as exc:
             raise ConnectionFailed(f"offset commit refused: {type(exc).__name__}: {exc}") from exc
