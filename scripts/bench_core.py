@@ -5,6 +5,7 @@ Run from the repository root::
 
     python scripts/bench_core.py                          # the three models, 30 000 events
     python scripts/bench_core.py --models linear --events 10000
+    python scripts/bench_core.py --parts                  # also the overhead in parts
 
 For each model of ``scripts/benchmark.py`` (``linear``: StandardScaler |
 LogisticRegression, ``tree``: HoeffdingTreeClassifier, ``anomaly``: MinMaxScaler |
@@ -20,6 +21,16 @@ core (drift on)
     drift monitors, encoding, metrics and commits, without the Kafka client.
 core (drift off)
     The same with ``drift.enabled = false``.
+
+With ``--parts``, a second table splits the overhead of each model (drift
+on) into what can be timed alone on the same events: the drift monitors (drift
+on minus drift off; of which River's detectors, fed alone the values the
+monitors fed them), decoding and validating each record
+(:meth:`~stream_learner.events.Codec.decode`: JSON, which the bare loop is
+handed already parsed, and the event contract's checks), encoding each
+prediction (:func:`~stream_learner.events.encode_prediction`), and the rest
+(the loop, the learner's label and metric bookkeeping, the summary, commits
+and checkpoints) as what is left.
 
 Each figure is the median of ``--repeat`` runs (3 by default), interleaved
 in this process, so the baseline and the service share the machine's state.
@@ -45,16 +56,20 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # this tree's package, not an installed one
     sys.path.insert(0, str(ROOT))
 
-from stream_learner.events import Origin  # noqa: E402
+from stream_learner import service as service_module  # noqa: E402
+from stream_learner.drift.monitors import Monitor  # noqa: E402
+from stream_learner.events import Codec, Origin, encode_prediction  # noqa: E402
 from stream_learner.models import ModelSpec  # noqa: E402
 from stream_learner.service import Service  # noqa: E402
 from stream_learner.settings import load_settings  # noqa: E402
@@ -84,6 +99,9 @@ class Row:
     bare_us: float
     core_us: float
     core_nodrift_us: float
+    decode_us: float | None = None  # with --parts
+    encode_us: float | None = None
+    detectors_us: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -130,16 +148,87 @@ def bare_us(case: Any, values: Sequence[bytes], wall: bool = False) -> float:
     return float(bare.cpu_s_per_m)  # CPU seconds per million events: µs per event
 
 
-def measure(case: Any, events: int, repeat: int, wall: bool = False) -> Row:
-    """Bare, core with drift and core without drift, interleaved run by run."""
+def captured_predictions(case: Any, values: Sequence[bytes]) -> list[tuple[Any, float | None]]:
+    """The predictions (and latencies) the service encodes for ``values``, drift off."""
+    seen: list[tuple[Any, float | None]] = []
+
+    def keep(prediction: Any, latency_ms: float | None = None) -> bytes:
+        seen.append((prediction, latency_ms))
+        return encode_prediction(prediction, latency_ms)
+
+    # the loop calls it by its module's name
+    with mock.patch.object(service_module, "encode_prediction", keep):
+        core_us(case, values, drift=False)
+    return seen
+
+
+def detectors_us(case: Any, values: Sequence[bytes], wall: bool = False) -> float:
+    """µs per event of River's drift detectors alone, fed what the monitors fed them.
+
+    A run with drift on records each monitor's detector (and warning twin) as
+    built, before its first value, and every value it was given; the same
+    values then go through fresh copies of those detectors, timed.
+    """
+    fed: dict[int, tuple[Any, Any, Any, list[float]]] = {}
+    original = Monitor.update
+
+    def keep(self: Monitor, value: float, at: Any, rules: Any) -> Any:
+        entry = fed.get(id(self))
+        if entry is None:  # the monitor is kept in the entry, so its id is not reused
+            entry = fed[id(self)] = (self, deepcopy(self.detector), deepcopy(self.warner), [])
+        entry[3].append(value)
+        return original(self, value, at, rules)
+
+    with mock.patch.object(Monitor, "update", keep):
+        core_us(case, values, drift=True)
+    clock = time.perf_counter if wall else time.process_time
+    started = clock()
+    for _monitor, detector, warner, series in fed.values():
+        for value in series:
+            detector.update(value)
+            if warner is not None:
+                warner.update(value)
+    return (clock() - started) / len(values) * 1e6
+
+
+def parts_us(case: Any, values: Sequence[bytes], wall: bool = False) -> tuple[float, float]:
+    """CPU (or wall) µs per event of the service's decode and of its prediction encoding."""
+    settings = load_settings(None, env={}, overrides={"model": case.model_settings()})
+    codec = Codec(settings.schema_, settings.limits, ModelSpec.from_settings(settings.model).task)
+    records = [r for run in partitions(values).values() for r in run]
+    predictions = captured_predictions(case, values)
+    clock = time.perf_counter if wall else time.process_time
+    started = clock()
+    for value, key, timestamp_ms, origin in records:
+        codec.decode(value, key, timestamp_ms, origin)
+    decoded = clock() - started
+    started = clock()
+    for prediction, latency_ms in predictions:
+        encode_prediction(prediction, latency_ms)
+    encoded = clock() - started
+    return decoded / len(values) * 1e6, encoded / len(values) * 1e6
+
+
+def measure(case: Any, events: int, repeat: int, wall: bool = False, parts: bool = False) -> Row:
+    """Bare, core with drift and core without drift (and the parts), interleaved run by run."""
     values = B.encoded_events(B.samples(events), case.labelled)
-    runs: dict[str, list[float]] = {"bare": [], "on": [], "off": []}
-    for _ in range(repeat):  # interleaved: a slow moment of the machine hits all three
+    runs: dict[str, list[float]] = {
+        "bare": [], "on": [], "off": [], "decode": [], "encode": [], "detectors": []
+    }
+    for _ in range(repeat):  # interleaved: a slow moment of the machine hits all of them
         runs["bare"].append(bare_us(case, values, wall))
         runs["on"].append(core_us(case, values, drift=True, wall=wall))
         runs["off"].append(core_us(case, values, drift=False, wall=wall))
-    med = {name: statistics.median(times) for name, times in runs.items()}
-    return Row(case.name, med["bare"], med["on"], med["off"])
+        if parts:
+            decode, encode = parts_us(case, values, wall)
+            runs["decode"].append(decode)
+            runs["encode"].append(encode)
+            runs["detectors"].append(detectors_us(case, values, wall))
+    med = {name: statistics.median(times) for name, times in runs.items() if times}
+    return Row(
+        case.name, med["bare"], med["on"], med["off"], med.get("decode"), med.get("encode"),
+        med.get("detectors"),
+    )
 
 
 def render(rows: Sequence[Row]) -> str:
@@ -157,6 +246,25 @@ def render(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def render_parts(rows: Sequence[Row]) -> str:
+    """The overhead with drift on, split into its parts, as a Markdown table."""
+    lines = [
+        "| model | overhead µs (drift on) | drift monitors | of which River's detectors | "
+        "decode | encode | rest: loop, labels, metrics, commits |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r.decode_us is None or r.encode_us is None or r.detectors_us is None:
+            continue
+        overhead, monitors = r.core_us - r.bare_us, r.core_us - r.core_nodrift_us
+        rest = overhead - monitors - r.decode_us - r.encode_us
+        lines.append(
+            f"| {r.model} | {overhead:.1f} | {monitors:.1f} | {r.detectors_us:.1f} | "
+            f"{r.decode_us:.1f} | {r.encode_us:.1f} | {rest:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments, measure every model, print the table."""
     names = [case.name for case in B.CASES]
@@ -169,16 +277,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--wall", action="store_true", help="wall time instead of the process's CPU time"
     )
+    parser.add_argument(
+        "--parts", action="store_true",
+        help="also time decoding and encoding alone and split the overhead into parts",
+    )
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     cases = {case.name: case for case in B.CASES}
     rows = []
     for name in args.models:
-        rows.append(measure(cases[name], args.events, args.repeat, args.wall))
+        rows.append(measure(cases[name], args.events, args.repeat, args.wall, args.parts))
         print(f"{name}: done", file=sys.stderr, flush=True)
     clock = "wall time" if args.wall else "CPU time"
     print(f"{args.events} events, median of {args.repeat} runs, µs of {clock} per event\n")
     print(render(rows))
+    if args.parts:
+        print("\nThe overhead with drift on, in parts (µs per event):\n")
+        print(render_parts(rows))
     return 0
 
 
