@@ -34,6 +34,8 @@ Usage::
     python scripts/drift_report.py             # the full suite (~10 min), writes docs/drift.md
     python scripts/drift_report.py --quick     # seed 1, no HAT/ARF: prints the tables
     python scripts/drift_report.py --workers 1 --no-write
+    # detection and false alarms only, with another setting (~1 min, not written)
+    python scripts/drift_report.py --actions alert --drift 'error_params={"delta": 0.02}'
 """
 
 from __future__ import annotations
@@ -318,14 +320,16 @@ def _score(family: Family, case: Case, loss: list[float],
 # -- the suite --------------------------------------------------------------------------------
 
 
-def cases(seeds: tuple[int, ...], river: bool) -> list[Case]:
+def cases(
+    seeds: tuple[int, ...], river: bool, actions: tuple[str, ...] = ACTIONS
+) -> list[Case]:
     """Every run: drift streams with each action, River's adaptive models, stable streams."""
     out: list[Case] = []
     for seed in seeds:
         for labels in ("inline", "late"):
             for f in DRIFTING:
                 for model in f.models:
-                    out.extend(Case(f.name, model, seed, labels, a) for a in ACTIONS)
+                    out.extend(Case(f.name, model, seed, labels, a) for a in actions)
                 if river and labels == "inline" and seed in RIVER_SEEDS:
                     out.extend(Case(f.name, m, seed, labels, "alert") for m in ("hat", "arf"))
             for f in STABLE:
@@ -377,7 +381,8 @@ def detection_rows(results: list[dict[str, Any]], seeds: tuple[int, ...]) -> lis
             events = sum(r["case"].n for r in rs)
             if part == "stable streams":
                 rows.append(f"| {labels} | {part} | | | | {false} / {stable} | "
-                            f"{_fmt(1e4 * false / stable, 2)} | {_fmt(1e4 * blind / events, 1)} |")
+                            f"{_fmt(_per_10k(false, stable), 2)} | "
+                            f"{_fmt(_per_10k(blind, events), 1)} |")
                 continue
             needed = [d for r in rs for d in r["drifts"] if _raises(d)]
             caught = [d["delay"] for d in needed if d["delay"] is not None]
@@ -387,8 +392,13 @@ def detection_rows(results: list[dict[str, Any]], seeds: tuple[int, ...]) -> lis
             rows.append(
                 f"| {labels} | {part} | {len(caught)} / {len(needed)} | {_fmt(median, 0)} | "
                 f"{len(all_caught)} / {n_all} | {false} / {stable} | "
-                f"{_fmt(1e4 * false / stable, 2)} | {_fmt(1e4 * blind / events, 1)} |")
+                f"{_fmt(_per_10k(false, stable), 2)} | {_fmt(_per_10k(blind, events), 1)} |")
     return rows
+
+
+def _per_10k(count: int, events: int) -> float:
+    """``count`` per 10,000 events; NaN (shown "-") for a part without events (``--families``)."""
+    return 1e4 * count / events if events else math.nan
 
 
 def _raises(d: dict[str, Any]) -> bool:
@@ -503,6 +513,7 @@ def report(results: list[dict[str, Any]], seeds: tuple[int, ...], held: tuple[in
         f"`reset_replay_labels = {d.reset_replay_labels}`; only `action` varies.",
         "",
     ]
+    acted = any(r["case"].action != "alert" for r in results)  # not a detection-only run
     for title, part in (("Tuning seeds", seeds), ("Held-out seeds", held)):
         if not any(r["case"].seed in part for r in results):
             continue
@@ -515,6 +526,10 @@ def report(results: list[dict[str, Any]], seeds: tuple[int, ...], held: tuple[in
             "|---|---|---|---|---|---|---|---|",
             *detection_rows(results, part),
             "",
+        ]
+        if not acted:
+            continue
+        lines += [
             f"### Drift actions: {title.lower()} {', '.join(map(str, part))}",
             "",
             "Post-drift metric: accuracy (classification) or MAE (regression) over the 2,000 "
@@ -556,10 +571,16 @@ def main(argv: list[str] | None = None) -> int:
                         "and reuse them (a stopped run resumes)")
     parser.add_argument("--drift", nargs="*", default=[], metavar="KEY=JSON",
                         help="try [drift] settings other than the shipped ones (not written)")
+    parser.add_argument("--actions", nargs="+", choices=ACTIONS, default=list(ACTIONS),
+                        help="only these drift actions (`alert` alone: detection and false "
+                        "alarms only; not written)")
     args = parser.parse_args(argv)
+    if "alert" not in args.actions:
+        parser.error("--actions needs `alert`: the other actions are measured against it")
     TRIED.update({k: orjson.loads(v) for k, v in (a.split("=", 1) for a in args.drift)})
     seeds, held = ((1,), ()) if args.quick else (TUNING, HELD_OUT)
-    todo = cases(seeds + held, river=not args.quick)
+    actions = tuple(args.actions)
+    todo = cases(seeds + held, river=not args.quick and actions == ACTIONS, actions=actions)
     if args.families:
         todo = [c for c in todo if c.family in args.families]
     started = time.perf_counter()
@@ -567,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     text = report(results, seeds, held, seconds, args.workers)
     print(text)
-    if not (args.quick or args.no_write or args.families or TRIED):
+    if not (args.quick or args.no_write or args.families or TRIED or actions != ACTIONS):
         write(text)
     return 0
 

@@ -41,3 +41,16 @@ def test_a_drift_run_through_the_service_is_detected_and_reset() -> None:
     assert result["replaced"] >= 2
     stable = s.run_case(s.Case("sea-stable", "linear", 1, "inline", "alert"))
     assert stable["drifts"] == [] and stable["stable_events"] == s.N_STABLE
+
+
+def test_a_detection_only_run_has_alert_cases_and_no_action_tables() -> None:
+    s = suite()
+    todo = s.cases((1,), river=False, actions=("alert",))
+    assert todo and {c.action for c in todo} == {"alert"}
+    assert len(s.cases((1,), river=False)) > len(todo)  # every action by default
+    stable = s.run_case(s.Case("sea-stable", "linear", 1, "inline", "alert"))
+    text = s.report([stable], (1,), (), 1.0, 1)
+    assert "### Detection and false alarms: tuning seeds 1" in text
+    assert "| inline | stable streams | | | | 0 / 10000 | 0.00 |" in text
+    assert "| inline | drift streams | 0 / 0 | - |" in text  # no drift stream in this run
+    assert "### Drift actions" not in text
