@@ -352,9 +352,17 @@ def run_all(todo: list[Case], workers: int, cache: Path | None) -> list[dict[str
             result = pickle.loads(path.read_bytes())
             done[result["case"]] = result
     rest = sorted((c for c in todo if c not in done), key=_order)
+    if len(rest) < len(todo):
+        print(f"{len(todo) - len(rest)} of {len(todo)} runs taken from {cache}",
+              file=sys.stderr, flush=True)
+    started = time.perf_counter()
     with Pool(max(1, workers)) as pool:
-        for result in pool.imap(run_case, rest, chunksize=1):
+        for k, result in enumerate(pool.imap(run_case, rest, chunksize=1), 1):
             done[result["case"]] = result
+            c = result["case"]
+            print(f"[{k}/{len(rest)}] {c.family} {c.model} seed {c.seed} labels {c.labels} "
+                  f"{c.action}: {result['seconds']:.1f} s ({time.perf_counter() - started:.0f} s "
+                  "so far)", file=sys.stderr, flush=True)
             if cache is not None:
                 name = "-".join(str(v) for v in _key(result["case"]))
                 (cache / f"{name}.pickle").write_bytes(pickle.dumps(result))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from types import ModuleType
 
@@ -54,3 +55,17 @@ def test_a_detection_only_run_has_alert_cases_and_no_action_tables() -> None:
     assert "| inline | stable streams | | | | 0 / 10000 | 0.00 |" in text
     assert "| inline | drift streams | 0 / 0 | - |" in text  # no drift stream in this run
     assert "### Drift actions" not in text
+
+
+def test_a_run_reports_each_case_as_it_finishes(capsys) -> None:  # type: ignore[no-untyped-def]
+    s = suite()
+    assert s.main(["--quick", "--families", "sea-stable", "--actions", "alert", "--workers", "1",
+                   "--no-write"]) == 0
+    out = capsys.readouterr()
+    progress = [line.split(":")[0] for line in out.err.splitlines() if line.startswith("[")]
+    assert [p.split()[0] for p in progress] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert sorted(p.split(" ", 1)[1] for p in progress) == [
+        f"sea-stable {model} seed 1 labels {labels} alert"
+        for model in ("linear", "tree") for labels in ("inline", "late")
+    ]
+    assert re.search(r"\| inline \| stable streams \| \| \| \| \d+ / 20000 \|", out.out)
