@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -98,4 +100,46 @@ def test_partitions_move_one_two_one_workers(
 
     rows = consume_all(kafka_bootstrap, topics["predictions"], N_EVENTS, isolation_level="read_committed")
     check_predictions(rows, expected, exactly_once=True)
+    final_models_equal_reference(redis_url, prefix, topics["events"], learners)
+
+
+def test_a_worker_paused_past_its_session_is_fenced_when_it_wakes(
+    kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path
+) -> None:
+    """A zombie: a worker stopped (SIGSTOP) until the group gave its partitions away.
+
+    When it wakes, the client reports the partitions lost, and the worker's save of
+    the state it holds is refused by the epoch the new owner took in Redis: the
+    zombie never overwrites the new owner's checkpoints, and the state stays exact.
+    """
+    topics = worker_topics(make_topic, PARTITIONS)
+    prefix = f"zombie-{uuid.uuid4().hex[:8]}"
+    records = labelled_events(N_EVENTS, PARTITIONS)
+    expected, learners = reference(records, PARTITIONS)
+    config = write_config(tmp_path)
+    settings = worker_settings(kafka_bootstrap, redis_url, topics, prefix)
+    producer = paced_producer(kafka_bootstrap, topics["events"], records, seconds=25.0)
+    # a checkpoints only when it loses its partitions, so it holds unsaved state when stopped
+    a = Worker(config, tmp_path / "a.log", **{
+        **settings, "checkpoint__every_events": "1000000", "checkpoint__every_seconds": "3600",
+    }, service__worker_id="a", service__idle_timeout_s="25")
+    a.wait_for(r"assigned partitions \[\(")
+    time.sleep(3)
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        b = Worker(config, tmp_path / "b.log", **settings, service__worker_id="b",
+                   service__idle_timeout_s="25")
+        # a's session (6 s) expires: b gets both partitions and claims their shards
+        b.wait_for(r"assigned partitions \[\(.*\), \(.*\)\]", timeout=90)
+        b.wait_for(r"(?s)restore from.*restore from", timeout=60)  # both shards: claimed
+        time.sleep(1)
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    a.wait_for(r"was claimed by epoch \d+; this worker holds epoch \d+", timeout=90)
+    producer.join(60)
+    assert a.wait(180) == 0, a.log()[-3000:]
+    assert b.wait(180) == 0, b.log()[-3000:]
+
+    rows = consume_all(kafka_bootstrap, topics["predictions"], N_EVENTS)
+    check_predictions(rows, expected, exactly_once=False)
     final_models_equal_reference(redis_url, prefix, topics["events"], learners)
