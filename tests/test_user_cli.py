@@ -271,8 +271,10 @@ def test_second_ctrl_c_forces_the_exit(events: Path) -> None:
 
 
 def test_ctrl_c_during_replay_is_not_a_traceback(events: Path) -> None:
+    # 300,000 records: a replay of 120,000 once ended, on a loaded machine, before the
+    # Ctrl-C sent when its start was read reached it (a clean exit 0)
     big = events.parent / "replay-big.jsonl"
-    big.write_bytes(events.read_bytes() * 200)
+    big.write_bytes(events.read_bytes() * 500)
     proc = subprocess.Popen(
         service_command("replay", str(big), "--quiet"), env=service_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -280,11 +282,13 @@ def test_ctrl_c_during_replay_is_not_a_traceback(events: Path) -> None:
     stderr = _Stderr(proc)
     try:
         stderr.wait_for(STARTED)
+        running = proc.poll() is None
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=120)
     finally:
         proc.kill()
     text = stderr.text()
+    assert running, f"the replay ended before the Ctrl-C was sent:\n{text}"
     assert "Traceback" not in text, text
     assert code == 130, text
 
