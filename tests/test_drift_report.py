@@ -8,6 +8,7 @@ import sys
 from types import ModuleType
 
 import orjson
+import pytest
 
 from tests.support.service import ROOT
 
@@ -57,7 +58,7 @@ def test_a_detection_only_run_has_alert_cases_and_no_action_tables() -> None:
     assert "### Drift actions" not in text
 
 
-def test_a_run_reports_each_case_as_it_finishes(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_run_reports_each_case_as_it_finishes(capsys: pytest.CaptureFixture[str]) -> None:
     s = suite()
     assert s.main(["--quick", "--families", "sea-stable", "--actions", "alert", "--workers", "1",
                    "--no-write"]) == 0
