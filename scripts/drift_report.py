@@ -31,7 +31,7 @@ out and reported apart. HAT and ARF run on the tuning seed with inline labels.
 
 Usage::
 
-    python scripts/drift_report.py             # the full suite (~20 min on 2 cores), writes docs/drift.md
+    python scripts/drift_report.py             # the full suite (~20 min), writes docs/drift.md
     python scripts/drift_report.py --quick     # seed 1, no HAT/ARF: prints the tables
     python scripts/drift_report.py --workers 1 --no-write
     # detection and false alarms only, with another setting (~1 min, not written)
