@@ -9,6 +9,7 @@ in which case they fail: CI never passes by skipping them.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +18,13 @@ import pytest
 
 from tests.support.page import BROWSER_ARGS, CHROMIUM, browser_unavailable
 from tests.support.service import CLIENT_VARIABLE, KAFKA_CLIENTS
+
+# A shell without job control starts a background command (`scripts/test.sh &`, a CI
+# runner's step) with SIGINT ignored, and every process the tests start inherits that:
+# a `stream-learner replay` child then never sees the Ctrl-C a test sends it (Python
+# keeps an inherited "ignore"). The tests' children get SIGINT as a terminal gives it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _server(var: str, what: str) -> str:

@@ -224,6 +224,35 @@ def _until_read(fd: int, timeout: float = 60.0) -> None:
     raise AssertionError(f"{unread[0]} bytes still unread in the pipe after {timeout}s")
 
 
+def _until_full(fd: int, timeout: float = 60.0) -> None:
+    """Wait until the writer of the pipe whose read end is ``fd`` is blocked on it.
+
+    Blocked: the pipe holds over half its capacity and took nothing more for 0.5 s
+    (a write that does not fit waits, so the pipe is rarely full to the byte).
+    """
+    capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    deadline = time.monotonic() + timeout
+    unread = array.array("i", [0])
+    before, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        fcntl.ioctl(fd, termios.FIONREAD, unread)
+        if unread[0] != before:
+            before, since = unread[0], time.monotonic()
+        elif unread[0] > capacity // 2 and time.monotonic() - since >= 0.5:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the pipe holds {unread[0]} of {capacity} bytes after {timeout}s")
+
+
+def _signal_masks(pid: int) -> str:
+    """The blocked, ignored and caught signal masks of process ``pid`` (Linux)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError as exc:
+        return f"no /proc status: {exc}"
+    return " ".join(line for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 #: Logged once the run has subscribed to its input: it is past start-up.
 STARTED = "assigned partitions"
 
@@ -257,6 +286,10 @@ def test_second_ctrl_c_forces_the_exit(events: Path) -> None:
     stderr = _Stderr(proc)
     try:
         stderr.wait_for(STARTED)
+        assert proc.stdout is not None
+        # blocked on output first: a Ctrl-C before the first batch ends the run at once
+        # (exit 130), and a second one then lands in the interpreter's shutdown
+        _until_full(proc.stdout.fileno())
         proc.send_signal(signal.SIGINT)
         stderr.wait_for("interrupted (SIGINT)")
         assert proc.poll() is None, "the first Ctrl-C must not exit a run blocked on output"
@@ -283,6 +316,7 @@ def test_ctrl_c_during_replay_is_not_a_traceback(events: Path) -> None:
     try:
         stderr.wait_for(STARTED)
         running = proc.poll() is None
+        signals = _signal_masks(proc.pid)  # if the Ctrl-C is not seen, was SIGINT blocked?
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=120)
     finally:
@@ -290,7 +324,7 @@ def test_ctrl_c_during_replay_is_not_a_traceback(events: Path) -> None:
     text = stderr.text()
     assert running, f"the replay ended before the Ctrl-C was sent:\n{text}"
     assert "Traceback" not in text, text
-    assert code == 130, text
+    assert code == 130, f"{signals}\n{text}"
 
 
 # -- what the summary counts -------------------------------------------------------------
