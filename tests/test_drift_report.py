@@ -70,3 +70,13 @@ def test_a_run_reports_each_case_as_it_finishes(capsys: pytest.CaptureFixture[st
         for model in ("linear", "tree") for labels in ("inline", "late")
     ]
     assert re.search(r"\| inline \| stable streams \| \| \| \| \d+ / 20000 \|", out.out)
+
+
+def test_a_run_with_tried_settings_does_not_call_them_the_shipped_defaults() -> None:
+    s = suite()
+    stable = s.run_case(s.Case("sea-stable", "linear", 1, "inline", "alert"))
+    assert "Shipped defaults: `error_detector = \"adwin\"`" in s.report([stable], (1,), (), 1.0, 1)
+    s.TRIED.update({"error_detector": "page_hinkley"})
+    text = s.report([stable], (1,), (), 1.0, 1)
+    assert "Settings tried (changed: error_detector): `error_detector = \"page_hinkley\"`" in text
+    assert "`error_params = River's defaults`" in text and "Shipped defaults" not in text
