@@ -148,65 +148,68 @@ def bare_us(case: Any, values: Sequence[bytes], wall: bool = False) -> float:
     return float(bare.cpu_s_per_m)  # CPU seconds per million events: µs per event
 
 
-def captured_predictions(case: Any, values: Sequence[bytes]) -> list[tuple[Any, float | None]]:
-    """The predictions (and latencies) the service encodes for ``values``, drift off."""
-    seen: list[tuple[Any, float | None]] = []
+@dataclass
+class Recorded:
+    """What one run with drift on handed to encoding and to River's detectors."""
 
-    def keep(prediction: Any, latency_ms: float | None = None) -> bytes:
-        seen.append((prediction, latency_ms))
+    #: each prediction the loop encoded, with its latency
+    predictions: list[tuple[Any, float | None]]
+    #: each monitor's detector and warning twin as built (before their first value),
+    #: and the values the monitor fed them
+    fed: list[tuple[Any, Any, list[float]]]
+
+
+def recorded_run(case: Any, values: Sequence[bytes]) -> Recorded:
+    """Run the service once with drift on, recording what :func:`parts_us` times alone."""
+    predictions: list[tuple[Any, float | None]] = []
+    fed: dict[int, tuple[Any, Any, Any, list[float]]] = {}
+    update = Monitor.update
+
+    def encode(prediction: Any, latency_ms: float | None = None) -> bytes:
+        predictions.append((prediction, latency_ms))
         return encode_prediction(prediction, latency_ms)
 
-    # the loop calls it by its module's name
-    with mock.patch.object(service_module, "encode_prediction", keep):
-        core_us(case, values, drift=False)
-    return seen
-
-
-def detectors_us(case: Any, values: Sequence[bytes], wall: bool = False) -> float:
-    """µs per event of River's drift detectors alone, fed what the monitors fed them.
-
-    A run with drift on records each monitor's detector (and warning twin) as
-    built, before its first value, and every value it was given; the same
-    values then go through fresh copies of those detectors, timed.
-    """
-    fed: dict[int, tuple[Any, Any, Any, list[float]]] = {}
-    original = Monitor.update
-
-    def keep(self: Monitor, value: float, at: Any, rules: Any) -> Any:
+    def monitor_update(self: Monitor, value: float, at: Any, rules: Any) -> Any:
         entry = fed.get(id(self))
         if entry is None:  # the monitor is kept in the entry, so its id is not reused
             entry = fed[id(self)] = (self, deepcopy(self.detector), deepcopy(self.warner), [])
         entry[3].append(value)
-        return original(self, value, at, rules)
+        return update(self, value, at, rules)
 
-    with mock.patch.object(Monitor, "update", keep):
+    # the loop calls encode_prediction by its module's name
+    with mock.patch.object(service_module, "encode_prediction", encode), \
+            mock.patch.object(Monitor, "update", monitor_update):
         core_us(case, values, drift=True)
-    clock = time.perf_counter if wall else time.process_time
-    started = clock()
-    for _monitor, detector, warner, series in fed.values():
-        for value in series:
-            detector.update(value)
-            if warner is not None:
-                warner.update(value)
-    return (clock() - started) / len(values) * 1e6
+    return Recorded(predictions, [(d, w, series) for _m, d, w, series in fed.values()])
 
 
-def parts_us(case: Any, values: Sequence[bytes], wall: bool = False) -> tuple[float, float]:
-    """CPU (or wall) µs per event of the service's decode and of its prediction encoding."""
+def parts_us(
+    case: Any, values: Sequence[bytes], recorded: Recorded, wall: bool = False
+) -> tuple[float, float, float]:
+    """CPU (or wall) µs per event of decoding, of encoding the predictions, and of River's
+    detectors fed alone (fresh copies of them, so each call times the same work)."""
     settings = load_settings(None, env={}, overrides={"model": case.model_settings()})
     codec = Codec(settings.schema_, settings.limits, ModelSpec.from_settings(settings.model).task)
     records = [r for run in partitions(values).values() for r in run]
-    predictions = captured_predictions(case, values)
+    detectors = deepcopy(recorded.fed)
     clock = time.perf_counter if wall else time.process_time
     started = clock()
     for value, key, timestamp_ms, origin in records:
         codec.decode(value, key, timestamp_ms, origin)
     decoded = clock() - started
     started = clock()
-    for prediction, latency_ms in predictions:
+    for prediction, latency_ms in recorded.predictions:
         encode_prediction(prediction, latency_ms)
     encoded = clock() - started
-    return decoded / len(values) * 1e6, encoded / len(values) * 1e6
+    started = clock()
+    for detector, warner, series in detectors:
+        for x in series:
+            detector.update(x)
+            if warner is not None:
+                warner.update(x)
+    fed = clock() - started
+    per_event = 1e6 / len(values)
+    return decoded * per_event, encoded * per_event, fed * per_event
 
 
 def measure(case: Any, events: int, repeat: int, wall: bool = False, parts: bool = False) -> Row:
@@ -215,15 +218,16 @@ def measure(case: Any, events: int, repeat: int, wall: bool = False, parts: bool
     runs: dict[str, list[float]] = {
         "bare": [], "on": [], "off": [], "decode": [], "encode": [], "detectors": []
     }
+    recorded = recorded_run(case, values) if parts else None
     for _ in range(repeat):  # interleaved: a slow moment of the machine hits all of them
         runs["bare"].append(bare_us(case, values, wall))
         runs["on"].append(core_us(case, values, drift=True, wall=wall))
         runs["off"].append(core_us(case, values, drift=False, wall=wall))
-        if parts:
-            decode, encode = parts_us(case, values, wall)
+        if recorded is not None:
+            decode, encode, detectors = parts_us(case, values, recorded, wall)
             runs["decode"].append(decode)
             runs["encode"].append(encode)
-            runs["detectors"].append(detectors_us(case, values, wall))
+            runs["detectors"].append(detectors)
     med = {name: statistics.median(times) for name, times in runs.items() if times}
     return Row(
         case.name, med["bare"], med["on"], med["off"], med.get("decode"), med.get("encode"),
