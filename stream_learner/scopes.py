@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stream_learner.models import ModelSpec, warm_plans
+from stream_learner.slot_codec import SlotCodec
 
 if TYPE_CHECKING:
     from stream_learner.drift.watch import SlotDrift
@@ -224,6 +225,8 @@ class KeyedModels:
         self._parked_dirty: set[str] = set()
         self._prototype = pickle.dumps(Slot(warm_plans(spec.build())),
                                        protocol=pickle.HIGHEST_PROTOCOL)
+        #: writes and reads the parked and checkpointed slots (flat tuples, see its module)
+        self.codec = SlotCodec()
         self._head_only = False
         self.n_created = 0
         self.n_evicted = 0
@@ -255,18 +258,18 @@ class KeyedModels:
         if payload is None:
             return None
         self._parked_dirty.discard(key)
-        slot: Slot = pickle.loads(payload)
+        slot: Slot = self.codec.decode(payload)
         return slot
 
     def _park(self, key: str) -> None:
         slot = self._resident.pop(key)
         self.n_evicted += 1
-        if key not in self._dirty:  # unchanged since the last checkpoint holds it
-            return
-        self._dirty.discard(key)
-        assert self.spill is not None
-        self.spill.park(key, pickle.dumps(slot, protocol=pickle.HIGHEST_PROTOCOL))
-        self._parked_dirty.add(key)
+        if key in self._dirty:  # else unchanged since the last checkpoint, which holds it
+            self._dirty.discard(key)
+            assert self.spill is not None
+            self.spill.park(key, self.codec.encode(slot))
+            self._parked_dirty.add(key)
+        self.codec.recycle(slot)
 
     def prefetch(self, keys: Iterable[str]) -> None:
         """Read the models of ``keys`` that are not in memory ahead, in one request.
@@ -299,10 +302,8 @@ class KeyedModels:
     def changes(self) -> tuple[dict[str, bytes], list[str]]:
         """Pickles of the resident models changed since the last checkpoint, and the keys
         parked since then (their pickles are where they were parked)."""
-        payloads = {
-            key: pickle.dumps(self._resident[key], protocol=pickle.HIGHEST_PROTOCOL)
-            for key in self._dirty
-        }
+        encode, resident = self.codec.encode, self._resident
+        payloads = {key: encode(resident[key]) for key in self._dirty}
         return payloads, sorted(self._parked_dirty)
 
     def committed(self) -> None:
@@ -332,6 +333,15 @@ class KeyedModels:
         if self._head_only:
             state.update(_resident=OrderedDict(), spill=None, _dirty=set(), _parked_dirty=set())
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("codec", SlotCodec())  # a head written before slots were flat
+        self.__dict__.update(state)
+
+    def decode(self, entry: bytes) -> Slot:
+        """The slot of a parked or checkpointed entry (a reader outside the scope)."""
+        slot: Slot = self.codec.decode(entry)
+        return slot
 
     @property
     def n_resident(self) -> int:

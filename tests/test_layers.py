@@ -24,7 +24,7 @@ PACKAGE = ROOT / "stream_learner"
 #: module of the subpackage; ``__init__`` is the package's own, lazy, facade)
 LAYERS: dict[str, set[str]] = {
     "base": {"__init__", "errors", "settings", "client_options", "retrying"},
-    "core": {"events", "models", "tasks", "learner", "labels", "scopes", "drift/"},
+    "core": {"events", "models", "tasks", "learner", "labels", "scopes", "slot_codec", "drift/"},
     "edges": {"sources", "sinks", "commits", "stores", "metrics", "datasets", "testing", "kafka/", "dashboard/"},
     "state": {"checkpoint", "keyed_state", "recovery", "guard", "admin"},
     "loop": {"service", "reporting", "summary"},

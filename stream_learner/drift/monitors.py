@@ -494,7 +494,7 @@ class SchemaMonitor:
     #: changes are drifts (False: warnings, while labels flow)
     pages: bool = True
     #: the signatures of ``seen`` as (names, types): the same test without building a
-    #: pair per feature; derived from ``seen``, so not pickled
+    #: pair per feature (derived from ``seen``)
     known: set[tuple[tuple[str, ...], tuple[type, ...]]] = field(
         default_factory=set, repr=False, compare=False
     )
@@ -503,14 +503,11 @@ class SchemaMonitor:
     series = "schema"
     detector_name = "schema"
 
-    def __getstate__(self) -> dict[str, Any]:
-        """The pickled state: everything but ``known`` (rebuilt from events as they come)."""
-        return {name: value for name, value in self.__dict__.items() if name != "known"}
-
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a pickle; ``known`` starts empty."""
+        """Restore a pickle; ``known`` starts empty in one written before it was kept."""
         self.__dict__.update(state)
-        self.known = set()
+        if "known" not in state:
+            self.known = set()
 
     def update(
         self, features: dict[str, Any], at: Stamp, rules: Rules, grace: int

@@ -1,0 +1,462 @@
+"""Per-key model slots as flat tuples: cheaper to checkpoint and park than pickled graphs.
+
+A fleet beyond ``model.max_resident`` saves and loads a model slot (the model,
+its counts and its drift monitors) for about every event, and pickling the
+slot's object graph costs more than the event itself: pickle writes every
+object's class and attribute names each time, and rebuilds every object on
+load. Per-key slots share one shape (the same pipeline, the same monitors),
+so a :class:`SlotCodec` learns the shape once, as a :class:`Layout`, and from
+then on writes only the values that differ between keys:
+
+- the *layout* lists the slot's objects (the *nodes*: plain Python objects,
+  and dicts of them such as a pipeline's steps), and for each node the
+  attributes that hold *data* (numbers, strings, containers, and objects that
+  pickle themselves, such as River's Rust-backed vectors and detectors);
+  attributes that point at other nodes (a pipeline's cached plan) are
+  *structure*, the same in every slot of the layout;
+- an *entry* is ``FLAT`` + the layout's 16-byte id + the pickle of the data
+  values in layout order (one flat tuple: few objects, no class names);
+- loading an entry writes those values into a *shell*: a slot of the same
+  layout, either one that just left memory (the codec keeps a few, see
+  :meth:`SlotCodec.recycle`) or a copy of the layout's *template* (the slot
+  the layout was learned from, pickled whole once).
+
+The result is the slot pickling would give: every data value goes through
+pickle, a node with its own ``__setstate__`` gets its state through it, and a
+slot that does not fit any layout (and no new one can be learned) is pickled
+whole, as before (entries start with pickle's ``0x80``; both kinds load).
+
+Layouts are kept with the codec, which is part of the shard's checkpoint head
+(templates only: the code is generated again on load), so any process of the
+same build reads the entries. Checkpoints of another build are refused before
+anything is read (see :mod:`stream_learner.checkpoint`).
+
+Examples
+--------
+>>> from stream_learner.models import ModelSpec
+>>> from stream_learner.scopes import Slot
+>>> from stream_learner.settings import ModelSettings
+>>> spec = ModelSpec.from_settings(ModelSettings())
+>>> slot = Slot(spec.build(), n_learned=1)
+>>> slot.model.learn_one({"x": 1.0}, 2.0)
+>>> codec = SlotCodec()
+>>> entry = codec.encode(slot)
+>>> entry[:1] == FLAT, len(codec.layouts)
+(True, 1)
+>>> copy = codec.decode(entry)
+>>> copy.n_learned, copy.model.predict_one({"x": 1.0}) == slot.model.predict_one({"x": 1.0})
+(1, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pickle
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stream_learner.errors import CheckpointError
+
+__all__ = ["FLAT", "MAX_LAYOUTS", "MAX_NODES", "POOL_SIZE", "Layout", "SlotCodec", "describe"]
+
+#: first byte of a flat entry (a pickle starts with 0x80)
+FLAT = b"\x01"
+
+#: layouts one codec learns at most; a slot fitting none of them is pickled whole
+MAX_LAYOUTS = 8
+
+#: shells kept per layout for the next loads (slots that left memory)
+POOL_SIZE = 64
+
+#: objects a layout lists at most: a bigger graph (a grown tree, a forest) is pickled whole
+MAX_NODES = 128
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_ID_BYTES = 16
+
+#: types never walked into: their instances are data, whatever their attributes
+_BUILTIN_MODULES = frozenset({"builtins", "collections", "functools", "enum", "types"})
+
+
+class _Misfit(Exception):
+    """The slot does not have the layout's shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """One object of a layout: where it hangs, what it is, which attributes are data."""
+
+    parent: int  # index of the parent node (-1: the root)
+    name: str  # attribute of the parent, or key in a parent mapping
+    kind: str  # "dict" (has __dict__), "slots" (only __slots__), "map" (a dict of nodes)
+    module: str
+    qualname: str
+    keys: tuple[str, ...]  # every attribute (or key) the object must have
+    data: tuple[str, ...]  # the attributes whose values an entry carries
+    setstate: bool  # restored through the type's own __setstate__
+    boxes: tuple[str, ...] = ()  # per data attribute: "" or the dict subclass it is written as dict
+
+
+def _resolve(module: str, qualname: str) -> type:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, type):
+        raise CheckpointError(f"layout names {module}.{qualname}, which is not a class")
+    return obj
+
+
+def _overrides(cls: type, name: str) -> bool:
+    return getattr(cls, name, None) is not getattr(object, name, None)
+
+
+def _walkable(value: Any) -> bool:
+    """True for an object whose attributes a layout may list (it pickles as its ``__dict__``)."""
+    cls = type(value)
+    if cls.__module__ in _BUILTIN_MODULES or isinstance(value, type):
+        return False
+    if any(_overrides(cls, n) for n in ("__reduce__", "__reduce_ex__", "__getstate__",
+                                        "__getnewargs__", "__getnewargs_ex__")):
+        return False
+    return hasattr(value, "__dict__") or bool(_slot_names(cls))
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        slots = klass.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else list(slots)
+    return tuple(n for n in names if n not in ("__dict__", "__weakref__"))
+
+
+def _is_map(value: Any) -> bool:
+    return (type(value) in (dict, OrderedDict) and bool(value)
+            and all(type(k) is str for k in value) and all(map(_walkable, value.values())))
+
+
+def _mutables(value: Any, out: set[int], depth: int = 0) -> set[int]:
+    """Ids of the mutable containers in ``value`` (a few levels deep), added to ``out``."""
+    if depth > 4:
+        return out
+    if isinstance(value, (dict, list, set)) or type(value).__name__ == "deque":
+        out.add(id(value))
+    if isinstance(value, dict):
+        for item in (*value.keys(), *value.values()):
+            _mutables(item, out, depth + 1)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            _mutables(item, out, depth + 1)
+    return out
+
+
+def _refers(value: Any, ids: set[int], depth: int = 0) -> bool:
+    """True when ``value`` is or holds (a few levels deep) one of the objects ``ids``."""
+    if id(value) in ids:
+        return True
+    if depth > 4:
+        return False
+    if isinstance(value, dict):
+        items: Any = (*value.keys(), *value.values())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = value
+    else:
+        return False
+    return any(_refers(v, ids, depth + 1) for v in items)
+
+
+#: default factories a defaultdict may have to be written as a dict (rebuilt by name)
+_FACTORIES = {f.__name__: f for f in (float, int, list, dict, set)}
+
+
+def _box(value: Any) -> str:
+    """How a data value of a dict subclass is written as a plain dict (pickle's fast path)."""
+    if type(value) is Counter:
+        return "Counter"
+    factory = value.default_factory if type(value) is defaultdict else None
+    name = getattr(factory, "__name__", "")
+    if factory is not None and _FACTORIES.get(name) is factory:
+        return f"defaultdict:{name}"
+    return ""
+
+
+def _counter(items: dict[Any, Any]) -> Counter[Any]:
+    counter: Counter[Any] = Counter()
+    dict.update(counter, items)
+    return counter
+
+
+def _attrs(obj: Any, as_map: bool = False) -> list[tuple[str, Any]]:
+    if as_map:
+        return list(obj.items())
+    if hasattr(obj, "__dict__"):
+        return list(obj.__dict__.items())
+    return [(n, getattr(obj, n)) for n in _slot_names(type(obj)) if hasattr(obj, n)]
+
+
+def describe(root: Any) -> tuple[_Node, ...] | None:
+    """The layout of ``root``'s object graph, or None when it has none a codec can use.
+
+    Nodes are listed depth first in attribute order, parents before children.
+    An object met a second time, or a value holding a node, is structure (kept
+    by the shell). None when a node with its own ``__setstate__`` holds
+    structure (its state is given to it whole), when a data value shares a
+    mutable container with the structure, or when a class cannot be imported
+    by name.
+
+    Examples
+    --------
+    >>> from stream_learner.scopes import Slot
+    >>> [(n.kind, n.qualname, n.data) for n in describe(Slot({"w": 1.0}))]
+    [('slots', 'Slot', ('model', 'n_learned', 'generation', 'drift'))]
+    """
+    if not _walkable(root):
+        return None
+    found: list[tuple[int, str, Any, bool]] = []  # parent, name, object, is a map
+    children: dict[int, set[str]] = {}
+    ids = {id(root)}
+    stack: list[tuple[int, str, Any, bool]] = [(-1, "", root, False)]
+    while stack:
+        if len(found) >= MAX_NODES:
+            return None
+        entry = stack.pop()
+        index = len(found)
+        found.append(entry)
+        _, _, obj, as_map = entry
+        mine = children.setdefault(index, set())
+        pushed = []
+        for name, value in _attrs(obj, as_map):
+            if id(value) in ids:
+                continue
+            if as_map or _walkable(value) or _is_map(value):
+                ids.add(id(value))
+                mine.add(name)
+                pushed.append((index, name, value, not as_map and _is_map(value)))
+        stack += reversed(pushed)
+    nodes: list[_Node] = []
+    data_boxes: set[int] = set()
+    structure_boxes: set[int] = set()
+    for index, (parent, name, obj, as_map) in enumerate(found):
+        cls = type(obj)
+        if "<locals>" in cls.__qualname__:
+            return None
+        pairs = _attrs(obj, as_map)
+        mine = children[index]
+        data = () if as_map else tuple(
+            k for k, v in pairs if k not in mine and not _refers(v, ids))
+        for key, value in pairs:
+            if key not in mine:
+                _mutables(value, data_boxes if key in data else structure_boxes)
+        kind = "map" if as_map else ("dict" if hasattr(obj, "__dict__") else "slots")
+        setstate = kind == "dict" and _overrides(cls, "__setstate__")
+        if setstate and len(pairs) != len(mine) + len(data):
+            return None
+        values = dict(pairs)
+        nodes.append(_Node(parent, name, kind, cls.__module__, cls.__qualname__,
+                           tuple(k for k, _ in pairs), data, setstate,
+                           tuple(_box(values[k]) for k in data)))
+    if data_boxes & structure_boxes:
+        return None
+    return tuple(nodes)
+
+
+class Layout:
+    """A compiled layout: reads a slot's data values, writes them into a shell.
+
+    Parameters
+    ----------
+    nodes
+        The description (:func:`describe`).
+    template
+        A pickled slot of this layout: the shell when none is at hand.
+    """
+
+    def __init__(self, nodes: tuple[_Node, ...], template: bytes) -> None:
+        self.nodes = nodes
+        self.template = template
+        self.ident = hashlib.blake2b(repr(nodes).encode(), digest_size=_ID_BYTES).digest()
+        types = tuple(_resolve(n.module, n.qualname) for n in nodes)
+        self.extract, self.check, self.restore = _compile(nodes, types)
+
+    def read(self, slot: Any) -> tuple[Any, ...] | None:
+        """The data values of ``slot``, or None when it does not have this layout."""
+        try:
+            return self.extract(slot)
+        except (_Misfit, AttributeError, KeyError):
+            return None
+
+    def fits(self, slot: Any) -> bool:
+        """True when ``slot`` has this layout (:meth:`read` without the values)."""
+        try:
+            self.check(slot)
+        except (_Misfit, AttributeError, KeyError):
+            return False
+        return True
+
+    def shell(self) -> Any:
+        """A new slot of this layout (its values are to be overwritten)."""
+        return pickle.loads(self.template)
+
+
+def _compile(nodes: tuple[_Node, ...], types: tuple[type, ...]) -> tuple[
+        Callable[[Any], tuple[Any, ...]], Callable[[Any], None], Callable[[Any, Any], None]]:
+    """Straight-line functions for one layout (generated: one attribute access per value).
+
+    ``extract(slot)`` walks the nodes, checks each one's type and attribute
+    names (raising ``_Misfit``), and returns the data values in layout order;
+    ``check(slot)`` only walks and checks; ``restore(shell, values)`` walks and
+    checks the shell the same way, then writes the values.
+    """
+    scope: dict[str, Any] = {"M": _Misfit, "Counter": Counter, "defaultdict": defaultdict,
+                             "counter": _counter, **_FACTORIES}
+    walk: list[str] = []
+    values: list[str] = []
+    writes: list[str] = []
+    for i, node in enumerate(nodes):
+        scope[f"T{i}"], scope[f"K{i}"] = types[i], frozenset(node.keys)
+        if node.parent < 0:
+            walk.append(f"    n{i} = root")
+        else:
+            parent = nodes[node.parent]
+            walk.append(f"    n{i} = n{node.parent}[{node.name!r}]" if parent.kind == "map" else
+                        f"    n{i} = d{node.parent}[{node.name!r}]" if parent.kind == "dict" else
+                        f"    n{i} = n{node.parent}.{node.name}")
+        walk.append(f"    if type(n{i}) is not T{i}: raise M")
+        if node.kind == "dict":
+            walk += [f"    d{i} = n{i}.__dict__", f"    if d{i}.keys() != K{i}: raise M"]
+        elif node.kind == "map":
+            walk.append(f"    if n{i}.keys() != K{i}: raise M")
+        start = len(values)
+        taken = []
+        for j, (name, box) in enumerate(zip(node.data, node.boxes or [""] * len(node.data),
+                                            strict=True)):
+            read = f"n{i}.{name}" if node.kind == "slots" else f"d{i}[{name!r}]"
+            if not box:
+                values.append(read)
+                taken.append(f"v[{start + j}]")
+                continue
+            factory = box.partition(":")[2]
+            x = f"x{i}_{j}"
+            walk.append(f"    {x} = {read}")
+            if factory:
+                walk.append(f"    if type({x}) is not defaultdict or "
+                            f"{x}.default_factory is not {factory}: raise M")
+                taken.append(f"defaultdict({factory}, v[{start + j}])")
+            else:
+                walk.append(f"    if type({x}) is not Counter: raise M")
+                taken.append(f"counter(v[{start + j}])")
+            values.append(f"dict({x})")
+        pairs = list(zip(node.data, taken, strict=True))
+        if node.setstate:
+            state = ", ".join(f"{n!r}: {t}" for n, t in pairs)
+            writes.append(f"    s = dict(d{i}); s.update({{{state}}}); n{i}.__setstate__(s)")
+        elif node.kind == "slots":
+            writes += [f"    n{i}.{n} = {t}" for n, t in pairs]
+        else:
+            writes += [f"    d{i}[{n!r}] = {t}" for n, t in pairs]
+    body = "\n".join(walk)
+    source = (f"def extract(root):\n{body}\n    return ({''.join(v + ', ' for v in values)})\n\n"
+              f"def check(root):\n{body}\n\n"
+              f"def restore(root, v):\n{body}\n" + "\n".join(writes or ["    pass"]) + "\n")
+    exec(compile(source, "<slot layout>", "exec"), scope)  # the code generated above
+    return scope["extract"], scope["check"], scope["restore"]
+
+
+class SlotCodec:
+    """Entries of per-key slots: flat tuples in a learned layout, pickles when none fits.
+
+    Part of a keyed scope's checkpoint head: pickling the codec keeps its
+    layouts (description and template), and unpickling compiles them again.
+    """
+
+    def __init__(self) -> None:
+        self.layouts: dict[bytes, Layout] = {}
+        self._pools: dict[bytes, list[Any]] = {}
+        self._last: Layout | None = None
+        #: slots pickled whole because no layout fitted them
+        self.n_pickled = 0
+
+    def encode(self, slot: Any) -> bytes:
+        """The entry of ``slot``: flat when a layout fits it (one is learned if needed)."""
+        layout, values = self._last, None
+        if layout is not None:
+            values = layout.read(slot)
+        if values is None:
+            layout, values = self._fitting(slot)
+        if layout is None or values is None:
+            self.n_pickled += 1
+            return pickle.dumps(slot, protocol=_PROTOCOL)
+        return FLAT + layout.ident + pickle.dumps(values, protocol=_PROTOCOL)
+
+    def decode(self, entry: bytes) -> Any:
+        """The slot of an entry (flat or pickled).
+
+        Raises
+        ------
+        CheckpointError
+            A flat entry of a layout this codec does not have, or one its
+            template no longer fits.
+        """
+        if entry[:1] != FLAT:
+            return pickle.loads(entry)
+        ident = entry[1 : 1 + _ID_BYTES]
+        layout = self.layouts.get(ident)
+        if layout is None:
+            raise CheckpointError(f"entry of an unknown slot layout {ident.hex()}")
+        pool = self._pools[ident]
+        shell = pool.pop() if pool else layout.shell()
+        try:
+            layout.restore(shell, pickle.loads(entry[1 + _ID_BYTES :]))
+        except (_Misfit, AttributeError, KeyError) as exc:
+            raise CheckpointError(f"entry does not fit its slot layout {ident.hex()}") from exc
+        return shell
+
+    def recycle(self, slot: Any) -> None:
+        """``slot`` left memory for good: keep it as a shell for a later :meth:`decode`.
+
+        The caller must hold no reference to it any more: a decode overwrites it.
+        """
+        layout = self._last
+        if layout is not None:
+            pool = self._pools[layout.ident]
+            if len(pool) < POOL_SIZE and layout.fits(slot):
+                pool.append(slot)
+
+    def _fitting(self, slot: Any) -> tuple[Layout | None, tuple[Any, ...] | None]:
+        """A layout that fits ``slot`` and its values; a new layout if none does."""
+        for layout in self.layouts.values():
+            values = layout.read(slot)
+            if values is not None:
+                self._last = layout
+                return layout, values
+        if len(self.layouts) >= MAX_LAYOUTS:
+            return None, None
+        nodes = describe(slot)
+        if nodes is None:
+            return None, None
+        layout = self._learn(nodes, pickle.dumps(slot, protocol=_PROTOCOL))
+        values = layout.read(slot)
+        if values is not None:
+            self._last = layout
+        return layout, values
+
+    def _learn(self, nodes: tuple[_Node, ...], template: bytes) -> Layout:
+        layout = Layout(nodes, template)
+        known = self.layouts.get(layout.ident)
+        if known is not None:
+            return known
+        self.layouts[layout.ident] = layout
+        self._pools[layout.ident] = []
+        return layout
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"layouts": [(layout.nodes, layout.template) for layout in self.layouts.values()],
+                "n_pickled": self.n_pickled}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+        self.n_pickled = state["n_pickled"]
+        for nodes, template in state["layouts"]:
+            self._learn(nodes, template)

@@ -1,0 +1,227 @@
+"""Per-key slots as flat entries (``stream_learner.slot_codec``): exact, and pickle's equal."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any
+
+import pytest
+
+from stream_learner.drift.monitors import SchemaMonitor
+from stream_learner.errors import CheckpointError
+from stream_learner.learner import Learner, Outcome
+from stream_learner.models import ModelSpec
+from stream_learner.scopes import KeyedModels, Slot
+from stream_learner.settings import DriftSettings, ModelSettings
+from stream_learner.slot_codec import FLAT, MAX_LAYOUTS, MAX_NODES, SlotCodec, describe
+from tests.support.learners import CLASSIFIER, REGRESSOR, run_outcomes
+from tests.support.streams import friedman
+
+TREE = ({"step": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 20}},)
+FOREST = (  # its trees are lists of nodes
+    {"step": "preprocessing.MinMaxScaler"},
+    {"step": "anomaly.HalfSpaceTrees", "params": {"n_trees": 5, "height": 6, "window_size": 50}},
+)
+
+
+def shifted(events: list[dict[str, Any]], at: int, task: str) -> list[dict[str, Any]]:
+    """The events with a concept change at ``at`` (labels flipped, or moved up by 15)."""
+    out = []
+    for i, event in enumerate(events):
+        if i >= at:
+            label = event["label"]
+            label = (1 - label) if task == "classification" else label + 15.0
+            event = {**event, "label": label}
+        out.append(event)
+    return out
+
+
+def keyed_run(pipeline: Any, task: str, events: list[dict[str, Any]], max_resident: int,
+              action: str = "alert") -> tuple[Learner, list[Outcome]]:
+    spec = ModelSpec.from_settings(ModelSettings(
+        task=task, pipeline=pipeline, scope="key", max_resident=max_resident))
+    learner = Learner(spec, drift=DriftSettings(action=action, warmup_labels=50))
+    return learner, run_outcomes(learner, events, task)
+
+
+def stream(task: str, n: int = 3000, keys: int = 6) -> list[dict[str, Any]]:
+    """Friedman events; for classification the label is whether x0 + x1 > 1."""
+    events = friedman(n, keys)
+    if task == "classification":
+        events = [{**e, "label": int(e["features"]["0"] + e["features"]["1"] > 1.0)}
+                  for e in events]
+    return shifted(events, n // 2, task)
+
+
+@pytest.mark.parametrize("action", ["alert", "reset", "challenger"])
+@pytest.mark.parametrize(("pipeline", "task"), [(REGRESSOR, "regression"),
+                                                (CLASSIFIER, "classification")])
+def test_parked_slots_are_flat_and_change_no_output(pipeline: Any, task: str, action: str):
+    events = stream(task)
+    _, straight = keyed_run(pipeline, task, events, max_resident=100, action=action)
+    learner, parked = keyed_run(pipeline, task, events, max_resident=1, action=action)
+    models = learner.models
+    assert isinstance(models, KeyedModels)
+    assert models.n_evicted > 2000  # nearly every event loads its key's slot
+    assert parked == straight
+    assert any(o[3] for o in parked), "the shift should raise alerts"
+    # the fast path was taken: flat entries, a handful of layouts, no slot pickled whole
+    assert all(entry[:1] == FLAT for entry in models.parked.values())
+    assert 1 <= len(models.codec.layouts) <= 3
+    assert models.codec.n_pickled == 0
+
+
+def state_of(obj: Any, depth: int = 0) -> Any:
+    """A comparable picture of what pickle would keep of ``obj`` (floats bit for bit)."""
+    if depth > 60:
+        raise RecursionError("state_of went too deep")
+    if obj is None or isinstance(obj, (bool, int, str, bytes)):
+        return obj
+    if isinstance(obj, float):
+        return ("float", obj.hex() if not math.isnan(obj) else "nan")
+    if isinstance(obj, type):
+        return ("type", obj.__module__, obj.__qualname__)
+    if type(obj) in (list, tuple):
+        return (type(obj).__name__, [state_of(v, depth + 1) for v in obj])
+    if type(obj) in (set, frozenset):
+        return (type(obj).__name__, sorted(repr(state_of(v, depth + 1)) for v in obj))
+    if type(obj) is dict:
+        return ("dict", [(state_of(k, depth + 1), state_of(v, depth + 1))
+                         for k, v in obj.items()])
+    reduced = obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+    parts = [state_of(part, depth + 1) if not callable(part) else repr(part)
+             for part in reduced[1:3]]
+    extra = [state_of(list(it), depth + 1) for it in reduced[3:5] if it is not None]
+    return (type(obj).__module__, type(obj).__qualname__, parts, extra)
+
+
+@pytest.mark.parametrize(("pipeline", "task"), [(REGRESSOR, "regression"),
+                                                (CLASSIFIER, "classification"),
+                                                (TREE, "classification")])
+def test_a_decoded_slot_holds_what_unpickling_gives(pipeline: Any, task: str):
+    learner, _ = keyed_run(pipeline, task, stream(task, 1200, keys=4), max_resident=100,
+                           action="reset")
+    codec = SlotCodec()
+    slots = list(learner.models.resident())
+    entries = [codec.encode(slot) for slot in slots]
+    for slot, entry in zip(slots, entries, strict=True):
+        decoded = codec.decode(entry)
+        assert state_of(decoded) == state_of(pickle.loads(pickle.dumps(slot)))
+        codec.recycle(decoded)  # the next key is written into this one's objects
+    # a codec read back from a checkpoint head decodes the same entries
+    copy = pickle.loads(pickle.dumps(codec))
+    assert [state_of(copy.decode(e)) for e in entries] == [state_of(s) for s in slots]
+
+
+def test_a_grown_tree_stays_exact_whatever_its_shape():
+    events = stream("classification", 2000, keys=3)
+    _, straight = keyed_run(TREE, "classification", events, max_resident=100)
+    learner, parked = keyed_run(TREE, "classification", events, max_resident=1)
+    assert parked == straight
+    assert len(learner.models.codec.layouts) <= MAX_LAYOUTS
+
+
+def test_a_forest_in_a_list_is_data_and_a_huge_graph_is_pickled_whole():
+    spec = ModelSpec.from_settings(ModelSettings(task="anomaly", pipeline=FOREST,
+                                                 anomaly_quantile=0.9))
+    slot = Slot(spec.build())
+    codec = SlotCodec()
+    entry = codec.encode(slot)  # the trees are in lists: values, not nodes
+    assert entry[:1] == FLAT and state_of(codec.decode(entry)) == state_of(slot)
+    huge = Shape(parts={f"p{i}": Shape(x=float(i)) for i in range(MAX_NODES)})
+    assert describe(Slot(huge)) is None
+    entry = codec.encode(Slot(huge))
+    assert entry[:1] != FLAT and codec.n_pickled == 1
+    assert state_of(codec.decode(entry)) == state_of(Slot(huge))
+
+
+class Shape:
+    """A model whose attributes differ from slot to slot."""
+
+    def __init__(self, **attrs: Any) -> None:
+        self.__dict__.update(attrs)
+
+
+def test_beyond_max_layouts_slots_are_pickled_whole():
+    codec = SlotCodec()
+    slots = [Slot(Shape(**{f"a{i}": float(i)}), n_learned=i) for i in range(MAX_LAYOUTS + 3)]
+    entries = [codec.encode(slot) for slot in slots]
+    assert [e[:1] == FLAT for e in entries] == [True] * MAX_LAYOUTS + [False] * 3
+    assert codec.n_pickled == 3
+    for slot, entry in zip(slots, entries, strict=True):
+        assert state_of(codec.decode(entry)) == state_of(slot)
+
+
+def test_an_entry_of_an_unknown_layout_is_refused():
+    entry = SlotCodec().encode(Slot(Shape(w=1.0)))
+    with pytest.raises(CheckpointError, match="unknown slot layout"):
+        SlotCodec().decode(entry)
+
+
+def test_a_slot_pickled_whole_before_loads_as_it_was():
+    slot = Slot(Shape(w=[1.0, 2.0]), n_learned=3)
+    assert state_of(SlotCodec().decode(pickle.dumps(slot))) == state_of(slot)
+
+
+class Restoring:
+    """Restores itself through __setstate__ (as River's StandardScaler does)."""
+
+    def __init__(self, partner: Any = None) -> None:
+        self.count = 0
+        self.partner = partner
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("count", 0)
+        self.__dict__.update(state)
+
+
+def test_shapes_a_layout_cannot_carry_exactly_are_refused():
+    def local_class() -> Any:
+        class Local:
+            pass
+        return Local()
+
+    assert describe(Slot(local_class())) is None
+    # a node restored through its own __setstate__ may hold no structure
+    model = Shape(step=Shape(x=1.0))
+    model.back = Restoring(partner=model.step)
+    assert describe(Slot(model)) is None
+    # a data value sharing a mutable container with the structure
+    box: list[float] = []
+    aliased = Shape(step=Shape(x=box))
+    aliased.plan = (aliased.step, box)
+    assert describe(Slot(aliased)) is None
+    # without the alias the same shape is fine, and the plan is structure
+    fine = Shape(step=Shape(x=[]))
+    fine.plan = (fine.step,)
+    nodes = describe(Slot(fine))
+    assert nodes is not None and [n.data for n in nodes] == [
+        ("n_learned", "generation", "drift"), (), ("x",)]
+
+
+def test_a_node_with_its_own_setstate_gets_its_state_through_it():
+    codec = SlotCodec()
+    slot = Slot(Shape(scaler=Restoring()))
+    slot.model.scaler.count = 7
+    restored = codec.decode(codec.encode(slot))
+    assert restored.model.scaler.count == 7
+    assert state_of(restored) == state_of(slot)
+
+
+def test_the_schema_monitor_keeps_its_cache_and_reads_older_pickles():
+    monitor = SchemaMonitor()
+    monitor.known.add((("a",), (float,)))
+    assert pickle.loads(pickle.dumps(monitor)).known == monitor.known
+    older = SchemaMonitor.__new__(SchemaMonitor)
+    older.__setstate__({k: v for k, v in monitor.__dict__.items() if k != "known"})
+    assert older.known == set()
+
+
+def test_a_head_written_before_slots_were_flat_gets_a_codec():
+    spec = ModelSpec.from_settings(ModelSettings(scope="key"))
+    state = KeyedModels(spec, 10).__getstate__()
+    del state["codec"]
+    models = KeyedModels.__new__(KeyedModels)
+    models.__setstate__(state)
+    assert isinstance(models.codec, SlotCodec)
