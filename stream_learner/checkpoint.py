@@ -157,7 +157,7 @@ class EnvelopeCodec:
         }
         head = orjson.dumps(header)
         body = _MAGIC + _LEN.pack(len(head)) + head + payload
-        return body + hmac.new(self._key, body, hashlib.sha256).digest()
+        return body + hmac.digest(self._key, body, "sha256")
 
     def read_header(self, blob: bytes) -> dict[str, Any]:
         """The verified header, without unpickling the payload."""
@@ -188,7 +188,7 @@ class EnvelopeCodec:
         """Sign one keyed entry: ``payload`` (a pickled model slot) of ``key`` in ``shard``."""
         head = orjson.dumps({"shard": shard, "key": key, "config_hash": self.config_hash})
         body = b"".join((_ENTRY_MAGIC, _LEN.pack(len(head)), head, payload))
-        return body + hmac.new(self._key, body, hashlib.sha256).digest()
+        return body + hmac.digest(self._key, body, "sha256")
 
     def open_entry(self, shard: str, key: str, blob: bytes) -> bytes:
         """The payload of an entry, once its signature, shard, key and configuration match.
@@ -201,7 +201,7 @@ class EnvelopeCodec:
         if not blob.startswith(_ENTRY_MAGIC) or len(blob) < len(_ENTRY_MAGIC) + 36:
             raise CheckpointRefused(f"entry of key {key!r} is not a stream_learner entry")
         body, mac = blob[:-_MAC_SIZE], blob[-_MAC_SIZE:]
-        if not hmac.compare_digest(mac, hmac.new(self._key, body, hashlib.sha256).digest()):
+        if not hmac.compare_digest(mac, hmac.digest(self._key, body, "sha256")):
             raise CheckpointRefused(
                 f"entry of key {key!r} in shard {shard!r}: signature does not verify "
                 "(wrong key or tampered data)"
@@ -224,7 +224,7 @@ class EnvelopeCodec:
         if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + _LEN.size + _MAC_SIZE:
             raise CheckpointRefused("not a stream_learner checkpoint (bad magic bytes)")
         body, mac = blob[:-_MAC_SIZE], blob[-_MAC_SIZE:]
-        expected = hmac.new(self._key, body, hashlib.sha256).digest()
+        expected = hmac.digest(self._key, body, "sha256")
         if not hmac.compare_digest(mac, expected):
             raise CheckpointRefused(
                 "checkpoint signature does not verify (wrong key or tampered data)"

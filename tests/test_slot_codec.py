@@ -225,3 +225,22 @@ def test_a_head_written_before_slots_were_flat_gets_a_codec():
     models = KeyedModels.__new__(KeyedModels)
     models.__setstate__(state)
     assert isinstance(models.codec, SlotCodec)
+
+
+def test_an_entry_written_ahead_is_dropped_when_its_key_changes_again():
+    spec = ModelSpec.from_settings(ModelSettings(scope="key"))
+    models = KeyedModels(spec, max_resident=2)
+    for key in "abc":  # "c" is the third key of two resident: a fleet taking turns
+        models.get(key).n_learned += 1
+    models.get("b")  # "c" was just used: its entry is written now, while it is hot
+    assert "c" in models._encoded
+    models.get("c").n_learned += 5  # "c" comes back before it was parked
+    assert "c" not in models._encoded
+    payloads, _ = models.changes()
+    assert models.decode(payloads["c"]).n_learned == 6
+    models.get("d").n_learned += 2  # parks "b"; "d" is written ahead at the next get
+    models.get("e")  # parks "c" (written now) and keeps "d"'s entry for its park
+    assert "d" in models._encoded
+    models.get("a")  # parks "d" from the entry written ahead
+    parked = {key: models.decode(entry).n_learned for key, entry in models.parked.items()}
+    assert parked == {"b": 1, "c": 6, "d": 2}
