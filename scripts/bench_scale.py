@@ -3,7 +3,7 @@
     python scripts/bench_scale.py [--sizes 100,10000,100000,1000000] [--events-per-sensor 10]
         [--min-events 100000] [--stores redis,local] [--redis URL] [--max-resident 10000]
         [--results FILE] [--render FILE] [--write-docs]
-    python scripts/bench_scale.py --key-cost
+    python scripts/bench_scale.py --key-cost [--keys 10000]
 
 For each number of sensors and each store, a fresh worker process runs the
 real :class:`~stream_learner.service.Service` with ``model.scope = "key"``
@@ -221,8 +221,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 def key_cost(keys: int = 10_000, events: int = 10) -> dict[str, float]:
     """What one key costs: creating its model and its first event (prototype copy vs a
     build from the settings), its memory (traced allocations) and entry size once it has
-    seen ``events`` events, and the CPU time to save its entry (pickle + sign) and to load
-    it (verify + unpickle), the two things a key pays per checkpoint and per return."""
+    seen ``events`` events, and the CPU time to save its entry (flat encoding + sign) and to
+    load it (verify + decode into a recycled shell), the two things a key pays per
+    checkpoint and per return; the same two for a slot pickled whole, for comparison."""
     import gc
     import pickle
     import tracemalloc
@@ -267,18 +268,27 @@ def key_cost(keys: int = 10_000, events: int = 10) -> dict[str, float]:
     assert isinstance(resident, KeyedModels)
     slots = list(itertools.islice(resident.resident(), 1000))
     envelopes = EnvelopeCodec(KEY, spec.config_hash)
+    slot_codec = resident.codec
     t0 = time.process_time()
-    blobs = [envelopes.seal_entry("s", "k", pickle.dumps(slot, protocol=pickle.HIGHEST_PROTOCOL))
-             for slot in slots]
+    blobs = [envelopes.seal_entry("s", "k", slot_codec.encode(slot)) for slot in slots]
     save_us = (time.process_time() - t0) / len(slots) * 1e6
     t0 = time.process_time()
-    for blob in blobs:
-        pickle.loads(envelopes.open_entry("s", "k", blob))
+    for blob in blobs:  # each load writes into the shell the previous one left, as parks do
+        slot_codec.recycle(slot_codec.decode(envelopes.open_entry("s", "k", blob)))
     load_us = (time.process_time() - t0) / len(slots) * 1e6
+    t0 = time.process_time()
+    pickles = [envelopes.seal_entry("s", "k", pickle.dumps(slot, protocol=pickle.HIGHEST_PROTOCOL))
+               for slot in slots]
+    pickle_save_us = (time.process_time() - t0) / len(slots) * 1e6
+    t0 = time.process_time()
+    for blob in pickles:
+        pickle.loads(envelopes.open_entry("s", "k", blob))
+    pickle_load_us = (time.process_time() - t0) / len(slots) * 1e6
     return {"keys": keys, "events_per_key": events, "create_copy_us": copy_us,
             "create_build_us": build_us, "memory_bytes_per_key": (after - before) / keys,
             "entry_bytes": sum(map(len, blobs)) / len(blobs), "save_entry_us": save_us,
-            "load_entry_us": load_us}
+            "load_entry_us": load_us, "pickle_entry_bytes": sum(map(len, pickles)) / len(pickles),
+            "pickle_save_us": pickle_save_us, "pickle_load_us": pickle_load_us}
 
 
 # -- the harness ------------------------------------------------------------------------------
@@ -418,9 +428,9 @@ def _targets(results: Sequence[dict[str, Any]]) -> list[str]:
                     f"({'met' if cpu >= 0.6 else 'missed'})")
             out.append(
                 "  - why: beyond max_resident every event of a sensor fleet taking turns "
-                "finds its model out of memory, so it pays one entry load (verify + unpickle) "
-                "and, at the next checkpoint, one entry save (pickle + sign) of its changed "
-                "model, plus the store's read and write of its entry; at 100 sensors a "
+                "finds its model out of memory, so it pays one entry load (verify + decode) "
+                "and one entry save (encode + sign) of its changed model, written right after "
+                "its event, plus the store's read and write of its entry; at 100 sensors a "
                 f"checkpoint saves the same {small['changed_per_checkpoint']:,.0f} models "
                 "whatever the rate, at 100,000 each event's model once (about "
                 f"{big['changed_per_checkpoint']:,.0f} a checkpoint here); "
@@ -480,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--key-cost", action="store_true",
                         help="measure what one key costs (docs/tasks.md), run nothing else")
+    parser.add_argument("--keys", type=int, default=10_000, help="keys measured by --key-cost")
     parser.add_argument("--results", default="",
                         help="also append each result to this JSON Lines file")
     parser.add_argument("--render", default="",
@@ -494,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(worker(args)))
         return 0
     if args.key_cost:
-        print(json.dumps(key_cost()))
+        print(json.dumps(key_cost(args.keys)))
         return 0
     stores = [s for s in args.stores.split(",") if s != "redis" or args.redis]
     results = []

@@ -185,7 +185,7 @@ class EnvelopeCodec:
         )
 
     def seal_entry(self, shard: str, key: str, payload: bytes) -> bytes:
-        """Sign one keyed entry: ``payload`` (a pickled model slot) of ``key`` in ``shard``."""
+        """Sign one keyed entry: ``payload`` (an encoded model slot) of ``key`` in ``shard``."""
         head = orjson.dumps({"shard": shard, "key": key, "config_hash": self.config_hash})
         body = b"".join((_ENTRY_MAGIC, _LEN.pack(len(head)), head, payload))
         return body + hmac.digest(self._key, body, "sha256")

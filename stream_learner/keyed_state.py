@@ -2,7 +2,7 @@
 
 With ``model.scope = "key"`` and a checkpoint store, a shard's per-key models
 live in the store (see :mod:`stream_learner.stores`): the checkpointed
-*entries* (one signed pickle per key, as of the newest checkpoint) and a
+*entries* (one signed, encoded slot per key, as of the newest checkpoint) and a
 *scratch* map of the models parked since. :class:`StoreSpill` is the
 :class:`~stream_learner.scopes.Spill` that reads and writes them for one
 shard and one epoch, so a worker holds at most ``model.max_resident`` models
@@ -154,7 +154,7 @@ class StoreSpill:
         self.prefetched.update(found)
 
     def load(self, key: str, parked: bool) -> bytes | None:
-        """The verified pickle of ``key``: from memory, the scratch map or the entries."""
+        """The verified entry of ``key``: from memory, the scratch map or the entries."""
         payload = self.pending.pop(key, None)
         if payload is not None:
             return payload

@@ -311,7 +311,7 @@ class Metrics:
         )
         self.parked_models_bytes = Gauge(
             "stream_learner_parked_models_bytes",
-            "Size of the pickled parked models, per input partition.",
+            "Size of the parked models' entries, per input partition.",
             ["partition"], registry=r,
         )
 

@@ -221,7 +221,7 @@ class Checkpointer:
         self._retry_at: dict[str, float] = {}
         #: bytes the last successful checkpoint sent to the store (keyed: with the parks since)
         self.last_written = 0
-        #: keyed: models changed (written or promoted) by the last checkpoint; entry pickles
+        #: keyed: models changed (written or promoted) by the last checkpoint; entries
         #: sent for it (with the parks since the one before) and their bytes
         self.last_changed = self.last_entries = self.last_entry_bytes = 0
         self._backoff: dict[str, float] = {}

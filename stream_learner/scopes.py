@@ -4,10 +4,11 @@ Both scopes answer :meth:`get` with the :class:`Slot` (model and learn count)
 of a key. :class:`PartitionModels` has one slot for every key.
 :class:`KeyedModels` copies a key's model from a prototype on the key's first
 event and keeps at most ``max_resident`` models in memory; the least recently
-used ones are *parked*: pickled into a :class:`Spill` (memory without a
+used ones are *parked*: encoded into a :class:`Spill` (memory without a
 checkpoint store, the store with one), so nothing they learned is lost, and
-unpickled when their key returns. Pickling is exact, so a parked model
-predicts as if it had never left.
+decoded when their key returns. The encoding (:mod:`stream_learner.slot_codec`:
+a flat tuple of the slot's values, or a pickle of the whole slot) restores
+what pickling would, so a parked model predicts as if it had never left.
 
 Both are plain picklable objects (no locks, no handles, no lambdas): a shard's
 state is checkpointed by pickling its learner.
@@ -97,12 +98,12 @@ class ModelScope(Protocol):
 
     @property
     def n_parked(self) -> int:
-        """Models moved out of memory (pickled)."""
+        """Models moved out of memory (encoded)."""
         ...
 
     @property
     def parked_bytes(self) -> int:
-        """Size of the parked models' pickles."""
+        """Size of the parked models' entries."""
         ...
 
     def resident(self) -> Iterator[Slot]:
@@ -148,15 +149,15 @@ class Spill(Protocol):
     """
 
     def park(self, key: str, payload: bytes) -> None:
-        """Keep ``payload`` (a pickled :class:`Slot`) of ``key``."""
+        """Keep ``payload`` (an encoded :class:`Slot`) of ``key``."""
         ...
 
     def load(self, key: str, parked: bool) -> bytes | None:
-        """The pickled slot of ``key``, if it has one."""
+        """The encoded slot of ``key``, if it has one."""
         ...
 
     def parked_bytes(self, n_parked: int) -> int:
-        """Size of the parked pickles (an estimate when they live in a store)."""
+        """Size of the parked entries (an estimate when they live in a store)."""
         ...
 
     def prefetch(self, keys: Sequence[str], parked: Sequence[str]) -> None:
@@ -165,7 +166,7 @@ class Spill(Protocol):
 
 
 class MemorySpill:
-    """Parked models as pickles in memory (no checkpoint store: they go nowhere else)."""
+    """Parked models as entries in memory (no checkpoint store: they go nowhere else)."""
 
     def __init__(self) -> None:
         self.parked: dict[str, bytes] = {}
@@ -177,18 +178,18 @@ class MemorySpill:
         self._bytes += len(payload)
 
     def load(self, key: str, parked: bool) -> bytes | None:
-        """See :meth:`Spill.load` (every pickle here is one parked in this process)."""
+        """See :meth:`Spill.load` (every entry here is one parked in this process)."""
         payload = self.parked.pop(key, None)
         if payload is not None:
             self._bytes -= len(payload)
         return payload
 
     def parked_bytes(self, n_parked: int) -> int:
-        """Exact: the sum of the pickles."""
+        """Exact: the sum of the entries."""
         return self._bytes
 
     def prefetch(self, keys: Sequence[str], parked: Sequence[str]) -> None:
-        """Nothing to read ahead: the pickles are here."""
+        """Nothing to read ahead: the entries are here."""
 
 
 class KeyedModels:
@@ -197,9 +198,12 @@ class KeyedModels:
     A new key's model is a copy of a prototype (unpickling it is about five
     times cheaper than building the pipeline from the settings). Beyond
     ``max_resident``, the least recently used model is parked in the
-    :class:`Spill`: pickles in memory by default, the checkpoint store when
+    :class:`Spill`: entries in memory by default, the checkpoint store when
     checkpoints are on (:meth:`attach`), so memory is bounded by ``max_resident``
-    whatever the number of keys.
+    whatever the number of keys. A slot that leaves memory is kept as a shell
+    for the next load (:meth:`SlotCodec.recycle <stream_learner.slot_codec.SlotCodec.recycle>`),
+    and once there are more keys than ``max_resident`` a loaded key's entry is
+    written at the next :meth:`get`, while its objects are hot.
 
     For incremental checkpoints the scope remembers which resident models
     changed (every :meth:`get` may change one) and which were parked since the
@@ -322,8 +326,8 @@ class KeyedModels:
         self._dirty.update(self._resident)
 
     def changes(self) -> tuple[dict[str, bytes], list[str]]:
-        """Pickles of the resident models changed since the last checkpoint, and the keys
-        parked since then (their pickles are where they were parked)."""
+        """Entries of the resident models changed since the last checkpoint, and the keys
+        parked since then (their entries are where they were parked)."""
         if self._fresh is not None:
             self._encode_fresh()
         encode, resident, encoded = self.codec.encode, self._resident, self._encoded
@@ -382,12 +386,12 @@ class KeyedModels:
 
     @property
     def parked_bytes(self) -> int:
-        """Size of the parked pickles (estimated when they live in the store)."""
+        """Size of the parked entries (estimated when they live in the store)."""
         return 0 if self.spill is None else self.spill.parked_bytes(self.n_parked)
 
     @property
     def parked(self) -> dict[str, bytes]:
-        """The pickles parked in memory (empty when they live in the store)."""
+        """The entries parked in memory (empty when they live in the store)."""
         return self.spill.parked if isinstance(self.spill, MemorySpill) else {}
 
     def resident(self) -> Iterator[Slot]:

@@ -339,7 +339,7 @@ class ModelSettings(_Section):
         10_000,
         ge=1,
         description="Scope `key`: most per-key models kept in memory per partition; the least "
-        "recently used ones are parked (in the checkpoint store when there is one, else pickled "
+        "recently used ones are parked (in the checkpoint store when there is one, else encoded "
         "in memory) until their key returns.",
     )
     horizon: int = Field(

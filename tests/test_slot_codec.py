@@ -200,6 +200,21 @@ def test_shapes_a_layout_cannot_carry_exactly_are_refused():
         ("n_learned", "generation", "drift"), (), ("x",)]
 
 
+class Bag(dict):  # type: ignore[type-arg]
+    """A dict with attributes: its items are not attributes, so it is data."""
+
+
+def test_a_dict_subclass_with_attributes_is_written_whole():
+    bag = Bag(w=1.5)
+    bag.seen = 3
+    slot = Slot(Shape(weights=bag))
+    nodes = describe(slot)
+    assert nodes is not None and [n.qualname for n in nodes] == ["Slot", "Shape"]
+    codec = SlotCodec()
+    restored = codec.decode(codec.encode(slot))
+    assert restored.model.weights == {"w": 1.5} and restored.model.weights.seen == 3
+
+
 def test_a_node_with_its_own_setstate_gets_its_state_through_it():
     codec = SlotCodec()
     slot = Slot(Shape(scaler=Restoring()))
