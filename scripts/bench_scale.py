@@ -371,9 +371,8 @@ def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: st
         "otherwise, so small fleets get more per sensor), Friedman features with inline "
         "labels, the sensors taking turns, checkpoints every second; an in-process source "
         "and a counting sink (no Kafka), each run in a fresh process. The machine was shared "
-        "with other work while it ran (its load changed between rows"
-        + ("" if len(commands) == 1 else ", and these commands ran partly at the same time")
-        + "), so read the figures as ratios between rows of one store, CPU time per event "
+        "with other work while it ran (its load changed between rows), so read the figures "
+        "as ratios between rows of one store, CPU time per event "
         "first, not as absolute rates.",
         "",
         "| sensors | events / sensor | store | max_resident | events/s | CPU / event "
