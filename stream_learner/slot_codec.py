@@ -137,15 +137,24 @@ def _walkable(value: Any) -> bool:
     if any(_overrides(cls, n) for n in ("__reduce__", "__reduce_ex__", "__getstate__",
                                         "__getnewargs__", "__getnewargs_ex__")):
         return False
-    return hasattr(value, "__dict__") or bool(_slot_names(cls))
+    slots = _slot_names(cls)
+    if hasattr(value, "__dict__"):
+        return not slots  # both a __dict__ and slots: pickle's two-part state, left to it
+    return bool(slots) and all(hasattr(value, name) for name in slots)
 
 
 def _slot_names(cls: type) -> tuple[str, ...]:
+    """The attribute names of ``cls``'s slots, private ones mangled (as pickle finds them)."""
     names: list[str] = []
     for klass in reversed(cls.__mro__):
         slots = klass.__dict__.get("__slots__", ())
-        names += [slots] if isinstance(slots, str) else list(slots)
-    return tuple(n for n in names if n not in ("__dict__", "__weakref__"))
+        for name in [slots] if isinstance(slots, str) else slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__"):
+                name = f"_{klass.__name__.lstrip('_')}{name}"
+            names.append(name)
+    return tuple(names)
 
 
 def _is_map(value: Any) -> bool:
@@ -209,7 +218,7 @@ def _attrs(obj: Any, as_map: bool = False) -> list[tuple[str, Any]]:
         return list(obj.items())
     if hasattr(obj, "__dict__"):
         return list(obj.__dict__.items())
-    return [(n, getattr(obj, n)) for n in _slot_names(type(obj)) if hasattr(obj, n)]
+    return [(n, getattr(obj, n)) for n in _slot_names(type(obj))]
 
 
 def describe(root: Any) -> tuple[_Node, ...] | None:

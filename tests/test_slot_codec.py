@@ -215,6 +215,41 @@ def test_a_dict_subclass_with_attributes_is_written_whole():
     assert restored.model.weights == {"w": 1.5} and restored.model.weights.seen == 3
 
 
+class Private:
+    """Slots, one of them private (stored under a mangled name)."""
+
+    __slots__ = ("__secret", "shown")
+
+    def __init__(self, secret: float, shown: float) -> None:
+        self.__secret = secret
+        self.shown = shown
+
+    @property
+    def secret(self) -> float:
+        return self.__secret
+
+
+class Both(Shape):
+    """A __dict__ and a slot: pickle keeps the two apart."""
+
+    __slots__ = ("extra",)
+
+
+def test_slots_are_carried_under_the_names_pickle_uses_or_left_to_pickle():
+    codec = SlotCodec()
+    codec.encode(Slot(Shape(p=Private(0.5, 0.5))))  # the layout's template
+    restored = codec.decode(codec.encode(Slot(Shape(p=Private(2.5, 1.5)))))
+    assert (restored.model.p.secret, restored.model.p.shown) == (2.5, 1.5)
+    half = Private.__new__(Private)
+    half.shown = 1.0  # an unset slot: the object is data, pickled with the rest
+    both = Both(w=1.0)
+    both.extra = 7
+    for model in (Shape(p=half), Shape(b=both)):
+        nodes = describe(Slot(model))
+        assert nodes is not None and [n.qualname for n in nodes] == ["Slot", "Shape"]
+        assert state_of(codec.decode(codec.encode(Slot(model)))) == state_of(Slot(model))
+
+
 def test_a_node_with_its_own_setstate_gets_its_state_through_it():
     codec = SlotCodec()
     slot = Slot(Shape(scaler=Restoring()))
