@@ -340,7 +340,9 @@ def _compile(nodes: tuple[_Node, ...], types: tuple[type, ...]) -> tuple[
     values: list[str] = []
     writes: list[str] = []
     for i, node in enumerate(nodes):
-        scope[f"T{i}"], scope[f"K{i}"] = types[i], frozenset(node.keys)
+        # a map's order is its iteration order (a pipeline's steps): checked as a tuple
+        scope[f"T{i}"] = types[i]
+        scope[f"K{i}"] = node.keys if node.kind == "map" else frozenset(node.keys)
         if node.parent < 0:
             walk.append(f"    n{i} = root")
         else:
@@ -352,7 +354,7 @@ def _compile(nodes: tuple[_Node, ...], types: tuple[type, ...]) -> tuple[
         if node.kind == "dict":
             walk += [f"    d{i} = n{i}.__dict__", f"    if d{i}.keys() != K{i}: raise M"]
         elif node.kind == "map":
-            walk.append(f"    if n{i}.keys() != K{i}: raise M")
+            walk.append(f"    if tuple(n{i}) != K{i}: raise M")
         start = len(values)
         taken = []
         for j, (name, box) in enumerate(zip(node.data, node.boxes or [""] * len(node.data),

@@ -215,6 +215,16 @@ def test_a_dict_subclass_with_attributes_is_written_whole():
     assert restored.model.weights == {"w": 1.5} and restored.model.weights.seen == 3
 
 
+def test_a_map_of_nodes_keeps_its_order():
+    codec = SlotCodec()
+    first = Slot(Shape(steps={"a": Shape(x=1.0), "b": Shape(x=2.0)}))
+    swapped = Slot(Shape(steps={"b": Shape(x=3.0), "a": Shape(x=4.0)}))
+    codec.encode(first)
+    restored = codec.decode(codec.encode(swapped))
+    assert [(k, v.x) for k, v in restored.model.steps.items()] == [("b", 3.0), ("a", 4.0)]
+    assert len(codec.layouts) == 2
+
+
 class Private:
     """Slots, one of them private (stored under a mangled name)."""
 
