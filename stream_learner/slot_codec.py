@@ -32,7 +32,7 @@ recent labels plain values), and the tests compare decoded slots with
 unpickled ones.
 
 Layouts are kept with the codec, which is part of the shard's checkpoint head
-(templates only: the code is generated again on load), so any process of the
+(descriptions and templates; the code is generated again on load), so any process of the
 same build reads the entries. Checkpoints of another build are refused before
 anything is read (see :mod:`stream_learner.checkpoint`).
 
@@ -105,7 +105,7 @@ class _Node:
     keys: tuple[str, ...]  # every attribute (or key) the object must have
     data: tuple[str, ...]  # the attributes whose values an entry carries
     setstate: bool  # restored through the type's own __setstate__
-    boxes: tuple[str, ...] = ()  # per data attribute: "" or the dict subclass it is written as dict
+    boxes: tuple[str, ...]  # per data attribute: "" or the dict subclass written as a dict
 
 
 def _resolve(module: str, qualname: str) -> type:
@@ -340,55 +340,70 @@ def _compile(nodes: tuple[_Node, ...], types: tuple[type, ...]) -> tuple[
     values: list[str] = []
     writes: list[str] = []
     for i, node in enumerate(nodes):
-        # a map's order is its iteration order (a pipeline's steps): checked as a tuple
         scope[f"T{i}"] = types[i]
+        # a map's order is its iteration order (a pipeline's steps): checked as a tuple
         scope[f"K{i}"] = node.keys if node.kind == "map" else frozenset(node.keys)
-        if node.parent < 0:
-            walk.append(f"    n{i} = root")
-        else:
-            parent = nodes[node.parent]
-            walk.append(f"    n{i} = n{node.parent}[{node.name!r}]" if parent.kind == "map" else
-                        f"    n{i} = d{node.parent}[{node.name!r}]" if parent.kind == "dict" else
-                        f"    n{i} = n{node.parent}.{node.name}")
-        walk.append(f"    if type(n{i}) is not T{i}: raise M")
-        if node.kind == "dict":
-            walk += [f"    d{i} = n{i}.__dict__", f"    if d{i}.keys() != K{i}: raise M"]
-        elif node.kind == "map":
-            walk.append(f"    if tuple(n{i}) != K{i}: raise M")
-        start = len(values)
+        walk += _reach(i, node, nodes)
         taken = []
-        for j, (name, box) in enumerate(zip(node.data, node.boxes or [""] * len(node.data),
-                                            strict=True)):
-            read = f"n{i}.{name}" if node.kind == "slots" else f"d{i}[{name!r}]"
-            if not box:
-                values.append(read)
-                taken.append(f"v[{start + j}]")
-                continue
-            factory = box.partition(":")[2]
-            x = f"x{i}_{j}"
-            walk.append(f"    {x} = {read}")
-            if factory:
-                walk.append(f"    if type({x}) is not defaultdict or "
-                            f"{x}.default_factory is not {factory}: raise M")
-                taken.append(f"defaultdict({factory}, v[{start + j}])")
-            else:
-                walk.append(f"    if type({x}) is not Counter: raise M")
-                taken.append(f"counter(v[{start + j}])")
-            values.append(f"dict({x})")
-        pairs = list(zip(node.data, taken, strict=True))
-        if node.setstate:
-            state = ", ".join(f"{n!r}: {t}" for n, t in pairs)
-            writes.append(f"    s = dict(d{i}); s.update({{{state}}}); n{i}.__setstate__(s)")
-        elif node.kind == "slots":
-            writes += [f"    n{i}.{n} = {t}" for n, t in pairs]
-        else:
-            writes += [f"    d{i}[{n!r}] = {t}" for n, t in pairs]
+        for j, (name, box) in enumerate(zip(node.data, node.boxes, strict=True)):
+            read, write, checks = _value(i, j, node.kind, name, box, f"v[{len(values)}]")
+            walk += checks
+            values.append(read)
+            taken.append(write)
+        writes += _writes(i, node, taken)
     body = "\n".join(walk)
     source = (f"def extract(root):\n{body}\n    return ({''.join(v + ', ' for v in values)})\n\n"
               f"def check(root):\n{body}\n\n"
               f"def restore(root, v):\n{body}\n" + "\n".join(writes or ["    pass"]) + "\n")
     exec(compile(source, "<slot layout>", "exec"), scope)  # the code generated above
     return scope["extract"], scope["check"], scope["restore"]
+
+
+def _reach(i: int, node: _Node, nodes: tuple[_Node, ...]) -> list[str]:
+    """Lines that bind node ``i`` (``n{i}``, and ``d{i}`` its ``__dict__``) and check it."""
+    if node.parent < 0:
+        lines = [f"    n{i} = root"]
+    else:
+        parent = nodes[node.parent]
+        lines = [f"    n{i} = n{node.parent}[{node.name!r}]" if parent.kind == "map" else
+                 f"    n{i} = d{node.parent}[{node.name!r}]" if parent.kind == "dict" else
+                 f"    n{i} = n{node.parent}.{node.name}"]
+    lines.append(f"    if type(n{i}) is not T{i}: raise M")
+    if node.kind == "dict":
+        lines += [f"    d{i} = n{i}.__dict__", f"    if d{i}.keys() != K{i}: raise M"]
+    elif node.kind == "map":
+        lines.append(f"    if tuple(n{i}) != K{i}: raise M")
+    return lines
+
+
+def _value(i: int, j: int, kind: str, name: str, box: str,
+           slot: str) -> tuple[str, str, list[str]]:
+    """How data value ``j`` of node ``i`` is read, and written back from ``slot``, and its checks.
+
+    A ``Counter`` or a ``defaultdict`` of a built-in factory travels as a plain
+    dict (pickle's fast path) and is rebuilt on the way back.
+    """
+    read = f"n{i}.{name}" if kind == "slots" else f"d{i}[{name!r}]"
+    if not box:
+        return read, slot, []
+    x, factory = f"x{i}_{j}", box.partition(":")[2]
+    if factory:
+        check = (f"    if type({x}) is not defaultdict or {x}.default_factory is not {factory}:"
+                 " raise M")
+        return f"dict({x})", f"defaultdict({factory}, {slot})", [f"    {x} = {read}", check]
+    check = f"    if type({x}) is not Counter: raise M"
+    return f"dict({x})", f"counter({slot})", [f"    {x} = {read}", check]
+
+
+def _writes(i: int, node: _Node, taken: list[str]) -> list[str]:
+    """Lines that write node ``i``'s values back (through its ``__setstate__`` if it has one)."""
+    pairs = list(zip(node.data, taken, strict=True))
+    if node.setstate:
+        state = ", ".join(f"{n!r}: {t}" for n, t in pairs)
+        return [f"    s = dict(d{i}); s.update({{{state}}}); n{i}.__setstate__(s)"]
+    if node.kind == "slots":
+        return [f"    n{i}.{n} = {t}" for n, t in pairs]
+    return [f"    d{i}[{n!r}] = {t}" for n, t in pairs]
 
 
 class SlotCodec:
