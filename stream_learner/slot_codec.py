@@ -70,7 +70,8 @@ __all__ = ["FLAT", "MAX_LAYOUTS", "MAX_NODES", "POOL_SIZE", "Layout", "SlotCodec
 #: first byte of a flat entry (a pickle starts with 0x80)
 FLAT = b"\x01"
 
-#: layouts one codec learns at most; a slot fitting none of them is pickled whole
+#: layouts one codec learns at most (slots found to have none count too); a slot
+#: fitting none of them is pickled whole
 MAX_LAYOUTS = 8
 
 #: shells kept per layout for the next loads (slots that left memory)
@@ -419,6 +420,8 @@ class SlotCodec:
         self._last: Layout | None = None
         #: slots pickled whole because no layout fitted them
         self.n_pickled = 0
+        #: slots :func:`describe` found no layout for (they count against MAX_LAYOUTS)
+        self._refused = 0
 
     def encode(self, slot: Any) -> bytes:
         """The entry of ``slot``: flat when a layout fits it (one is learned if needed)."""
@@ -473,10 +476,11 @@ class SlotCodec:
             if values is not None:
                 self._last = layout
                 return layout, values
-        if len(self.layouts) >= MAX_LAYOUTS:
+        if len(self.layouts) + self._refused >= MAX_LAYOUTS:
             return None, None
         nodes = describe(slot)
-        if nodes is None:
+        if nodes is None:  # this shape has no layout: after a few, stop walking slots
+            self._refused += 1
             return None, None
         layout = self._learn(nodes, pickle.dumps(slot, protocol=_PROTOCOL))
         values = layout.read(slot)

@@ -136,6 +136,17 @@ def test_a_forest_in_a_list_is_data_and_a_huge_graph_is_pickled_whole():
     assert state_of(codec.decode(entry)) == state_of(Slot(huge))
 
 
+def test_slots_without_a_layout_are_walked_a_bounded_number_of_times(monkeypatch):
+    import stream_learner.slot_codec as slot_codec
+
+    walks = []
+    monkeypatch.setattr(slot_codec, "describe", lambda slot: walks.append(slot))
+    codec = SlotCodec()
+    for i in range(3 * MAX_LAYOUTS):
+        assert codec.encode(Slot(Shape(x=float(i))))[:1] != FLAT
+    assert len(walks) == MAX_LAYOUTS and codec.n_pickled == 3 * MAX_LAYOUTS
+
+
 class Shape:
     """A model whose attributes differ from slot to slot."""
 
