@@ -7,6 +7,8 @@ import pickle
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stream_learner.drift.monitors import SchemaMonitor
 from stream_learner.errors import CheckpointError
@@ -315,3 +317,33 @@ def test_an_entry_written_ahead_is_dropped_when_its_key_changes_again():
     models.get("a")  # parks "d" from the entry written ahead
     parked = {key: models.decode(entry).n_learned for key, entry in models.parked.items()}
     assert parked == {"b": 1, "c": 6, "d": 2}
+
+
+# -- any stream: parking every model changes nothing ----------------------------------------
+
+EVENT = st.tuples(
+    st.integers(0, 5),  # the key
+    st.floats(-3, 3, allow_nan=False, allow_infinity=False),
+    st.booleans(),  # has feature "b" (the schema monitor sees it come and go)
+    st.booleans(),  # carries its label (keys without labels have no error monitor)
+)
+
+
+@given(events=st.lists(EVENT, min_size=1, max_size=120), max_resident=st.integers(1, 3),
+       task=st.sampled_from(["regression", "classification"]))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_on_any_stream_parked_slots_give_the_outputs_of_resident_ones(
+        events: list[tuple[int, float, bool, bool]], max_resident: int, task: str) -> None:
+    records = []
+    for i, (key, a, with_b, labelled) in enumerate(events):
+        features = {"a": a, **({"b": a * a} if with_b else {})}
+        record: dict[str, Any] = {"id": i, "key": f"k{key}", "ts": float(i), "features": features}
+        if labelled:
+            record["label"] = int(a > 0) if task == "classification" else 2.0 * a + 1.0
+        records.append(record)
+    pipeline = CLASSIFIER if task == "classification" else REGRESSOR
+    _, resident = keyed_run(pipeline, task, records, max_resident=100, action="reset")
+    learner, parked = keyed_run(pipeline, task, records, max_resident=max_resident,
+                                action="reset")
+    assert parked == resident
+    assert learner.models.codec.n_pickled == 0
