@@ -269,21 +269,22 @@ def key_cost(keys: int = 10_000, events: int = 10) -> dict[str, float]:
     slots = list(itertools.islice(resident.resident(), 1000))
     envelopes = EnvelopeCodec(KEY, spec.config_hash)
     slot_codec = resident.codec
-    t0 = time.process_time()
-    blobs = [envelopes.seal_entry("s", "k", slot_codec.encode(slot)) for slot in slots]
-    save_us = (time.process_time() - t0) / len(slots) * 1e6
-    t0 = time.process_time()
-    for blob in blobs:  # each load writes into the shell the previous one left, as parks do
-        slot_codec.recycle(slot_codec.decode(envelopes.open_entry("s", "k", blob)))
-    load_us = (time.process_time() - t0) / len(slots) * 1e6
-    t0 = time.process_time()
-    pickles = [envelopes.seal_entry("s", "k", pickle.dumps(slot, protocol=pickle.HIGHEST_PROTOCOL))
-               for slot in slots]
-    pickle_save_us = (time.process_time() - t0) / len(slots) * 1e6
-    t0 = time.process_time()
-    for blob in pickles:
-        pickle.loads(envelopes.open_entry("s", "k", blob))
-    pickle_load_us = (time.process_time() - t0) / len(slots) * 1e6
+
+    def entries(encode: Any, decode: Any) -> tuple[list[bytes], float, float]:
+        """Sealed entries of ``slots``, and the CPU µs per slot to save and to load one."""
+        t0 = time.process_time()
+        blobs = [envelopes.seal_entry("s", "k", encode(slot)) for slot in slots]
+        t1 = time.process_time()
+        for blob in blobs:
+            decode(envelopes.open_entry("s", "k", blob))
+        t2 = time.process_time()
+        return blobs, (t1 - t0) / len(slots) * 1e6, (t2 - t1) / len(slots) * 1e6
+
+    # each load writes into the shell the previous one left, as parks do
+    blobs, save_us, load_us = entries(
+        slot_codec.encode, lambda e: slot_codec.recycle(slot_codec.decode(e)))
+    pickles, pickle_save_us, pickle_load_us = entries(
+        lambda slot: pickle.dumps(slot, protocol=pickle.HIGHEST_PROTOCOL), pickle.loads)
     return {"keys": keys, "events_per_key": events, "create_copy_us": copy_us,
             "create_build_us": build_us, "memory_bytes_per_key": (after - before) / keys,
             "entry_bytes": sum(map(len, blobs)) / len(blobs), "save_entry_us": save_us,

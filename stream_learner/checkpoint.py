@@ -157,7 +157,7 @@ class EnvelopeCodec:
         }
         head = orjson.dumps(header)
         body = _MAGIC + _LEN.pack(len(head)) + head + payload
-        return body + hmac.digest(self._key, body, "sha256")
+        return body + self._mac(body)
 
     def read_header(self, blob: bytes) -> dict[str, Any]:
         """The verified header, without unpickling the payload."""
@@ -184,11 +184,15 @@ class EnvelopeCodec:
             state=state,
         )
 
+    def _mac(self, body: bytes) -> bytes:
+        """The HMAC-SHA256 of ``body`` under the signing key."""
+        return hmac.digest(self._key, body, "sha256")
+
     def seal_entry(self, shard: str, key: str, payload: bytes) -> bytes:
         """Sign one keyed entry: ``payload`` (an encoded model slot) of ``key`` in ``shard``."""
         head = orjson.dumps({"shard": shard, "key": key, "config_hash": self.config_hash})
         body = b"".join((_ENTRY_MAGIC, _LEN.pack(len(head)), head, payload))
-        return body + hmac.digest(self._key, body, "sha256")
+        return body + self._mac(body)
 
     def open_entry(self, shard: str, key: str, blob: bytes) -> bytes:
         """The payload of an entry, once its signature, shard, key and configuration match.
@@ -201,7 +205,7 @@ class EnvelopeCodec:
         if not blob.startswith(_ENTRY_MAGIC) or len(blob) < len(_ENTRY_MAGIC) + 36:
             raise CheckpointRefused(f"entry of key {key!r} is not a stream_learner entry")
         body, mac = blob[:-_MAC_SIZE], blob[-_MAC_SIZE:]
-        if not hmac.compare_digest(mac, hmac.digest(self._key, body, "sha256")):
+        if not hmac.compare_digest(mac, self._mac(body)):
             raise CheckpointRefused(
                 f"entry of key {key!r} in shard {shard!r}: signature does not verify "
                 "(wrong key or tampered data)"
@@ -224,7 +228,7 @@ class EnvelopeCodec:
         if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + _LEN.size + _MAC_SIZE:
             raise CheckpointRefused("not a stream_learner checkpoint (bad magic bytes)")
         body, mac = blob[:-_MAC_SIZE], blob[-_MAC_SIZE:]
-        expected = hmac.digest(self._key, body, "sha256")
+        expected = self._mac(body)
         if not hmac.compare_digest(mac, expected):
             raise CheckpointRefused(
                 "checkpoint signature does not verify (wrong key or tampered data)"

@@ -283,8 +283,7 @@ class KeyedModels:
         if payload is None:
             return None
         self._parked_dirty.discard(key)
-        slot: Slot = self.codec.decode(payload)
-        return slot
+        return self.decode(payload)
 
     def _park(self, key: str) -> None:
         slot = self._resident.pop(key)

@@ -58,8 +58,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import pickle
-from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable
+from collections import Counter, OrderedDict, defaultdict, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,34 +163,29 @@ def _is_map(value: Any) -> bool:
             and all(type(k) is str for k in value) and all(map(_walkable, value.values())))
 
 
-def _mutables(value: Any, out: set[int], depth: int = 0) -> set[int]:
-    """Ids of the mutable containers in ``value`` (a few levels deep), added to ``out``."""
-    if depth > 4:
-        return out
-    if isinstance(value, (dict, list, set)) or type(value).__name__ == "deque":
-        out.add(id(value))
-    if isinstance(value, dict):
-        for item in (*value.keys(), *value.values()):
-            _mutables(item, out, depth + 1)
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        for item in value:
-            _mutables(item, out, depth + 1)
-    return out
-
-
-def _refers(value: Any, ids: set[int], depth: int = 0) -> bool:
-    """True when ``value`` is or holds (a few levels deep) one of the objects ``ids``."""
-    if id(value) in ids:
-        return True
-    if depth > 4:
-        return False
+def _contents(value: Any, depth: int = 0) -> Iterator[Any]:
+    """``value`` and what its containers hold, a few levels deep."""
+    yield value
+    if depth >= 4:
+        return
     if isinstance(value, dict):
         items: Any = (*value.keys(), *value.values())
-    elif isinstance(value, (list, tuple, set, frozenset)):
+    elif isinstance(value, (list, tuple, set, frozenset, deque)):
         items = value
     else:
-        return False
-    return any(_refers(v, ids, depth + 1) for v in items)
+        return
+    for item in items:
+        yield from _contents(item, depth + 1)
+
+
+def _mutables(value: Any) -> set[int]:
+    """Ids of the mutable containers in ``value`` (a few levels deep)."""
+    return {id(v) for v in _contents(value) if isinstance(v, (dict, list, set, deque))}
+
+
+def _refers(value: Any, ids: set[int]) -> bool:
+    """True when ``value`` is or holds (a few levels deep) one of the objects ``ids``."""
+    return any(id(v) in ids for v in _contents(value))
 
 
 #: default factories a defaultdict may have to be written as a dict (rebuilt by name)
@@ -274,7 +269,7 @@ def describe(root: Any) -> tuple[_Node, ...] | None:
             k for k, v in pairs if k not in mine and not _refers(v, ids))
         for key, value in pairs:
             if key not in mine:
-                _mutables(value, data_boxes if key in data else structure_boxes)
+                (data_boxes if key in data else structure_boxes).update(_mutables(value))
         kind = "map" if as_map else ("dict" if hasattr(obj, "__dict__") else "slots")
         setstate = kind == "dict" and _overrides(cls, "__setstate__")
         if setstate and len(pairs) != len(mine) + len(data):
@@ -472,6 +467,8 @@ class SlotCodec:
     def _fitting(self, slot: Any) -> tuple[Layout | None, tuple[Any, ...] | None]:
         """A layout that fits ``slot`` and its values; a new layout if none does."""
         for layout in self.layouts.values():
+            if layout is self._last:  # encode read it already
+                continue
             values = layout.read(slot)
             if values is not None:
                 self._last = layout
