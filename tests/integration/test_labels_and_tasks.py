@@ -139,13 +139,17 @@ def run(tmp_path: Path, config: str, topics: Topics, n_records: int, **extra: st
     path = tmp_path / "worker.toml"
     path.write_text(config)
     summary = tmp_path / "summary.json"
-    run_service(
+    proc = run_service(
         ["run", "-c", str(path), "--summary-json", str(summary)],
         **topics.overrides(
             service__max_events=str(n_records), service__idle_timeout_s="60", **extra
         ),
     )
     result: dict = orjson.loads(summary.read_bytes())
+    # fewer means the worker stopped on its idle timeout: say so, with its log
+    assert result["records"] == n_records, (
+        f"the worker read {result['records']} of {n_records} records:\n{proc.stderr[-4000:]}"
+    )
     return result
 
 
