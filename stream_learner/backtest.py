@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,6 +295,8 @@ class BacktestResult:
     summary: Summary
     drift: DriftPoints
     checkpoints: dict[str, int] = field(default_factory=dict)
+    #: the replay was stopped (``on_start``'s stop) before the end of its input
+    stopped: bool = False
 
     def render(self) -> str:
         """The summary lines printed at the end."""
@@ -352,8 +354,14 @@ def run_backtest(
     options: BacktestOptions,
     store: CheckpointStore | None = None,
     codec: EnvelopeCodec | None = None,
+    on_start: Callable[[Callable[[], None]], None] | None = None,
 ) -> BacktestResult:
-    """Replay the history ``options`` names through the service; checkpoint it into ``store``."""
+    """Replay the history ``options`` names through the service; checkpoint it into ``store``.
+
+    ``on_start`` is given the service's ``stop`` once it runs (the CLI wires it to
+    Ctrl-C): a stopped replay finishes its batch, writes its outputs and returns
+    its partial result, with ``stopped`` set and no warm-start checkpoint.
+    """
     if store is not None and options.inputs and options.resume_offset is None:
         raise SettingsError(
             "a warm start from files needs --resume-offset: the offset of "
@@ -370,10 +378,19 @@ def run_backtest(
     if options.label_delay.active:
         records = delay_labels(records, settings.schema_, options.label_delay)
     source = ReplaySource(partitions, records, progress)
+    stop_requested = False
+
+    def stop() -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        service.stop()
+
     try:
         sink = _sink(settings, environ, options)
         try:
             service = Service(settings, spec, source, sink, Metrics())
+            if on_start is not None:
+                on_start(stop)
             summary = service.run()
         finally:
             sink.close()
@@ -381,8 +398,8 @@ def run_backtest(
         source.close()
         if history is not None:
             history.close()
-    result = BacktestResult(summary, sink)
-    if store is not None and codec is not None:
+    result = BacktestResult(summary, sink, stopped=stop_requested and not source.exhausted)
+    if store is not None and codec is not None and not result.stopped:
         if not source.exhausted:
             raise SettingsError("the replay stopped before the end of its input (--max-events): "
                                 "no warm-start checkpoint was written")

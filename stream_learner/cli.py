@@ -557,8 +557,15 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
             store = LocalStore(args.checkpoint_to, keep=c.keep)
         codec = build_codec(settings, spec, environ)
     summary_file = _open_for_writing(args.summary_json, "--summary-json")
+    interrupts: list[Interrupts] = []
+
+    def started(stop: Callable[[], None]) -> None:
+        # from here on Ctrl-C finishes the batch and keeps the partial result, as in `run`
+        interrupts.append(Interrupts(stop, stdin_input="-" in options.inputs))
+        interrupts[0].install()
+
     try:
-        result = run_backtest(settings, spec, environ, options, store, codec)
+        result = run_backtest(settings, spec, environ, options, store, codec, on_start=started)
     finally:
         if store is not None:
             store.close()
@@ -569,7 +576,14 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
         Path(args.summary_json).write_bytes(orjson.dumps(
             {**result.summary.to_dict(), "drift_points": result.drift.points,
              "checkpoints": result.checkpoints}))
-    return 0
+    if not result.stopped:
+        return 0
+    # unlike a worker's, a backtest's SIGTERM is no normal end: 128 + the signal, as shells do
+    code = 128 + (interrupts[0].received or signal.SIGINT)
+    unwritten = "; no warm-start checkpoint was written" if args.checkpoint_to else ""
+    print(f"stream-learner: interrupted before the end of the input{unwritten}; exit {code}",
+          file=sys.stderr)
+    return code
 
 
 def _simulate(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:

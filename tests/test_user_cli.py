@@ -326,6 +326,43 @@ def test_ctrl_c_during_replay_is_not_a_traceback(events: Path) -> None:
     assert code == 130, f"{signals}\n{text}"
 
 
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_replay_keeps_what_was_replayed(
+    events: Path, tmp_path: Path, signum: int, code: int
+) -> None:
+    """An interrupted backtest finishes its batch: complete outputs, the partial summary
+    printed and written, and no warm-start checkpoint (it would not cover the history)."""
+    big = tmp_path / "replay-big.jsonl"
+    big.write_bytes(events.read_bytes() * 200)
+    out, summary, store = tmp_path / "predictions.jsonl", tmp_path / "s.json", tmp_path / "ck"
+    proc = subprocess.Popen(
+        service_command("replay", str(big), "--output", str(out), "--summary-json",
+                        str(summary), "--checkpoint-to", str(store), "--resume-offset", "0"),
+        env=service_env(checkpoint_key="k" * 32), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    stderr = _Stderr(proc)
+    try:
+        stderr.wait_for(STARTED)
+        deadline = time.monotonic() + 120
+        while (not out.exists() or out.stat().st_size < 100_000) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = proc.poll() is None
+        proc.send_signal(signum)
+        exited = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    text = stderr.text()
+    assert running, f"the replay ended before the signal was sent:\n{text}"
+    assert exited == code and "Traceback" not in text, text
+    doc = orjson.loads(summary.read_bytes())
+    predictions = [orjson.loads(line) for line in lines(out)]  # every line complete
+    assert 0 < doc["predictions"] == len(predictions) < 200 * 300
+    assert doc["records"] < 200 * 600
+    assert f"{doc['records']} records" in text  # the partial summary, printed
+    assert "interrupted" in text and "no warm-start checkpoint" in text
+    assert not any(store.rglob("*.ckpt"))
+
+
 # -- what the summary counts -------------------------------------------------------------
 
 
