@@ -126,12 +126,13 @@ stream-learner check --live http://127.0.0.1:9108""",
         "--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
         help=f"--live: seconds each request may take (default {DEFAULT_TIMEOUT_S:g})",
     )
-    run.add_argument("--output", help="local transport: predictions path or '-'")
+    shown = run.add_mutually_exclusive_group()  # --quiet would drop the file --output names
+    shown.add_argument("--output", help="local transport: predictions path or '-'")
     run.add_argument("--append", action="store_true",
                      help="append to the output files instead of overwriting them")
     run.add_argument("--max-events", type=int, metavar="N",
                      help="stop after N input records (events and label records both count)")
-    run.add_argument("--quiet", action="store_true", help="do not write predictions (local)")
+    shown.add_argument("--quiet", action="store_true", help="do not write predictions (local)")
     run.add_argument("--summary-json", help="also write the run summary as JSON to this path")
     _replay_parser(sub)
     _simulate_parser(sub)
@@ -201,10 +202,12 @@ stream-learner replay -c worker.toml history.jsonl --checkpoint-to redis --resum
                        help="re-emit each inline label as a label record this many events later")
     delay.add_argument("--label-ts-field", metavar="FIELD",
                        help="re-emit each inline label when event time reaches this field's time")
-    p.add_argument("--output", help="predictions: JSON Lines path or '-' (local.output)")
-    p.add_argument("--output-topic", default="", help="predictions to this Kafka topic instead")
+    shown = p.add_mutually_exclusive_group()  # --quiet would drop what --output names
+    shown.add_argument("--output", help="predictions: JSON Lines path or '-' (local.output)")
+    shown.add_argument("--output-topic", default="",
+                       help="predictions to this Kafka topic instead")
     p.add_argument("--alerts", default="", help="drift alerts to this JSON Lines file")
-    p.add_argument("--quiet", action="store_true", help="do not write predictions")
+    shown.add_argument("--quiet", action="store_true", help="do not write predictions")
     p.add_argument("--max-events", type=int, help="stop after this many records")
     p.add_argument("--summary-json", help="also write the run summary as JSON to this path")
     p.add_argument("--checkpoint-to", metavar="STORE",

@@ -378,6 +378,22 @@ def test_summary_names_events_and_label_records(events: Path, tmp_path: Path) ->
     assert doc["records_per_s"] == pytest.approx(doc["records"] / doc["elapsed_s"])
 
 
+@pytest.mark.parametrize("args", [
+    ("run", "--output", "{out}", "--quiet"),
+    ("replay", "{events}", "--quiet", "--output", "{out}"),
+    ("replay", "{events}", "--output", "{out}", "--output-topic", "predictions"),
+])
+def test_quiet_with_an_output_is_refused(
+    events: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """Both flags name what happens to predictions: one of them would be dropped silently."""
+    out = tmp_path / "predictions.jsonl"
+    proc = cli(*(a.format(out=out, events=events) for a in args), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "not allowed with argument" in proc.stderr.strip().splitlines()[-1]
+    assert not out.exists() and "Traceback" not in proc.stderr
+
+
 def test_max_events_help_says_what_it_counts() -> None:
     proc = cli("run", "--help")
     assert "input records (events and label records" in " ".join(proc.stdout.split())
