@@ -7,7 +7,67 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
+
+
+class Deliveries:
+    """An idempotent librdkafka producer for test input that remembers where each record
+    landed, or why it did not.
+
+    The tests' input goes through librdkafka, not through kafka-python (a client the
+    service under test runs on): a CI run saw kafka-python's idempotent producer
+    store a fresh topic's first record after the twelve sent behind it.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 5,
+        })
+        self.landed: list[tuple[int, int] | None] = []
+        self.errors: list[str] = []
+
+    def send(self, topic: str, partition: int | None, key: bytes | None, value: bytes) -> None:
+        """Queue one record (in order); ``partition`` None: the key's partition."""
+        index = len(self.landed)
+        self.landed.append(None)
+
+        def report(err: Any, msg: Any) -> None:
+            if err is not None:
+                self.errors.append(f"record {index}: {err}")
+            else:
+                self.landed[index] = (msg.partition(), msg.offset())
+
+        extra = {} if partition is None else {"partition": partition}
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=report, **extra)
+                break
+            except BufferError:  # the local queue is full: serve delivery reports, retry
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def finish(self, timeout: float = 60.0) -> list[tuple[int, int]]:
+        """Wait for every delivery; the (partition, offset) of each record, in send order.
+
+        Raises ``AssertionError`` when a record was not stored, or a partition's
+        records were stored in another order than they were sent: every test that
+        compares outputs with River's loop relies on that order.
+        """
+        left = self._producer.flush(timeout)
+        assert not self.errors and not left, (
+            f"{left} records undelivered after {timeout}s; errors: {self.errors[:5]}")
+        out = [where for where in self.landed if where is not None]
+        assert len(out) == len(self.landed), "a record has no delivery report"
+        last: dict[int, int] = {}
+        for i, (partition, offset) in enumerate(out):
+            assert offset > last.get(partition, -1), (
+                f"record {i} was stored at offset {offset} of partition {partition}, before "
+                f"a record sent ahead of it (offset {last[partition]})")
+            last[partition] = offset
+        return out
 
 
 def produce(
@@ -15,37 +75,12 @@ def produce(
 ) -> list[tuple[int, int]]:
     """Send ``(partition, key, value)`` records in order; return their (partition, offset).
 
-    The first record of each partition is sent and acknowledged alone before the
-    rest, so that a fresh topic's first produce (a leader not elected yet, a producer
-    id being assigned) is retried before any later record is in flight. Raises
-    ``AssertionError`` if the broker stored a partition's records in another order
-    than they were sent: every test that compares outputs with River's loop relies
-    on that order.
+    Raises ``AssertionError`` unless every record was stored, in send order per partition.
     """
-    rows = list(records)
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
-    )
-    firsts = {p: i for i, (p, _, _) in reversed(list(enumerate(rows)))}
-    futures: dict[int, Any] = {}
-    for i in sorted(firsts.values()):
-        p, k, v = rows[i]
-        futures[i] = producer.send(topic, value=v, key=k, partition=p)
-    producer.flush(timeout=60)
-    for i, (p, k, v) in enumerate(rows):
-        if i not in futures:
-            futures[i] = producer.send(topic, value=v, key=k, partition=p)
-    producer.flush(timeout=60)
-    out = [(m.partition, m.offset) for m in (futures[i].get(timeout=30) for i in range(len(rows)))]
-    producer.close()
-    last: dict[int, int] = {}
-    for i, (partition, offset) in enumerate(out):
-        assert offset > last.get(partition, -1), (
-            f"record {i} of {topic}[{partition}] was stored at offset {offset}, before a "
-            f"record sent ahead of it (offset {last[partition]}): the producer reordered them"
-        )
-        last[partition] = offset
-    return out
+    deliveries = Deliveries(bootstrap)
+    for partition, key, value in records:
+        deliveries.send(topic, partition, key, value)
+    return deliveries.finish()
 
 
 def consume_all(

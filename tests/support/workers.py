@@ -20,6 +20,7 @@ from stream_learner.learner import Learner
 from stream_learner.models import ModelSpec
 from stream_learner.settings import ModelSettings
 from stream_learner.stores import RedisStore
+from tests.support.kafka import Deliveries
 from tests.support.service import service_command, service_env
 
 CHECKPOINT_KEY = "k" * 32
@@ -113,27 +114,43 @@ class Worker:
         raise AssertionError(f"worker did not log {pattern!r} in {timeout}s:\n{self.log()[-3000:]}")
 
 
-def paced_producer(
-    bootstrap: str, topic: str, records: Sequence[tuple[int, bytes, bytes]], seconds: float
-) -> threading.Thread:
-    """Send ``records`` evenly over ``seconds`` from a background thread."""
-    from kafka import KafkaProducer
+class PacedProducer(threading.Thread):
+    """Sends records evenly over some seconds; :meth:`join` fails if any was not stored."""
 
-    def run() -> None:
-        producer = KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=True
-        )
+    def __init__(
+        self, bootstrap: str, topic: str, records: Sequence[tuple[int, bytes, bytes]],
+        seconds: float,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.deliveries = Deliveries(bootstrap)
+        self._topic, self._records, self._seconds = topic, records, seconds
+        self.failure: AssertionError | None = None
+
+    def run(self) -> None:
         start = time.monotonic()
-        step = seconds / max(1, len(records))
-        for i, (partition, key, value) in enumerate(records):
+        step = self._seconds / max(1, len(self._records))
+        for i, (partition, key, value) in enumerate(self._records):
             delay = start + i * step - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            producer.send(topic, value=value, key=key, partition=partition)
-        producer.flush()
-        producer.close()
+            self.deliveries.send(self._topic, partition, key, value)
+        try:
+            self.deliveries.finish()
+        except AssertionError as exc:
+            self.failure = exc
 
-    thread = threading.Thread(target=run, daemon=True)
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread; fail when the input did not land as sent."""
+        super().join(timeout)
+        if self.failure is not None:
+            raise self.failure
+
+
+def paced_producer(
+    bootstrap: str, topic: str, records: Sequence[tuple[int, bytes, bytes]], seconds: float
+) -> PacedProducer:
+    """Send ``records`` evenly over ``seconds`` from a background thread."""
+    thread = PacedProducer(bootstrap, topic, records, seconds)
     thread.start()
     return thread
 
