@@ -295,7 +295,7 @@ class BacktestResult:
     summary: Summary
     drift: DriftPoints
     checkpoints: dict[str, int] = field(default_factory=dict)
-    #: the replay was stopped (``on_start``'s stop) before the end of its input
+    #: the replay was stopped (``on_start``'s stop): its input may not have been read to the end
     stopped: bool = False
 
     def render(self) -> str:
@@ -398,7 +398,9 @@ def run_backtest(
         source.close()
         if history is not None:
             history.close()
-    result = BacktestResult(summary, sink, stopped=stop_requested and not source.exhausted)
+    # stopped even when the input ended in the same batch: with standard input, the
+    # interrupt itself ends the input (the CLI switches it to /dev/null)
+    result = BacktestResult(summary, sink, stopped=stop_requested)
     if store is not None and codec is not None and not result.stopped:
         if not source.exhausted:
             raise SettingsError("the replay stopped before the end of its input (--max-events): "

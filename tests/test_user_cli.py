@@ -378,6 +378,30 @@ def test_summary_names_events_and_label_records(events: Path, tmp_path: Path) ->
     assert doc["records_per_s"] == pytest.approx(doc["records"] / doc["elapsed_s"])
 
 
+def test_ctrl_c_on_a_replay_of_standard_input_writes_no_warm_start(
+    events: Path, tmp_path: Path
+) -> None:
+    """The interrupt itself ends standard input: the replay must still count as stopped."""
+    store = tmp_path / "ck"
+    proc = _start("replay", "-", "--quiet", "--checkpoint-to", str(store), "--resume-offset",
+                  "0", checkpoint_key="k" * 32)
+    assert proc.stdin is not None
+    stderr = _Stderr(proc)
+    try:
+        proc.stdin.write(b"\n".join(events.read_bytes().splitlines()[:50]) + b"\n")
+        proc.stdin.flush()  # then the writer stays idle with stdin open
+        stderr.wait_for(STARTED)
+        _until_read(proc.stdin.fileno())
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    text = stderr.text()
+    assert code == 130 and "Traceback" not in text, text
+    assert "no warm-start checkpoint" in text
+    assert not any(store.rglob("*.ckpt"))
+
+
 @pytest.mark.parametrize("args", [
     ("run", "--output", "{out}", "--quiet"),
     ("replay", "{events}", "--quiet", "--output", "{out}"),
