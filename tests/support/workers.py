@@ -124,26 +124,27 @@ class PacedProducer(threading.Thread):
         super().__init__(daemon=True)
         self.deliveries = Deliveries(bootstrap)
         self._topic, self._records, self._seconds = topic, records, seconds
-        self.failure: AssertionError | None = None
+        self.failure: Exception | None = None
 
     def run(self) -> None:
-        start = time.monotonic()
-        step = self._seconds / max(1, len(self._records))
-        for i, (partition, key, value) in enumerate(self._records):
-            delay = start + i * step - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self.deliveries.send(self._topic, partition, key, value)
         try:
+            start = time.monotonic()
+            step = self._seconds / max(1, len(self._records))
+            for i, (partition, key, value) in enumerate(self._records):
+                delay = start + i * step - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                self.deliveries.send(self._topic, partition, key, value)
             self.deliveries.finish()
-        except AssertionError as exc:
+        except Exception as exc:  # raised again by join, in the test's thread
             self.failure = exc
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait for the thread; fail when the input did not land as sent."""
+        """Wait for the thread; fail when the input did not land as sent, or in time."""
         super().join(timeout)
         if self.failure is not None:
             raise self.failure
+        assert not self.is_alive(), f"the input was still being sent after {timeout}s"
 
 
 def paced_producer(
