@@ -560,12 +560,13 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
             store = LocalStore(args.checkpoint_to, keep=c.keep)
         codec = build_codec(settings, spec, environ)
     summary_file = _open_for_writing(args.summary_json, "--summary-json")
-    interrupts: list[Interrupts] = []
+    interrupts: Interrupts | None = None
 
     def started(stop: Callable[[], None]) -> None:
         # from here on Ctrl-C finishes the batch and keeps the partial result, as in `run`
-        interrupts.append(Interrupts(stop, stdin_input="-" in options.inputs))
-        interrupts[0].install()
+        nonlocal interrupts
+        interrupts = Interrupts(stop, stdin_input="-" in options.inputs)
+        interrupts.install()
 
     try:
         result = run_backtest(settings, spec, environ, options, store, codec, on_start=started)
@@ -582,7 +583,8 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
     if not result.stopped:
         return 0
     # unlike a worker's, a backtest's SIGTERM is no normal end: 128 + the signal, as shells do
-    code = 128 + (interrupts[0].received or signal.SIGINT)
+    received = interrupts.received if interrupts is not None else None
+    code = 128 + (received or signal.SIGINT)
     unwritten = "; no warm-start checkpoint was written" if args.checkpoint_to else ""
     print(f"stream-learner: interrupted before the end of the input{unwritten}; exit {code}",
           file=sys.stderr)

@@ -14,9 +14,9 @@ client it runs: the token lives in the store, not in the consumer group.
 Keyed state (``model.scope = "key"``) is incremental: besides the checkpoint
 envelopes (the *heads*, one per checkpoint, holding the shard's frontier and
 everything but the per-key models), a shard has one map *key -> entry* (a
-signed, encoded model slot: :mod:`stream_learner.slot_codec`). A checkpoint writes its head, the entries changed
-since the previous one, and an *undo* record (the previous value of each entry
-it replaced) in one atomic step; :meth:`CheckpointStore.save` with
+signed, encoded model slot: :mod:`stream_learner.slot_codec`). A checkpoint
+writes its head, the entries changed since the previous one, and an *undo*
+record (the previous value of each entry it replaced) in one atomic step; :meth:`CheckpointStore.save` with
 ``revert_to`` applies the undo records of the newer checkpoints (newest first)
 and drops them, which is how a keyed shard is rolled back. Models parked out
 of memory between two checkpoints go to a *scratch* map of the current epoch
