@@ -544,6 +544,13 @@ class DriftSettings(_Section):
         "`action = \"reset\"`), the fresh model first learns those since the error rose. "
         "0: a fresh model that knows nothing.",
     )
+    reset_trial_labels: int = Field(
+        1000,
+        ge=0,
+        description="`reset`: the replaced model keeps learning beside the fresh one for this "
+        "many labels and comes back when it scores better on the last half of them by "
+        "`challenger_margin` (the reset is undone). 0: a reset is final.",
+    )
     action_signals: tuple[Signal, ...] = Field(
         ("error",), description="Signals whose confirmed drift triggers `action`.", strict=False
     )

@@ -223,3 +223,33 @@ def test_report_label_delays_follow_arrival_order_in_both_record_shapes(tmp_path
     doc = build_report(ReportInputs(str(metrics), labels=str(flat)), schema)
     assert doc["labels"]["delay_events"] == {"p50": 1, "p99": 1}
     assert doc["labels"]["delay_seconds"] == {"p50": 1.0, "p99": 1.0}
+
+
+@pytest.mark.parametrize(("trial", "live", "last"), [
+    (3000, "reset on trial on error: ", "reset on trial"),
+    (200, "none", "none (last: reset kept)"),
+])
+def test_a_reset_on_trial_shows_on_the_live_page_and_the_report(
+    tmp_path: Path, trial: int, live: str, last: str,
+) -> None:
+    settings = load_settings(None, env={}, overrides={
+        "model": {"task": "classification", "name": "flip", "pipeline": [
+            {"step": "preprocessing.StandardScaler"}, {"step": "linear_model.LogisticRegression"}]},
+        "drift": {"signals": ["error"], "action": "reset", "reset_trial_labels": trial},
+        "metrics": {"lag_interval_s": 0.0},
+    })
+    metrics, sink, clock = Metrics(), MemorySink(), Clock(0.002)
+    Service(settings, ModelSpec.from_settings(settings.model),
+            MemorySource({("events", 0): _flip_events(4000)}), sink, metrics,
+            clock=clock, wall_clock=clock).run()
+    actions = [a["action"] for a in sink.decoded("alerts") if a["signal"] == "model"]
+    assert actions == ["reset"] if trial > 2000 else actions[:2] == ["reset", "reset_kept"]
+    model = metrics.history.document(0.0)["models"][0]
+    assert model["challenger"].startswith(live), model
+    files = {role: tmp_path / f"{role}.jsonl" for role in ("predictions", "alerts", "metrics")}
+    for role, path in files.items():
+        path.write_bytes(b"".join(v + b"\n" for v in sink.values(role)))
+    doc = build_report(ReportInputs(str(files["metrics"]), str(files["predictions"]),
+                                    alerts=str(files["alerts"])))
+    validate_document(doc)
+    assert doc["models"][0]["challenger"] == last

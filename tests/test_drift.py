@@ -187,7 +187,8 @@ def test_reset_action_replaces_the_model_and_says_so() -> None:
     info = [a for a in alerts if a["severity"] == "info"]
     assert drift and drift[0]["action"] == "reset"
     assert info[0]["action"] == "reset" and info[0]["model"]["generation"] == 1
-    assert lr.models.get("k").generation == len(info)
+    replaced = [a for a in info if a["action"] in ("reset", "reset_undone")]
+    assert lr.models.get("k").generation == len(replaced)
 
 
 def test_challenger_is_promoted_when_better_on_recent_data() -> None:
@@ -452,14 +453,15 @@ def test_blind_signals_warn_while_labels_come_and_page_when_they_stop() -> None:
 def test_reset_gives_fresh_monitors_that_warm_up_again() -> None:
     lr = learner(action="reset", signals=["error"], warmup_labels=400)
     alerts = alerts_of(lr, flipped(6000, 3000))
-    resets = [a["offsets"]["to"] for a in alerts if a["severity"] == "info"]
+    resets = [a["offsets"]["to"] for a in alerts if a["action"] == "reset" and a["severity"] == "info"]
+    undone = [a for a in alerts if a["action"] == "reset_undone"]
     assert resets and resets[0] >= 3000  # nothing while the first model learned
     drifts = [a["offsets"]["to"] for a in alerts if a["severity"] == "drift"]
     for before, after in itertools.pairwise(drifts):
         assert after - before >= 400  # each new model warms up before its next alert
     slot = lr.models.get("k")
     monitor = slot.drift.monitors["error"]
-    assert monitor.n <= 6000 - resets[-1] and slot.generation == len(resets)
+    assert monitor.n <= 6000 - resets[-1] and slot.generation == len(resets) + len(undone)
 
 
 def test_a_restored_learner_warms_up_again() -> None:
@@ -569,3 +571,89 @@ def test_reset_replays_the_labelled_events_since_the_rise_to_the_fresh_model() -
     plain = learner(action="reset", signals=["error"], reset_replay_labels=0)
     info = [a for a in alerts_of(plain, events[:1900]) if a["severity"] == "info"]
     assert info and info[0]["window"]["n_replayed"] == 0
+
+
+def noisy_burst(n: int, start: int, end: int, seed: int, d: int = 8) -> list[Event]:
+    """A fixed linear concept over ``d`` features, with coin-flip labels in ``[start, end)``."""
+    rng = random.Random(seed)
+    weights = [rng.uniform(-1, 1) for _ in range(d)]
+    out = []
+    for i in range(n):
+        x = {f"x{j}": rng.random() for j in range(d)}
+        y = sum(w * (x[f"x{j}"] - 0.5) for j, w in enumerate(weights)) > 0
+        if start <= i < end:
+            y = rng.random() < 0.5
+        out.append(Event(i, "k", float(i), x, y, True, Origin("events", 0, i)))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_reset_that_made_things_worse_is_undone(seed: int) -> None:
+    # a burst of noise raises the error, the model is reset, the concept never changed:
+    # the replaced model kept learning beside the fresh one and comes back
+    lr = learner(action="reset", signals=["error"], reset_trial_labels=300)
+    events = noisy_burst(4000, 2000, 2300, seed)
+    reset_at = None
+    for event in events:
+        for a in (a.to_dict("events:0") for a in lr.process(event)[3]):
+            if a["action"] == "reset" and a["severity"] == "info":
+                reset_at = a["offsets"]["to"]
+                fallback = lr.models.get("k").drift.challenger
+                assert fallback is not None and fallback.fallback and fallback.armed
+            if a["action"] in ("reset_undone", "reset_kept"):
+                decision = a
+                break
+        else:
+            continue
+        break
+    assert reset_at is not None and 2000 <= reset_at < 2300
+    assert decision["action"] == "reset_undone", decision
+    assert decision["detector"] == "reset" and decision["signal"] == "model"
+    window = decision["window"]
+    assert window["challenger"] > window["champion"] * 1.05 and window["n"] == 150
+    # the old model serves again, as a new generation, with fresh monitors that warm up
+    slot = lr.models.get("k")
+    assert decision["model"]["generation"] == slot.generation == 2
+    assert slot.drift.challenger is None and not slot.drift.warm
+    assert slot.drift.monitors == {} or all(m.n <= 1 for m in slot.drift.monitors.values())
+    # it is the replaced model, which kept learning: every label up to the decision's
+    assert slot.n_learned == decision["offsets"]["to"] + 1
+    assert decision["offsets"]["to"] - reset_at == 300
+    assert schema("alert").is_valid(decision)
+
+
+def test_a_reset_that_helped_is_kept() -> None:
+    lr = learner(action="reset", signals=["error"], reset_trial_labels=200)
+    alerts = alerts_of(lr, flipped(4000, 2000))
+    decisions = [a for a in alerts if a["action"] in ("reset_undone", "reset_kept")]
+    assert decisions and decisions[0]["action"] == "reset_kept", decisions
+    window = decisions[0]["window"]
+    assert window["n"] == 100  # the last half of the trial
+    assert window["champion"] > window["challenger"]  # the fresh model learned the flip
+    assert schema("alert").is_valid(decisions[0])
+    generation = lr.models.get("k").generation
+    assert generation == sum(a["severity"] == "info" and a["action"] in ("reset", "reset_undone")
+                             for a in alerts)
+
+
+def test_a_learner_restored_while_a_reset_is_on_trial_decides_the_same() -> None:
+    settings = {"action": "reset", "signals": ["error"], "reset_trial_labels": 300,
+                "warmup_labels": 0}
+    events = noisy_burst(3000, 2000, 2300, seed=0)
+    straight = alerts_of(learner(**settings), events)
+    assert any(a["action"] == "reset_undone" for a in straight)
+    first = learner(**settings)
+    reset_at = next(a["offsets"]["to"] for a in straight if a["action"] == "reset")
+    head = alerts_of(first, events[: reset_at + 100])
+    restored = pickle.loads(pickle.dumps(first))
+    tail = alerts_of(restored, events[reset_at + 100 :])
+    assert [a["action"] for a in head + tail if a["signal"] == "model"] == [
+        a["action"] for a in straight if a["signal"] == "model"]
+
+
+def test_a_reset_with_no_trial_is_final() -> None:
+    lr = learner(action="reset", signals=["error"], reset_trial_labels=0)
+    alerts = alerts_of(lr, noisy_burst(4000, 2000, 2300, seed=0))
+    assert any(a["action"] == "reset" for a in alerts)
+    assert not any(a["action"] in ("reset_undone", "reset_kept") for a in alerts)
+    assert lr.models.get("k").drift.challenger is None

@@ -146,9 +146,12 @@ def _challenger(shard: Shard) -> str:
         return "none"
     if len(states) == 1:
         c = states[0]
-        return f"{'armed' if c.armed else 'training'} on {c.series}: {c.n_labels} labels"
-    armed = sum(1 for c in states if c.armed)
-    return f"{len(states)} challengers ({armed} armed)"
+        doing = "reset on trial" if c.fallback else "armed" if c.armed else "training"
+        return f"{doing} on {c.series}: {c.n_labels} labels"
+    trials = sum(1 for c in states if c.fallback)
+    armed = sum(1 for c in states if c.armed and not c.fallback)
+    parts = [f"{len(states) - trials} challengers ({armed} armed)"] if trials < len(states) else []
+    return ", ".join([*parts, *([f"{trials} resets on trial"] if trials else [])])
 
 
 class History:

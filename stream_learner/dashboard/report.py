@@ -50,6 +50,10 @@ _CHALLENGER_ACTIONS = {
     "challenger_dropped": "none (dropped)",
     "promoted": "none (last: promoted)",
     "champion_kept": "none (last: champion kept)",
+    # a reset keeps the replaced model learning beside the fresh one until its trial ends
+    "reset": "reset on trial",
+    "reset_undone": "none (last: reset undone)",
+    "reset_kept": "none (last: reset kept)",
 }
 
 

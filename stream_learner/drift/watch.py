@@ -36,7 +36,10 @@ Actions (``drift.action``), on a drift alert of a signal in
 - ``alert``: nothing more;
 - ``reset``: the model is replaced by a fresh one built from the configuration,
   which first learns the labelled events kept since the error rose
-  (``drift.reset_replay_labels``);
+  (``drift.reset_replay_labels``). The replaced model keeps learning beside it
+  as a *fallback* for ``drift.reset_trial_labels`` labels, and comes back if
+  it scores better on the last half of them by ``drift.challenger_margin``
+  (a reset that made things worse is undone);
 - ``challenger``: a model built at the warning (or at the drift, when no warning
   came first) learns every label next to the champion. Once drift is confirmed
   it trains through ``drift.challenger_labels`` more labels; both models are
@@ -173,6 +176,8 @@ class Challenger:
 
     ``armed_at`` is ``n_labels`` when drift was confirmed (None before); the
     metrics are started afresh for the last labels of the window after it.
+    ``fallback``: the model a reset replaced, armed at the reset; it comes back
+    if it proves better than the fresh model.
     """
 
     model: Any
@@ -183,6 +188,7 @@ class Challenger:
     n_labels: int = 0
     n_learned: int = 0
     armed_at: int | None = None
+    fallback: bool = False
 
     @property
     def armed(self) -> bool:
@@ -549,8 +555,13 @@ class DriftWatch:
         """Take the drift action on a confirmed drift: its name and the alerts it raises."""
         sd, series, at = ctx.state, monitor.series, ctx.at
         if self.settings.action == "reset":
+            replaced, n_before = ctx.slot.model, ctx.slot.n_learned
             model, n_replayed, n_learned = self._fresh(sd)
             self._replace(ctx, model, n_learned)
+            if self.settings.reset_trial_labels:
+                metric = self.spec.build_metric
+                sd.challenger = Challenger(replaced, metric(), metric(), series, at,
+                                           n_learned=n_before, armed_at=0, fallback=True)
             window = {"n_replayed": n_replayed}
             return "reset", [self._info(ctx, series, "reset", window, at)]
         if self.settings.action == "challenger":
@@ -595,17 +606,26 @@ class DriftWatch:
         sd.challenger = Challenger(self.spec.build(), metric(), metric(), series, at)
         return "challenger_started"
 
+    def _window(self, challenger: Challenger) -> tuple[int, int]:
+        """The labels ``challenger`` learns after the drift, and the last of them it is scored on.
+
+        A reset's fallback: ``drift.reset_trial_labels`` and the last half of them.
+        """
+        s = self.settings
+        if challenger.fallback:
+            return s.reset_trial_labels, max(1, s.reset_trial_labels // 2)
+        return s.challenger_labels, min(s.challenger_recent_labels, s.challenger_labels)
+
     def _ready(self, challenger: Challenger) -> bool:
         """Trained through its window after the drift."""
         assert challenger.armed_at is not None
-        return challenger.n_labels - challenger.armed_at >= self.settings.challenger_labels
+        return challenger.n_labels - challenger.armed_at >= self._window(challenger)[0]
 
     def _recent(self, challenger: Challenger) -> None:
         """Start both metrics afresh when the last labels of the window begin."""
         assert challenger.armed_at is not None
-        s = self.settings
-        since = challenger.n_labels - challenger.armed_at
-        if since == s.challenger_labels - min(s.challenger_recent_labels, s.challenger_labels):
+        labels, recent = self._window(challenger)
+        if challenger.n_labels - challenger.armed_at == labels - recent:
             challenger.champion_metric = self.spec.build_metric()
             challenger.metric = self.spec.build_metric()
 
@@ -634,7 +654,7 @@ class DriftWatch:
         champion, mine = float(ch.champion_metric.get()), float(ch.metric.get())
         better = _better(mine, champion, ch.metric.bigger_is_better, self.settings.challenger_margin)
         window = {
-            "n": min(self.settings.challenger_recent_labels, self.settings.challenger_labels),
+            "n": self._window(ch)[1],
             "n_trained": ch.n_labels,
             "metric": type(ch.metric).__name__,
             "champion": champion,
@@ -642,7 +662,10 @@ class DriftWatch:
         }
         if better:
             self._replace(ctx, ch.model, ch.n_learned)
-        action = "promoted" if better else "champion_kept"
+        if ch.fallback:
+            action = "reset_undone" if better else "reset_kept"
+        else:
+            action = "promoted" if better else "champion_kept"
         return [self._info(ctx, ch.series, action, window, ch.since)]
 
     def _replace(self, ctx: SlotContext, model: Any, n_learned: int) -> None:
@@ -661,7 +684,7 @@ class DriftWatch:
         self, ctx: SlotContext, series: str, action: str, window: dict[str, Any], first: Stamp
     ) -> Alert:
         """The ``info`` alert of a drift action on the model (signal ``model``)."""
-        detector = "reset" if action == "reset" else "challenger"
+        detector = "reset" if action.startswith("reset") else "challenger"
         change = Change("info", window, first, ctx.at, True, 0)
         return self._alert(ctx, change, "model", series, detector, action)
 
