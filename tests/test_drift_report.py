@@ -64,12 +64,13 @@ def test_a_run_reports_each_case_as_it_finishes(capsys: pytest.CaptureFixture[st
                    "--no-write"]) == 0
     out = capsys.readouterr()
     progress = [line.split(":")[0] for line in out.err.splitlines() if line.startswith("[")]
-    assert [p.split()[0] for p in progress] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
-    assert sorted(p.split(" ", 1)[1] for p in progress) == [
-        f"sea-stable {model} seed 1 labels {labels} alert"
-        for model in ("linear", "tree") for labels in ("inline", "late")
-    ]
-    assert re.search(r"\| inline \| stable streams \| \| \| \| \d+ / 20000 \|", out.out)
+    # --quick: the tuning seeds 1 and 2
+    assert [p.split()[0] for p in progress] == [f"[{i}/8]" for i in range(1, 9)]
+    assert sorted(p.split(" ", 1)[1] for p in progress) == sorted(
+        f"sea-stable {model} seed {seed} labels {labels} alert"
+        for seed in (1, 2) for model in ("linear", "tree") for labels in ("inline", "late")
+    )
+    assert re.search(r"\| inline \| stable streams \| \| \| \| \d+ / 40000 \|", out.out)
 
 
 def test_a_run_with_tried_settings_does_not_call_them_the_shipped_defaults() -> None:
