@@ -657,3 +657,20 @@ def test_a_reset_with_no_trial_is_final() -> None:
     assert any(a["action"] == "reset" for a in alerts)
     assert not any(a["action"] in ("reset_undone", "reset_kept") for a in alerts)
     assert lr.models.get("k").drift.challenger is None
+
+
+def test_a_reset_during_a_trial_puts_the_model_it_replaces_on_trial() -> None:
+    lr = learner(action="reset", signals=["error"], reset_trial_labels=5000, warmup_labels=100)
+    events = flipped(3000, 1000)
+    events = [*events, *(Event(e.id, e.key, e.ts + 3000, e.features, not e.label, True,
+                               Origin("events", 0, e.origin.offset + 3000)) for e in events)]
+    resets = 0
+    for event in events:
+        serving = lr.models.get("k").model
+        for a in lr.process(event)[3]:
+            if a.severity == "info" and a.action == "reset":
+                resets += 1
+                fallback = lr.models.get("k").drift.challenger
+                assert fallback is not None and fallback.model is serving
+            assert a.action not in ("reset_undone", "reset_kept")  # no trial ended
+    assert resets >= 2
