@@ -31,7 +31,7 @@ is held out and reported apart. HAT and ARF run on seed 1 with inline labels.
 
 Usage::
 
-    python scripts/drift_report.py             # the full suite (~20 min), writes docs/drift.md
+    python scripts/drift_report.py             # the full suite (~3 min), writes docs/drift.md
     python scripts/drift_report.py --quick     # tuning seeds, no HAT/ARF: prints the tables
     python scripts/drift_report.py --workers 1 --no-write
     # detection and false alarms only, with another setting (~1 min, not written)

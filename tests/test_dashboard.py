@@ -253,3 +253,22 @@ def test_a_reset_on_trial_shows_on_the_live_page_and_the_report(
                                     alerts=str(files["alerts"])))
     validate_document(doc)
     assert doc["models"][0]["challenger"] == last
+
+
+def test_the_live_page_counts_the_resets_on_trial_of_a_keyed_fleet() -> None:
+    settings = load_settings(None, env={}, overrides={
+        "model": {"task": "classification", "name": "flip", "scope": "key", "pipeline": [
+            {"step": "preprocessing.StandardScaler"}, {"step": "linear_model.LogisticRegression"}]},
+        "drift": {"signals": ["error"], "action": "reset", "reset_trial_labels": 5000},
+        "metrics": {"lag_interval_s": 0.0},
+    })
+    events = [orjson.dumps({**orjson.loads(e), "key": f"s{i % 3}"})
+              for i, e in enumerate(_flip_events(12000))]
+    metrics, sink, clock = Metrics(), MemorySink(), Clock(0.002)
+    Service(settings, ModelSpec.from_settings(settings.model),
+            MemorySource({("events", 0): events}), sink, metrics,
+            clock=clock, wall_clock=clock).run()
+    resets = {a["key"] for a in sink.decoded("alerts") if a["action"] == "reset"
+              and a["severity"] == "info"}
+    assert resets == {"s0", "s1", "s2"}
+    assert metrics.history.document(0.0)["models"][0]["challenger"] == "3 resets on trial"

@@ -149,9 +149,14 @@ def _challenger(shard: Shard) -> str:
         doing = "reset on trial" if c.fallback else "armed" if c.armed else "training"
         return f"{doing} on {c.series}: {c.n_labels} labels"
     trials = sum(1 for c in states if c.fallback)
+    challengers = len(states) - trials
     armed = sum(1 for c in states if c.armed and not c.fallback)
-    parts = [f"{len(states) - trials} challengers ({armed} armed)"] if trials < len(states) else []
-    return ", ".join([*parts, *([f"{trials} resets on trial"] if trials else [])])
+    parts = []
+    if challengers:
+        parts.append(f"{challengers} challenger{'s' * (challengers > 1)} ({armed} armed)")
+    if trials:
+        parts.append(f"{trials} reset{'s' * (trials > 1)} on trial")
+    return ", ".join(parts)
 
 
 class History:
