@@ -549,7 +549,8 @@ class DriftSettings(_Section):
         ge=0,
         description="`reset`: the replaced model keeps learning beside the fresh one for this "
         "many labels and comes back when it scores better on the last half of them by "
-        "`challenger_margin` (the reset is undone). 0: a reset is final.",
+        "`challenger_margin` (the reset is undone). 0, or no label for "
+        "`blind_pages_after_events`: a reset is final.",
     )
     action_signals: tuple[Signal, ...] = Field(
         ("error",), description="Signals whose confirmed drift triggers `action`.", strict=False

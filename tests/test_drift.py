@@ -674,3 +674,18 @@ def test_a_reset_during_a_trial_puts_the_model_it_replaces_on_trial() -> None:
                 assert fallback is not None and fallback.model is serving
             assert a.action not in ("reset_undone", "reset_kept")  # no trial ended
     assert resets >= 2
+
+
+def test_a_reset_while_labels_are_absent_is_final() -> None:
+    # nothing could judge a trial: the replaced model is not kept beside the fresh one
+    lr = blind_learner(signals=["error", "prediction"], blind_pages_after_events=300,
+                       action="reset", action_signals=["prediction"])
+    alerts_of(lr, flipped(1000, 10_000))
+    rng = random.Random(3)
+    shifted = [Event(i, "k", float(i), {"x": 0.9 + 0.1 * rng.random()} if i >= 1500
+                     else {"x": rng.random()}, None, False, Origin("events", 0, i))
+               for i in range(1000, 4000)]
+    alerts = alerts_of(lr, shifted)
+    resets = [a for a in alerts if a["signal"] == "model"]
+    assert resets and all(a["action"] == "reset" for a in resets), alerts
+    assert lr.models.get("k").drift.challenger is None

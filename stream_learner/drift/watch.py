@@ -39,7 +39,8 @@ Actions (``drift.action``), on a drift alert of a signal in
   (``drift.reset_replay_labels``). The replaced model keeps learning beside it
   as a *fallback* for ``drift.reset_trial_labels`` labels, and comes back if
   it scores better on the last half of them by ``drift.challenger_margin``
-  (a reset that made things worse is undone);
+  (a reset that made things worse is undone); a reset made while labels are
+  absent (the blind signals page) is final;
 - ``challenger``: a model built at the warning (or at the drift, when no warning
   came first) learns every label next to the champion. Once drift is confirmed
   it trains through ``drift.challenger_labels`` more labels; both models are
@@ -558,7 +559,7 @@ class DriftWatch:
             replaced, n_before = ctx.slot.model, ctx.slot.n_learned
             model, n_replayed, n_learned = self._fresh(sd)
             self._replace(ctx, model, n_learned)
-            if self.settings.reset_trial_labels:
+            if self.settings.reset_trial_labels and not sd.blind:  # labels can judge a trial
                 metric = self.spec.build_metric
                 sd.challenger = Challenger(replaced, metric(), metric(), series, at,
                                            n_learned=n_before, armed_at=0, fallback=True)
