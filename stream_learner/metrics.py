@@ -56,7 +56,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
 
 from stream_learner.dashboard.history import History, dashboard_response
-from stream_learner.settings import SIGNALS
+from stream_learner.settings import MODEL_ACTIONS, SIGNALS
 
 __all__ = [
     "DELAY_EVENT_BUCKETS",
@@ -326,6 +326,15 @@ class Metrics:
             for signal in SIGNALS:
                 self.drift_alerts.labels(severity=severity, signal=signal)
         self.drift_alerts.labels(severity="info", signal="model")
+        self.model_actions = Counter(
+            "stream_learner_model_actions_total",
+            "Drift actions on the models (the info alert records of signal model), by action: "
+            "reset, reset_undone, reset_kept (a reset's trial), promoted, champion_kept "
+            "(a challenger's decision).",
+            ["action"], registry=r,
+        )
+        for action in MODEL_ACTIONS:
+            self.model_actions.labels(action=action)
         self.drift_open = Gauge(
             "stream_learner_drift_open",
             "Monitors in drift (confirmed, not resolved yet), per input partition and signal.",

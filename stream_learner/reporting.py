@@ -204,6 +204,8 @@ class Reporter:
             )
             self.metrics.history.alert(record, self._wall_clock())
             self.metrics.drift_alerts.labels(severity=alert.severity, signal=alert.signal).inc()
+            if alert.signal == "model":
+                self.metrics.model_actions.labels(action=alert.action).inc()
             log.log(
                 logging.WARNING if alert.severity in ("warning", "drift") else logging.INFO,
                 "shard %s: %s", shard, alert.message,

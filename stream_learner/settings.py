@@ -45,6 +45,7 @@ from stream_learner.errors import SettingsError
 
 __all__ = [
     "ENV_PREFIX",
+    "MODEL_ACTIONS",
     "SIGNALS",
     "CheckpointSettings",
     "DriftSettings",
@@ -459,6 +460,11 @@ Signal = Literal["error", "feature", "prediction", "schema"]
 #: The signals a drift monitor can watch (the ``signal`` label of the drift metrics;
 #: alerts about an action the service took carry the signal ``model``).
 SIGNALS: tuple[str, ...] = get_args(Signal)
+#: The actions of those ``model`` alerts (the ``action`` label of
+#: ``stream_learner_model_actions_total``): a reset, the end of a reset's trial, and a
+#: challenger's decision.
+MODEL_ACTIONS: tuple[str, ...] = ("reset", "reset_undone", "reset_kept", "promoted",
+                                  "champion_kept")
 
 
 class DriftSettings(_Section):

@@ -17,9 +17,10 @@ from stream_learner.drift import Monitor, Rules, SchemaMonitor, make_detector, w
 from stream_learner.errors import SettingsError
 from stream_learner.events import Event, Origin
 from stream_learner.learner import Learner
+from stream_learner.metrics import Metrics
 from stream_learner.models import ModelSpec
 from stream_learner.service import Service
-from stream_learner.settings import DriftSettings, Settings, load_settings
+from stream_learner.settings import MODEL_ACTIONS, DriftSettings, Settings, load_settings
 from stream_learner.testing import MemorySink, MemorySource
 from tests.support.drift_streams import CLASSIFIER, STREAMS, reference_detections
 from tests.support.memory import TickingClock
@@ -689,3 +690,18 @@ def test_a_reset_while_labels_are_absent_is_final() -> None:
     resets = [a for a in alerts if a["signal"] == "model"]
     assert resets and all(a["action"] == "reset" for a in resets), alerts
     assert lr.models.get("k").drift.challenger is None
+
+
+def test_model_actions_are_counted_by_action() -> None:
+    fresh = Metrics().render().decode()
+    for action in MODEL_ACTIONS:  # exported at 0 before the first one
+        assert f'stream_learner_model_actions_total{{action="{action}"}} 0.0' in fresh
+    assert set(MODEL_ACTIONS) <= set(schema("alert").schema["properties"]["action"]["enum"])
+    service, sink = run(service_settings(action="reset", reset_trial_labels=300),
+                        STREAMS["agrawal"].records())
+    actions = [a["action"] for a in sink.decoded("alerts") if a["signal"] == "model"]
+    assert "reset" in actions and {"reset_undone", "reset_kept"} & set(actions), actions
+    text = service.metrics.render().decode()
+    for action in MODEL_ACTIONS:
+        count = actions.count(action)
+        assert f'stream_learner_model_actions_total{{action="{action}"}} {count}.0' in text
