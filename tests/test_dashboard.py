@@ -228,6 +228,7 @@ def test_report_label_delays_follow_arrival_order_in_both_record_shapes(tmp_path
 @pytest.mark.parametrize(("trial", "live", "last"), [
     (3000, "reset on trial on error: ", "reset on trial"),
     (200, "none", "none (last: reset kept)"),
+    (0, "none", "none (last: reset, final)"),
 ])
 def test_a_reset_on_trial_shows_on_the_live_page_and_the_report(
     tmp_path: Path, trial: int, live: str, last: str,
@@ -243,7 +244,13 @@ def test_a_reset_on_trial_shows_on_the_live_page_and_the_report(
             MemorySource({("events", 0): _flip_events(4000)}), sink, metrics,
             clock=clock, wall_clock=clock).run()
     actions = [a["action"] for a in sink.decoded("alerts") if a["signal"] == "model"]
-    assert actions == ["reset"] if trial > 2000 else actions[:2] == ["reset", "reset_kept"]
+    if trial > 2000 or not trial:
+        assert actions == ["reset"]
+    else:
+        assert actions[:2] == ["reset", "reset_kept"]
+    trials = [a["window"]["n_trial"] for a in sink.decoded("alerts") if a["action"] == "reset"
+              and a["severity"] == "info"]
+    assert trials == [trial]
     model = metrics.history.document(0.0)["models"][0]
     assert model["challenger"].startswith(live), model
     files = {role: tmp_path / f"{role}.jsonl" for role in ("predictions", "alerts", "metrics")}

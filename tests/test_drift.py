@@ -655,7 +655,8 @@ def test_a_learner_restored_while_a_reset_is_on_trial_decides_the_same() -> None
 def test_a_reset_with_no_trial_is_final() -> None:
     lr = learner(action="reset", signals=["error"], reset_trial_labels=0)
     alerts = alerts_of(lr, noisy_burst(4000, 2000, 2300, seed=0))
-    assert any(a["action"] == "reset" for a in alerts)
+    resets = [a for a in alerts if a["action"] == "reset" and a["severity"] == "info"]
+    assert resets and all(a["window"]["n_trial"] == 0 for a in resets)
     assert not any(a["action"] in ("reset_undone", "reset_kept") for a in alerts)
     assert lr.models.get("k").drift.challenger is None
 
@@ -689,6 +690,7 @@ def test_a_reset_while_labels_are_absent_is_final() -> None:
     alerts = alerts_of(lr, shifted)
     resets = [a for a in alerts if a["signal"] == "model"]
     assert resets and all(a["action"] == "reset" for a in resets), alerts
+    assert all(a["window"]["n_trial"] == 0 for a in resets)
     assert lr.models.get("k").drift.challenger is None
 
 

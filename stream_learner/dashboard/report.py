@@ -52,6 +52,7 @@ _CHALLENGER_ACTIONS = {
     "champion_kept": "none (last: champion kept)",
     # a reset keeps the replaced model learning beside the fresh one until its trial ends
     "reset": "reset on trial",
+    "reset_final": "none (last: reset, final)",
     "reset_undone": "none (last: reset undone)",
     "reset_kept": "none (last: reset kept)",
 }
@@ -146,7 +147,13 @@ def _models(predictions: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> 
         last[f"{source.get('topic', '')}:{source.get('partition', 0)}"] = p
     challenger: dict[str, str] = {}
     for a in alerts:
-        state = _CHALLENGER_ACTIONS.get(str(a.get("action")))
+        action = str(a.get("action"))
+        if action == "reset":  # the reset's own record says whether a trial started
+            if a.get("severity") != "info":
+                continue
+            if not a.get("window", {}).get("n_trial"):
+                action = "reset_final"  # reset_trial_labels = 0, or no labels
+        state = _CHALLENGER_ACTIONS.get(action)
         if state is not None:
             challenger[str(a.get("shard"))] = state
     out = []

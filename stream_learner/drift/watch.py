@@ -559,11 +559,12 @@ class DriftWatch:
             replaced, n_before = ctx.slot.model, ctx.slot.n_learned
             model, n_replayed, n_learned = self._fresh(sd)
             self._replace(ctx, model, n_learned)
-            if self.settings.reset_trial_labels and not sd.blind:  # labels can judge a trial
+            trial = 0 if sd.blind else self.settings.reset_trial_labels  # labels judge a trial
+            if trial:
                 metric = self.spec.build_metric
                 sd.challenger = Challenger(replaced, metric(), metric(), series, at,
                                            n_learned=n_before, armed_at=0, fallback=True)
-            window = {"n_replayed": n_replayed}
+            window = {"n_replayed": n_replayed, "n_trial": trial}
             return "reset", [self._info(ctx, series, "reset", window, at)]
         if self.settings.action == "challenger":
             action = self._start(sd, series, at)
