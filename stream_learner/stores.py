@@ -16,12 +16,13 @@ envelopes (the *heads*, one per checkpoint, holding the shard's frontier and
 everything but the per-key models), a shard has one map *key -> entry* (a
 signed, encoded model slot: :mod:`stream_learner.slot_codec`). A checkpoint
 writes its head, the entries changed since the previous one, and an *undo*
-record (the previous value of each entry it replaced) in one atomic step; :meth:`CheckpointStore.save` with
-``revert_to`` applies the undo records of the newer checkpoints (newest first)
-and drops them, which is how a keyed shard is rolled back. Models parked out
-of memory between two checkpoints go to a *scratch* map of the current epoch
-(:meth:`CheckpointStore.park`); a checkpoint moves the ones it names
-(``promote``) into the entries and clears the scratch map. A new epoch starts
+record (the previous value of each entry it replaced) in one atomic step;
+:meth:`CheckpointStore.save` with ``revert_to`` applies the undo records of
+the newer checkpoints (newest first) and drops them, which is how a keyed
+shard is rolled back. Models parked out of memory between two checkpoints go
+to a *scratch* map of the current epoch (:meth:`CheckpointStore.park`); a
+checkpoint moves the ones it names (``promote``) into the entries and clears
+the scratch map. A new epoch starts
 with an empty scratch map: what a crashed owner parked is never read.
 
 Redis keys, all of one shard under one hash tag so a cluster keeps them together::

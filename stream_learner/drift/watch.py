@@ -561,9 +561,8 @@ class DriftWatch:
             self._replace(ctx, model, n_learned)
             trial = 0 if sd.blind else self.settings.reset_trial_labels  # labels judge a trial
             if trial:
-                metric = self.spec.build_metric
-                sd.challenger = Challenger(replaced, metric(), metric(), series, at,
-                                           n_learned=n_before, armed_at=0, fallback=True)
+                sd.challenger = self._challenger(replaced, series, at, n_learned=n_before,
+                                                 armed_at=0, fallback=True)
             window = {"n_replayed": n_replayed, "n_trial": trial}
             return "reset", [self._info(ctx, series, "reset", window, at)]
         if self.settings.action == "challenger":
@@ -604,9 +603,13 @@ class DriftWatch:
     def _start(self, sd: SlotDrift, series: str, at: Stamp) -> str:
         if sd.challenger is not None:
             return "none"
-        metric = self.spec.build_metric
-        sd.challenger = Challenger(self.spec.build(), metric(), metric(), series, at)
+        sd.challenger = self._challenger(self.spec.build(), series, at)
         return "challenger_started"
+
+    def _challenger(self, model: Any, series: str, at: Stamp, **state: Any) -> Challenger:
+        """A challenger (or a reset's fallback) of ``model``, with fresh metrics for both."""
+        return Challenger(model, self.spec.build_metric(), self.spec.build_metric(), series, at,
+                          **state)
 
     def _window(self, challenger: Challenger) -> tuple[int, int]:
         """The labels ``challenger`` learns after the drift, and the last of them it is scored on.
