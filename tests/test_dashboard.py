@@ -279,3 +279,30 @@ def test_the_live_page_counts_the_resets_on_trial_of_a_keyed_fleet() -> None:
               and a["severity"] == "info"}
     assert resets == {"s0", "s1", "s2"}
     assert metrics.history.document(0.0)["models"][0]["challenger"] == "3 resets on trial"
+
+
+def test_a_large_fleet_is_read_for_the_page_at_most_a_share_of_the_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream_learner.dashboard import history as history_module
+    from stream_learner.learner import Learner
+    from stream_learner.recovery import Shard
+    from stream_learner.sources import TopicPartition
+
+    settings = load_settings(None, env={}, overrides={"model": {"scope": "key"}})
+    learner = Learner(ModelSpec.from_settings(settings.model))
+    for key in ("a", "b", "c"):
+        learner.models.get(key)
+    shards: dict[TopicPartition, Shard] = {("events", 0): Shard("events:0", learner)}
+    ticks = itertools.count()
+    # every read of the clock moves it 0.5 s: each read of the models "takes" 0.5 s, and
+    # may come back 0.5 / 0.125 = 4 s later (both exact in binary)
+    monkeypatch.setattr(history_module.time, "perf_counter", lambda: next(ticks) * 0.5)
+    monkeypatch.setattr(history_module, "FLEET_SCAN_SHARE", 0.125)
+    history = Metrics().history
+    seen = []
+    for now in range(12):
+        learner.models.get("b").generation = now
+        assert history.sample(shards, [], {}, now=float(now), wall=float(now))
+        seen.append(history.document(0.0)["models"][0]["generation"])
+    assert seen == [0] * 4 + [4] * 4 + [8] * 4

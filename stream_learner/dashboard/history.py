@@ -40,11 +40,13 @@ if TYPE_CHECKING:
     from stream_learner.metrics import Metrics
     from stream_learner.recovery import Shard
     from stream_learner.reporting import ShardStats
+    from stream_learner.scopes import ModelScope
     from stream_learner.sources import TopicPartition
 
 __all__ = [
     "ALERTS_KEPT",
     "DASHBOARD_SCHEMA_VERSION",
+    "FLEET_SCAN_SHARE",
     "SAMPLES_KEPT",
     "SAMPLE_INTERVAL_S",
     "History",
@@ -61,6 +63,11 @@ SAMPLE_INTERVAL_S = 1.0
 SAMPLES_KEPT = 600
 #: Most recent alerts kept for the drift timeline.
 ALERTS_KEPT = 500
+#: Most of the loop's time the samples may spend reading a shard's resident models (their
+#: generation and challengers): a read that took t seconds is not repeated for
+#: t / FLEET_SCAN_SHARE seconds. Every sample reads a few thousand models; 100,000 take
+#: about 0.1 s, so a fleet that large shows them every few seconds.
+FLEET_SCAN_SHARE = 0.02
 
 
 def bucket_quantile(bounds: Sequence[float], cumulative: Sequence[float], q: float) -> float | None:
@@ -135,19 +142,21 @@ def _partition(stats: ShardStats, lag: Mapping[str, tuple[int, float]]) -> dict[
     }
 
 
-def _challenger(shard: Shard) -> str:
-    """What the resident models' challengers are doing, in a few words."""
-    states = []
-    for slot in shard.learner.models.resident():
+def _fleet(models: ModelScope) -> tuple[int, str]:
+    """The resident models' largest generation, and what their challengers are doing in a
+    few words; one pass over them."""
+    generation, states = 0, []
+    for slot in models.resident():
+        generation = max(generation, slot.generation)
         challenger = getattr(slot.drift, "challenger", None)
         if challenger is not None:
             states.append(challenger)
     if not states:
-        return "none"
+        return generation, "none"
     if len(states) == 1:
         c = states[0]
         doing = "reset on trial" if c.fallback else "armed" if c.armed else "training"
-        return f"{doing} on {c.series}: {c.n_labels} labels"
+        return generation, f"{doing} on {c.series}: {c.n_labels} labels"
     trials = sum(1 for c in states if c.fallback)
     challengers = len(states) - trials
     armed = sum(1 for c in states if c.armed and not c.fallback)
@@ -156,7 +165,7 @@ def _challenger(shard: Shard) -> str:
         parts.append(f"{challengers} challenger{'s' * (challengers > 1)} ({armed} armed)")
     if trials:
         parts.append(f"{trials} reset{'s' * (trials > 1)} on trial")
-    return ", ".join(parts)
+    return generation, ", ".join(parts)
 
 
 class History:
@@ -179,6 +188,8 @@ class History:
         self._latest: dict[str, Any] = {}
         self._due = -math.inf
         self._last: tuple[float, float, list[float]] | None = None  # mono, records, buckets
+        #: per shard: when its models may be read again, their generation and challengers
+        self._scans: dict[str, tuple[float, int, str]] = {}
 
     # -- the loop's thread ---------------------------------------------------------------
 
@@ -220,7 +231,7 @@ class History:
             "labels": self._labels(shards),
             "dead_letters": [{"output": output, "reason": reason, "count": int(count)}
                              for (output, reason), count in sorted(dead.items())],
-            "models": [self._model(shard) for _tp, shard in sorted(shards.items())],
+            "models": [self._model(shard, now) for _tp, shard in sorted(shards.items())],
         }
         with self._lock:
             self._samples.append(point)
@@ -262,19 +273,23 @@ class History:
             "delay_seconds": _quantiles(self.metrics.label_delay_seconds),
         }
 
-    @staticmethod
-    def _model(shard: Shard) -> dict[str, Any]:
+    def _model(self, shard: Shard, now: float) -> dict[str, Any]:
         learner = shard.learner
         info = learner.spec.settings
-        slots = list(learner.models.resident())
+        due, generation, challenger = self._scans.get(shard.id, (-math.inf, 0, "none"))
+        if now >= due:
+            started = time.perf_counter()
+            generation, challenger = _fleet(learner.models)
+            took = time.perf_counter() - started
+            self._scans[shard.id] = (now + took / FLEET_SCAN_SHARE, generation, challenger)
         return {
             "shard": shard.id,
             "name": info.name,
             "version": info.version,
-            "generation": max((s.generation for s in slots), default=0),
+            "generation": generation,
             "n_learned": learner.n_learned,
             "models": learner.models.n_resident + learner.models.n_parked,
-            "challenger": _challenger(shard),
+            "challenger": challenger,
         }
 
     # -- the HTTP thread -----------------------------------------------------------------
