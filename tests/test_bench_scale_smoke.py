@@ -1,10 +1,15 @@
-"""scripts/bench_scale.py --key-cost runs and reports what a key costs (no timing is asserted)."""
+"""scripts/bench_scale.py --key-cost runs and reports what a key costs, and the docs' section
+reads the targets on the right rows (no timing is asserted)."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import subprocess
 import sys
+from types import ModuleType
+from typing import Any
 
 from tests.support.service import ROOT, service_env
 
@@ -22,3 +27,34 @@ def test_key_cost_reports_flat_entries_smaller_than_whole_pickles() -> None:
     assert min(cost["save_entry_us"], cost["load_entry_us"], cost["create_copy_us"]) > 0
     assert cost["memory_bytes_per_key"] > 0
     assert 0 < cost["entry_bytes"] < cost["pickle_entry_bytes"]
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_scale_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(sensors: int, resident: int, cpu: float, rss: float) -> dict[str, Any]:
+    return {"sensors": sensors, "store": "local", "max_resident": resident,
+            "events": sensors * 10, "events_per_s": 1e6 / cpu, "cpu_us_per_event": cpu,
+            "rss_mb": rss, "checkpoints": 3, "bytes_per_checkpoint": 1000.0,
+            "changed_per_checkpoint": min(sensors, 5000), "max_ratio": 1000.0,
+            "mean_entry_bytes": 1000.0, "restart": {"first_prediction_s": 0.01},
+            "events_per_sensor": 10, "min_events": 100}
+
+
+def test_the_targets_read_the_shipped_max_resident_and_the_other_rows_apart() -> None:
+    script = _script()
+    rows = [_row(100, 10_000, 50.0, 100.0), _row(100_000, 10_000, 250.0, 300.0),
+            _row(100, 200_000, 50.0, 100.0), _row(100_000, 200_000, 100.0, 1600.0)]
+    args = argparse.Namespace(events_per_sensor=10, min_events=100)
+    text = script.render(rows, args, "today")
+    assert "local: throughput at 100,000 sensors / at 100 sensors = 0.20 (target >= 0.6: missed)" \
+        in text
+    assert ("local, max_resident 200,000 (every model in memory, nothing loaded or parked): "
+            "CPU per event 50 µs at 100 sensors, 100 µs at 100,000, a ratio of 0.50; peak RSS "
+            "1,600 MB") in text
+    assert "--max-resident 200000 --stores local" in text
