@@ -486,9 +486,10 @@ def _resident(results: Sequence[dict[str, Any]], shipped: int) -> list[str]:
             f"- {store}, max_resident {resident:,} (every model in memory, nothing loaded or "
             f"parked): CPU per event {small['cpu_us_per_event']:,.0f} µs at 100 sensors, "
             f"{big['cpu_us_per_event']:,.0f} µs at 100,000, a ratio of {ratio:.2f}; peak RSS "
-            f"{big['rss_mb']:,.0f} MB. What remains is the checkpoint: each second it encodes "
-            f"and writes every model changed (about {big['changed_per_checkpoint']:,.0f}), "
-            "from memory the event left cold")
+            f"{big['rss_mb']:,.0f} MB. Most of what remains is the checkpoint: each second it "
+            "encodes and writes every model changed since the last (about "
+            f"{big['changed_per_checkpoint']:,.0f}); and an event finds its model in cold "
+            "memory")
     return out
 
 
