@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.page import BROWSER_ARGS, CHROMIUM, browser_unavailable
+from tests.support.redis_keys import drop_redis_prefixes
 from tests.support.service import CLIENT_VARIABLE, KAFKA_CLIENTS
 
 # A shell without job control starts a background command (`scripts/test.sh &`, a CI
@@ -47,6 +48,23 @@ def kafka_bootstrap() -> str:
 def redis_url() -> str:
     """redis:// URL of the real Redis server."""
     return _server("STREAM_LEARNER_TEST_REDIS", "Redis")
+
+
+@pytest.fixture
+def redis_prefixes(redis_url: str) -> Iterator[Callable[[str], str]]:
+    """Unique checkpoint key prefixes on the real Redis; their keys are deleted afterwards.
+
+    The Redis of scripts/servers.sh keeps its data from one run to the next, so
+    keys left behind would pile up on a developer's machine run after run.
+    """
+    made: list[str] = []
+
+    def make(kind: str) -> str:
+        made.append(f"{kind}-{uuid.uuid4().hex[:10]}")
+        return made[-1]
+
+    yield make
+    drop_redis_prefixes(redis_url, made)
 
 
 @pytest.fixture

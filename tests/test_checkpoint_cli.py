@@ -8,7 +8,7 @@ unique key prefix.
 from __future__ import annotations
 
 import subprocess
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -228,8 +228,10 @@ def test_checkpoints_list_show_rollback_with_the_local_store(tmp_path: Path):
 
 
 @pytest.mark.redis
-def test_checkpoints_list_show_rollback_with_the_redis_store(tmp_path: Path, redis_url: str):
-    prefix = f"cli-{uuid.uuid4().hex[:10]}"
+def test_checkpoints_list_show_rollback_with_the_redis_store(
+    tmp_path: Path, redis_url: str, redis_prefixes: Callable[[str], str],
+) -> None:
+    prefix = redis_prefixes("cli")
     store = {"checkpoint__store": "redis", "checkpoint__redis_url": redis_url,
              "checkpoint__key_prefix": prefix}
     _exercise_admin(tmp_path, store, lambda: RedisStore(redis_url, prefix))

@@ -17,7 +17,7 @@ printed and kept as a test property (``-s`` shows them); no timing is asserted.
 from __future__ import annotations
 
 import time
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +53,11 @@ def test_exactly_once_resumes_after_scale_up_scale_down_and_sigkill(
     make_topic: Any,
     tmp_path: Path,
     record_property: Any,
+    redis_prefixes: Callable[[str], str],
 ) -> None:
     topics = worker_topics(make_topic, PARTITIONS)
     settings = worker_settings(
-        kafka_bootstrap, redis_url, topics, f"eos-{uuid.uuid4().hex[:8]}",
+        kafka_bootstrap, redis_url, topics, redis_prefixes("eos"),
         service__guarantee="exactly_once", metrics__enabled="false",
     )
     records = labelled_events(N_EVENTS, PARTITIONS)

@@ -14,6 +14,7 @@ import pytest
 
 from stream_learner.errors import CheckpointError, CheckpointFenced, ConnectionFailed
 from stream_learner.stores import LocalStore, MemoryStore, RedisStore, redact_url
+from tests.support.redis_keys import drop_redis_prefixes
 
 SHARD = "events:0"
 OTHER = "events:1"
@@ -21,23 +22,11 @@ KEEP = 3
 BINARY = bytes(range(256)) * 3 + b"\r\n\x00\xff"
 
 
-def _drop_prefix(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"test-{uuid.uuid4().hex}"
     yield prefix
-    _drop_prefix(redis_url, prefix)
+    drop_redis_prefixes(redis_url, [prefix])
 
 
 StoreFactory = Callable[..., Any]

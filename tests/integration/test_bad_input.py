@@ -22,6 +22,7 @@ import random
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -417,7 +418,8 @@ def _faulty_stream(n: int = 300) -> list[Rec]:
 
 
 def test_faulty_model_on_the_broker_and_a_record_that_stops_a_worker(
-    kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path,
+    redis_prefixes: Callable[[str], str],
 ) -> None:
     stream = _faulty_stream()
     assert {r.reason for r in stream if r.reason} == (NEED_A_FAULT - {"unexpected_error"}) | {
@@ -438,7 +440,7 @@ def test_faulty_model_on_the_broker_and_a_record_that_stops_a_worker(
         "model__factory": "tests.support.fragile_model:fragile",
         "checkpoint__store": "redis",
         "checkpoint__redis_url": redis_url,
-        "checkpoint__key_prefix": f"test-poison-{uuid.uuid4().hex[:8]}",
+        "checkpoint__key_prefix": redis_prefixes("test-poison"),
         "checkpoint__every_events": "40",
         "checkpoint_key": "k" * 32,
         "kafka__bootstrap_servers": kafka_bootstrap,

@@ -6,7 +6,7 @@ import os
 import random
 import signal
 import time
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,11 @@ N_EVENTS = 6000
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_sigkill_five_times_then_state_equals_uninterrupted_run(
-    guarantee: str, kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path
+    guarantee: str, kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path,
+    redis_prefixes: Callable[[str], str],
 ) -> None:
     topics = worker_topics(make_topic, PARTITIONS)
-    prefix = f"crash-{uuid.uuid4().hex[:8]}"
+    prefix = redis_prefixes("crash")
     records = labelled_events(N_EVENTS, PARTITIONS)
     expected, learners = reference(records, PARTITIONS)
     config = write_config(tmp_path)
@@ -71,10 +72,11 @@ def test_sigkill_five_times_then_state_equals_uninterrupted_run(
 
 
 def test_partitions_move_one_two_one_workers(
-    kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path,
+    redis_prefixes: Callable[[str], str],
 ) -> None:
     topics = worker_topics(make_topic, PARTITIONS)
-    prefix = f"rebal-{uuid.uuid4().hex[:8]}"
+    prefix = redis_prefixes("rebal")
     records = labelled_events(N_EVENTS, PARTITIONS)
     expected, learners = reference(records, PARTITIONS)
     config = write_config(tmp_path)
@@ -104,7 +106,8 @@ def test_partitions_move_one_two_one_workers(
 
 
 def test_a_worker_paused_past_its_session_is_fenced_when_it_wakes(
-    kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path,
+    redis_prefixes: Callable[[str], str],
 ) -> None:
     """A zombie: a worker stopped (SIGSTOP) until the group gave its partitions away.
 
@@ -113,7 +116,7 @@ def test_a_worker_paused_past_its_session_is_fenced_when_it_wakes(
     zombie never overwrites the new owner's checkpoints, and the state stays exact.
     """
     topics = worker_topics(make_topic, PARTITIONS)
-    prefix = f"zombie-{uuid.uuid4().hex[:8]}"
+    prefix = redis_prefixes("zombie")
     records = labelled_events(N_EVENTS, PARTITIONS)
     expected, learners = reference(records, PARTITIONS)
     config = write_config(tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +68,11 @@ def _kill_after_restore(worker: Worker, rng: random.Random, restores: int) -> No
 
 
 def test_keyed_state_survives_sigkills_and_rebalances(
-    kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path,
+    redis_prefixes: Callable[[str], str],
 ) -> None:
     topics = _topics(make_topic)
-    prefix = f"keyed-{uuid.uuid4().hex[:8]}"
+    prefix = redis_prefixes("keyed")
     records = labelled_events(N_EVENTS, PARTITIONS, sensors=SENSORS)
     expected, learners = _reference(records)
     config = write_config(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,11 @@ def test_topic_range_by_offsets_and_times(
 
 
 def test_replay_checkpoint_warm_starts_a_live_worker_exactly(
-    kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str, make_topic: Any, tmp_path: Path,
+    redis_prefixes: Callable[[str], str],
 ) -> None:
     topics = _topics(make_topic)
-    group = f"warm-{uuid.uuid4().hex[:8]}"
+    group = redis_prefixes("warm")
     records = labelled_events(2000, PARTITIONS)
     history, live_part = records[:1200], records[1200:]
     expected, learners = reference(records, PARTITIONS)

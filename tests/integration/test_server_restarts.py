@@ -108,10 +108,9 @@ def _alive(worker: Worker) -> Callable[[], None]:
 
 def _run_through_restart(
     server: PrivateServer, bootstrap: str, redis_url: str, topics: dict[str, str],
-    tmp_path: Path, guarantee: str,
+    tmp_path: Path, guarantee: str, prefix: str,
 ) -> tuple[Worker, str]:
     """A worker consumes a paced stream while ``server`` is stopped and started again."""
-    prefix = f"restart-{server.kind}-{uuid.uuid4().hex[:8]}"
     records = labelled_events(N_EVENTS, PARTITIONS)
     expected, learners = reference(records, PARTITIONS)
     settings = _settings(
@@ -149,10 +148,11 @@ def _run_through_restart(
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_broker_restarted_mid_stream(
     guarantee: str, private_kafka: PrivateServer, redis_url: str, tmp_path: Path,
-    kafka_client: str,
+    kafka_client: str, redis_prefixes: Callable[[str], str],
 ) -> None:
     topics = _create_topics(private_kafka.address)
-    _run_through_restart(private_kafka, private_kafka.address, redis_url, topics, tmp_path, guarantee)
+    _run_through_restart(private_kafka, private_kafka.address, redis_url, topics, tmp_path,
+                         guarantee, redis_prefixes("restart-kafka"))
 
 
 def test_redis_restarted_mid_stream(
@@ -167,7 +167,8 @@ def test_redis_restarted_mid_stream(
         "metrics": make_topic("metrics", 1),
     }
     _worker, log = _run_through_restart(
-        private_redis, kafka_bootstrap, private_redis.address, topics, tmp_path, "at_least_once"
+        private_redis, kafka_bootstrap, private_redis.address, topics, tmp_path, "at_least_once",
+        f"restart-redis-{uuid.uuid4().hex[:8]}",  # a private server: gone with the test
     )
     failed = re.search(r"checkpoint of \S+ failed \(cannot reach Redis", log)
     assert failed, "the worker should have reported failed checkpoints while Redis was down"
