@@ -301,8 +301,13 @@ def test_a_large_fleet_is_read_for_the_page_at_most_a_share_of_the_time(
     monkeypatch.setattr(history_module, "FLEET_SCAN_SHARE", 0.125)
     history = Metrics().history
     seen = []
-    for now in range(12):
+    for now in range(10):
         learner.models.get("b").generation = now
         assert history.sample(shards, [], {}, now=float(now), wall=float(now))
         seen.append(history.document(0.0)["models"][0]["generation"])
-    assert seen == [0] * 4 + [4] * 4 + [8] * 4
+    assert seen == [0] * 4 + [4] * 4 + [8] * 2
+    # the partition is given back, then assigned again: its models are read at once
+    assert history.sample({}, [], {}, now=10.0, wall=10.0)
+    learner.models.get("b").generation = 11
+    assert history.sample(shards, [], {}, now=11.0, wall=11.0)
+    assert history.document(0.0)["models"][0]["generation"] == 11

@@ -65,8 +65,8 @@ SAMPLES_KEPT = 600
 ALERTS_KEPT = 500
 #: Most of the loop's time the samples may spend reading a shard's resident models (their
 #: generation and challengers): a read that took t seconds is not repeated for
-#: t / FLEET_SCAN_SHARE seconds. Every sample reads a few thousand models; 100,000 take
-#: about 0.1 s, so a fleet that large shows them every few seconds.
+#: t / FLEET_SCAN_SHARE seconds. A few thousand models are read at every sample; 100,000
+#: take about 0.1 s, so a fleet that large shows them every few seconds.
 FLEET_SCAN_SHARE = 0.02
 
 
@@ -233,6 +233,8 @@ class History:
                              for (output, reason), count in sorted(dead.items())],
             "models": [self._model(shard, now) for _tp, shard in sorted(shards.items())],
         }
+        owned = {shard.id for shard in shards.values()}  # a shard given back is read afresh
+        self._scans = {sid: scan for sid, scan in self._scans.items() if sid in owned}
         with self._lock:
             self._samples.append(point)
             self._latest = latest
