@@ -4,7 +4,6 @@ LocalStore and the real Redis."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,7 +64,9 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
             handles.append(LocalStore(tmp_path / "ckpt"))
             return handles[-1]
     else:
-        url, prefix = request.getfixturevalue("redis_url"), f"keyed-{uuid.uuid4().hex}"
+        # its keys are deleted after the test
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue(
+            "redis_prefixes")("keyed")
 
         def make() -> Any:
             handles.append(RedisStore(url, prefix))
@@ -73,14 +74,6 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     yield make
     for handle in handles:
         handle.close()
-    if request.param == "redis":
-        import redis
-
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 def _models(w: Any) -> KeyedModels:

@@ -14,7 +14,6 @@ import pytest
 
 from stream_learner.errors import CheckpointError, CheckpointFenced, ConnectionFailed
 from stream_learner.stores import LocalStore, MemoryStore, RedisStore, redact_url
-from tests.support.redis_keys import drop_redis_prefixes
 
 SHARD = "events:0"
 OTHER = "events:1"
@@ -23,10 +22,8 @@ BINARY = bytes(range(256)) * 3 + b"\r\n\x00\xff"
 
 
 @pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    prefix = f"test-{uuid.uuid4().hex}"
-    yield prefix
-    drop_redis_prefixes(redis_url, [prefix])
+def redis_prefix(redis_prefixes: Callable[[str], str]) -> str:
+    return redis_prefixes("test")
 
 
 StoreFactory = Callable[..., Any]
