@@ -313,7 +313,7 @@ def build_store(settings: Settings, environ: Mapping[str, str]) -> CheckpointSto
     if c.store == "local":
         return LocalStore(c.directory, keep=c.keep)
     if c.store == "redis":
-        password = environ.get(c.redis_password_env) if c.redis_password_env else None
+        password = c.redis_password(environ)
         prefix = c.key_prefix or f"stream-learner:{settings.kafka.group_id}"
         return RedisStore(
             c.redis_url, prefix, keep=c.keep, username=c.redis_username or None,

@@ -276,7 +276,7 @@ def build_suspects(settings: Settings, environ: Mapping[str, str]) -> SuspectSto
     if c.store == "local":
         return LocalSuspects(c.directory)
     if c.store == "redis":
-        password = environ.get(c.redis_password_env) if c.redis_password_env else None
+        password = c.redis_password(environ)
         prefix = c.key_prefix or f"stream-learner:{settings.kafka.group_id}"
         return RedisSuspects(c.redis_url, prefix, c.redis_username, password, c.timeout_s)
     return MemorySuspects()

@@ -620,6 +620,32 @@ class CheckpointSettings(_Section):
     )
     timeout_s: float = Field(5.0, gt=0, description="Redis socket timeout.")
 
+    def redis_password(self, environ: Mapping[str, str]) -> str | None:
+        """The Redis password from the variable ``redis_password_env`` names (None: no password).
+
+        Raises
+        ------
+        SettingsError
+            The setting names a variable that is not set: never a silent empty password.
+
+        Examples
+        --------
+        >>> CheckpointSettings(redis_password_env="PW").redis_password({"PW": "s3cret"})
+        's3cret'
+        >>> CheckpointSettings().redis_password({}) is None
+        True
+        """
+        name = self.redis_password_env
+        if not name:
+            return None
+        try:
+            return environ[name]
+        except KeyError:
+            raise SettingsError(
+                f"checkpoint.redis_password_env names the environment variable {name!r}, "
+                "which is not set (export it, or leave the setting empty)"
+            ) from None
+
 
 class Settings(_Section):
     """Everything the service reads at start, as one frozen object."""

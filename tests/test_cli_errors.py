@@ -148,3 +148,21 @@ def test_secret_is_never_logged_nor_written(
             assert SECRET.encode() not in blob
     result_summary = orjson.loads(summary.read_bytes())
     assert (result_summary["records"], result_summary["labels_expired"]) == (5, 1)
+
+
+@pytest.mark.parametrize("command", [("run",), ("checkpoints", "list")])
+def test_unset_redis_password_variable_exits_2_before_any_connection(
+    command: tuple[str, ...],
+) -> None:
+    # a closed port: were the variable ignored, the worker would retry Redis for
+    # checkpoint.restore_timeout_s and then exit 1
+    proc = cli(
+        *command, timeout=30, checkpoint__store="redis",
+        checkpoint__redis_url=f"redis://127.0.0.1:{closed_port()}/0",
+        checkpoint__redis_password_env="NOT_SET_ANYWHERE",
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "checkpoint.redis_password_env" in lines[0]
+    assert "'NOT_SET_ANYWHERE', which is not set" in lines[0]
