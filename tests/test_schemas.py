@@ -136,3 +136,23 @@ def test_records_written_by_the_service_match_their_schemas(tmp_path: Path) -> N
     ghost = orjson.loads(base64.b64decode(learn[1]["value_base64"]))
     assert {k: ghost[k] for k in ("id", "key", "label")} == {"id": "ghost", "key": "", "label": True}
     assert isinstance(ghost["ts"], float)
+
+
+def test_forecasts_written_by_the_service_match_the_prediction_schema(tmp_path: Path) -> None:
+    # HoltWinters cannot forecast before its second value: those records carry
+    # "forecast": null (docs/contracts.md), the later ones a list of horizon values
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"".join(
+        orjson.dumps({"id": i, "key": "tank-2", "ts": 1764115200 + 3600 * i, "label": 50.0 + i})
+        + b"\n" for i in range(6)))
+    out = tmp_path / "pred.jsonl"
+    run_service(
+        ["run", "--input", str(source), "--output", str(out)],
+        model__task="forecasting", model__name="tank-level", model__horizon="3",
+        model__pipeline='[{step = "time_series.HoltWinters", params = {alpha = 0.5, beta = 0.1}}]',
+    )
+    predictions = _lines(out)
+    assert [p["forecast"] is None for p in predictions] == [True, True] + [False] * 4
+    assert all(len(p["forecast"]) == 3 for p in predictions[2:])
+    for record in predictions:
+        validator("prediction").validate(record)
