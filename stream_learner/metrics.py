@@ -189,7 +189,8 @@ class Metrics:
         )
         self.stage_latency = Histogram(
             "stream_learner_stage_seconds",
-            "Per batch: time spent in a stage (process, flush, commit).",
+            "Time spent in a stage: process (a batch scored and learned), commit (its outputs "
+            "handed over and offsets committed), checkpoint (a shard saved).",
             ["stage"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.online_metric = Gauge(
