@@ -128,11 +128,18 @@ def bounds(field: FieldInfo) -> str:
 
 
 def default_of(field: FieldInfo) -> str:
-    """The default as TOML, or ``required``."""
+    """The default as TOML, ``required``, or ``unset`` (None: leave the key out).
+
+    >>> from pydantic import Field
+    >>> default_of(Field(None)), default_of(Field(0.5))
+    ('unset', '`0.5`')
+    """
     if field.default_factory is not None:
         return f"`{toml_value(field.default_factory())}`"  # type: ignore[call-arg]
     if field.default is PydanticUndefined:
         return "required"
+    if field.default is None:  # TOML has no null: such a key is simply left out
+        return "unset"
     return f"`{toml_value(field.default)}`"
 
 
