@@ -6,6 +6,8 @@ import re
 
 from stream_learner.events import INPUT_REASONS, LEARN_REASONS, REASONS
 from stream_learner.metrics import Metrics
+from stream_learner.models import ModelSpec
+from stream_learner.settings import ModelSettings
 from tests.support.service import ROOT
 
 
@@ -22,6 +24,30 @@ def test_errors_doc_names_the_real_metrics() -> None:
     names = {m.name for m in Metrics().registry.collect()}
     for metric in re.findall(r"`(stream_learner_[a-z_]+?)(?:_total)?[{`]", text):
         assert metric in names, metric
+
+
+def test_operations_doc_lists_every_metric_with_its_type_and_labels() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = text.split("## Metrics reference", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        name: (kind, tuple(re.findall(r"`(\w+)`", labels)))
+        for name, kind, labels in re.findall(
+            r"^\| `(stream_learner_\w+)` \| (\w+) \| ([^|]*) \|", section, re.M)
+    }
+    metrics = Metrics()
+    metrics.set_info(ModelSpec.from_settings(ModelSettings()))
+    # an info metric's labels are its values: read them from what is served
+    served = {s.name: tuple(s.labels) for f in metrics.registry.collect() for s in f.samples
+              if s.name.endswith("_info")}
+    expected = {}
+    for metric in vars(metrics).values():
+        kind = getattr(metric, "_type", None)
+        if kind is None:
+            continue
+        name = metric._name + {"counter": "_total", "info": "_info"}.get(kind, "")
+        labels = tuple(metric._labelnames)
+        expected[name] = (kind, served[name] if kind == "info" else labels)
+    assert rows == expected
 
 
 def test_readme_links_the_error_and_security_pages() -> None:
