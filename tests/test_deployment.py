@@ -575,6 +575,19 @@ def test_every_topic_a_worker_requires_is_created_by_the_stack(compose: dict[str
     assert events in created
 
 
+def test_every_topic_the_stack_creates_is_used_by_its_workers(compose: dict[str, Any]) -> None:
+    # docs/operations.md describes each created topic by what reads or writes it: a topic
+    # no worker subscribes to (a labels topic left out of the settings) is a trap
+    from stream_learner.sinks import output_topics
+
+    for name, worker in _workers(compose).items():
+        settings = load_settings(_settings_path(worker), env=_container_env(worker))
+        k = settings.kafka
+        used = {k.events_topic, k.labels_topic, *output_topics(settings).values()} - {""}
+        unused = _created_topics(compose) - used
+        assert not unused, f"{name}: created but neither read nor written: {sorted(unused)}"
+
+
 def test_operations_doc_names_the_topics_the_stack_creates(compose: dict[str, Any]) -> None:
     text = OPERATIONS.read_text()
     for topic in re.findall(r"`([a-z.]+\.dlq)`", text):
