@@ -292,8 +292,14 @@ def _quiet_client_logs() -> Iterator[None]:
         client.setLevel(level)
 
 
-def build_edges(settings: Settings, environ: dict[str, str]) -> tuple[Source, Sink]:
-    """The source and sink the settings ask for."""
+def build_edges(
+    settings: Settings, environ: dict[str, str], deferred: bool = False
+) -> tuple[Source, Sink]:
+    """The source and sink the settings ask for.
+
+    ``deferred``: local output files are truncated only when the run starts
+    (:meth:`FileSink.begin`), not when they are opened.
+    """
     if settings.service.transport == "kafka":
         from stream_learner.kafka.factory import build_edges as kafka_edges
 
@@ -304,7 +310,8 @@ def build_edges(settings: Settings, environ: dict[str, str]) -> tuple[Source, Si
             return source, sink
     local = settings.local
     check_input(local.input)
-    return FileSource(local.input), FileSink(local_outputs(settings), append=local.append)
+    sink = FileSink(local_outputs(settings), append=local.append, deferred=deferred)
+    return FileSource(local.input), sink
 
 
 def build_store(settings: Settings, environ: Mapping[str, str]) -> CheckpointStore | None:
@@ -502,7 +509,7 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
     metrics = Metrics()
     with _Closing() as closing:
         summary_file = _open_for_writing(args.summary_json, "--summary-json")
-        source, sink = build_edges(settings, environ)
+        source, sink = build_edges(settings, environ, deferred=True)
         closing.add(sink.close)  # outputs first
         closing.add(source.close)
         checkpointer = build_checkpointer(settings, spec, metrics, environ)
@@ -521,7 +528,7 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
         interrupts = Interrupts(service.stop, local_stdin)
         interrupts.install()
         settle_heap()
-        summary = service.run()
+        summary = service.run(on_start=lambda: _begin_outputs(source, sink))
     print(summary.render(), file=sys.stderr)
     if summary_file is not None:
         Path(summary_file.name).write_bytes(orjson.dumps(summary.to_dict()))
@@ -539,6 +546,17 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
         )
         return 2
     return 0
+
+
+def _begin_outputs(source: Source, sink: Sink) -> None:
+    """The state is restored: truncate the local output files, or append to them when the
+    run resumes from a checkpoint (they hold the outputs of the lines before it)."""
+    if not isinstance(sink, FileSink) or not isinstance(source, FileSource):
+        return
+    if source.resumed_at and not sink.appends:
+        log.info("resuming %s at line %d: the output files are appended to",
+                 source.location, source.resumed_at)
+    sink.begin(keep=bool(source.resumed_at))
 
 
 def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:

@@ -338,14 +338,17 @@ class Service:
         """Ask the loop to finish the current batch, flush, commit and return."""
         self._stopping = True
 
-    def run(self) -> Summary:
+    def run(self, on_start: Callable[[], None] | None = None) -> Summary:
         """Consume until the input ends, ``max_events`` is reached, or :meth:`stop`.
 
         The loop in full: :meth:`start`, :meth:`step` until it returns False,
         :meth:`finish`. After an error, the offsets whose outputs are written are
-        committed and the error propagates.
+        committed and the error propagates. ``on_start`` is called after
+        :meth:`start`, once the shards the source assigned at once are restored.
         """
         self.start()
+        if on_start is not None:
+            on_start()
         try:
             while self.step():
                 pass

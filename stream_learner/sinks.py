@@ -168,7 +168,10 @@ class FileSink:
     Every file is opened when the sink is made, before the first record, so
     that a path that cannot be written fails the start in one line instead of
     the stream half-way. A file is truncated (``append=False``, the default) or
-    appended to. A dead letter is written as one JSON object: the original
+    appended to. With ``deferred=True`` the files are opened for appending and
+    truncated only by :meth:`begin`, which the service calls once it has
+    restored its state: a run that fails at start leaves the previous run's
+    files as they were. A dead letter is written as one JSON object: the original
     bytes in ``value_base64`` (and as text in ``value`` when they are UTF-8),
     the record key, and the headers as an object.
 
@@ -180,15 +183,35 @@ class FileSink:
     stream_learner.errors.SettingsError: cannot write the alerts output (local.alerts) /dev/null/alerts.jsonl: a parent is a file, not a folder
     """
 
-    def __init__(self, targets: Mapping[str, str | None], append: bool = False) -> None:
+    def __init__(
+        self, targets: Mapping[str, str | None], append: bool = False, deferred: bool = False
+    ) -> None:
         self._targets = {role: target for role, target in targets.items() if target}
         self._files: dict[str, IO[bytes]] = {}
+        self._truncate = not append and deferred
+        #: the files are appended to (``append``), not truncated
+        self.appends = append
         try:
             for role, target in self._targets.items():
-                self._files[role] = self._open(role, target, append)
+                self._files[role] = self._open(role, target, append or deferred)
         except BaseException:
             self.close()
             raise
+
+    def begin(self, keep: bool = False) -> None:
+        """The run starts: truncate the files a deferred sink opened, unless ``keep``.
+
+        ``keep`` (a run resuming from a checkpoint) appends to them instead:
+        they hold the outputs of the records before the checkpoint.
+        """
+        if not self._truncate:
+            return
+        self._truncate = False
+        if keep:
+            return
+        for handle in self._files.values():
+            if handle not in (sys.stdout.buffer, sys.stderr.buffer):
+                handle.truncate(0)
 
     def _handle(self, role: str) -> IO[bytes] | None:
         return self._files.get(role)

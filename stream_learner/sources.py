@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
 
 from stream_learner.datasets import dataset_records
+from stream_learner.errors import CheckpointRefused
 from stream_learner.events import Origin
 from stream_learner.kafka.options import kafka_client_options
 from stream_learner.settings import Settings
@@ -156,6 +157,8 @@ class FileSource(FiniteInput):
         self._handle: BinaryIO | None = None
         self._offset = 0
         self._exhausted = False
+        #: the line of the last :meth:`seek` (a run resuming from a checkpoint: > 0)
+        self.resumed_at = 0
 
     def subscribe(self, listener: PartitionListener | None) -> None:
         """Open the input and report its single partition."""
@@ -191,14 +194,38 @@ class FileSource(FiniteInput):
         return out
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
-        """Skip to line ``offset`` (re-opening the input to go back, when it is a file)."""
+        """Skip to line ``offset`` (re-opening the input to go back, when it is a file).
+
+        Standard input cannot be read again: a seek forward before its first
+        line (a run resuming from a checkpoint) numbers that line ``offset``,
+        so the new stream continues the one the checkpoint was made from.
+
+        Raises
+        ------
+        CheckpointRefused
+            The input ends before line ``offset``: it cannot be the input a
+            checkpoint at that line was made from.
+        """
+        self.resumed_at = offset
         if offset < self._offset:
             if self.location == "-":
                 raise ValueError("cannot seek backwards on stdin")
             self._open()
+        if self.location == "-" and self._offset == 0:
+            if offset:
+                log.info("standard input continues the stream at line %d of its checkpoint: "
+                         "its first line is line %d", offset, offset)
+            self._offset = offset
+            return
         for _ in islice(self._lines, offset - self._offset):
             self._offset += 1
-        self._offset = max(self._offset, offset)
+        if self._offset < offset:
+            raise CheckpointRefused(
+                f"input {self.location} has {self._offset} lines, but its checkpoint resumes "
+                f"at line {offset}: it is not the input the checkpoint was made from (the "
+                "checkpoints of a local input are named after its --input path: use another "
+                "checkpoint.directory for another input)"
+            )
 
     def close(self) -> None:
         """Close the file, if one was opened."""

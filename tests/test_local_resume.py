@@ -1,0 +1,152 @@
+"""Runs on the local transport that resume from a checkpoint, or fail before their first
+record, through the real CLI and real files: the outputs of the earlier run are kept."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.support.service import ROOT, service_command, service_env
+
+DEMO = str(ROOT / "config" / "demo.toml")
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def cli(*args: str, cwd: Path, stdin: bytes | None = None,
+        **overrides: str) -> subprocess.CompletedProcess[bytes]:
+    env = {"checkpoint__store": "local", "checkpoint__directory": str(cwd / "ck"),
+           "checkpoint_key": KEY, "checkpoint__every_events": "100", **overrides}
+    return subprocess.run(
+        service_command(*args), env=service_env(**env), capture_output=True, timeout=120,
+        check=False, cwd=cwd, input=stdin,
+    )
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    """600 simulated events with inline labels, one JSON line each."""
+    path = tmp_path_factory.mktemp("events") / "events.jsonl"
+    proc = subprocess.run(
+        service_command("simulate", "--count", "600", "--keys", "3", "--output", str(path)),
+        env=service_env(), capture_output=True, check=False, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return path.read_bytes().splitlines()
+
+
+def ids_and_offsets(path: Path) -> list[tuple[int, int]]:
+    return [(p["id"], p["source"]["offset"])
+            for p in map(orjson.loads, path.read_bytes().splitlines())]
+
+
+def predictions(path: Path) -> list[dict[str, object]]:
+    """Prediction records without their latency (which differs from run to run)."""
+    out = []
+    for line in path.read_bytes().splitlines():
+        record = orjson.loads(line)
+        record.pop("latency_ms")
+        out.append(record)
+    return out
+
+
+def write(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+def test_a_resumed_run_appends_to_the_outputs_of_the_run_it_resumes(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # the same file, grown between the two runs, as docs/state.md describes
+    source, out = tmp_path / "events.jsonl", tmp_path / "predictions.jsonl"
+    write(source, events[:250])
+    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out),
+               cwd=tmp_path).returncode == 0
+    write(source, events)
+    second = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out),
+                 cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert b"resuming events.jsonl at line 250: the output files are appended to" in second.stderr
+    assert ids_and_offsets(out) == [(i, i) for i in range(600)]
+    # the same predictions as one run over the whole file
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    write(whole / "events.jsonl", events)
+    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
+               cwd=whole).returncode == 0
+    assert predictions(out) == predictions(whole / "p.jsonl")
+    # the same command again has nothing left to do, and keeps what is there
+    again = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out),
+                cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(out.read_bytes().splitlines()) == 600
+
+
+@pytest.mark.parametrize("failure", ["no signing key", "another signing key"])
+def test_a_run_that_fails_at_start_keeps_the_outputs_of_the_previous_run(
+    events: list[bytes], tmp_path: Path, failure: str,
+) -> None:
+    write(tmp_path / "events.jsonl", events[:300])
+    outputs = ("--output", "p.jsonl")
+    assert cli("run", "-c", DEMO, "--input", "events.jsonl", *outputs,
+               local__alerts="alerts.jsonl", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "p.jsonl").read_bytes()
+    assert len(before.splitlines()) == 300
+    key = "" if failure == "no signing key" else "another key of 16 bytes or more"
+    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", *outputs,
+               local__alerts="alerts.jsonl", checkpoint_key=key, cwd=tmp_path)
+    assert proc.returncode == (2 if failure == "no signing key" else 1), proc.stderr
+    assert b"Traceback" not in proc.stderr
+    assert (tmp_path / "p.jsonl").read_bytes() == before
+    assert (tmp_path / "alerts.jsonl").exists()
+
+
+def test_a_run_without_checkpoint_still_overwrites_its_outputs(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    write(tmp_path / "events.jsonl", events[:100])
+    (tmp_path / "p.jsonl").write_bytes(b'{"stale": true}\n' * 1000)
+    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
+               checkpoint__store="none", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(100)]
+
+
+def test_standard_input_resumed_from_a_checkpoint_continues_the_stream(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # producer | stream-learner run --input -: the second producer sends what comes next,
+    # whose first line is line 250 of the stream; before, it was skipped as already seen
+    first = b"".join(line + b"\n" for line in events[:250])
+    rest = b"".join(line + b"\n" for line in events[250:])
+    args = ("run", "-c", DEMO, "--input", "-", "--output", "p.jsonl")
+    assert cli(*args, cwd=tmp_path, stdin=first).returncode == 0
+    proc = cli(*args, cwd=tmp_path, stdin=rest)
+    assert proc.returncode == 0, proc.stderr
+    assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(600)]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    assert cli(*args, cwd=whole, stdin=first + rest).returncode == 0
+    assert predictions(tmp_path / "p.jsonl") == predictions(whole / "p.jsonl")
+
+
+def test_an_input_shorter_than_its_checkpoint_is_refused_in_one_line(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # another file under the same name: it ends before the line the checkpoint resumes at
+    write(tmp_path / "events.jsonl", events[:400])
+    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
+               cwd=tmp_path).returncode == 0
+    before = (tmp_path / "p.jsonl").read_bytes()
+    write(tmp_path / "events.jsonl", events[:150])
+    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
+               cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.decode().splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and b"Traceback" not in proc.stderr, proc.stderr
+    assert ("input events.jsonl has 150 lines, but its checkpoint resumes at line 400: "
+            "it is not the input the checkpoint was made from") in errors[0]
+    assert (tmp_path / "p.jsonl").read_bytes() == before
