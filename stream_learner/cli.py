@@ -43,6 +43,7 @@ from stream_learner.dashboard.report import ReportInputs, build_report
 from stream_learner.datasets import BUNDLED
 from stream_learner.drift import make_watch
 from stream_learner.errors import (
+    ConnectionFailed,
     InvalidLabel,
     InvalidRecord,
     ModelConfigError,
@@ -442,25 +443,47 @@ def check_input(location: str) -> None:
             raise SettingsError(f"{setting}: no bundled River dataset {name!r}{hint}; "
                                 f"choose one of {', '.join(sorted(BUNDLED))}")
         return
+    check_readable(location, setting)
+
+
+def check_readable(location: str, setting: str, kind: str = "JSON Lines file") -> None:
+    """Fail in one line when the file ``location`` cannot be read.
+
+    Examples
+    --------
+    >>> check_readable("/", "replay FILE", "JSON Lines or CSV file")
+    Traceback (most recent call last):
+    ...
+    stream_learner.errors.SettingsError: replay FILE: / is a folder, not a JSON Lines or CSV file
+    """
     path = Path(location)
     if path.is_dir():
-        raise SettingsError(f"{setting}: {location} is a folder, not a JSON Lines file")
+        raise SettingsError(f"{setting}: {location} is a folder, not a {kind}")
     try:
         path.open("rb").close()
     except OSError as exc:
-        raise SettingsError(f"{setting}: cannot read {location}: "
-                            f"{(exc.strerror or str(exc)).lower()}") from None
+        raise SettingsError(f"{setting}: cannot read {location}: {_reason(exc)}") from None
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
+
+
+@contextlib.contextmanager
+def _writing(path: str, flag: str) -> Iterator[None]:
+    """An output named by a flag that cannot be written is a one-line error (exit 2)."""
+    try:
+        yield
+    except OSError as exc:
+        raise SettingsError(f"{flag} {path}: cannot write: {_reason(exc)}") from None
 
 
 def _open_for_writing(path: str | None, flag: str) -> IO[bytes] | None:
     """Open an output named by a flag now, so a bad path fails before the first record."""
     if not path:
         return None
-    try:
+    with _writing(path, flag):
         return open(path, "wb")
-    except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
-        raise SettingsError(f"{flag} {path}: cannot write: {reason}") from None
 
 
 def all_labels_rejected(summary: Summary) -> int:
@@ -559,8 +582,22 @@ def _begin_outputs(source: Source, sink: Sink) -> None:
     sink.begin(keep=bool(source.resumed_at))
 
 
+def _check_history(inputs: Sequence[str]) -> None:
+    """Every history file readable, and all of one kind, before anything starts."""
+    for path in inputs:
+        if path != "-":
+            check_readable(path, "replay FILE", "JSON Lines or CSV file")
+    csv = [path for path in inputs if path.lower().endswith(".csv")]
+    if csv and len(csv) < len(inputs):
+        raise SettingsError(
+            f"replay FILE: {csv[0]} is CSV but {next(p for p in inputs if p not in csv)} is not: "
+            "the files of one replay are one partition read with one [schema], so replay CSV "
+            "and JSON Lines files apart")
+
+
 def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
     spec = ModelSpec.from_settings(settings.model)
+    _check_history(args.inputs)
     options = BacktestOptions(
         inputs=tuple(args.inputs), start=args.start, end=args.end, partitions=args.partitions,
         sort_by_ts=args.sort_by_ts,
@@ -587,7 +624,14 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
         interrupts.install()
 
     try:
-        result = run_backtest(settings, spec, environ, options, store, codec, on_start=started)
+        with _quiet_client_logs():
+            result = run_backtest(settings, spec, environ, options, store, codec,
+                                  on_start=started)
+    except ConnectionFailed as exc:
+        if options.inputs:
+            raise
+        raise ConnectionFailed(f"{exc} (replay without FILE reads kafka.events_topic; give "
+                               "history files to replay files)") from None
     finally:
         if store is not None:
             store.close()
@@ -630,7 +674,8 @@ def _simulate(settings: Settings, environ: dict[str, str], args: argparse.Namesp
             writer: FileWriter | KafkaWriter = KafkaWriter(
                 settings.kafka, environ, settings.kafka.events_topic)
     else:
-        writer = FileWriter(args.sim_output)
+        with _writing(args.sim_output, "--output"):
+            writer = FileWriter(args.sim_output)
     stopping: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, _frame: stopping.append(signum))
@@ -710,9 +755,11 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
             print(f"stream-learner: report: file not found: {path}", file=sys.stderr)
             return 1
     document = build_report(inputs, settings.schema_)
-    Path(args.report_output).write_text(render_page(document), encoding="utf-8")
+    with _writing(args.report_output, "--output"):
+        Path(args.report_output).write_text(render_page(document), encoding="utf-8")
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS))
+        with _writing(args.json, "--json"):
+            Path(args.json).write_bytes(orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS))
     print(f"report of {document['totals']['records']} records, {len(document['series'])} "
           f"snapshots, {len(document['alerts'])} alerts: {args.report_output}", file=sys.stderr)
     return 0

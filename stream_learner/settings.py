@@ -772,6 +772,13 @@ def load_settings(
             raise SettingsError(f"settings file not found: {path}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{path} is not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise SettingsError(f"{path} is not UTF-8 text, as TOML must be: {exc}") from None
+        except IsADirectoryError:
+            raise SettingsError(f"settings file {path} is a folder, not a TOML file") from None
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise SettingsError(f"settings file {path}: cannot read: {reason}") from None
     from_env = _env_overrides(os.environ if env is None else env)
     if from_env:
         origin = f"{origin} + environment" if path is not None else "environment"

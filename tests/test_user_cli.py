@@ -118,6 +118,34 @@ def test_directory_as_input_is_one_line(tmp_path: Path) -> None:
     assert str(tmp_path) in line
 
 
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["run", "-c", "{tmp}"], "settings file {tmp} is a folder, not a TOML file"),
+    (["check", "-c", "{tmp}/latin1.toml"], "{tmp}/latin1.toml is not UTF-8 text"),
+    (["replay", "{tmp}/nope.jsonl", "--quiet"],
+     "replay FILE: cannot read {tmp}/nope.jsonl: no such file or directory"),
+    (["replay", "{tmp}", "--quiet"], "replay FILE: {tmp} is a folder"),
+    (["replay", "{tmp}/a.jsonl", "{tmp}/b.csv", "--quiet"],
+     "replay FILE: {tmp}/b.csv is CSV but {tmp}/a.jsonl is not"),
+    (["simulate", "--count", "5", "--output", "{tmp}/a.jsonl/x.jsonl"],
+     "--output {tmp}/a.jsonl/x.jsonl: cannot write: not a directory"),
+    (["simulate", "--count", "5", "--output", "{tmp}"], "--output {tmp}: cannot write"),
+    (["report", "--metrics", "{tmp}/metrics.jsonl", "-o", "{tmp}/a.jsonl/r.html"],
+     "--output {tmp}/a.jsonl/r.html: cannot write: not a directory"),
+    (["report", "--metrics", "{tmp}/a.jsonl", "-o", "{tmp}/r.html"],
+     "--metrics {tmp}/a.jsonl: none of its 1 records is a metrics snapshot"),
+])
+def test_unusable_files_of_every_command_are_one_line_not_a_traceback(
+    tmp_path: Path, argv: list[str], expected: str,
+) -> None:
+    (tmp_path / "latin1.toml").write_bytes('[model]\nname = "caf\u00e9"\n'.encode("latin-1"))
+    (tmp_path / "a.jsonl").write_bytes(b'{"id": 1, "features": {"x": 1.0}}\n')
+    (tmp_path / "b.csv").write_bytes(b"id,x\n1,1.0\n")
+    (tmp_path / "metrics.jsonl").write_bytes(
+        b'{"schema_version": 1, "ts": 1.0, "totals": {}, "partitions": []}\n')
+    proc = cli(*[arg.format(tmp=tmp_path) for arg in argv])
+    assert expected.format(tmp=tmp_path) in one_line_error(proc, 2)
+
+
 def test_unknown_river_dataset_is_one_line_with_a_suggestion() -> None:
     line = one_line_error(cli("run", "--input", "river:WaterFlo"), 2)
     assert "WaterFlo" in line and "WaterFlow" in line

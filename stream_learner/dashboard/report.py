@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from stream_learner.dashboard.history import DASHBOARD_SCHEMA_VERSION, empty_parts
+from stream_learner.errors import SettingsError
 from stream_learner.settings import SchemaSettings
 
 __all__ = ["ReportInputs", "build_report", "exact_quantile"]
@@ -91,6 +92,24 @@ def _lines(path: str) -> Iterator[dict[str, Any]]:
                     continue
                 if isinstance(value, dict):
                     yield value
+
+
+def _snapshots(path: str) -> list[dict[str, Any]]:
+    """The metrics snapshots of a file; objects that are not snapshots are left out.
+
+    Raises
+    ------
+    SettingsError
+        The file holds objects, none of which is a snapshot (another run file given).
+    """
+    records = list(_lines(path))
+    snapshots = [r for r in records if isinstance(r.get("ts"), int | float)
+                 and isinstance(r.get("totals"), dict) and isinstance(r.get("partitions", []), list)]
+    if records and not snapshots:
+        raise SettingsError(
+            f"--metrics {path}: none of its {len(records)} records is a metrics snapshot (with "
+            "ts and totals): give the local.metrics file of a run")
+    return snapshots
 
 
 def _series(snapshots: list[dict[str, Any]], latencies: list[float]) -> list[dict[str, Any]]:
@@ -174,7 +193,7 @@ def build_report(
     inputs: ReportInputs, schema: SchemaSettings | None = None, generated_at: float | None = None
 ) -> dict[str, Any]:
     """The dashboard document of a finished run (``source = "report"``)."""
-    snapshots = list(_lines(inputs.metrics))
+    snapshots = _snapshots(inputs.metrics)
     predictions = list(_lines(inputs.predictions))
     alerts = list(_lines(inputs.alerts))
     latencies = [float(p["latency_ms"]) for p in predictions if "latency_ms" in p]
