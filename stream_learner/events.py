@@ -222,6 +222,13 @@ def encode_prediction(prediction: Prediction, latency_ms: float | None = None) -
 _NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
 
 
+#: event times a record may carry, in epoch seconds: years 1 to 9999, what ISO 8601 text can
+#: say. Epoch milliseconds of any year since 1978 are beyond it: one such time would move
+#: its partition's event-time clock thousands of years ahead and expire every label waiting
+MIN_TS = -62135596800.0
+MAX_TS = 253402300799.0
+
+
 def parse_ts(value: Any) -> float:
     """Event time as epoch seconds, from a number or an ISO 8601 string (UTC if no offset).
 
@@ -229,12 +236,19 @@ def parse_ts(value: Any) -> float:
     --------
     >>> parse_ts(12.5), parse_ts("2026-01-01T00:00:00Z")
     (12.5, 1767225600.0)
+    >>> parse_ts(1767225600000)
+    Traceback (most recent call last):
+    ...
+    ValueError: 1767225600000 is not epoch seconds of a year from 1 to 9999 (epoch milliseconds? send seconds)
     """
     if isinstance(value, bool):
         raise ValueError("a boolean is not a time")
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise ValueError("time must be finite")
+        if not MIN_TS <= value <= MAX_TS:
+            raise ValueError(f"{value} is not epoch seconds of a year from 1 to 9999 "
+                             "(epoch milliseconds? send seconds)")
         return float(value)
     if isinstance(value, str):
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -424,7 +438,7 @@ class Codec:
         if not (type(key) is str and len(key) <= max_id):
             key = self._key(key, record_key)
         ts = obj.get(ts_name)
-        if type(ts) is not float:  # a float from orjson is finite
+        if type(ts) is not float or not MIN_TS <= ts <= MAX_TS:  # orjson's floats are finite
             ts = self._ts(ts, record_ts_ms)
         label = obj.get(label_name)
         has_label = label is not None

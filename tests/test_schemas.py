@@ -58,6 +58,8 @@ BAD_INPUT = [  # each is rejected by the codec and by the schema
     b'{"id": 18446744073709551615, "features": {"a": 1}}',
     b'{"id": 1, "key": [1], "features": {"a": 1}}',
     b'{"id": 1, "ts": [1], "features": {"a": 1}}',
+    b'{"id": 1, "ts": 1764116021000, "features": {"a": 1}}',  # epoch milliseconds
+    b'{"id": 1, "ts": 1.0e300, "features": {"a": 1}}',
     b'{"id": 1, "features": [1]}',
     b'{"id": 1, "features": {"a": [1]}}',
     b'{"id": 1, "features": {"a": {"b": 1}}}',

@@ -524,3 +524,24 @@ def test_checkpoints_show_into_a_closed_pipe_is_not_a_traceback(tmp_path: Path) 
                           cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
     assert proc.stdout.strip() in ("exit 0", "exit 141")  # 141: SIGPIPE, as shell tools
+
+
+def test_an_event_time_in_milliseconds_is_a_dead_letter_not_a_clock_jump(tmp_path: Path) -> None:
+    # one producer sending epoch milliseconds moved its partition's event-time clock
+    # 50,000 years ahead: every prediction waiting for its label expired at once
+    events = [{"id": i, "key": "pump-0", "ts": 1764116000 + i, "features": {"x": float(i)}}
+              for i in range(20)]
+    wrong = {"id": "ms", "key": "pump-0", "ts": 1764116021000, "features": {"x": 1.0}}
+    labels = [{"id": i, "key": "pump-0", "label": i % 2} for i in range(20)]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in [*events, wrong, *labels]))
+    dead = tmp_path / "dead.jsonl"
+    proc = cli("run", "-c", DEMO, "--input", str(source), "--quiet", "--summary-json",
+               str(tmp_path / "run.json"), local__dead_letters=str(dead), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = orjson.loads((tmp_path / "run.json").read_bytes())
+    assert (summary["labels"], summary["labels_expired"]) == (20, 0)
+    [letter] = [orjson.loads(line) for line in lines(dead)]
+    headers = letter["headers"]
+    assert headers["__stream_learner.errors.reason"] == "invalid_ts"
+    assert "epoch milliseconds? send seconds" in headers["__stream_learner.errors.exception.message"]
