@@ -43,6 +43,7 @@ from stream_learner.dashboard.report import ReportInputs, build_report
 from stream_learner.datasets import BUNDLED
 from stream_learner.drift import make_watch
 from stream_learner.errors import (
+    CheckpointError,
     ConnectionFailed,
     InvalidLabel,
     InvalidRecord,
@@ -775,8 +776,30 @@ def _check(settings: Settings, environ: dict[str, str]) -> int:
     print("ok: settings valid, model builds, " + tried + (
         f", Kafka reachable at {settings.kafka.bootstrap_servers}"
         if settings.service.transport == "kafka" else ""
-    ))
+    ) + _check_store(settings, spec, environ))
     return 0
+
+
+def _check_store(settings: Settings, spec: ModelSpec, environ: dict[str, str]) -> str:
+    """What ``run`` needs of the checkpoint store at start: its signing key, its password
+    variable and the store itself (Redis answers; the folder can be written)."""
+    c = settings.checkpoint
+    store = build_store(settings, environ)
+    if store is None:
+        return ""
+    try:
+        build_codec(settings, spec, environ)
+        if isinstance(store, RedisStore):
+            store.ping()
+            return f", checkpoints signed, Redis reachable at {c.redis_url}"
+        folder = Path(c.directory).absolute()
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise CheckpointError(f"checkpoint folder {c.directory}: {existing} cannot be "
+                                  "written (checkpoint.directory)")
+        return f", checkpoints signed, to be written in {c.directory}"
+    finally:
+        store.close()
 
 
 def _checkpoints(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:

@@ -150,7 +150,7 @@ def test_secret_is_never_logged_nor_written(
     assert (result_summary["records"], result_summary["labels_expired"]) == (5, 1)
 
 
-@pytest.mark.parametrize("command", [("run",), ("checkpoints", "list")])
+@pytest.mark.parametrize("command", [("run",), ("check",), ("checkpoints", "list")])
 def test_unset_redis_password_variable_exits_2_before_any_connection(
     command: tuple[str, ...],
 ) -> None:
@@ -166,3 +166,30 @@ def test_unset_redis_password_variable_exits_2_before_any_connection(
     assert len(lines) == 1, proc.stderr
     assert "checkpoint.redis_password_env" in lines[0]
     assert "'NOT_SET_ANYWHERE', which is not set" in lines[0]
+
+
+def test_check_refuses_what_run_would_refuse_of_the_checkpoint_store(
+    redis_url: str, tmp_path: Path,
+) -> None:
+    # the runbook's "check -c from the same container" said ok to a worker that could not start
+    redis = {"checkpoint__store": "redis", "checkpoint__key_prefix": "check-only"}
+    down = cli("check", **redis, checkpoint__redis_url=f"redis://127.0.0.1:{closed_port()}/0",
+               checkpoint_key="0123456789abcdef0123")
+    assert down.returncode == 1, down.stderr
+    assert "cannot reach Redis at redis://127.0.0.1:" in down.stderr
+    assert "Traceback" not in down.stderr
+    unsigned = cli("check", **redis, checkpoint__redis_url=redis_url)
+    assert unsigned.returncode == 2, unsigned.stderr
+    assert "needs a signing key" in unsigned.stderr
+    ok = cli("check", **redis, checkpoint__redis_url=redis_url,
+             checkpoint_key="0123456789abcdef0123")
+    assert ok.returncode == 0, ok.stderr
+    assert f"checkpoints signed, Redis reachable at {redis_url}" in ok.stdout
+    (tmp_path / "file").write_text("not a folder")
+    local = {"checkpoint__store": "local", "checkpoint_key": "0123456789abcdef0123"}
+    blocked = cli("check", **local, checkpoint__directory=str(tmp_path / "file" / "ck"))
+    assert blocked.returncode == 1, blocked.stderr
+    assert f"checkpoint folder {tmp_path / 'file' / 'ck'}" in blocked.stderr
+    fine = cli("check", **local, checkpoint__directory=str(tmp_path / "new" / "ck"))
+    assert fine.returncode == 0, fine.stderr
+    assert not (tmp_path / "new").exists()  # check writes nothing
