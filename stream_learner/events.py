@@ -258,6 +258,22 @@ def parse_ts(value: Any) -> float:
     raise ValueError(f"expected epoch seconds or an ISO 8601 string, got {type(value).__name__}")
 
 
+def _why(value: bytes, exc: orjson.JSONDecodeError) -> str:
+    """What is wrong with bytes orjson refused: bytes that are not UTF-8 are said to be so
+    (orjson reports them as surrogates, which they are not).
+
+    Examples
+    --------
+    >>> _why(b'{"a": "\\xff"}', orjson.JSONDecodeError("str is not valid UTF-8", "", 0))
+    'not UTF-8: invalid start byte 0xff at byte 7'
+    """
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not UTF-8: {bad.reason} 0x{value[bad.start]:02x} at byte {bad.start}"
+    return str(exc)
+
+
 def preview(value: Any, limit: int = 64) -> str:
     """A short text of producer data for error messages (never the whole value).
 
@@ -485,7 +501,8 @@ class Codec:
                 raise InvalidRecord(
                     "non_finite", f"a number is too large for a 64-bit float ({exc})"
                 ) from None
-            raise InvalidRecord("not_json", f"record is not valid UTF-8 JSON ({exc})") from None
+            raise InvalidRecord("not_json", f"record is not valid UTF-8 JSON ({_why(value, exc)})"
+                                ) from None
         if not isinstance(obj, dict):
             raise InvalidRecord("not_object", f"record must be a JSON object, got {_kind(obj)}")
         return obj
@@ -494,7 +511,9 @@ class Codec:
         if value is None:
             raise InvalidRecord("missing_id", f"field '{field}' is required (string or integer)")
         if isinstance(value, bool) or not isinstance(value, str | int):
-            hint = " (an integer beyond 64 bits: send it as a string)" * isinstance(value, float)
+            # orjson reads an integer beyond 64 bits as a float
+            big = isinstance(value, float) and value.is_integer() and abs(value) >= 2.0**63
+            hint = " (an integer beyond 64 bits: send it as a string)" * big
             raise InvalidRecord(
                 "invalid_id",
                 f"field '{field}' must be a string or integer, got {_kind(value)}{hint}",
@@ -524,7 +543,7 @@ class Codec:
             raise InvalidRecord(
                 "invalid_key",
                 f"field '{self.schema.key}' must be a string of at most "
-                f"{self.limits.max_id_length} characters, got {_kind(value)}",
+                f"{self.limits.max_id_length} characters or an integer, got {_kind(value)}",
             )
         return value
 

@@ -441,3 +441,22 @@ def test_event_with_a_bad_inline_label_is_still_an_event(record, task):
     assert isinstance(event, Event)
     assert event.features == {"x": 1}
     assert event.label_error is not None and event.label_error.reason == "invalid_label"
+
+
+@pytest.mark.parametrize(("value", "says", "never"), [
+    # bytes that are not UTF-8: orjson speaks of surrogates, which there are none of
+    (b'{"id": 1, "features": {"a": "\xff"}}', "not UTF-8: invalid start byte 0xff at byte 29",
+     "surrogates"),
+    (b"\xff\xfe\x00garbage", "not UTF-8: invalid start byte 0xff at byte 0", "surrogates"),
+    # a float id is not "an integer beyond 64 bits"; a huge integral one is
+    (b'{"id": 1.5, "features": {}}', "got number", "64 bits"),
+    (b'{"id": 36893488147419103232, "features": {}}', "an integer beyond 64 bits", "\x00"),
+    # an integer key is allowed: the message says so
+    (b'{"id": 1, "key": {"a": 1}, "features": {}}', "at most 256 characters or an integer",
+     "\x00"),
+])
+def test_rejection_messages_say_what_is_wrong(value: bytes, says: str, never: str) -> None:
+    with pytest.raises(InvalidRecord) as info:
+        decode(value)
+    assert says in info.value.message
+    assert never not in info.value.message
