@@ -109,6 +109,19 @@ def test_compose_refuses_to_start_without_passwords(tmp_path: Path) -> None:
     assert "set REDIS_PASSWORD in .env" in proc.stderr
 
 
+def test_compose_refuses_the_example_env_file_until_its_secrets_are_set(tmp_path: Path) -> None:
+    # `cp .env.example .env` alone must not start a stack with well-known passwords and key
+    env = {k: v for k, v in os.environ.items() if k not in COMPOSE_SECRETS}
+    example = ROOT / ".env.example"
+    cmd = [_tool("docker-compose"), "-f", str(COMPOSE_FILE), "--env-file", str(example),
+           "config", "-q"]
+    proc = _run(cmd, env=env)
+    assert proc.returncode != 0
+    assert "in .env (see .env.example)" in proc.stderr
+    names = re.findall(r"^(\w+)=", example.read_text(), re.M)
+    assert set(COMPOSE_SECRETS) <= set(names)
+
+
 def _workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     services = compose["services"].items()
     return {name: svc for name, svc in services if svc.get("command", [""])[0] == "run"}
