@@ -545,3 +545,14 @@ def test_an_event_time_in_milliseconds_is_a_dead_letter_not_a_clock_jump(tmp_pat
     headers = letter["headers"]
     assert headers["__stream_learner.errors.reason"] == "invalid_ts"
     assert "epoch milliseconds? send seconds" in headers["__stream_learner.errors.exception.message"]
+
+
+def test_the_demo_config_alone_checks_and_runs(tmp_path: Path) -> None:
+    # without --input it read the regression dataset of the embedded default, and every
+    # label was refused as not fitting model.task = "classification"
+    check = cli("check", "-c", DEMO, cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    assert "river:Phishing[0] scored and learned" in check.stdout
+    run = cli("run", "-c", DEMO, "--quiet", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "1250 labels learned" in run.stderr
