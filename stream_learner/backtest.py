@@ -373,6 +373,8 @@ def run_backtest(
     else:
         history = TopicHistory(settings, environ, options.start, options.end, options.partitions)
         partitions, records, total = history.range.partitions, history.records(), history.range.size
+    if total is not None and settings.service.max_events:
+        total = min(total, settings.service.max_events)
     progress = Progress(total)
     records = progress.counted(records)  # input records: inserted label records do not count
     if options.label_delay.active:

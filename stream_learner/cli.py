@@ -178,6 +178,13 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _replay_parser(sub: Any) -> None:
     p = _sub(
         sub, "replay", "run history (files or a topic range) through the service",
@@ -236,7 +243,8 @@ stream-learner simulate --rate 200 --label-delay 50 --to kafka -c config/kafka.t
     p.add_argument("--to", choices=["kafka", "file"], default="file",
                    help="kafka: kafka.events_topic; file: --output (default file)")
     p.add_argument("--output", dest="sim_output", default="-", help="file path or '-' (stdout)")
-    p.add_argument("--rate", type=float, default=0.0, help="events per second (0: at once)")
+    p.add_argument("--rate", type=_non_negative, default=0.0,
+                   help="events per second (0: at once)")
     p.add_argument("--count", type=int, default=0, help="events to publish (0: forever)")
     p.add_argument("--keys", type=int, default=10, help="number of sensors (default 10)")
     p.add_argument("--seed", type=int, default=42, help="seed of everything random (default 42)")
@@ -741,6 +749,8 @@ def try_on_sample(settings: Settings, spec: ModelSpec) -> str:
                     f"{at}: {prediction.label_error} (check model.task and the model)")
         if scored and (learner.n_learned or spec.task == "anomaly"):
             return f"{at} scored and learned"
+    if not values:
+        raise SettingsError(f"{where} is empty: nothing to try the model on")
     if not scored:
         raise ModelConfigError(
             f"no record of the first {len(values)} of {where} is an event the [schema] "
@@ -753,7 +763,8 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
                           args.dead_letters, args.learn_dead_letters)
     for path in (args.metrics, args.predictions, args.labels, args.alerts):
         if path and not Path(path).is_file():
-            print(f"stream-learner: report: file not found: {path}", file=sys.stderr)
+            why = "a folder, not a file" if Path(path).is_dir() else "file not found"
+            print(f"stream-learner: report: {path}: {why}", file=sys.stderr)
             return 1
     document = build_report(inputs, settings.schema_)
     with _writing(args.report_output, "--output"):

@@ -253,7 +253,11 @@ class Checkpointer:
             snap = self.codec.open(blob)
             if snap.shard != sid:
                 raise CheckpointRefused(
-                    f"checkpoint {checkpoint_id} stored for shard {sid} belongs to {snap.shard}"
+                    f"checkpoint {checkpoint_id} stored for shard {sid} belongs to "
+                    f"{snap.shard}: two shards share one place in the store (with the local "
+                    "store, input paths that differ only in characters a folder name cannot "
+                    "hold, such as / and _); give one of them another checkpoint.directory "
+                    "or checkpoint.key_prefix"
                 )
             stored = snap.offsets
             rollback = bool(snap.header.get("resume_at_committed"))

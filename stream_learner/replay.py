@@ -311,13 +311,15 @@ class Progress:
     def counted(self, records: Iterable[Record], every: int = 500) -> Iterator[Record]:
         """Pass ``records`` through, counting them (redrawn every ``every`` records)."""
         pending = 0
-        for record in records:
-            yield record
-            pending += 1
-            if pending == every:
-                self.update(pending)
-                pending = 0
-        self.update(pending)
+        try:
+            for record in records:
+                pending += 1  # counted when handed out: a reader that stops holds it
+                if pending == every:
+                    self.update(pending)
+                    pending = 0
+                yield record
+        finally:  # also when the reader stops early (max_events, Ctrl-C) and closes it
+            self.update(pending)
 
     def close(self) -> None:
         """End the progress line and give the log handlers back."""
@@ -387,7 +389,10 @@ class ReplaySource(FiniteInput):
         """A replay is read once, in order; fresh shards never seek."""
 
     def close(self) -> None:
-        """Close the progress line."""
+        """Stop reading the records (which counts the last ones), then close the progress line."""
+        close = getattr(self._records, "close", None)
+        if close is not None:
+            close()
         if self._progress is not None:
             self._progress.close()
 

@@ -152,6 +152,10 @@ def _check_plan(plan: SimulationPlan) -> None:
         raise SettingsError(f"unknown simulation source {plan.source!r}; choose one of {choices}")
     elif plan.drift_at and GENERATORS[plan.source][1] < 2:
         raise SettingsError(f"{plan.source} has a single concept: it cannot drift")
+    elif any(not 0 <= v < GENERATORS[plan.source][1] for v in plan.variants):
+        n = GENERATORS[plan.source][1]
+        raise SettingsError(f"{plan.source} has the concept variants 0 to {n - 1}, "
+                            f"got {', '.join(map(str, plan.variants))}")
     if any(b <= a for a, b in itertools.pairwise((0, *plan.drift_at))):
         raise SettingsError("drift points must be positive and increasing")
     if plan.keys < 1 or plan.count < 0 or plan.drift_width < 1:

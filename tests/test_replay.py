@@ -206,3 +206,23 @@ def test_replay_of_files_knows_its_total(tmp_path: Path) -> None:
     csv_path.write_text("id,x\n1,2\n3,4\n5,6\n")
     assert count_records([str(path), str(csv_path)]) == 5
     assert count_records(["-"]) is None
+
+
+def test_progress_of_a_replay_cut_by_max_events_counts_to_max_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from stream_learner.settings import ServiceSettings
+
+    tty = _Tty()
+    tty.buffer = io.BytesIO()  # type: ignore[misc]  # what the sinks hand bytes to
+    monkeypatch.setattr(sys, "stderr", tty)
+    history = tmp_path / "history.jsonl"
+    history.write_bytes(b"\n".join(_events(300)) + b"\n")
+    settings = Settings(model=MODEL, service=ServiceSettings(max_events=120),
+                        local=LocalSettings(quiet=True, dead_letters=str(tmp_path / "d"),
+                                            learn_dead_letters=str(tmp_path / "l")))
+    result = run_backtest(settings, SPEC, {}, BacktestOptions(inputs=(str(history),)))
+    assert result.summary.records == 120
+    assert "replay 120/120 (100%)" in tty.getvalue()  # it said 120/300, with an ETA for 300

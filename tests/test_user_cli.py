@@ -556,3 +556,24 @@ def test_the_demo_config_alone_checks_and_runs(tmp_path: Path) -> None:
     run = cli("run", "-c", DEMO, "--quiet", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "1250 labels learned" in run.stderr
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    # --variants was taken modulo the generator's count: 9 silently meant 1
+    (["simulate", "--source", "sea", "--drift-at", "5", "--variants", "0,9", "--count", "10",
+      "--output", "{tmp}/x.jsonl"], "sea has the concept variants 0 to 3, got 0, 9"),
+    (["check", "--input", "{tmp}/empty.jsonl"], "empty.jsonl is empty: nothing to try the model on"),
+])
+def test_values_that_cannot_work_are_one_line(
+    tmp_path: Path, argv: list[str], expected: str,
+) -> None:
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    proc = cli(*[arg.format(tmp=tmp_path) for arg in argv])
+    assert expected in one_line_error(proc, 2)
+
+
+def test_a_negative_rate_is_refused_by_the_command_line() -> None:
+    proc = cli("simulate", "--rate", "-1", "--count", "3", "--output", "-")
+    assert proc.returncode == 2
+    assert "argument --rate: must be 0 or more, got -1" in proc.stderr
+    assert proc.stdout == ""
