@@ -259,7 +259,16 @@ stream-learner simulate --rate 200 --label-delay 50 --to kafka -c config/kafka.t
 
 
 def _report_parser(sub: Any) -> None:
-    p = sub.add_parser("report", help="a finished run's files as one self-contained HTML page")
+    p = _sub(
+        sub, "report", "a finished run's files as one self-contained HTML page",
+        "Draw the operator's page (docs/dashboard.md) from the files a local run wrote:\n"
+        "throughput and latency, online metric, drift timeline, label delays, dead letters\n"
+        "and models, in one HTML file that needs nothing from the network.",
+        """
+stream-learner report --metrics metrics.jsonl -o run.html
+stream-learner report --metrics metrics.jsonl --predictions predictions.jsonl \\
+    --labels events.jsonl --alerts alerts.jsonl --dead-letters dead-letters.jsonl -o run.html""",
+    )
     p.add_argument("-c", "--config", help="TOML settings file (the [schema] field names)")
     p.add_argument("--metrics", required=True, metavar="FILE",
                    help="metrics snapshots (JSON Lines, local.metrics)")

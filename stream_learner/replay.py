@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import enum
 import heapq
 import logging
 import math
@@ -188,18 +189,30 @@ class _Owed:
     n_events: int = 0
     offset: int = 0
     ts: float | None = None
+    #: labelled events whose label stayed inline (no usable ``delay.field``)
+    kept: int = 0
+
+
+class _Inline(enum.Enum):
+    """A labelled event whose label stays inline: ``delay.field`` has no usable time."""
+
+    KEPT = "kept"
+
+
+_KEPT = _Inline.KEPT
 
 
 def _split_label(
     record: Record, schema: SchemaSettings, delay: LabelDelay
-) -> tuple[Record, dict[str, Any] | None, float | None]:
-    """The event without its label, the label record's fields, and when it is due (event time)."""
+) -> tuple[Record, dict[str, Any] | None, float | _Inline | None]:
+    """The event without its label, the label record's fields, and when it is due (event time);
+    ``_KEPT`` as the time when the label stays inline for want of a usable ``delay.field``."""
     obj = _load(record.value)
     if obj is None or obj.get(schema.label) is None:
         return record, None, None
     due = _event_time(obj, delay.field) if delay.field else None
     if delay.field and due is None:
-        return record, None, None  # no usable label time: the label stays inline
+        return record, None, _KEPT  # no usable label time: the label stays inline
     label = {schema.id: obj.get(schema.id), schema.label: obj.pop(schema.label)}
     if obj.get(schema.key) is not None:
         label[schema.key] = obj[schema.key]
@@ -227,10 +240,24 @@ def delay_labels(
     [(b'{"id":1,"features":{"x":1}}', 0), (b'{"id": 2, "features": {"x": 2}}', 1), (b'{"id":1,"label":5}', 2)]
     """
     owed: dict[TopicPartition, _Owed] = {}
+    try:
+        yield from _delayed(records, schema, delay, owed)
+    finally:
+        kept = sum(state.kept for state in owed.values())
+        if kept:
+            log.warning("--label-ts-field %r: %d labelled events had no usable %r field, and "
+                        "their labels stayed inline", delay.field, kept, delay.field)
+
+
+def _delayed(records: Iterable[Record], schema: SchemaSettings, delay: LabelDelay,
+             owed: dict[TopicPartition, _Owed]) -> Iterator[Record]:
     for record in records:
         tp = (record.origin.topic, record.origin.partition)
         state = owed.setdefault(tp, _Owed())
         event, label, due = _split_label(record, schema, delay)
+        if due is _KEPT:
+            state.kept += 1
+            due = None
         now = _event_time(_load(event.value), schema.ts)
         if delay.field and now is not None:
             yield from _due(state, tp, now)  # labels due at or before this event's time

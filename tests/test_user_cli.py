@@ -476,7 +476,7 @@ def test_blank_input_line_is_not_an_error(events: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["run"], ["check"], ["replay"], ["simulate"], ["checkpoints"],
+    "argv", [["run"], ["check"], ["replay"], ["simulate"], ["report"], ["checkpoints"],
              ["checkpoints", "list"], ["checkpoints", "show"], ["checkpoints", "rollback"]],
 )
 def test_every_subcommand_help_has_a_description_and_an_example(argv: list[str]) -> None:
@@ -577,3 +577,14 @@ def test_a_negative_rate_is_refused_by_the_command_line() -> None:
     assert proc.returncode == 2
     assert "argument --rate: must be 0 or more, got -1" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_label_ts_field_no_event_has_is_warned_about(tmp_path: Path) -> None:
+    # a misspelled field turned the delayed-label backtest into an inline one, silently
+    inline = tmp_path / "inline.jsonl"
+    assert cli("simulate", "--count", "300", "--output", str(inline)).returncode == 0
+    proc = cli("replay", "-c", DEMO, str(inline), "--label-ts-field", "label_tss", "--quiet",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ("--label-ts-field 'label_tss': 300 labelled events had no usable 'label_tss' "
+            "field, and their labels stayed inline") in proc.stderr
