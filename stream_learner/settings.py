@@ -782,6 +782,8 @@ def load_settings(
     from_env = _env_overrides(os.environ if env is None else env)
     if from_env:
         origin = f"{origin} + environment" if path is not None else "environment"
+    if overrides:
+        origin = f"{origin} + command line" if path is not None or from_env else "command line"
     try:
         return Settings.model_validate(_merge(_merge(data, from_env), overrides or {}))
     except ValidationError as exc:

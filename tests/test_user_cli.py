@@ -588,3 +588,11 @@ def test_a_label_ts_field_no_event_has_is_warned_about(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert ("--label-ts-field 'label_tss': 300 labelled events had no usable 'label_tss' "
             "field, and their labels stayed inline") in proc.stderr
+
+
+def test_a_wrong_flag_value_is_blamed_on_the_command_line() -> None:
+    # it was blamed on the settings file, or on the environment when there was none
+    proc = cli("run", "-c", DEMO, "--max-events", "-1")
+    assert proc.returncode == 2
+    assert f"invalid settings ({DEMO} + command line):" in proc.stderr
+    assert "service.max_events" in proc.stderr
