@@ -45,9 +45,9 @@ def test_run_settles_the_heap_once_before_the_first_record(tmp_path: Path) -> No
         "def settle():\n"
         "    print('settled', flush=True)\n"
         "    real_settle()\n"
-        "def run(self):\n"
+        "def run(self, **kwargs):\n"
         "    print('loop', gc.get_freeze_count() > 0, flush=True)\n"
-        "    return real_run(self)\n"
+        "    return real_run(self, **kwargs)\n"
         "cli.settle_heap, service.Service.run = settle, run\n"
         "raise SystemExit(cli.main(['run']))\n",
         tmp_path,
