@@ -6,6 +6,7 @@ import array
 import fcntl
 import signal
 import subprocess
+import sys
 import termios
 import threading
 import time
@@ -596,3 +597,29 @@ def test_a_wrong_flag_value_is_blamed_on_the_command_line() -> None:
     assert proc.returncode == 2
     assert f"invalid settings ({DEMO} + command line):" in proc.stderr
     assert "service.max_events" in proc.stderr
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line_and_130() -> None:
+    # the modules take a second or two to load; a Ctrl-C then was a KeyboardInterrupt
+    # traceback. Here the Ctrl-C arrives during the import, every time
+    code = (
+        "import importlib.abc, sys\n"
+        "class CtrlC(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'stream_learner.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "from stream_learner.__main__ import run\n"
+        "sys.exit(run())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=service_env(), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 130
+    assert proc.stderr == "stream-learner: interrupted\n"
+
+
+def test_the_console_command_is_the_entry_that_handles_ctrl_c() -> None:
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["stream-learner"] == "stream_learner.__main__:run"
