@@ -56,12 +56,13 @@ def settings_from(settings: Settings | Mapping[str, Any] | None) -> Settings:
     >>> settings_from({"service": {"batch_siz": 64}})
     Traceback (most recent call last):
     ...
-    stream_learner.errors.SettingsError: invalid settings (environment):
+    stream_learner.errors.SettingsError: invalid settings (given values):
       service.batch_siz: unknown key (did you mean 'batch_size'?)
     """
     if isinstance(settings, Settings):
         return settings
-    return load_settings(None, env={}, overrides=dict(settings or {}))
+    return load_settings(None, env={}, overrides=dict(settings or {}),
+                         overrides_from="given values")
 
 
 def build_service(

@@ -745,6 +745,7 @@ def load_settings(
     path: str | Path | None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    overrides_from: str = "command line",
 ) -> Settings:
     """Read settings from a TOML file (or defaults) and ``STREAM_LEARNER_*`` variables.
 
@@ -756,6 +757,8 @@ def load_settings(
         Environment to read overrides from; ``os.environ`` when ``None``.
     overrides
         Nested values that win over file and environment (command-line flags).
+    overrides_from
+        Where ``overrides`` come from, as an error message names it.
 
     Raises
     ------
@@ -783,7 +786,8 @@ def load_settings(
     if from_env:
         origin = f"{origin} + environment" if path is not None else "environment"
     if overrides:
-        origin = f"{origin} + command line" if path is not None or from_env else "command line"
+        origin = (f"{origin} + {overrides_from}" if path is not None or from_env
+                  else overrides_from)
     try:
         return Settings.model_validate(_merge(_merge(data, from_env), overrides or {}))
     except ValidationError as exc:

@@ -172,9 +172,9 @@ def test_closed_stdout_is_not_a_traceback(tmp_path: Path) -> None:
 def test_run_whose_labels_are_all_rejected_fails_pointing_at_the_configuration(
     tmp_path: Path,
 ) -> None:
-    # demo.toml classifies; with no --input it reads the water-flow regression data
-    proc = cli("run", "-c", DEMO, "--max-events", "200", "--quiet", cwd=tmp_path,
-               local__learn_dead_letters="")
+    # demo.toml classifies; the water-flow data is a regression stream
+    proc = cli("run", "-c", DEMO, "--input", "river:WaterFlow", "--max-events", "200", "--quiet",
+               cwd=tmp_path, local__learn_dead_letters="")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "every label was rejected" in proc.stderr
@@ -189,8 +189,9 @@ def test_check_tries_the_model_on_a_sample_record() -> None:
 
 
 def test_check_tries_the_model_on_the_first_input_record() -> None:
-    line = one_line_error(cli("check", "-c", DEMO), 2)
-    assert "river:WaterFlow" in line
+    # a classifier on the water-flow regression stream: its first record's label fails
+    line = one_line_error(cli("check", "-c", DEMO, "--input", "river:WaterFlow"), 2)
+    assert "sample record river:WaterFlow[0]" in line and "model.task" in line
 
 
 def test_check_passes_on_a_good_configuration(events: Path) -> None:
