@@ -628,6 +628,10 @@ class Service:
             return () if done is None else self._took(done, counts, left)
         except MemoryError:
             raise  # the worker's memory, not this record (records are at most max_record_bytes)
+        except StreamLearnerError:
+            # the state (a key's stored entry refused), a server or the settings: not this
+            # record's content; the worker stops with one line, as at restore
+            raise
         except Exception as exc:  # a defect this record's content reached: only its own loss
             self._reject(record, _unexpected(exc), counts, exc)
             return ()

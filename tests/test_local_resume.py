@@ -150,3 +150,32 @@ def test_an_input_shorter_than_its_checkpoint_is_refused_in_one_line(
     assert ("input events.jsonl has 150 lines, but its checkpoint resumes at line 400: "
             "it is not the input the checkpoint was made from") in errors[0]
     assert (tmp_path / "p.jsonl").read_bytes() == before
+
+
+def test_a_tampered_key_entry_stops_the_run_in_one_line(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # it was each of that key's events as an unexpected_error dead letter, with a
+    # traceback in the log, and exit 0: one key silently stopped getting predictions
+    import sqlite3
+
+    keyed = {"model__scope": "key"}
+    source, out = tmp_path / "events.jsonl", tmp_path / "p.jsonl"
+    write(source, events[:300])
+    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out), cwd=tmp_path,
+               **keyed).returncode == 0
+    [db] = (tmp_path / "ck").glob("*/keys.sqlite")
+    with sqlite3.connect(db) as conn:
+        blob = bytearray(conn.execute(
+            "SELECT blob FROM entries WHERE key = 'sensor-1'").fetchone()[0])
+        blob[len(blob) // 2] ^= 1
+        conn.execute("UPDATE entries SET blob = ? WHERE key = 'sensor-1'", (bytes(blob),))
+    write(source, events)
+    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out), cwd=tmp_path,
+               **keyed)
+    assert proc.returncode == 1, proc.stderr
+    stderr = proc.stderr.decode()
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, stderr
+    assert "entry of key 'sensor-1'" in errors[0] and "signature does not verify" in errors[0]
