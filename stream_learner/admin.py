@@ -71,15 +71,39 @@ def rollback(
     checkpoint_id: int,
     now: Callable[[], float],
 ) -> int:
-    """Make checkpoint ``checkpoint_id`` the newest, resuming at the committed offsets."""
+    """Make checkpoint ``checkpoint_id`` the newest, resuming at the committed offsets.
+
+    The offsets of the newest checkpoint before the rollback go with it: where
+    a partition has no committed offset (the local transport has none), the
+    next owner resumes there, after the records already processed, instead of
+    at checkpoint ``checkpoint_id``'s own offsets, which would process (and
+    output) them again.
+    """
     snap = codec.open(_blob(store, shard, checkpoint_id))
+    newest = _newest_offsets(store, codec, shard)
     epoch = store.claim(shard)
     extra: dict[str, Any] = {"resume_at_committed": True, "rollback_of": checkpoint_id}
+    if newest:
+        extra["newest_offsets"] = newest
     keyed = "keyed" in snap.header
     if keyed:
         extra["keyed"] = {**snap.header["keyed"], "entries": 0, "promoted": 0}
     blob = codec.seal(shard, snap.offsets, epoch, snap.state, created_at=now(), extra=extra)
     return store.save(shard, epoch, blob, revert_to=checkpoint_id if keyed else None)
+
+
+def _newest_offsets(
+    store: CheckpointStore, codec: EnvelopeCodec, shard: str
+) -> list[list[Any]]:
+    """``[topic, partition, offset]`` of the newest checkpoint (none if it does not verify)."""
+    latest = store.latest(shard)
+    if latest is None:
+        return []
+    try:
+        offsets: list[list[Any]] = codec.read_header(latest[1])["offsets"]
+    except CheckpointError:  # the newest may be why the operator rolls back
+        return []
+    return offsets
 
 
 def _changed(header: Mapping[str, Any]) -> int:

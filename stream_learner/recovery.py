@@ -261,8 +261,10 @@ class Checkpointer:
                 )
             stored = snap.offsets
             rollback = bool(snap.header.get("resume_at_committed"))
-            if rollback:
-                stored = {tp: k if k is not None else stored.get(tp, 0) for tp, k in committed.items()}
+            if rollback:  # at K; where nothing is committed, where the newest checkpoint was
+                newest = {(t, p): o for t, p, o in snap.header.get("newest_offsets", ())}
+                stored = {tp: k if k is not None else newest.get(tp, stored.get(tp, 0))
+                          for tp, k in committed.items()}
             seek = self._checked_offsets(sid, stored, committed, beginning)
             plan = ResumePlan(
                 self._attached(snap.state, sid, epoch),

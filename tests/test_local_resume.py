@@ -179,3 +179,25 @@ def test_a_tampered_key_entry_stops_the_run_in_one_line(
     errors = [line for line in stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1, stderr
     assert "entry of key 'sensor-1'" in errors[0] and "signature does not verify" in errors[0]
+
+
+def test_a_rollback_on_the_local_transport_resumes_after_what_was_processed(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # with no committed offsets the rolled-back run went back to the old checkpoint's line
+    # and predicted (and appended) those events a second time
+    source, out = tmp_path / "events.jsonl", tmp_path / "p.jsonl"
+    write(source, events[:400])
+    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out),
+               cwd=tmp_path, service__batch_size="50").returncode == 0
+    listed = cli("checkpoints", "list", "-c", DEMO, "events.jsonl:0", cwd=tmp_path)
+    ids = [int(line.split("\t")[1]) for line in listed.stdout.decode().splitlines()]
+    assert len(ids) == 3, listed.stdout  # checkpoint.keep, every 100 records
+    rolled = cli("checkpoints", "rollback", "-c", DEMO, "events.jsonl:0", str(ids[0]),
+                 cwd=tmp_path)
+    assert rolled.returncode == 0, rolled.stderr
+    write(source, events)
+    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert b"resuming events.jsonl at line 400" in proc.stderr
+    assert ids_and_offsets(out) == [(i, i) for i in range(600)]
