@@ -268,9 +268,23 @@ def test_checkpoints_list_and_rollback_of_keyed_state(tmp_path: Path):
     assert f"shard {shard}: checkpoint 4 is now checkpoint 6" in rolled.stdout
     listed = _admin(tmp_path, store, "list").stdout.splitlines()
     assert [line.split("\t")[1] for line in listed] == ["3", "4", "6"]  # 5 no longer matches
-    # the next run resumes with every sensor's model as it was at 400 and learns 400.. again:
-    # its predictions are the uninterrupted run's
+    # the next run resumes with every sensor's model as it was at 400, where the newest
+    # checkpoint was (450: no committed offsets on the local transport), as a worker resumes
+    # at its group's committed offsets: what came after 400 is not learned, and nothing is
+    # output twice
     again = _run(tmp_path, events, tmp_path / "again.jsonl", store)
     assert "restore from checkpoint 6 (rollback)" in again.stderr
-    whole = _predictions(tmp_path / "whole.jsonl")
-    assert _predictions(tmp_path / "again.jsonl") == whole[400:]
+    assert f"seek {{('{events}', 0): 450}}" in again.stderr
+    assert _predictions(tmp_path / "again.jsonl") == []
+    # ... and the models are those of 400: on the file grown to 600 events, the predictions
+    # of 450.. are those of a run that never saw 400..449
+    _events(events, 600)
+    _run(tmp_path, events, tmp_path / "grown.jsonl", store)
+    lines = events.read_bytes().splitlines(keepends=True)
+    skipped = tmp_path / "skipped.jsonl"
+    skipped.write_bytes(b"".join(lines[:400] + lines[450:]))
+    _run(tmp_path, skipped, tmp_path / "reference.jsonl", {"model__scope": "key"})
+    grown = [(p["prediction"], p["proba"]) for p in _predictions(tmp_path / "grown.jsonl")]
+    reference = _predictions(tmp_path / "reference.jsonl")[400:]
+    assert len(grown) == 150
+    assert grown == [(p["prediction"], p["proba"]) for p in reference]
