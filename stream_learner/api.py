@@ -71,7 +71,7 @@ def build_service(
     source: Source | None = None,
     sink: Sink | None = None,
     store: CheckpointStore | None = None,
-    signing_key: bytes | None = None,
+    signing_key: bytes | str | None = None,
     metrics: Metrics | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Service:
@@ -88,10 +88,12 @@ def build_service(
         (Kafka clients when ``service.transport = "kafka"``).
     store
         A checkpoint store (e.g. :class:`~stream_learner.stores.LocalStore`); ``None``:
-        the ``[checkpoint]`` settings decide (``store = "none"`` by default).
+        the ``[checkpoint]`` settings decide (``store = "none"`` by default). A store
+        given here keeps as many checkpoints as it was made with (its own ``keep``),
+        not ``checkpoint.keep``.
     signing_key
-        The checkpoint signing key (16 bytes or more); default: the environment variable
-        ``checkpoint.key_env``.
+        The checkpoint signing key (16 bytes or more; text is taken as UTF-8); default:
+        the environment variable ``checkpoint.key_env``.
     metrics
         Where measurements go (and what the live page shows); default: a new registry.
     environ
@@ -114,7 +116,9 @@ def build_service(
     store = store or build_store(s, env)
     checkpointer: Checkpointer | NullCheckpointer = NullCheckpointer()
     if store is not None:
-        key = signing_key or env.get(s.checkpoint.key_env, "").encode("utf-8")
+        key = signing_key or env.get(s.checkpoint.key_env, "")
+        if isinstance(key, str):  # as the environment gives it
+            key = key.encode("utf-8")
         if len(key) < 16:
             raise SettingsError(
                 "a checkpoint store needs a signing key of at least 16 bytes "
@@ -132,7 +136,7 @@ def run(
     source: Source | None = None,
     sink: Sink | None = None,
     store: CheckpointStore | None = None,
-    signing_key: bytes | None = None,
+    signing_key: bytes | str | None = None,
     metrics: Metrics | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Summary:

@@ -57,7 +57,8 @@ class MemorySource:
         listener.on_assigned(sorted(self._records))
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
-        """Round-robin over partitions, in order within each."""
+        """Up to ``max_records``: each partition's next records in order, the partitions one
+        after the other (a batch drains the first before it takes from the next)."""
         out: list[Record] = []
         for tp, records in self._records.items():
             start = self._position[tp]

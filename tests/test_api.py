@@ -62,6 +62,22 @@ def test_checkpoint_store_object_needs_a_key_and_restores_state(tmp_path: Path) 
     assert predictions[0]["model"]["n_learned"] == 30
 
 
+def test_a_signing_key_given_as_text_signs_like_its_utf8_bytes(tmp_path: Path) -> None:
+    # a str passed the length check, then failed at the first checkpoint with a TypeError
+    events = [b'{"id": %d, "features": {"x": %d}, "label": %d}' % (i, i, 2 * i) for i in range(20)]
+    run(source=MemorySource({("events", 0): events}), sink=MemorySink(),
+        store=LocalStore(str(tmp_path)), signing_key="k" * 32, environ={})
+    sink = MemorySink()
+    source = MemorySource({("events", 0): events})
+    source.committed_offsets[("events", 0)] = 20
+    run(source=source, sink=sink, store=LocalStore(str(tmp_path)), signing_key=b"k" * 32,
+        environ={})
+    assert sink.decoded("predictions") == []  # resumed at 20 from the checkpoint it verified
+    with pytest.raises(SettingsError, match="signing key"):
+        build_service(source=MemorySource({("events", 0): events}), sink=MemorySink(),
+                      store=LocalStore(str(tmp_path)), signing_key="short", environ={})
+
+
 def test_settings_as_nested_values_are_validated() -> None:
     with pytest.raises(SettingsError, match="batch_siz"):
         build_service({"service": {"batch_siz": 1}}, source=MemorySource({}), sink=MemorySink())
