@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.commits import AckingSink, Pipelined
@@ -259,6 +259,7 @@ class Checkpointer:
                     "hold, such as / and _); give one of them another checkpoint.directory "
                     "or checkpoint.key_prefix"
                 )
+            self._check_entries(sid, checkpoint_id, snap.header)
             stored = snap.offsets
             rollback = bool(snap.header.get("resume_at_committed"))
             if rollback:  # at K; where nothing is committed, where the newest checkpoint was
@@ -280,6 +281,26 @@ class Checkpointer:
             sid, plan.source, plan.seek, plan.replay_until,
         )
         return plan
+
+    def _check_entries(self, sid: str, checkpoint_id: int, header: dict[str, Any]) -> None:
+        """A keyed checkpoint's models are all in the store (else they would start afresh).
+
+        Raises
+        ------
+        CheckpointRefused
+            The store holds fewer per-key entries than the checkpoint has keys:
+            they were lost (evicted from Redis, a partial backup, a deleted file).
+        """
+        keyed = header.get("keyed")
+        if keyed is None:
+            return
+        held = self._with_retries(lambda: self.store.n_entries(sid), f"count {sid}")
+        if held < int(keyed["keys"]):
+            raise CheckpointRefused(
+                f"checkpoint {checkpoint_id} of shard {sid} has {keyed['keys']} per-key models "
+                f"but the store holds {held} entries: the others were lost (evicted, a partial "
+                "backup, a deleted file), and their keys would start afresh unnoticed; restore "
+                "the store, or delete the shard's checkpoints to start every key afresh")
 
     def _attached(self, learner: Learner, sid: str, epoch: int) -> Learner:
         """A keyed learner parks in and loads from the store, as owner ``epoch``."""

@@ -201,3 +201,24 @@ def test_a_rollback_on_the_local_transport_resumes_after_what_was_processed(
     assert proc.returncode == 0, proc.stderr
     assert b"resuming events.jsonl at line 400" in proc.stderr
     assert ids_and_offsets(out) == [(i, i) for i in range(600)]
+
+
+def test_per_key_entries_lost_from_the_store_stop_the_run_in_one_line(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # every key started afresh, unnoticed, though the checkpoint knows how many it has
+    keyed = {"model__scope": "key"}
+    source = tmp_path / "events.jsonl"
+    write(source, events[:300])
+    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
+               cwd=tmp_path, **keyed).returncode == 0
+    [db] = (tmp_path / "ck").glob("*/keys.sqlite")
+    db.unlink()
+    write(source, events)
+    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
+               cwd=tmp_path, **keyed)
+    assert proc.returncode == 1, proc.stderr
+    stderr = proc.stderr.decode()
+    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert "has 3 per-key models but the store holds 0 entries" in errors[0]
