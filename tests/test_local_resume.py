@@ -57,30 +57,41 @@ def write(path: Path, lines: list[bytes]) -> Path:
     return path
 
 
+def run_file(tmp_path: Path, lines: list[bytes] | None = None, output: str = "p.jsonl",
+             **overrides: str) -> subprocess.CompletedProcess[bytes]:
+    """``run`` on ``events.jsonl`` of ``tmp_path`` (written first when ``lines`` are given)."""
+    if lines is not None:
+        write(tmp_path / "events.jsonl", lines)
+    return cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", output, cwd=tmp_path,
+               stdin=None, **overrides)
+
+
+def one_error(proc: subprocess.CompletedProcess[bytes]) -> str:
+    """The one ERROR line of a run that exited 1, with no traceback."""
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1, stderr
+    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
 def test_a_resumed_run_appends_to_the_outputs_of_the_run_it_resumes(
     events: list[bytes], tmp_path: Path,
 ) -> None:
     # the same file, grown between the two runs, as docs/state.md describes
-    source, out = tmp_path / "events.jsonl", tmp_path / "predictions.jsonl"
-    write(source, events[:250])
-    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out),
-               cwd=tmp_path).returncode == 0
-    write(source, events)
-    second = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out),
-                 cwd=tmp_path)
+    out = tmp_path / "p.jsonl"
+    assert run_file(tmp_path, events[:250]).returncode == 0
+    second = run_file(tmp_path, events)
     assert second.returncode == 0, second.stderr
     assert b"resuming events.jsonl at line 250: the output files are appended to" in second.stderr
     assert ids_and_offsets(out) == [(i, i) for i in range(600)]
     # the same predictions as one run over the whole file
     whole = tmp_path / "whole"
     whole.mkdir()
-    write(whole / "events.jsonl", events)
-    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
-               cwd=whole).returncode == 0
+    assert run_file(whole, events).returncode == 0
     assert predictions(out) == predictions(whole / "p.jsonl")
     # the same command again has nothing left to do, and keeps what is there
-    again = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out),
-                cwd=tmp_path)
+    again = run_file(tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(out.read_bytes().splitlines()) == 600
 
@@ -89,15 +100,11 @@ def test_a_resumed_run_appends_to_the_outputs_of_the_run_it_resumes(
 def test_a_run_that_fails_at_start_keeps_the_outputs_of_the_previous_run(
     events: list[bytes], tmp_path: Path, failure: str,
 ) -> None:
-    write(tmp_path / "events.jsonl", events[:300])
-    outputs = ("--output", "p.jsonl")
-    assert cli("run", "-c", DEMO, "--input", "events.jsonl", *outputs,
-               local__alerts="alerts.jsonl", cwd=tmp_path).returncode == 0
+    assert run_file(tmp_path, events[:300], local__alerts="alerts.jsonl").returncode == 0
     before = (tmp_path / "p.jsonl").read_bytes()
     assert len(before.splitlines()) == 300
     key = "" if failure == "no signing key" else "another key of 16 bytes or more"
-    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", *outputs,
-               local__alerts="alerts.jsonl", checkpoint_key=key, cwd=tmp_path)
+    proc = run_file(tmp_path, local__alerts="alerts.jsonl", checkpoint_key=key)
     assert proc.returncode == (2 if failure == "no signing key" else 1), proc.stderr
     assert b"Traceback" not in proc.stderr
     assert (tmp_path / "p.jsonl").read_bytes() == before
@@ -107,10 +114,8 @@ def test_a_run_that_fails_at_start_keeps_the_outputs_of_the_previous_run(
 def test_a_run_without_checkpoint_still_overwrites_its_outputs(
     events: list[bytes], tmp_path: Path,
 ) -> None:
-    write(tmp_path / "events.jsonl", events[:100])
     (tmp_path / "p.jsonl").write_bytes(b'{"stale": true}\n' * 1000)
-    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
-               checkpoint__store="none", cwd=tmp_path)
+    proc = run_file(tmp_path, events[:100], checkpoint__store="none")
     assert proc.returncode == 0, proc.stderr
     assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(100)]
 
@@ -137,18 +142,11 @@ def test_an_input_shorter_than_its_checkpoint_is_refused_in_one_line(
     events: list[bytes], tmp_path: Path,
 ) -> None:
     # another file under the same name: it ends before the line the checkpoint resumes at
-    write(tmp_path / "events.jsonl", events[:400])
-    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
-               cwd=tmp_path).returncode == 0
+    assert run_file(tmp_path, events[:400]).returncode == 0
     before = (tmp_path / "p.jsonl").read_bytes()
-    write(tmp_path / "events.jsonl", events[:150])
-    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
-               cwd=tmp_path)
-    assert proc.returncode == 1, proc.stderr
-    errors = [line for line in proc.stderr.decode().splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and b"Traceback" not in proc.stderr, proc.stderr
+    error = one_error(run_file(tmp_path, events[:150]))
     assert ("input events.jsonl has 150 lines, but its checkpoint resumes at line 400: "
-            "it is not the input the checkpoint was made from") in errors[0]
+            "it is not the input the checkpoint was made from") in error
     assert (tmp_path / "p.jsonl").read_bytes() == before
 
 
@@ -159,26 +157,15 @@ def test_a_tampered_key_entry_stops_the_run_in_one_line(
     # traceback in the log, and exit 0: one key silently stopped getting predictions
     import sqlite3
 
-    keyed = {"model__scope": "key"}
-    source, out = tmp_path / "events.jsonl", tmp_path / "p.jsonl"
-    write(source, events[:300])
-    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out), cwd=tmp_path,
-               **keyed).returncode == 0
+    assert run_file(tmp_path, events[:300], model__scope="key").returncode == 0
     [db] = (tmp_path / "ck").glob("*/keys.sqlite")
     with sqlite3.connect(db) as conn:
         blob = bytearray(conn.execute(
             "SELECT blob FROM entries WHERE key = 'sensor-1'").fetchone()[0])
         blob[len(blob) // 2] ^= 1
         conn.execute("UPDATE entries SET blob = ? WHERE key = 'sensor-1'", (bytes(blob),))
-    write(source, events)
-    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out), cwd=tmp_path,
-               **keyed)
-    assert proc.returncode == 1, proc.stderr
-    stderr = proc.stderr.decode()
-    assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1, stderr
-    assert "entry of key 'sensor-1'" in errors[0] and "signature does not verify" in errors[0]
+    error = one_error(run_file(tmp_path, events, model__scope="key"))
+    assert "entry of key 'sensor-1'" in error and "signature does not verify" in error
 
 
 def test_a_rollback_on_the_local_transport_resumes_after_what_was_processed(
@@ -186,39 +173,25 @@ def test_a_rollback_on_the_local_transport_resumes_after_what_was_processed(
 ) -> None:
     # with no committed offsets the rolled-back run went back to the old checkpoint's line
     # and predicted (and appended) those events a second time
-    source, out = tmp_path / "events.jsonl", tmp_path / "p.jsonl"
-    write(source, events[:400])
-    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out),
-               cwd=tmp_path, service__batch_size="50").returncode == 0
+    assert run_file(tmp_path, events[:400], service__batch_size="50").returncode == 0
     listed = cli("checkpoints", "list", "-c", DEMO, "events.jsonl:0", cwd=tmp_path)
     ids = [int(line.split("\t")[1]) for line in listed.stdout.decode().splitlines()]
     assert len(ids) == 3, listed.stdout  # checkpoint.keep, every 100 records
     rolled = cli("checkpoints", "rollback", "-c", DEMO, "events.jsonl:0", str(ids[0]),
                  cwd=tmp_path)
     assert rolled.returncode == 0, rolled.stderr
-    write(source, events)
-    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", str(out), cwd=tmp_path)
+    proc = run_file(tmp_path, events)
     assert proc.returncode == 0, proc.stderr
     assert b"resuming events.jsonl at line 400" in proc.stderr
-    assert ids_and_offsets(out) == [(i, i) for i in range(600)]
+    assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(600)]
 
 
 def test_per_key_entries_lost_from_the_store_stop_the_run_in_one_line(
     events: list[bytes], tmp_path: Path,
 ) -> None:
     # every key started afresh, unnoticed, though the checkpoint knows how many it has
-    keyed = {"model__scope": "key"}
-    source = tmp_path / "events.jsonl"
-    write(source, events[:300])
-    assert cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
-               cwd=tmp_path, **keyed).returncode == 0
+    assert run_file(tmp_path, events[:300], model__scope="key").returncode == 0
     [db] = (tmp_path / "ck").glob("*/keys.sqlite")
     db.unlink()
-    write(source, events)
-    proc = cli("run", "-c", DEMO, "--input", "events.jsonl", "--output", "p.jsonl",
-               cwd=tmp_path, **keyed)
-    assert proc.returncode == 1, proc.stderr
-    stderr = proc.stderr.decode()
-    errors = [line for line in stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and "Traceback" not in stderr, stderr
-    assert "has 3 per-key models but the store holds 0 entries" in errors[0]
+    error = one_error(run_file(tmp_path, events, model__scope="key"))
+    assert "has 3 per-key models but the store holds 0 entries" in error
