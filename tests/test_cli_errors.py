@@ -193,3 +193,14 @@ def test_check_refuses_what_run_would_refuse_of_the_checkpoint_store(
     fine = cli("check", **local, checkpoint__directory=str(tmp_path / "new" / "ck"))
     assert fine.returncode == 0, fine.stderr
     assert not (tmp_path / "new").exists()  # check writes nothing
+
+
+def test_replay_without_files_and_no_broker_is_one_line_saying_why_it_needed_one() -> None:
+    # on the local transport too: it printed the Kafka client's retries, line after line
+    proc = cli("replay", "--quiet", timeout=30, kafka__bootstrap_servers=f"127.0.0.1:{closed_port()}",
+               kafka__connect_timeout_s="1")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "cannot reach Kafka at" in lines[0]
+    assert "replay without FILE reads kafka.events_topic" in lines[0]
