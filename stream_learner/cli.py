@@ -50,6 +50,7 @@ from stream_learner.errors import (
     ModelConfigError,
     SettingsError,
     StreamLearnerError,
+    os_reason,
 )
 from stream_learner.events import Codec, Origin
 from stream_learner.guard import Guard, build_suspects
@@ -480,11 +481,7 @@ def check_readable(location: str, setting: str, kind: str = "JSON Lines file") -
     try:
         path.open("rb").close()
     except OSError as exc:
-        raise SettingsError(f"{setting}: cannot read {location}: {_reason(exc)}") from None
-
-
-def _reason(exc: OSError) -> str:
-    return (exc.strerror or str(exc)).lower()
+        raise SettingsError(f"{setting}: cannot read {location}: {os_reason(exc)}") from None
 
 
 @contextlib.contextmanager
@@ -493,7 +490,7 @@ def _writing(path: str, flag: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise SettingsError(f"{flag} {path}: cannot write: {_reason(exc)}") from None
+        raise SettingsError(f"{flag} {path}: cannot write: {os_reason(exc)}") from None
 
 
 def _open_for_writing(path: str | None, flag: str) -> IO[bytes] | None:

@@ -37,7 +37,19 @@ __all__ = [
     "RecordStoppedWorker",
     "SettingsError",
     "StreamLearnerError",
+    "os_reason",
 ]
+
+
+def os_reason(exc: OSError) -> str:
+    """What an operating-system error says, for a one-line message.
+
+    Examples
+    --------
+    >>> os_reason(FileNotFoundError(2, "No such file or directory"))
+    'no such file or directory'
+    """
+    return (exc.strerror or str(exc)).lower()
 
 
 class StreamLearnerError(Exception):

@@ -41,7 +41,7 @@ from pydantic import (
 )
 
 from stream_learner.client_options import check_options
-from stream_learner.errors import SettingsError
+from stream_learner.errors import SettingsError, os_reason
 
 __all__ = [
     "ENV_PREFIX",
@@ -780,8 +780,7 @@ def load_settings(
         except IsADirectoryError:
             raise SettingsError(f"settings file {path} is a folder, not a TOML file") from None
         except OSError as exc:
-            reason = (exc.strerror or str(exc)).lower()
-            raise SettingsError(f"settings file {path}: cannot read: {reason}") from None
+            raise SettingsError(f"settings file {path}: cannot read: {os_reason(exc)}") from None
     from_env = _env_overrides(os.environ if env is None else env)
     if from_env:
         origin = f"{origin} + environment" if path is not None else "environment"

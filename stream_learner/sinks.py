@@ -26,7 +26,7 @@ from typing import IO, Any, Protocol
 
 import orjson
 
-from stream_learner.errors import InvalidRecord, SettingsError
+from stream_learner.errors import InvalidRecord, SettingsError, os_reason
 from stream_learner.settings import Settings
 from stream_learner.sources import Record, worker_id
 
@@ -226,7 +226,7 @@ class FileSink:
             return path.open("ab" if append else "wb")
         except OSError as exc:
             setting = LOCAL_SETTING.get(role, role)
-            reason = (exc.strerror or str(exc)).lower()
+            reason = os_reason(exc)
             if isinstance(exc, FileExistsError):  # from mkdir: a parent is a file
                 reason = "a parent is a file, not a folder"
             raise SettingsError(
