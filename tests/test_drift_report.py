@@ -81,3 +81,33 @@ def test_a_run_with_tried_settings_does_not_call_them_the_shipped_defaults() -> 
     text = s.report([stable], (1,), (), 1.0, 1)
     assert "Settings tried (changed: error_detector): `error_detector = \"page_hinkley\"`" in text
     assert "`error_params = River's defaults`" in text and "Shipped defaults" not in text
+
+
+def test_a_missed_drift_shows_its_rise_in_standard_errors_against_the_stable_streams_noise() -> None:
+    s = suite()
+    stable = s.run_case(s.Case("sea-stable", "linear", 1, "inline", "alert"))
+    # pairs of consecutive 1,000-event windows after the first 1,000 events of 10,000
+    assert len(stable["noise"]) == 8
+    level, pairs = s.noise_level([stable])
+    assert pairs == 8 and min(stable["noise"]) <= level <= max(stable["noise"])
+    missed = {"case": s.Case("sea-abrupt", "linear", 1, "inline", "alert"), "false": 0,
+              "stable_events": 0, "blind_warnings": 0, "drifts": [
+                  {"before": 0.1, "after": 0.2, "delay": None, "z": level + 1.0},
+                  {"before": 0.1, "after": 0.12, "delay": None, "z": level - 0.5},
+                  {"before": 0.1, "after": 0.3, "delay": 40, "z": 20.0}]}
+    text = s.report([stable, missed], (1,), (), 1.0, 1)
+    rows = [line for line in text.splitlines() if line.startswith("| sea-abrupt |")]
+    assert rows == [
+        f"| sea-abrupt | linear | 1 | inline | 3000 | 0.100 -> 0.200 (+100 %) | {level + 1:.1f} |",
+        f"| sea-abrupt | linear | 1 | inline | 6000 | 0.100 -> 0.120 (+20 %) | {level - 0.5:.1f} |",
+    ]
+    assert f"by z = {level:.1f} or more in 1 pair of 20 (8 pairs" in text
+    assert "1 of the 2 misses rise less than that" in text
+
+
+def test_the_rise_in_standard_errors_is_welchs_statistic() -> None:
+    s = suite()
+    assert s.rise_z([0.0, 1.0] * 50, [0.0, 1.0, 1.0, 1.0] * 25) == pytest.approx(0.25 / (0.066144), rel=1e-4)
+    assert s.rise_z([1.0] * 5, [1.0] * 5) == 0.0
+    assert s.rise_z([1.0] * 5, [2.0] * 5) == float("inf")
+    assert s.rise_z([0.0, 1.0] * 50, [0.0, 1.0] * 50) == 0.0
