@@ -15,7 +15,12 @@ then on writes only the values that differ between keys:
   attributes that point at other nodes (a pipeline's cached plan) are
   *structure*, the same in every slot of the layout;
 - an *entry* is ``FLAT`` + the layout's 16-byte id + the pickle of the data
-  values in layout order (one flat tuple: few objects, no class names);
+  values in layout order (one flat tuple: few objects, no class names); a
+  ``Counter`` or ``defaultdict`` goes as a plain dict, and a compiled object
+  (River's Rust-backed detectors and vectors) as the parts pickle would take
+  from it, its constructor's arguments and its state, got by calling them
+  directly (pickle's ``__reduce_ex__`` path costs several times more), when
+  the object rebuilt from them pickles to the same bytes;
 - loading an entry writes those values into a *shell*: a slot of the same
   layout, either one that just left memory (the codec keeps a few, see
   :meth:`SlotCodec.recycle`) or a copy of the layout's *template* (the slot
@@ -193,14 +198,53 @@ _FACTORIES = {f.__name__: f for f in (float, int, list, dict, set)}
 
 
 def _box(value: Any) -> str:
-    """How a data value of a dict subclass is written as a plain dict (pickle's fast path)."""
+    """How a data value is written when not as itself: a dict subclass as a plain dict
+    (pickle's fast path), a compiled object as the parts pickle would take from it."""
     if type(value) is Counter:
         return "Counter"
     factory = value.default_factory if type(value) is defaultdict else None
     name = getattr(factory, "__name__", "")
     if factory is not None and _FACTORIES.get(name) is factory:
         return f"defaultdict:{name}"
-    return ""
+    return _native(value)
+
+
+def _newobj(cls: type, parts: tuple[tuple[Any, ...], Any]) -> Any:
+    """The object of ``cls`` whose ``__getnewargs__`` and ``__getstate__`` gave ``parts``."""
+    args, state = parts
+    obj = cls.__new__(cls, *args)
+    obj.__setstate__(state)
+    return obj
+
+
+def _native(value: Any) -> str:
+    """``"newobj:<class>"`` or ``"reduce:<class>"`` for a compiled object (no ``__dict__``,
+    such as River's Rust-backed detectors and vectors) that can be written as its
+    constructor's arguments (and state), "" otherwise.
+
+    Pickle takes the same parts through ``__reduce_ex__``, at several times the cost
+    of calling them. The box is used only when the object rebuilt from its parts
+    pickles to the same bytes as the object itself.
+    """
+    cls = type(value)
+    if (hasattr(value, "__dict__") or cls.__module__ in _BUILTIN_MODULES
+            or isinstance(value, _OPAQUE) or not _importable(cls)):
+        return ""
+    try:
+        if all(_overrides(cls, n) for n in ("__getnewargs__", "__getstate__", "__setstate__")):
+            kind = "newobj"
+            rebuilt = _newobj(cls, (value.__getnewargs__(), value.__getstate__()))
+        elif _overrides(cls, "__reduce__"):
+            reduced = value.__reduce__()
+            if not (type(reduced) is tuple and len(reduced) == 2 and reduced[0] is cls):
+                return ""
+            kind, rebuilt = "reduce", cls(*reduced[1])
+        else:
+            return ""
+        same = pickle.dumps(rebuilt, protocol=_PROTOCOL) == pickle.dumps(value, protocol=_PROTOCOL)
+    except Exception:  # any failure: left to pickle, which knows the type
+        return ""
+    return f"{kind}:{cls.__module__}:{cls.__qualname__}" if same else ""
 
 
 def _counter(items: dict[Any, Any]) -> Counter[Any]:
@@ -331,7 +375,7 @@ def _compile(nodes: tuple[_Node, ...], types: tuple[type, ...]) -> tuple[
     checks the shell the same way, then writes the values.
     """
     scope: dict[str, Any] = {"M": _Misfit, "Counter": Counter, "defaultdict": defaultdict,
-                             "counter": _counter, **_FACTORIES}
+                             "counter": _counter, "newobj": _newobj, **_FACTORIES}
     walk: list[str] = []
     values: list[str] = []
     writes: list[str] = []
@@ -342,6 +386,9 @@ def _compile(nodes: tuple[_Node, ...], types: tuple[type, ...]) -> tuple[
         walk += _reach(i, node, nodes)
         taken = []
         for j, (name, box) in enumerate(zip(node.data, node.boxes, strict=True)):
+            kind, _, ref = box.partition(":")
+            if kind in ("newobj", "reduce"):
+                scope[f"B{i}_{j}"] = _resolve(*ref.split(":"))
             read, write, checks = _value(i, j, node.kind, name, box, f"v[{len(values)}]")
             walk += checks
             values.append(read)
@@ -377,16 +424,24 @@ def _value(i: int, j: int, kind: str, name: str, box: str,
     """How data value ``j`` of node ``i`` is read, and written back from ``slot``, and its checks.
 
     A ``Counter`` or a ``defaultdict`` of a built-in factory travels as a plain
-    dict (pickle's fast path) and is rebuilt on the way back.
+    dict (pickle's fast path) and is rebuilt on the way back; a compiled object
+    (``newobj`` and ``reduce`` boxes, see :func:`_native`) as the arguments of its
+    constructor (and its state), its class ``B{i}_{j}`` in the generated code's scope.
     """
     read = f"n{i}.{name}" if kind == "slots" else f"d{i}[{name!r}]"
     if not box:
         return read, slot, []
-    x, factory = f"x{i}_{j}", box.partition(":")[2]
-    if factory:
-        check = (f"    if type({x}) is not defaultdict or {x}.default_factory is not {factory}:"
+    x, (how, _, arg) = f"x{i}_{j}", box.partition(":")
+    if how == "newobj":
+        return (f"({x}.__getnewargs__(), {x}.__getstate__())", f"newobj(B{i}_{j}, {slot})",
+                [f"    {x} = {read}", f"    if type({x}) is not B{i}_{j}: raise M"])
+    if how == "reduce":
+        return (f"{x}.__reduce__()[1]", f"B{i}_{j}(*{slot})",
+                [f"    {x} = {read}", f"    if type({x}) is not B{i}_{j}: raise M"])
+    if how == "defaultdict":
+        check = (f"    if type({x}) is not defaultdict or {x}.default_factory is not {arg}:"
                  " raise M")
-        return f"dict({x})", f"defaultdict({factory}, {slot})", [f"    {x} = {read}", check]
+        return f"dict({x})", f"defaultdict({arg}, {slot})", [f"    {x} = {read}", check]
     check = f"    if type({x}) is not Counter: raise M"
     return f"dict({x})", f"counter({slot})", [f"    {x} = {read}", check]
 

@@ -347,3 +347,87 @@ def test_on_any_stream_parked_slots_give_the_outputs_of_resident_ones(
                                 action="reset")
     assert parked == resident
     assert learner.models.codec.n_pickled == 0
+
+
+# -- compiled objects (River's Rust detectors and vectors) ---------------------------------------
+
+
+class Native:
+    """Stands for a compiled type: no ``__dict__``, pickled through its new-args and state."""
+
+    __slots__ = ("size", "values")
+
+    def __new__(cls, size: int, values: tuple[float, ...] = ()) -> Any:  # built by __new__
+        obj = super().__new__(cls)
+        obj.size, obj.values = size, values
+        return obj
+
+    def __getnewargs__(self) -> tuple[int]:
+        return (self.size,)
+
+    def __getstate__(self) -> tuple[float, ...]:
+        return self.values
+
+    def __setstate__(self, state: tuple[float, ...]) -> None:
+        self.values = state
+
+
+class Forgetful(Native):
+    """Its state is not taken back: rebuilding it from its parts would lose the values."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: tuple[float, ...]) -> None:
+        self.values = ()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:  # pickles its values, unlike its parts
+        return (Forgetful, (self.size, self.values))
+
+
+class Built:
+    """Rebuilt by a factory rather than by its class: left to pickle."""
+
+    __slots__ = ("x",)
+
+    def __init__(self, x: float) -> None:
+        self.x = x
+
+    def __reduce__(self) -> Any:
+        return (_build, (self.x,))
+
+
+def _build(x: float) -> Built:
+    return Built(x)
+
+
+def test_the_shipped_models_compiled_objects_travel_as_their_parts_not_as_pickles():
+    learner, _ = keyed_run(REGRESSOR, "regression", stream("regression", 300, keys=2),
+                           max_resident=100)
+    slot = next(iter(learner.models.resident()))
+    nodes = describe(slot)
+    assert nodes is not None
+    boxes = {box.split(":")[-1] for node in nodes for box in node.boxes if box}
+    assert {"AdaptiveWindowing", "VectorDict"} <= boxes  # River's Rust-backed objects
+    codec = SlotCodec()
+    decoded = codec.decode(codec.encode(slot))
+    assert state_of(decoded) == state_of(pickle.loads(pickle.dumps(slot)))
+    # new objects, not the encoded slot's: learning one key never moves another
+    assert decoded.model["LinearRegression"]._weights is not slot.model["LinearRegression"]._weights
+
+
+def test_a_compiled_object_is_boxed_only_when_its_parts_give_back_what_pickle_gives():
+    codec = SlotCodec()
+    slot = Slot(Shape(n=Native(3, (1.0, 2.0)), f=Forgetful(2, (5.0,)), b=Built(4.0)))
+    (node,) = [n for n in describe(slot) or () if n.qualname == "Shape"]
+    boxes = dict(zip(node.data, node.boxes, strict=True))
+    assert boxes == {"n": f"newobj:{Native.__module__}:Native", "f": "", "b": ""}
+    entry = codec.encode(slot)
+    assert entry[:1] == FLAT
+    decoded = codec.decode(entry)
+    assert state_of(decoded) == state_of(slot)
+    assert (decoded.model.n.values, decoded.model.f.values, decoded.model.b.x) == ((1.0, 2.0),
+                                                                                    (5.0,), 4.0)
+    # a value of another type in the boxed attribute: the slot no longer fits the layout
+    other = Slot(Shape(n=None, f=Forgetful(2), b=Built(1.0)))
+    assert state_of(codec.decode(codec.encode(other))) == state_of(other)
+    assert len(codec.layouts) == 2
