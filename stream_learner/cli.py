@@ -169,9 +169,11 @@ stream-learner checkpoints -c worker.toml rollback events:0 41""",
                  f"stream-learner checkpoints -c worker.toml {example}")
         p.add_argument("-c", "--config", default=argparse.SUPPRESS,
                        help="TOML settings file (names the store)")
-        p.add_argument("shard", nargs="?", help="shard name, e.g. events:0")
+        p.add_argument("shard", nargs="?" if name == "list" else None,
+                       help="shard name, e.g. events:0" + (" (default every shard)"
+                                                           if name == "list" else ""))
         if name != "list":
-            p.add_argument("id", nargs="?", type=int,
+            p.add_argument("id", nargs="?" if name == "show" else None, type=int,
                            help="checkpoint id" + (" (default newest)" if name == "show" else ""))
 
 
@@ -827,12 +829,8 @@ def _checkpoints(settings: Settings, environ: dict[str, str], args: argparse.Nam
     try:
         if args.action == "list":
             print(admin.list_checkpoints(store, codec, args.shard))
-        elif args.shard is None:
-            raise SettingsError(f"checkpoints {args.action} needs a shard, e.g. events:0")
         elif args.action == "show":
             print(admin.show_checkpoint(store, codec, args.shard, args.id))
-        elif args.id is None:
-            raise SettingsError("checkpoints rollback needs a shard and a checkpoint id")
         else:
             new_id = admin.rollback(store, codec, args.shard, args.id, time.time)
             print(f"shard {args.shard}: checkpoint {args.id} is now checkpoint {new_id}; "

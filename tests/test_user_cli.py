@@ -489,6 +489,9 @@ def test_every_subcommand_help_has_a_description_and_an_example(argv: list[str])
     assert f"stream-learner {' '.join(argv)}" in text
     if argv[0] == "checkpoints" and len(argv) > 1:
         assert text != cli("checkpoints", "--help").stdout
+        # what must be given shows without brackets
+        usage = {"list": "[shard]", "show": " shard [id]", "rollback": " shard id"}[argv[1]]
+        assert text.splitlines()[0].endswith(usage), text
 
 
 def test_unknown_stream_learner_variable_is_warned_about() -> None:
