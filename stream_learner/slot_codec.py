@@ -386,8 +386,8 @@ def _compile(nodes: tuple[_Node, ...], types: tuple[type, ...]) -> tuple[
         walk += _reach(i, node, nodes)
         taken = []
         for j, (name, box) in enumerate(zip(node.data, node.boxes, strict=True)):
-            kind, _, ref = box.partition(":")
-            if kind in ("newobj", "reduce"):
+            how, _, ref = box.partition(":")
+            if how in ("newobj", "reduce"):  # a compiled object's class, by name
                 scope[f"B{i}_{j}"] = _resolve(*ref.split(":"))
             read, write, checks = _value(i, j, node.kind, name, box, f"v[{len(values)}]")
             walk += checks
