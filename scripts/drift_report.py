@@ -446,18 +446,21 @@ def _raises(d: dict[str, Any]) -> bool:
     return bool(d["before"] > 0 and d["after"] >= (1 + RISE) * d["before"])
 
 
+def _missed(results: list[dict[str, Any]]) -> list[tuple[Case, int, dict[str, Any]]]:
+    """(case, drift index, figures) of each drift raising the error >= 10 % not confirmed
+    (``alert`` runs of the linear and tree models), in table order."""
+    return [(r["case"], k, d) for r in sorted(results, key=lambda r: _key(r["case"]))
+            if r["case"].action == "alert" and r["case"].model in ("linear", "tree")
+            for k, d in enumerate(r["drifts"]) if _raises(d) and d["delay"] is None]
+
+
 def missed_rows(results: list[dict[str, Any]]) -> list[str]:
     out = []
-    for r in sorted(results, key=lambda r: _key(r["case"])):
-        c = r["case"]
-        if c.action != "alert" or c.model not in ("linear", "tree"):
-            continue
-        for k, d in enumerate(r["drifts"]):
-            if _raises(d) and d["delay"] is None:
-                rise = d["after"] / d["before"] - 1
-                out.append(f"| {c.family} | {c.model} | {c.seed} | {c.labels} | {POSITIONS[k]} | "
-                           f"{_fmt(d['before'])} -> {_fmt(d['after'])} (+{100 * rise:.0f} %) | "
-                           f"{_fmt(d.get('z', math.nan), 1)} |")
+    for c, k, d in _missed(results):
+        rise = d["after"] / d["before"] - 1
+        out.append(f"| {c.family} | {c.model} | {c.seed} | {c.labels} | {POSITIONS[k]} | "
+                   f"{_fmt(d['before'])} -> {_fmt(d['after'])} (+{100 * rise:.0f} %) | "
+                   f"{_fmt(d.get('z', math.nan), 1)} |")
     return out
 
 
@@ -609,9 +612,7 @@ def noise_lines(results: list[dict[str, Any]]) -> list[str]:
     level, pairs = noise_level(results)
     if not pairs:
         return []
-    zs = [d.get("z", math.nan) for r in results if r["case"].action == "alert"
-          and r["case"].model in ("linear", "tree") for d in r["drifts"]
-          if _raises(d) and d["delay"] is None]
+    zs = [d.get("z", math.nan) for _, _, d in _missed(results)]
     below = sum(1 for z in zs if z < level)
     return [
         "`z`: the rise in standard errors (Welch's statistic of the error over the 1,000 events "

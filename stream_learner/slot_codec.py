@@ -432,12 +432,12 @@ def _value(i: int, j: int, kind: str, name: str, box: str,
     if not box:
         return read, slot, []
     x, (how, _, arg) = f"x{i}_{j}", box.partition(":")
-    if how == "newobj":
-        return (f"({x}.__getnewargs__(), {x}.__getstate__())", f"newobj(B{i}_{j}, {slot})",
-                [f"    {x} = {read}", f"    if type({x}) is not B{i}_{j}: raise M"])
-    if how == "reduce":
-        return (f"{x}.__reduce__()[1]", f"B{i}_{j}(*{slot})",
-                [f"    {x} = {read}", f"    if type({x}) is not B{i}_{j}: raise M"])
+    if how in ("newobj", "reduce"):
+        checks = [f"    {x} = {read}", f"    if type({x}) is not B{i}_{j}: raise M"]
+        if how == "newobj":
+            return (f"({x}.__getnewargs__(), {x}.__getstate__())", f"newobj(B{i}_{j}, {slot})",
+                    checks)
+        return f"{x}.__reduce__()[1]", f"B{i}_{j}(*{slot})", checks
     if how == "defaultdict":
         check = (f"    if type({x}) is not defaultdict or {x}.default_factory is not {arg}:"
                  " raise M")
