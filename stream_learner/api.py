@@ -125,7 +125,8 @@ def build_service(
                 f"(signing_key, or the environment variable {s.checkpoint.key_env})"
             )
         checkpointer = Checkpointer(store, EnvelopeCodec(key, spec.config_hash), s.checkpoint,
-                                    metrics, time.time, time.monotonic)
+                                    metrics, time.time, time.monotonic,
+                                    exactly_once=s.service.guarantee == "exactly_once")
     # the commit cycle is the one the edges support (commits.for_edges)
     return Service(s, spec, source, sink, metrics, checkpointer)
 

@@ -371,7 +371,8 @@ def build_checkpointer(
     if store is None:
         return NullCheckpointer()
     codec = build_codec(settings, spec, environ)
-    return Checkpointer(store, codec, settings.checkpoint, metrics, time.time, time.monotonic)
+    return Checkpointer(store, codec, settings.checkpoint, metrics, time.time, time.monotonic,
+                        exactly_once=settings.service.guarantee == "exactly_once")
 
 
 class Interrupts:

@@ -38,9 +38,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
-from stream_learner.checkpoint import EnvelopeCodec
+from stream_learner.checkpoint import EnvelopeCodec, Snapshot
 from stream_learner.commits import AckingSink, Pipelined
 from stream_learner.errors import (
     CheckpointError,
@@ -148,6 +149,21 @@ def _replay_frontier(
     }
 
 
+def _past(
+    stored: Mapping[TopicPartition, int], committed: Mapping[TopicPartition, int | None]
+) -> bool:
+    """True when a checkpoint's offsets are past K on some partition.
+
+    Examples
+    --------
+    >>> _past({("e", 0): 120}, {("e", 0): 100})
+    True
+    >>> _past({("e", 0): 100}, {("e", 0): 100, ("l", 0): None})
+    False
+    """
+    return any(k is not None and stored.get(tp, 0) > k for tp, k in committed.items())
+
+
 class NullCheckpointer:
     """Checkpoints disabled: state lives in memory only (a restart starts afresh)."""
 
@@ -211,10 +227,13 @@ class Checkpointer:
         metrics: Metrics,
         wall_clock: Callable[[], float],
         clock: Callable[[], float],
+        exactly_once: bool = False,
     ) -> None:
         self.store = store
         self.codec = codec
         self.settings = settings
+        #: outputs and offsets commit in one transaction: a checkpoint past K is not used
+        self.exactly_once = exactly_once
         self.metrics = metrics
         self._wall_clock = wall_clock
         self._clock = clock
@@ -259,9 +278,11 @@ class Checkpointer:
                     "hold, such as / and _); give one of them another checkpoint.directory "
                     "or checkpoint.key_prefix"
                 )
+            rollback = bool(snap.header.get("resume_at_committed"))
+            if self.exactly_once and not rollback and _past(snap.offsets, committed):
+                checkpoint_id, snap = self._at_or_before(sid, committed, checkpoint_id, snap)
             self._check_entries(sid, checkpoint_id, snap.header)
             stored = snap.offsets
-            rollback = bool(snap.header.get("resume_at_committed"))
             if rollback:  # at K; where nothing is committed, where the newest checkpoint was
                 newest = {(t, p): o for t, p, o in snap.header.get("newest_offsets", ())}
                 stored = {tp: k if k is not None else newest.get(tp, stored.get(tp, 0))
@@ -281,6 +302,60 @@ class Checkpointer:
             sid, plan.source, plan.seek, plan.replay_until,
         )
         return plan
+
+    def _at_or_before(
+        self, sid: str, committed: Mapping[TopicPartition, int | None], newest_id: int,
+        newest: Snapshot,
+    ) -> tuple[int, Snapshot]:
+        """The newest checkpoint at or before K, when the newest one is past K (exactly-once).
+
+        Outputs and offsets commit in one transaction, and a checkpoint is
+        written only after its transaction committed, so C past K means that
+        the broker lost a committed transaction (a single broker stopped while
+        it commits can record the commit without writing its markers; the
+        next abort then drops its outputs), or that an operator moved the
+        group's offsets back. Either way the outputs from K on are not in
+        Kafka: an older checkpoint replayed silently up to K resumes exactly.
+        Without one (the store kept none, or the shard has one model per key,
+        whose entries are kept for the newest checkpoint only), the newest is
+        used and the outputs between K and C stay missing (logged, counted).
+        """
+        self.metrics.recovery_alerts.labels(kind="checkpoint_past_committed").inc()
+        older = None if "keyed" in newest.header else self._older_at_or_before(
+            sid, committed, newest_id)
+        if older is None:
+            log.error(
+                "ALERT shard %s: checkpoint %d (offsets %s) is past the committed offsets %s in "
+                "exactly-once mode, and no older checkpoint is at or before them: resuming at "
+                "the checkpoint; the outputs between the two are missing from Kafka (the broker "
+                "lost a committed transaction, or the group's offsets were moved back)",
+                sid, newest_id, newest.offsets, dict(committed),
+            )
+            return newest_id, newest
+        log.warning(
+            "shard %s: checkpoint %d (offsets %s) is past the committed offsets %s in "
+            "exactly-once mode (the broker lost a committed transaction, or the group's offsets "
+            "were moved back); restoring checkpoint %d, replayed silently up to them",
+            sid, newest_id, newest.offsets, dict(committed), older[0],
+        )
+        return older
+
+    def _older_at_or_before(
+        self, sid: str, committed: Mapping[TopicPartition, int | None], newest_id: int
+    ) -> tuple[int, Snapshot] | None:
+        ids = self._with_retries(lambda: self.store.ids(sid), f"list {sid}")
+        for checkpoint_id in sorted((i for i in ids if i < newest_id), reverse=True):
+            blob = self._with_retries(partial(self.store.get, sid, checkpoint_id), f"load {sid}")
+            if blob is None:
+                continue
+            try:
+                snap = self.codec.open(blob)
+            except CheckpointError as exc:
+                log.warning("shard %s: checkpoint %d skipped: %s", sid, checkpoint_id, exc)
+                continue
+            if not _past(snap.offsets, committed):
+                return checkpoint_id, snap
+        return None
 
     def _check_entries(self, sid: str, checkpoint_id: int, header: dict[str, Any]) -> None:
         """A keyed checkpoint's models are all in the store (else they would start afresh).
@@ -342,7 +417,7 @@ class Checkpointer:
             k = committed.get(tp)
             if only_committed and not k:
                 continue  # nothing was consumed yet: the consumer's reset policy applies
-            if k is not None and c > k:
+            if k is not None and c > k and not self.exactly_once:  # else _at_or_before said
                 log.info(
                     "shard %s: checkpoint offset %d of %s is past the committed offset %d: "
                     "the worker stopped between a checkpoint and the offset commit after it "

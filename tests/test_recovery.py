@@ -363,6 +363,61 @@ def test_checkpoint_older_than_the_log_start_replays_from_earliest_when_asked():
     assert_same_state(w.learner(), lone_learner(settings, at_20, TP0, values[25:], 25))
 
 
+# -- a checkpoint past the committed offsets ----------------------------------------------------
+
+
+def _checkpoints_at_20_and_40(settings: Settings) -> tuple[MemoryStore, list[bytes]]:
+    """Checkpoints at 20 and 40, all committed; the restart is then told K = 30, as after a
+    broker that lost the committed transaction of 30..39 (its outputs are gone with it)."""
+    store, values = MemoryStore(), phishing(0, 80)
+    first = worker(settings, {TP0: values}, store)
+    first.crash_after(4)
+    assert [codec_for(settings).open(store.get(SID0, i)).offsets  # type: ignore[arg-type]
+            for i in store.ids(SID0)] == [{TP0: 20}, {TP0: 40}]
+    return store, values
+
+
+def test_exactly_once_restores_the_newest_checkpoint_at_or_before_k(caplog: pytest.LogCaptureFixture):
+    settings = make_settings(service__batch_size=10, checkpoint__every_events=20,
+                             service__guarantee="exactly_once")
+    store, values = _checkpoints_at_20_and_40(settings)
+    w = worker(settings, {TP0: values}, store, committed={TP0: 30})
+    summary = w.service.run()
+    assert summary.replayed == 10  # 20..29, from the checkpoint at 20
+    assert [p["source"]["offset"] for p in w.predictions()] == list(range(30, 80))
+    assert_same_state(w.learner(), lone_learner(settings, None, TP0, values, 0))
+    assert sample(w.metrics, "stream_learner_recovery_alerts_total",
+                  kind="checkpoint_past_committed") == 1
+    assert "checkpoint 2 (offsets {('events', 0): 40}) is past the committed offsets" in caplog.text
+    assert "restoring checkpoint 1, replayed silently up to them" in caplog.text
+
+
+def test_exactly_once_without_an_older_checkpoint_resumes_at_c_and_says_what_is_missing(
+    caplog: pytest.LogCaptureFixture,
+):
+    settings = make_settings(service__batch_size=10, checkpoint__every_events=20,
+                             service__guarantee="exactly_once")
+    store, values = _checkpoints_at_20_and_40(settings)
+    w = worker(settings, {TP0: values}, store, committed={TP0: 15})  # before both checkpoints
+    w.service.run()
+    assert [p["source"]["offset"] for p in w.predictions()] == list(range(40, 80))
+    assert "ALERT shard events:0: checkpoint 2" in caplog.text
+    assert "the outputs between the two are missing from Kafka" in caplog.text
+
+
+def test_at_least_once_resumes_at_a_checkpoint_past_k():
+    """At-least-once writes a checkpoint once its outputs are acknowledged, before their
+    offsets are committed: C past K is the normal aftermath of a crash in between."""
+    settings = make_settings(service__batch_size=10, checkpoint__every_events=20)
+    store, values = _checkpoints_at_20_and_40(settings)
+    w = worker(settings, {TP0: values}, store, committed={TP0: 30})
+    summary = w.service.run()
+    assert summary.replayed == 0
+    assert [p["source"]["offset"] for p in w.predictions()] == list(range(40, 80))
+    assert sample(w.metrics, "stream_learner_recovery_alerts_total",
+                  kind="checkpoint_past_committed") == 0
+
+
 # -- fencing ----------------------------------------------------------------------------------
 
 

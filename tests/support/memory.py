@@ -166,7 +166,8 @@ def worker(
         checkpointer = NullCheckpointer()
     else:
         checkpointer = Checkpointer(
-            store, codec_for(settings), settings.checkpoint, metrics, lambda: WALL, clock
+            store, codec_for(settings), settings.checkpoint, metrics, lambda: WALL, clock,
+            exactly_once=settings.service.guarantee == "exactly_once",
         )
     sink = sink or MemorySink()
     service = Service(
