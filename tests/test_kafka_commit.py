@@ -3,6 +3,7 @@ retry with backoff, never drop offsets; one clear error when the group moved on.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from types import SimpleNamespace
@@ -193,6 +194,24 @@ def test_confluent_offset_reads_wait_for_a_broker_that_is_away() -> None:
     assert consumer.attempts == 4 and len(waits) == 3
     consumer.errors = _broker_away()
     assert source.beginning([("events", 0), ("events", 1)]) == {("events", 0): 3, ("events", 1): 3}
+
+
+def test_confluent_offsets_held_by_an_open_transaction_are_named_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broker that lost a committed transaction's markers left its offset commit open: a
+    read_committed consumer's reads of the committed offsets time out for good. Seen through
+    a real broker (tests/integration/test_server_restarts.py); the worker waits, and says why."""
+    timed_out = [KafkaException(CkError(CkError._TIMED_OUT, "timed out")) for _ in range(5)]
+    consumer = _ReadingCkConsumer(timed_out)
+    source, waits = _source("confluent-kafka", consumer)
+    with caplog.at_level(logging.ERROR, logger="stream_learner.kafka.confluent"):
+        assert source.committed([("events", 1), ("events", 0)]) == {("events", 1): 41,
+                                                                     ("events", 0): 41}
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and len(waits) == 5
+    assert "[('events', 0), ('events', 1)] are still unreadable after two attempts" in errors[0]
+    assert "kafka-transactions.sh abort" in errors[0]
 
 
 def test_confluent_log_start_read_waits_for_partitions_a_restarted_broker_forgot() -> None:

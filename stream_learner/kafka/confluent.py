@@ -17,6 +17,7 @@ kafka-python client, through librdkafka's own calls:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -58,6 +59,16 @@ _NO_OFFSET = -1001
 #: up: librdkafka does not always keep that timeout (``send_offsets_to_transaction`` after
 #: a coordinator restart, confluentinc/librdkafka#5456).
 STUCK_GRACE_S = 10.0
+
+#: logged when the committed offsets stay unreadable (see :meth:`ConfluentSource.committed`)
+UNSTABLE_OFFSETS = (
+    "the committed offsets of %s are still unreadable after two attempts. If the broker is up, "
+    "a transaction holds an offset commit of them open and no client can end it (a single "
+    "broker stopped while a transaction committed can lose the transaction's markers): "
+    "`kafka-transactions.sh describe-producers` on the outputs topic finds it, and "
+    "`kafka-transactions.sh abort` ends it (docs/state.md, 'A transaction left open'); the "
+    "worker waits and asks again"
+)
 
 
 class _CallStuck(Exception):
@@ -335,11 +346,23 @@ class ConfluentSource:
         return False
 
     def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
-        """The group's committed offsets (K); asked again while the broker is away."""
+        """The group's committed offsets (K); asked again while the broker is away.
+
+        In exactly-once mode (read_committed) the broker answers only once no
+        transaction holds an offset commit of these partitions open; one that
+        stays open past the transaction timeout is logged as an error once,
+        with what an operator does about it.
+        """
         tp = self._ck.TopicPartition
         request = [tp(*p) for p in partitions]
-        found = self._asked(lambda: self._consumer.committed(request, timeout=self._timeout),
-                            "reading the committed offsets")
+        asked = itertools.count(1)
+
+        def ask() -> Any:
+            if next(asked) == 3:
+                log.error(UNSTABLE_OFFSETS, sorted(partitions))
+            return self._consumer.committed(request, timeout=self._timeout)
+
+        found = self._asked(ask, "reading the committed offsets")
         return {(p.topic, p.partition): p.offset if p.offset >= 0 else None for p in found}
 
     def beginning(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
