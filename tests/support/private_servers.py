@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -62,6 +63,14 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class PrivateServer:
@@ -121,6 +130,16 @@ class PrivateServer:
         deadline = time.monotonic() + 30
         while port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.1)
+
+    def crash(self) -> None:
+        """SIGKILL, as a machine or process failure would, and wait until it is gone."""
+        pidfile = self.state / self.kind / "pid"
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pidfile.unlink()
 
     @property
     def up(self) -> bool:
