@@ -311,9 +311,9 @@ class Checkpointer:
 
         Outputs and offsets commit in one transaction, and a checkpoint is
         written only after its transaction committed, so C past K means that
-        the broker lost a committed transaction (a single broker stopped while
-        it commits can record the commit without writing its markers; the
-        next abort then drops its outputs), or that an operator moved the
+        the broker lost a committed transaction (a single broker restarted while
+        it commits was seen to keep the commit but lose its markers; the next
+        abort then dropped its outputs), or that an operator moved the
         group's offsets back. Either way the outputs from K on are not in
         Kafka: an older checkpoint replayed silently up to K resumes exactly.
         Without one (the store kept none, or the shard has one model per key,

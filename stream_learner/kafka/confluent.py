@@ -64,10 +64,10 @@ STUCK_GRACE_S = 10.0
 UNSTABLE_OFFSETS = (
     "the committed offsets of %s are still unreadable after two attempts. If the broker is up, "
     "a transaction holds an offset commit of them open and no client can end it (a single "
-    "broker stopped while a transaction committed can lose the transaction's markers): "
-    "`kafka-transactions.sh describe-producers` on the outputs topic finds it, and "
-    "`kafka-transactions.sh abort` ends it (docs/state.md, 'A transaction left open'); the "
-    "worker waits and asks again"
+    "broker restarted while a transaction committed can lose the transaction's markers): "
+    "`kafka-transactions.sh describe-producers` on __consumer_offsets and on the outputs "
+    "topics finds it, `kafka-transactions.sh abort` ends it (docs/state.md, Failure "
+    "policies, 'A transaction left open'); the worker waits and asks again"
 )
 
 

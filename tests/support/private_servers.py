@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -63,14 +62,6 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 class PrivateServer:
@@ -131,15 +122,33 @@ class PrivateServer:
         while port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.1)
 
-    def crash(self) -> None:
-        """SIGKILL, as a machine or process failure would, and wait until it is gone."""
-        pidfile = self.state / self.kind / "pid"
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        pidfile.unlink()
+    def abort_open_transactions(self, topics: dict[str, int]) -> list[str]:
+        """What docs/state.md tells an operator to do about a transaction left open.
+
+        ``kafka-transactions.sh describe-producers`` on each partition of ``topics``
+        (name -> partitions), and ``abort`` at each open transaction's start
+        offset. Returns the partitions aborted, as ``topic[partition]@offset``.
+        """
+        assert self.kind == "kafka"
+        aborted = []
+        for topic, count in topics.items():
+            for partition in range(count):
+                where = ["--topic", topic, "--partition", str(partition)]
+                rows = self._transactions("describe-producers", *where).splitlines()[1:]
+                for start in {row.split()[-1] for row in rows if row.split()}:
+                    if start.isdigit():
+                        self._transactions("abort", *where, "--start-offset", start)
+                        aborted.append(f"{topic}[{partition}]@{start}")
+        return aborted
+
+    def _transactions(self, *args: str) -> str:
+        libs = self.env.get("STREAM_LEARNER_KAFKA_LIBS") or str(self.state / "kafka" / "libs")
+        proc = subprocess.run(
+            ["java", "-cp", f"{libs}/*", "org.apache.kafka.tools.TransactionsCommand",
+             "--bootstrap-server", self.address, *args],
+            capture_output=True, text=True, timeout=120, check=True,
+        )
+        return proc.stdout
 
     @property
     def up(self) -> bool:
