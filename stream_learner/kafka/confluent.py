@@ -349,9 +349,9 @@ class ConfluentSource:
         """The group's committed offsets (K); asked again while the broker is away.
 
         In exactly-once mode (read_committed) the broker answers only once no
-        transaction holds an offset commit of these partitions open; one that
-        stays open past the transaction timeout is logged as an error once,
-        with what an operator does about it.
+        transaction holds an offset commit of these partitions open. When two
+        attempts (each up to ``kafka.connect_timeout_s``) got no answer, an
+        error says so once, with what an operator does about it.
         """
         tp = self._ck.TopicPartition
         request = [tp(*p) for p in partitions]

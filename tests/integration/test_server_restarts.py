@@ -128,7 +128,7 @@ def _operator(server: PrivateServer, topics: dict[str, str], worker: Worker) -> 
     def check() -> None:
         alive()
         if not repaired and UNREADABLE in worker.log():
-            partitions = {name: PARTITIONS if role in ("events", "predictions") else 1
+            partitions = {name: PARTITIONS if role == "predictions" else 1
                           for role, name in topics.items() if role != "events"}
             repaired.extend(server.abort_open_transactions({"__consumer_offsets": 1,
                                                             **partitions}))
