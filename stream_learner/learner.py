@@ -212,7 +212,7 @@ class Learner:
             if learn_error is None or learn_error.reason != "learn_failed":
                 joined = book.labelled(when)
                 try:
-                    raised = self.drift.labelled(slot, key, x, y, metric_input, (ts, origin))
+                    raised = self.drift.labelled(slot, key, x, y, metric_input, (ts, *origin))
                 except Exception as exc:  # monitors read the record's values
                     raised = _raised_before(exc)
                     learn_error = learn_error or _monitor_error(exc)
@@ -237,7 +237,7 @@ class Learner:
         if entry is None:
             expired = book.wait(label)
             return (None, (), expired, ()) if expired else NOTHING
-        at = (label.ts, label.origin)
+        at = (label.ts, *label.origin)
         slot = self.models.get(label.key)
         x, y, metric_input = entry.x, label.label, entry.metric_input
         error = self._learn(slot, x, y, metric_input)

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from stream_learner.drift import Monitor, Rules, SchemaMonitor, make_detector, warning_twin
+from stream_learner.drift import Monitor, Rules, SchemaMonitor, Stamp, make_detector, warning_twin
 from stream_learner.errors import SettingsError
 from stream_learner.events import Event, Origin
 from stream_learner.learner import Learner
@@ -26,8 +26,8 @@ from tests.support.drift_streams import CLASSIFIER, STREAMS, reference_detection
 from tests.support.memory import TickingClock
 
 
-def at(i: int) -> tuple[float, Origin]:
-    return float(i), Origin("events", 0, i)
+def at(i: int) -> Stamp:
+    return float(i), "events", 0, i
 
 
 def shifted(n: int = 500, m: int = 300, seed: int = 1) -> list[float]:

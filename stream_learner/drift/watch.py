@@ -82,6 +82,7 @@ from stream_learner.drift.monitors import (
     detector_params,
     feature_kind,
     make_detector,
+    origin,
     warning_twin,
 )
 from stream_learner.events import Event
@@ -321,7 +322,7 @@ class DriftWatch:
             sd.seen += 1
             if sd.seen >= sd.due:
                 self._due(sd)
-            at: Stamp = (event.ts, event.origin)
+            at: Stamp = (event.ts, *event.origin)
             signals = self.signals
             features = event.features
             if "schema" in signals:
@@ -698,7 +699,7 @@ class DriftWatch:
     ) -> Alert:
         """The alert record of ``change`` (the model's generation as it is now)."""
         alert_key = ctx.key if self._keyed else None
-        span = Span(change.first[0], change.last[0], change.first[1], change.last[1])
+        span = Span(change.first[0], change.last[0], origin(change.first), origin(change.last))
         info = self.spec.settings
         model = AlertModel(info.name, info.version, ctx.slot.generation)
         message = _message(change.severity, series, action, alert_key)
