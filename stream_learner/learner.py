@@ -67,7 +67,7 @@ from typing import Any
 
 from stream_learner.drift import Alert, DriftWatch, MonitorFailed, Watch, make_watch
 from stream_learner.errors import InvalidLabel, InvalidRecord
-from stream_learner.events import Event, Label, ModelInfo, Prediction
+from stream_learner.events import Event, Label, ModelInfo, Prediction, preview
 from stream_learner.labels import Expired, Joined, LabelBook
 from stream_learner.models import ModelSpec
 from stream_learner.scopes import Slot, make_models
@@ -100,6 +100,20 @@ _new = tuple.__new__
 #: empty tuples, shared.
 Outcome = tuple[Prediction | None, tuple[Joined, ...], Sequence[Expired], Sequence[Alert]]
 
+#: what :meth:`Learner._learn` returns when the model learned nothing
+_NOTHING_LEARNED = frozenset({"learn_failed", "invalid_label"})
+
+
+def _label_kinds(y: Any) -> str:
+    """``strings`` or ``numbers`` (integers and booleans): River's classifiers sort their
+    classes, and a string does not compare with a number.
+
+    >>> _label_kinds("pump"), _label_kinds(3), _label_kinds(True)
+    ('strings', 'numbers', 'numbers')
+    """
+    return "strings" if isinstance(y, str) else "numbers"
+
+
 #: a label record that waits for its event and changed nothing else (shared)
 NOTHING: Outcome = (None, (), (), ())
 
@@ -118,6 +132,10 @@ class Learner:
         ``None`` or disabled.
     """
 
+    #: classification: the kind of the labels learned (``strings`` or ``numbers``); a label
+    #: of the other kind is refused (``invalid_label``), as it would break River's classifiers
+    label_kinds: str | None = None
+
     def __init__(
         self,
         spec: ModelSpec,
@@ -134,6 +152,7 @@ class Learner:
         self.n_predicted = 0
         self.n_learned = 0
         self._inline = labels.inline
+        self._classifies = spec.task == "classification"
         self._name = spec.settings.name
         self._version = spec.settings.version
 
@@ -209,7 +228,7 @@ class Learner:
                 expired = [*expired, *more]
         else:
             learn_error = self._learn(slot, x, y, metric_input)
-            if learn_error is None or learn_error.reason != "learn_failed":
+            if learn_error is None or learn_error.reason not in _NOTHING_LEARNED:
                 joined = book.labelled(when)
                 try:
                     raised = self.drift.labelled(slot, key, x, y, metric_input, (ts, *origin))
@@ -241,7 +260,7 @@ class Learner:
         slot = self.models.get(label.key)
         x, y, metric_input = entry.x, label.label, entry.metric_input
         error = self._learn(slot, x, y, metric_input)
-        if error is not None and error.reason == "learn_failed":
+        if error is not None and error.reason in _NOTHING_LEARNED:
             raise error
         try:
             alerts = self.drift.labelled(slot, label.key, x, y, metric_input, at)
@@ -259,10 +278,19 @@ class Learner:
     ) -> InvalidLabel | None:
         """Teach ``slot``'s model label ``y`` and update the metric (the caller then drift).
 
-        Returns why not everything was done, or None: ``learn_failed`` (nothing
-        was learned), ``metric_failed`` (the model learned the label; the metric
-        skipped it).
+        Returns why not everything was done, or None: ``invalid_label`` (a
+        classification label of another kind than those learned before: nothing
+        was learned), ``learn_failed`` (nothing was learned), ``metric_failed``
+        (the model learned the label; the metric skipped it).
         """
+        if self._classifies and (kinds := _label_kinds(y)) != self.label_kinds:
+            if self.label_kinds is not None:
+                return InvalidLabel(
+                    "invalid_label",
+                    f"a classification label must be of the kind of the labels learned "
+                    f"before ({self.label_kinds}), got {preview(y)}",
+                )
+            self.label_kinds = kinds
         try:
             n = self.task.learn(slot.model, x, y)
         except Exception as exc:  # the model is third-party code: map its errors here
