@@ -37,6 +37,7 @@ __all__ = [
     "Header",
     "KeyPartitioner",
     "Sink",
+    "cut_unfinished_line",
     "dead_letter",
     "dead_letter_headers",
     "local_outputs",
@@ -202,16 +203,18 @@ class FileSink:
         """The run starts: truncate the files a deferred sink opened, unless ``keep``.
 
         ``keep`` (a run resuming from a checkpoint) appends to them instead:
-        they hold the outputs of the records before the checkpoint.
+        they hold the outputs of the records before the checkpoint. A file
+        appended to first loses a last line without its newline (see
+        :func:`cut_unfinished_line`).
         """
-        if not self._truncate:
-            return
-        self._truncate = False
-        if keep:
-            return
-        for handle in self._files.values():
-            if handle not in (sys.stdout.buffer, sys.stderr.buffer):
+        truncate, self._truncate = self._truncate and not keep, False
+        for role, handle in self._files.items():
+            if handle in (sys.stdout.buffer, sys.stderr.buffer):
+                continue
+            if truncate:
                 handle.truncate(0)
+            elif keep or self.appends:
+                cut_unfinished_line(self._targets[role], handle)
 
     def _handle(self, role: str) -> IO[bytes] | None:
         return self._files.get(role)
@@ -257,6 +260,47 @@ class FileSink:
             for handle in self._files.values():
                 if handle not in (sys.stdout.buffer, sys.stderr.buffer):
                     handle.close()
+
+
+def cut_unfinished_line(target: str, handle: IO[bytes], chunk: int = 65536) -> int:
+    r"""Cut the end of an output file after its last newline; the bytes cut.
+
+    A worker killed while writing a line leaves its first part at the end of
+    the file. Its record came after the last checkpoint (the outputs before one
+    are flushed before it is written), so the resumed run writes it again;
+    appending after the part would instead join the two into one line no
+    reader can parse. Logged as a warning.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile(delete=False) as f:
+    ...     _ = f.write(b'{"id": 1}\n{"id": 2}\n{"id"')
+    >>> with open(f.name, "ab") as handle:
+    ...     cut_unfinished_line(f.name, handle)
+    5
+    >>> open(f.name, "rb").read()
+    b'{"id": 1}\n{"id": 2}\n'
+    >>> import os; os.unlink(f.name)
+    """
+    handle.flush()
+    with open(target, "rb") as reader:
+        end = reader.seek(0, 2)
+        keep = end
+        while keep > 0:
+            start = max(0, keep - chunk)
+            reader.seek(start)
+            newline = reader.read(keep - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            keep = start
+    if keep == end:
+        return 0
+    handle.truncate(keep)
+    log.warning("%s: cut a last line of %d bytes left unfinished by an earlier run (stopped "
+                "while writing it): its record is written again", target, end - keep)
+    return end - keep
 
 
 def _wrap(key: bytes | None, value: bytes, headers: Sequence[Header]) -> bytes:

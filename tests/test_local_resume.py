@@ -195,3 +195,25 @@ def test_per_key_entries_lost_from_the_store_stop_the_run_in_one_line(
     db.unlink()
     error = one_error(run_file(tmp_path, events, model__scope="key"))
     assert "has 3 per-key models but the store holds 0 entries" in error
+
+
+def test_a_line_left_unfinished_by_a_killed_run_is_cut_before_the_resumed_run_appends(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # a worker killed with SIGKILL while writing a line left half of it at the end of the
+    # file; the resumed run appended to it, which made one line that no reader can parse
+    # and lost the record written after it
+    assert run_file(tmp_path, events[:250], local__alerts="alerts.jsonl").returncode == 0
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    assert run_file(whole, events, local__alerts="alerts.jsonl").returncode == 0
+    # what the kill leaves: the first bytes of the next prediction, past the checkpoint
+    fragment = (whole / "p.jsonl").read_bytes().splitlines()[250][:40]
+    with (tmp_path / "p.jsonl").open("ab") as out:
+        out.write(fragment)
+    second = run_file(tmp_path, events, local__alerts="alerts.jsonl")
+    assert second.returncode == 0, second.stderr
+    assert (b"p.jsonl: cut a last line of 40 bytes left unfinished by an earlier run"
+            in second.stderr), second.stderr
+    assert predictions(tmp_path / "p.jsonl") == predictions(whole / "p.jsonl")
+    assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(600)]
