@@ -153,7 +153,7 @@ def run(
     service = build_service(settings, source=source, sink=sink, store=store,
                             signing_key=signing_key, metrics=metrics, environ=environ)
     try:
-        return service.run()
+        return service.run(final=True)
     finally:
         service.sink.close()
         service.source.close()

@@ -393,7 +393,8 @@ def run_backtest(
             service = Service(settings, spec, source, sink, Metrics())
             if on_start is not None:
                 on_start(stop)
-            summary = service.run()
+            # a warm-start checkpoint keeps the labels still waiting for their events
+            summary = service.run(final=store is None)
         finally:
             sink.close()
     finally:

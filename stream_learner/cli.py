@@ -569,7 +569,7 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
         interrupts = Interrupts(service.stop, local_stdin)
         interrupts.install()
         settle_heap()
-        summary = service.run(on_start=lambda: _begin_outputs(source, sink))
+        summary = service.run(on_start=lambda: _begin_outputs(source, sink), final=True)
     print(summary.render(), file=sys.stderr)
     if summary_file is not None:
         Path(summary_file.name).write_bytes(orjson.dumps(summary.to_dict()))

@@ -294,6 +294,11 @@ class LabelBook:
         wait = self.early.pop((key, id), None)
         return None if wait is None else wait.label
 
+    def drain_early(self) -> list[Expired]:
+        """Expire every label still waiting for its event, oldest first (the run ends and
+        nothing keeps them)."""
+        return [self._expire_early(jk) for jk in list(self.early)]
+
     def _expire_early(self, jk: JoinKey) -> Expired:
         wait = self.early.pop(jk)
         self.stats.expired_early += 1

@@ -338,13 +338,14 @@ class Service:
         """Ask the loop to finish the current batch, flush, commit and return."""
         self._stopping = True
 
-    def run(self, on_start: Callable[[], None] | None = None) -> Summary:
+    def run(self, on_start: Callable[[], None] | None = None, *, final: bool = False) -> Summary:
         """Consume until the input ends, ``max_events`` is reached, or :meth:`stop`.
 
         The loop in full: :meth:`start`, :meth:`step` until it returns False,
         :meth:`finish`. After an error, the offsets whose outputs are written are
         committed and the error propagates. ``on_start`` is called after
         :meth:`start`, once the shards the source assigned at once are restored.
+        ``final``: see :meth:`finish`.
         """
         self.start()
         if on_start is not None:
@@ -356,7 +357,7 @@ class Service:
             self._salvage()
             self._close()
             raise
-        return self.finish()
+        return self.finish(final=final)
 
     def start(self) -> None:
         """Subscribe to the source and restore the shards it already assigned."""
@@ -411,8 +412,13 @@ class Service:
             self._checkpoint_due(self._clock())
         return True
 
-    def finish(self) -> Summary:
+    def finish(self, final: bool = False) -> Summary:
         """End the run: a last metrics snapshot, commit, checkpoint every shard.
+
+        ``final``: nothing keeps this service's memory after the run (the CLI and
+        :func:`stream_learner.api.run` end with it). Label records still waiting for
+        their events then go to the learn dead letters, unless a checkpoint store
+        keeps them.
 
         Returns
         -------
@@ -420,6 +426,7 @@ class Service:
             What the run did; the service then only releases shards.
         """
         try:
+            self._waiting_labels(final)
             self._final_snapshot()
             self._commit()
             self._checkpoint_all()
@@ -430,6 +437,26 @@ class Service:
         finally:
             self._close()
         return self.summary
+
+    def _waiting_labels(self, final: bool) -> None:
+        """Label records still waiting for their events as the run ends: kept by the
+        checkpoint, or, with no checkpoint store, to the learn dead letters."""
+        waiting = sum(len(shard.learner.book.early) for shard in self.shards.values())
+        if not waiting or not final:
+            return
+        these = ("1 label record {}waits for its event" if waiting == 1
+                 else f"{waiting} label records {{}}wait for their events")
+        if not isinstance(self.checkpointer, NullCheckpointer):
+            log.info("%s (kept in the checkpoint)", these.format(""))
+            return
+        log.warning("%s as the run ends, and no checkpoint store keeps them: to the learn "
+                    "dead letters (unknown_id)", these.format("still "))
+        counts = Counts()
+        for shard in self.shards.values():
+            for expired in shard.learner.book.drain_early():
+                self.metrics.labels_expired.labels(buffer=expired.buffer).inc()
+                self._expired_label(expired, counts, "before the run ended")
+        self.summary.add(counts)
 
     def _close(self) -> None:
         self._closed = True
@@ -448,7 +475,8 @@ class Service:
         s.metrics = {
             f"{t}[{p}]": shard.learner.metric_value for (t, p), shard in self.shards.items()
         }
-        s.labelling = LabelStats.total(lr.book.stats for lr in learners).to_dict()
+        s.labelling = {**LabelStats.total(lr.book.stats for lr in learners).to_dict(),
+                       "waiting_labels": sum(len(lr.book.early) for lr in learners)}
         s.models = {
             "resident": sum(lr.models.n_resident for lr in learners),
             "parked": sum(lr.models.n_parked for lr in learners),
@@ -793,7 +821,9 @@ class Service:
                 output, *record.origin, error, exc_info=cause,
             )
 
-    def _expired_label(self, expired: Expired, counts: Counts) -> None:
+    def _expired_label(
+        self, expired: Expired, counts: Counts, until: str = "within the [labels] early_max_* limits"
+    ) -> None:
         """An early label whose event never came: to the learn dead letters.
 
         The label record was accepted (counted as a label record) when it came;
@@ -806,8 +836,7 @@ class Service:
         record = Record(value, label.key.encode("utf-8"), int(label.ts * 1000), label.origin)
         error = InvalidLabel(
             "unknown_id",
-            f"no event with id {label.id!r} and key {label.key!r} arrived within the "
-            "[labels] early_max_* limits",
+            f"no event with id {label.id!r} and key {label.key!r} arrived {until}",
         )
         self._dead_letter(record, error, counts)
         counts.labels_expired += 1
