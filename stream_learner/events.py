@@ -240,6 +240,10 @@ def parse_ts(value: Any) -> float:
     Traceback (most recent call last):
     ...
     ValueError: 1767225600000 is not epoch seconds of a year from 1 to 9999 (epoch milliseconds? send seconds)
+    >>> parse_ts("9999-12-31T23:59:59-12:00")
+    Traceback (most recent call last):
+    ...
+    ValueError: '9999-12-31T23:59:59-12:00' is not a time of a year from 1 to 9999 in UTC
     """
     if isinstance(value, bool):
         raise ValueError("a boolean is not a time")
@@ -254,7 +258,10 @@ def parse_ts(value: Any) -> float:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         if moment.tzinfo is None:  # no offset given: UTC, never the host's time zone
             moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp()
+        seconds = moment.timestamp()
+        if not MIN_TS <= seconds <= MAX_TS:  # an offset can carry it past the years numbers have
+            raise ValueError(f"{value!r} is not a time of a year from 1 to 9999 in UTC")
+        return seconds
     raise ValueError(f"expected epoch seconds or an ISO 8601 string, got {type(value).__name__}")
 
 

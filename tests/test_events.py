@@ -248,6 +248,8 @@ REJECTIONS = [
     ("invalid_ts", {"id": 1, "ts": True, "features": {"x": 1}}, {}),
     ("invalid_ts", {"id": 1, "ts": [1], "features": {"x": 1}}, {}),
     ("invalid_ts", {"id": 1, "ts": {"s": 1}, "features": {"x": 1}}, {}),
+    # ISO text past the range numbers are held to: it moved the clock as far as a number
+    ("invalid_ts", {"id": 1, "ts": "9999-12-31T23:59:59-12:00", "features": {"x": 1}}, {}),
     ("features_not_object", {"id": 1, "features": [1, 2]}, {}),
     ("features_not_object", {"id": 1, "features": "x=1"}, {}),
     ("features_not_object", {"id": 1, "features": 3}, {}),
