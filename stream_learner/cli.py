@@ -63,7 +63,7 @@ from stream_learner.replay import LabelDelay
 from stream_learner.service import Service
 from stream_learner.settings import Settings, load_settings, unknown_variables
 from stream_learner.simulate import FileWriter, KafkaWriter, SimulationPlan, publish, simulate
-from stream_learner.sinks import FileSink, Sink, local_outputs, output_topics
+from stream_learner.sinks import LOCAL_SETTING, FileSink, Sink, local_outputs, output_topics
 from stream_learner.sources import FileSource, Source
 from stream_learner.stores import CheckpointStore, LocalStore, RedisStore
 from stream_learner.summary import Summary
@@ -487,6 +487,76 @@ def check_readable(location: str, setting: str, kind: str = "JSON Lines file") -
         raise SettingsError(f"{setting}: cannot read {location}: {os_reason(exc)}") from None
 
 
+#: A file a command reads or writes: (the setting or flag that names it, its path).
+NamedFile = tuple[str, str]
+
+
+def _is_named_file(location: str) -> bool:
+    """A path, not a standard stream (``-``), nothing (empty) or a bundled dataset."""
+    return location not in ("", "-") and not location.startswith("river:")
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: equal once resolved, or :func:`os.path.samefile`.
+
+    Examples
+    --------
+    >>> same_file("events.jsonl", "./logs/../events.jsonl")
+    True
+    """
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False
+
+
+def check_apart(inputs: Sequence[NamedFile], outputs: Sequence[NamedFile]) -> None:
+    """Fail in one line when an output is one of the input files (before anything is opened).
+
+    Opening the output would empty the input before its first line is read.
+    Standard streams (``-``), empty names and bundled datasets are no files.
+
+    Examples
+    --------
+    >>> check_apart([("replay FILE", "a.jsonl")], [("--alerts", "./a.jsonl")])
+    Traceback (most recent call last):
+    ...
+    stream_learner.errors.SettingsError: --alerts ./a.jsonl is the file replay FILE a.jsonl reads: writing it would destroy the input; name another output file
+    """
+    for out_setting, out in outputs:
+        for in_setting, in_ in inputs:
+            if _is_named_file(out) and _is_named_file(in_) and same_file(out, in_):
+                raise SettingsError(
+                    f"{out_setting} {out} is the file {in_setting} {in_} reads: writing it "
+                    "would destroy the input; name another output file")
+
+
+def _local_outputs(settings: Settings) -> list[NamedFile]:
+    """The local transport's output files, each with its setting."""
+    return [(LOCAL_SETTING[role], path) for role, path in local_outputs(settings).items()
+            if path]
+
+
+def _check_run_apart(settings: Settings, summary_json: str | None) -> None:
+    """``run`` and ``check``: no local output, nor the summary, is the local input."""
+    if settings.service.transport != "local":
+        return
+    outputs = [*_local_outputs(settings), ("--summary-json", summary_json or "")]
+    check_apart([("local.input (--input)", settings.local.input)], outputs)
+
+
+def _check_replay_apart(settings: Settings, args: argparse.Namespace) -> None:
+    """``replay``: no output file it writes is one of its history files."""
+    outputs = [(setting, path) for setting, path in _local_outputs(settings)
+               if setting not in (LOCAL_SETTING["alerts"], LOCAL_SETTING["metrics"])]
+    if args.output_topic:
+        outputs = [o for o in outputs if o[0] != LOCAL_SETTING["predictions"]]
+    outputs += [("--alerts", args.alerts), ("--summary-json", args.summary_json or "")]
+    check_apart([("replay FILE", path) for path in args.inputs], outputs)
+
+
 @contextlib.contextmanager
 def _writing(path: str, flag: str) -> Iterator[None]:
     """An output named by a flag that cannot be written is a one-line error (exit 2)."""
@@ -548,6 +618,7 @@ class _Closing:
 def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
     spec = _model_spec(settings)
     metrics = Metrics()
+    _check_run_apart(settings, args.summary_json)
     with _Closing() as closing:
         summary_file = _open_for_writing(args.summary_json, "--summary-json")
         source, sink = build_edges(settings, environ, deferred=True)
@@ -616,6 +687,7 @@ def _check_history(inputs: Sequence[str]) -> None:
 def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
     spec = ModelSpec.from_settings(settings.model)
     _check_history(args.inputs)
+    _check_replay_apart(settings, args)
     options = BacktestOptions(
         inputs=tuple(args.inputs), start=args.start, end=args.end, partitions=args.partitions,
         sort_by_ts=args.sort_by_ts,
@@ -767,7 +839,16 @@ def try_on_sample(settings: Settings, spec: ModelSpec) -> str:
     return f"{scored} events of {where} scored (no label among the first {len(values)} records)"
 
 
+def _report_inputs(args: argparse.Namespace) -> list[NamedFile]:
+    """The files ``report`` reads, each with its flag."""
+    return [("--metrics", args.metrics), ("--predictions", args.predictions),
+            ("--labels", args.labels), ("--alerts", args.alerts),
+            ("--dead-letters", args.dead_letters),
+            ("--learn-dead-letters", args.learn_dead_letters)]
+
+
 def _report(settings: Settings, args: argparse.Namespace) -> int:
+    check_apart(_report_inputs(args), [("--output", args.report_output), ("--json", args.json)])
     inputs = ReportInputs(args.metrics, args.predictions, args.labels, args.alerts,
                           args.dead_letters, args.learn_dead_letters)
     for path in (args.metrics, args.predictions, args.labels, args.alerts):
@@ -788,6 +869,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
 
 def _check(settings: Settings, environ: dict[str, str]) -> int:
     spec = _model_spec(settings)
+    _check_run_apart(settings, None)
     tried = try_on_sample(settings, spec)
     if settings.service.transport == "kafka":
         source, sink = build_edges(settings, environ)
