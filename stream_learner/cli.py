@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import errno
 import gc
 import logging
 import os
@@ -56,12 +57,12 @@ from stream_learner.events import Codec, Origin
 from stream_learner.guard import Guard, build_suspects
 from stream_learner.health import DEFAULT_TIMEOUT_S, metrics_url, probe
 from stream_learner.learner import Learner
-from stream_learner.metrics import Metrics, MetricsServer
+from stream_learner.metrics import Metrics, MetricsServer, try_listen
 from stream_learner.models import ModelSpec
 from stream_learner.recovery import Checkpointer, NullCheckpointer
 from stream_learner.replay import LabelDelay
 from stream_learner.service import Service
-from stream_learner.settings import Settings, load_settings, unknown_variables
+from stream_learner.settings import MetricsSettings, Settings, load_settings, unknown_variables
 from stream_learner.simulate import FileWriter, KafkaWriter, SimulationPlan, publish, simulate
 from stream_learner.sinks import LOCAL_SETTING, FileSink, Sink, local_outputs, output_topics
 from stream_learner.sources import FileSource, Source
@@ -566,6 +567,24 @@ def _writing(path: str, flag: str) -> Iterator[None]:
         raise SettingsError(f"{flag} {path}: cannot write: {os_reason(exc)}") from None
 
 
+@contextlib.contextmanager
+def _listening(settings: MetricsSettings) -> Iterator[None]:
+    """A failure to listen on the metrics endpoint's address as a one-line error (exit 2).
+
+    The message names ``metrics.port`` and ``metrics.host`` with their values,
+    and says what to do when the port is taken.
+    """
+    try:
+        yield
+    except OSError as exc:
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = " (another process listens there: stop it, or choose another metrics.port)"
+        raise SettingsError(
+            f"metrics.port {settings.port} on metrics.host {settings.host}: cannot listen: "
+            f"{os_reason(exc)}{hint}") from None
+
+
 def _open_for_writing(path: str | None, flag: str) -> IO[bytes] | None:
     """Open an output named by a flag now, so a bad path fails before the first record."""
     if not path:
@@ -631,7 +650,9 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
         if summary_file is not None:
             closing.add(summary_file.close)
         if settings.metrics.enabled:
-            server = MetricsServer(metrics, settings.metrics.host, settings.metrics.port).start()
+            with _listening(settings.metrics):
+                server = MetricsServer(metrics, settings.metrics.host, settings.metrics.port)
+            server.start()
             closing.add(server.close)
             log.info("metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
         metrics.set_info(spec)
@@ -878,8 +899,17 @@ def _check(settings: Settings, environ: dict[str, str]) -> int:
     print("ok: settings valid, model builds, " + tried + (
         f", Kafka reachable at {settings.kafka.bootstrap_servers}"
         if settings.service.transport == "kafka" else ""
-    ) + _check_store(settings, spec, environ))
+    ) + _check_metrics(settings.metrics) + _check_store(settings, spec, environ))
     return 0
+
+
+def _check_metrics(settings: MetricsSettings) -> str:
+    """What ``run`` needs of the metrics endpoint at start: its address can be bound."""
+    if not settings.enabled:
+        return ""
+    with _listening(settings):
+        try_listen(settings.host, settings.port)
+    return f", metrics endpoint can listen on {settings.host}:{settings.port}"
 
 
 def _check_store(settings: Settings, spec: ModelSpec, environ: dict[str, str]) -> str:

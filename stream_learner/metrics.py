@@ -65,6 +65,7 @@ __all__ = [
     "Metrics",
     "MetricsServer",
     "observe_many",
+    "try_listen",
 ]
 
 log = logging.getLogger(__name__)
@@ -472,6 +473,18 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     metrics: Metrics
+
+
+def try_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` as :class:`MetricsServer` does, then release it at once.
+
+    Raises
+    ------
+    OSError
+        The address cannot be bound: the port is in use, or ``host`` is no
+        address of this machine.
+    """
+    _Server((host, port), _Handler).server_close()
 
 
 class MetricsServer:

@@ -87,6 +87,36 @@ def test_metrics_endpoint_listens_on_loopback_by_default(tmp_path: Path) -> None
     assert "metrics on http://127.0.0.1:" in proc.stderr
 
 
+@pytest.mark.parametrize("command", [
+    ("run", "--max-events", "5", "--quiet"), ("check",),
+])
+def test_a_metrics_port_in_use_is_one_line_naming_the_setting_and_exits_2(
+    tmp_path: Path, command: tuple[str, ...],
+) -> None:
+    with socket.socket() as holder:  # another process's server on the port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = cli(
+            *command, metrics__enabled="true", metrics__port=str(port),
+            local__dead_letters=str(tmp_path / "dlq.jsonl"),
+            local__learn_dead_letters=str(tmp_path / "learn.jsonl"),
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, proc.stderr
+    assert f"metrics.port {port} on metrics.host 127.0.0.1" in errors[0], errors[0]
+    assert "address already in use" in errors[0]
+    assert not (tmp_path / "dlq.jsonl").exists() or not (tmp_path / "dlq.jsonl").read_bytes()
+
+
+def test_check_says_the_metrics_port_can_be_bound() -> None:
+    proc = cli("check", metrics__enabled="true", metrics__port="0")
+    assert proc.returncode == 0, proc.stderr
+    assert "metrics endpoint can listen on 127.0.0.1:0" in proc.stdout
+
+
 @pytest.mark.kafka
 def test_missing_topic_is_one_line_naming_it(kafka_bootstrap: str) -> None:
     missing = f"no-such-topic-{uuid.uuid4().hex[:8]}"
