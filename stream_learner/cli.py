@@ -860,6 +860,10 @@ def try_on_sample(settings: Settings, spec: ModelSpec) -> str:
     return f"{scored} events of {where} scored (no label among the first {len(values)} records)"
 
 
+#: ``report`` inputs that need not exist: a run without dead letters may have written none.
+_REPORT_MAY_BE_MISSING = ("--dead-letters", "--learn-dead-letters")
+
+
 def _report_inputs(args: argparse.Namespace) -> list[NamedFile]:
     """The files ``report`` reads, each with its flag."""
     return [("--metrics", args.metrics), ("--predictions", args.predictions),
@@ -872,11 +876,9 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
     check_apart(_report_inputs(args), [("--output", args.report_output), ("--json", args.json)])
     inputs = ReportInputs(args.metrics, args.predictions, args.labels, args.alerts,
                           args.dead_letters, args.learn_dead_letters)
-    for path in (args.metrics, args.predictions, args.labels, args.alerts):
-        if path and not Path(path).is_file():
-            why = "a folder, not a file" if Path(path).is_dir() else "file not found"
-            print(f"stream-learner: report: {path}: {why}", file=sys.stderr)
-            return 1
+    for flag, path in _report_inputs(args):
+        if path and flag not in _REPORT_MAY_BE_MISSING:
+            check_readable(path, f"report {flag}")
     document = build_report(inputs, settings.schema_)
     with _writing(args.report_output, "--output"):
         Path(args.report_output).write_text(render_page(document), encoding="utf-8")

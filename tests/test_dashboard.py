@@ -179,7 +179,7 @@ def test_report_command_writes_one_self_contained_file(tmp_path: Path) -> None:
     proc = subprocess.run(
         service_command("report", "--metrics", str(tmp_path / "missing.jsonl"), "-o", str(out)),
         env=service_env(), capture_output=True, text=True, check=False, cwd=ROOT)
-    assert proc.returncode == 1 and "file not found" in proc.stderr
+    assert proc.returncode == 2 and "cannot read" in proc.stderr  # as run's and replay's input
 
 
 def test_live_page_settings_default_to_loopback() -> None:

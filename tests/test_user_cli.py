@@ -134,6 +134,10 @@ def test_directory_as_input_is_one_line(tmp_path: Path) -> None:
      "--output {tmp}/a.jsonl/r.html: cannot write: not a directory"),
     (["report", "--metrics", "{tmp}/a.jsonl", "-o", "{tmp}/r.html"],
      "--metrics {tmp}/a.jsonl: none of its 1 records is a metrics snapshot"),
+    (["report", "--metrics", "{tmp}/nope.jsonl", "-o", "{tmp}/r.html"],
+     "report --metrics: cannot read {tmp}/nope.jsonl: no such file or directory"),
+    (["report", "--metrics", "{tmp}/metrics.jsonl", "--labels", "{tmp}", "-o", "{tmp}/r.html"],
+     "report --labels: {tmp} is a folder, not a JSON Lines file"),
 ])
 def test_unusable_files_of_every_command_are_one_line_not_a_traceback(
     tmp_path: Path, argv: list[str], expected: str,
