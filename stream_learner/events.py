@@ -35,7 +35,7 @@ stream_learner.errors.InvalidRecord: features_not_object: field 'features' must 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -97,6 +97,25 @@ _PLAIN = frozenset((int, float, str, bool, type(None)))
 _PLAIN_SUPERSET = _PLAIN.issuperset
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
+
+#: the largest magnitude of a feature or a regression label: the square of a larger
+#: double overflows (past 1.3e154), and one such value makes a model's running sums
+#: (a scaler's variance, a linear model's weights) infinite for good, every later
+#: prediction NaN. No measurement comes near it; sensors' "no reading" sentinels
+#: (the largest double, -1.8e308) do.
+MAX_ABS_NUMBER = 1e150
+
+
+def _moderate(values: Iterable[Any]) -> bool:
+    """No float among ``values`` beyond :data:`MAX_ABS_NUMBER` (nor NaN).
+
+    >>> _moderate([1.0, "on", None, 3]), _moderate([1.0, -1e160])
+    (True, False)
+    """
+    for value in values:
+        if type(value) is float and not -MAX_ABS_NUMBER <= value <= MAX_ABS_NUMBER:
+            return False
+    return True
 
 
 class Origin(NamedTuple):
@@ -363,10 +382,12 @@ def _check_classification_label(label: Any) -> None:
 
 
 def _check_regression_label(label: Any) -> None:
-    if isinstance(label, bool) or not isinstance(label, int | float) or not math.isfinite(label):
+    if (isinstance(label, bool) or not isinstance(label, int | float)
+            or not -MAX_ABS_NUMBER <= label <= MAX_ABS_NUMBER):
         raise InvalidLabel(
             "invalid_label",
-            f"a regression label must be a finite number, got {_kind(label)} {preview(label)}",
+            f"a regression label must be a finite number within +/-{MAX_ABS_NUMBER:g}, got "
+            f"{_kind(label)} {preview(label)}",
         )
 
 
@@ -389,8 +410,8 @@ LABEL_CHECKS: dict[str, Callable[[Any], None]] = {
 #: its check looks at the value).
 PLAIN_LABELS: dict[str, frozenset[type]] = {
     "classification": frozenset((str, int, bool)),
-    "regression": frozenset((int, float)),
-    "forecasting": frozenset((int, float)),
+    "regression": frozenset((int,)),  # a float is checked against MAX_ABS_NUMBER
+    "forecasting": frozenset((int,)),
 }
 
 #: Tasks whose every record is an event: a record without features is an
@@ -472,6 +493,7 @@ class Codec:
             type(features) is dict
             and len(features) <= self._max_features
             and _PLAIN_SUPERSET(map(type, features.values()))
+            and _moderate(features.values())
         ):
             features = self._features(obj)
         if features is None and self._observations and has_label:
@@ -592,6 +614,12 @@ class Codec:
                 )
             if isinstance(fvalue, float) and not math.isfinite(fvalue):
                 raise InvalidRecord("non_finite", f"feature '{fname}' is not a finite number")
+            if isinstance(fvalue, float) and not _moderate((fvalue,)):
+                raise InvalidRecord(
+                    "non_finite",
+                    f"feature '{fname}' is {fvalue:g}, beyond +/-{MAX_ABS_NUMBER:g}: its square "
+                    "overflows a 64-bit float, and would make the model's sums infinite",
+                )
         return features
 
 
