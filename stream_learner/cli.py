@@ -705,6 +705,53 @@ def _check_history(inputs: Sequence[str]) -> None:
             "and JSON Lines files apart")
 
 
+def _warm_start_kind(target: str) -> str:
+    """What ``--checkpoint-to TARGET`` writes to, for messages.
+
+    Examples
+    --------
+    >>> _warm_start_kind("redis"), _warm_start_kind("ck")
+    ('the Redis store of the [checkpoint] settings', 'a local folder store')
+    """
+    return "the Redis store of the [checkpoint] settings" if target == "redis" else (
+        "a local folder store")
+
+
+def _warm_start_codec(
+    settings: Settings, spec: ModelSpec, environ: Mapping[str, str], target: str
+) -> EnvelopeCodec:
+    """The codec that signs ``--checkpoint-to``'s checkpoints: the live workers' key.
+
+    Raises
+    ------
+    SettingsError
+        The key is missing or too short; the message names ``--checkpoint-to``, not
+        ``checkpoint.store`` (which a replay does not use).
+    """
+    try:
+        return build_codec(settings, spec, environ)
+    except SettingsError:
+        name = settings.checkpoint.key_env
+        raise SettingsError(
+            f"--checkpoint-to {target} ({_warm_start_kind(target)}) needs the signing key of "
+            f"the live workers, at least 16 bytes, in the environment variable {name} "
+            f"(checkpoint.key_env): export {name}=..."
+        ) from None
+
+
+def _warm_start_store(
+    settings: Settings, environ: Mapping[str, str], target: str
+) -> CheckpointStore:
+    """The store ``--checkpoint-to`` names: ``redis`` ([checkpoint] settings) or a folder."""
+    c = settings.checkpoint
+    if target != "redis":
+        return LocalStore(target, keep=c.keep)
+    redis = settings.model_copy(update={"checkpoint": c.model_copy(update={"store": "redis"})})
+    store = build_store(redis, environ)
+    assert store is not None
+    return store
+
+
 def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
     spec = ModelSpec.from_settings(settings.model)
     _check_history(args.inputs)
@@ -718,13 +765,8 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
     )
     store = codec = None
     if args.checkpoint_to:
-        c = settings.checkpoint
-        if args.checkpoint_to == "redis":
-            store = build_store(settings.model_copy(update={
-                "checkpoint": c.model_copy(update={"store": "redis"})}), environ)
-        else:
-            store = LocalStore(args.checkpoint_to, keep=c.keep)
-        codec = build_codec(settings, spec, environ)
+        codec = _warm_start_codec(settings, spec, environ, args.checkpoint_to)
+        store = _warm_start_store(settings, environ, args.checkpoint_to)
     summary_file = _open_for_writing(args.summary_json, "--summary-json")
     interrupts: Interrupts | None = None
 

@@ -1,0 +1,68 @@
+"""``replay`` with a warm start, through the real CLI on real files: what a user meets
+when the checkpoint cannot be written."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.service import service_command, service_env
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def cli(*args: str, cwd: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        service_command(*args), env=service_env(**overrides), capture_output=True, text=True,
+        timeout=120, check=False, cwd=cwd,
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    """The single stderr line of a failed command (no traceback)."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3,000 simulated events with inline labels (300 simulated, ten times over)."""
+    folder = tmp_path_factory.mktemp("history")
+    one = folder / "one.jsonl"
+    proc = cli("simulate", "--count", "300", "--keys", "3", "--output", str(one), cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    big = folder / "big.jsonl"
+    big.write_bytes(one.read_bytes() * 10)
+    return big
+
+
+# -- the signing key ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("target", "kind"), [("ck", "folder"), ("redis", "Redis")])
+def test_a_warm_start_without_a_key_names_the_store_asked_for_and_the_key(
+    events: Path, tmp_path: Path, target: str, kind: str
+) -> None:
+    # it said "checkpoint.store = 'none' needs a signing key": the config's store, not
+    # the one --checkpoint-to asked for
+    proc = cli("replay", str(events), "--checkpoint-to", target, "--resume-offset", "0",
+               "--quiet", "--summary-json", "sm.json", cwd=tmp_path)
+    line = one_line_error(proc, 2)
+    assert f"--checkpoint-to {target}" in line and kind in line, line
+    assert "checkpoint.store" not in line, line
+    assert "STREAM_LEARNER_CHECKPOINT_KEY" in line and "16 bytes" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_warm_start_names_the_key_variable_the_settings_choose(
+    events: Path, tmp_path: Path
+) -> None:
+    proc = cli("replay", str(events), "--checkpoint-to", "ck", "--resume-offset", "0", "--quiet",
+               cwd=tmp_path, checkpoint__key_env="WARM_KEY")
+    line = one_line_error(proc, 2)
+    assert "WARM_KEY" in line and "--checkpoint-to ck" in line, line
