@@ -221,7 +221,8 @@ stream-learner replay -c worker.toml history.jsonl --checkpoint-to redis --resum
                        help="predictions to this Kafka topic instead")
     p.add_argument("--alerts", default="", help="drift alerts to this JSON Lines file")
     shown.add_argument("--quiet", action="store_true", help="do not write predictions")
-    p.add_argument("--max-events", type=int, help="stop after this many records")
+    p.add_argument("--max-events", type=int,
+                   help="stop after this many records (not with --checkpoint-to)")
     p.add_argument("--summary-json", help="also write the run summary as JSON to this path")
     p.add_argument("--checkpoint-to", metavar="STORE",
                    help="write a warm-start checkpoint: 'redis' ([checkpoint] settings) or a folder")
@@ -752,6 +753,31 @@ def _warm_start_store(
     return store
 
 
+def _refuse_a_capped_warm_start(settings: Settings, args: argparse.Namespace) -> None:
+    """Refuse ``--checkpoint-to`` with ``service.max_events`` before anything runs.
+
+    A warm-start checkpoint is written only when the replay read its whole input,
+    so ``--max-events`` can only take effect by leaving the user without one, after
+    the whole run (stdin and a topic range cannot be counted at start). Either it
+    does nothing or it fails: the combination is refused, whatever the input.
+
+    Raises
+    ------
+    SettingsError
+        ``service.max_events`` is set (by ``--max-events`` or the settings).
+    """
+    cap = settings.service.max_events
+    if not cap:
+        return
+    given = (f"--max-events {cap}" if args.max_events else
+             f"service.max_events = {cap} (from the settings; --max-events 0 lifts it)")
+    raise SettingsError(
+        f"{given} with --checkpoint-to {args.checkpoint_to}: a warm-start checkpoint is written "
+        "only for a replay that reads its whole input, and one stopped by --max-events writes "
+        "none; drop --max-events, or shorten the input itself (--end for a topic range)"
+    )
+
+
 def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
     spec = ModelSpec.from_settings(settings.model)
     _check_history(args.inputs)
@@ -765,6 +791,7 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
     )
     store = codec = None
     if args.checkpoint_to:
+        _refuse_a_capped_warm_start(settings, args)
         codec = _warm_start_codec(settings, spec, environ, args.checkpoint_to)
         store = _warm_start_store(settings, environ, args.checkpoint_to)
     summary_file = _open_for_writing(args.summary_json, "--summary-json")

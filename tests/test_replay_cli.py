@@ -11,6 +11,7 @@ import pytest
 from tests.support.service import service_command, service_env
 
 KEY = "0123456789abcdef0123456789abcdef"
+PREVIOUS = b'{"records": 1, "from": "the previous replay"}'
 
 
 def cli(*args: str, cwd: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
@@ -66,3 +67,35 @@ def test_a_warm_start_names_the_key_variable_the_settings_choose(
                cwd=tmp_path, checkpoint__key_env="WARM_KEY")
     line = one_line_error(proc, 2)
     assert "WARM_KEY" in line and "--checkpoint-to ck" in line, line
+
+
+# -- --max-events -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flags", "overrides", "named"), [
+    (("--max-events", "300"), {}, "--max-events 300"),
+    ((), {"service__max_events": "300"}, "service.max_events = 300"),
+])
+def test_a_warm_start_that_max_events_would_cut_is_refused_before_the_replay(
+    events: Path, tmp_path: Path, flags: tuple[str, ...], overrides: dict[str, str], named: str
+) -> None:
+    # it replayed the whole input, then failed: no summary, and an empty --summary-json
+    summary = tmp_path / "sm.json"
+    summary.write_bytes(PREVIOUS)
+    proc = cli("replay", str(events), "--checkpoint-to", "ck9", "--resume-offset", "0", *flags,
+               "--quiet", "--summary-json", str(summary), cwd=tmp_path, checkpoint_key=KEY,
+               **overrides)
+    line = one_line_error(proc, 2)
+    assert named in line and "--checkpoint-to ck9" in line, line
+    assert summary.read_bytes() == PREVIOUS  # a replay that never started keeps it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sm.json"]
+
+
+def test_max_events_0_lifts_the_settings_cap_for_a_warm_start(
+    events: Path, tmp_path: Path
+) -> None:
+    proc = cli("replay", str(events), "--checkpoint-to", "ck", "--resume-offset", "0",
+               "--max-events", "0", "--quiet", cwd=tmp_path, checkpoint_key=KEY,
+               service__max_events="300")
+    assert proc.returncode == 0, proc.stderr
+    assert "3000 records" in proc.stderr and "warm start:" in proc.stderr, proc.stderr
