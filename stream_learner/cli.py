@@ -706,6 +706,51 @@ def _check_history(inputs: Sequence[str]) -> None:
             "and JSON Lines files apart")
 
 
+def _in_place(path: Path) -> bool:
+    """True when ``path`` is written in place: a link, or not a regular file (a device
+    such as ``/dev/stdout``, a pipe), which a rename would replace instead of write to."""
+    return path.is_symlink() or (path.exists() and not path.is_file())
+
+
+def _scratch(path: Path) -> Path:
+    """The temporary file beside ``path`` that :func:`_write_whole` renames onto it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _check_whole_write(location: str, flag: str) -> None:
+    """Fail in one line, before the first record, when ``location`` cannot be written.
+
+    The file itself is not touched (neither created nor emptied): it keeps the
+    previous run's content until :func:`_write_whole` replaces it.
+    """
+    path = Path(location)
+    if path.is_dir():
+        raise SettingsError(f"{flag} {location}: cannot write: it is a folder")
+    with _writing(location, flag):
+        if _in_place(path):
+            open(path, "ab").close()
+            return
+        probe = _scratch(path)
+        probe.touch()
+        probe.unlink()
+
+
+def _write_whole(location: str, flag: str, data: bytes) -> None:
+    """Write ``data`` to ``location`` whole or not at all: to a temporary file beside it,
+    then renamed onto it (in place for a link or a device, see :func:`_in_place`)."""
+    path = Path(location)
+    with _writing(location, flag):
+        if _in_place(path):
+            path.write_bytes(data)
+            return
+        scratch = _scratch(path)
+        try:
+            scratch.write_bytes(data)
+            os.replace(scratch, path)
+        finally:
+            scratch.unlink(missing_ok=True)
+
+
 def _warm_start_kind(target: str) -> str:
     """What ``--checkpoint-to TARGET`` writes to, for messages.
 
@@ -794,7 +839,8 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
         _refuse_a_capped_warm_start(settings, args)
         codec = _warm_start_codec(settings, spec, environ, args.checkpoint_to)
         store = _warm_start_store(settings, environ, args.checkpoint_to)
-    summary_file = _open_for_writing(args.summary_json, "--summary-json")
+    if args.summary_json:
+        _check_whole_write(args.summary_json, "--summary-json")
     interrupts: Interrupts | None = None
 
     def started(stop: Callable[[], None]) -> None:
@@ -815,11 +861,9 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
     finally:
         if store is not None:
             store.close()
-        if summary_file is not None:
-            summary_file.close()
     print(result.render(), file=sys.stderr)
     if args.summary_json:
-        Path(args.summary_json).write_bytes(orjson.dumps(
+        _write_whole(args.summary_json, "--summary-json", orjson.dumps(
             {**result.summary.to_dict(), "drift_points": result.drift.points,
              "checkpoints": result.checkpoints}))
     if not result.stopped:

@@ -1,11 +1,12 @@
 """``replay`` with a warm start, through the real CLI on real files: what a user meets
-when the checkpoint cannot be written."""
+when the checkpoint cannot be written, and the ``--summary-json`` file it leaves."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.support.service import service_command, service_env
@@ -99,3 +100,41 @@ def test_max_events_0_lifts_the_settings_cap_for_a_warm_start(
                service__max_events="300")
     assert proc.returncode == 0, proc.stderr
     assert "3000 records" in proc.stderr and "warm start:" in proc.stderr, proc.stderr
+
+
+# -- --summary-json: whole or not at all ---------------------------------------------------
+
+
+def test_a_replay_that_fails_after_running_leaves_the_summary_file_whole(
+    events: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    summary = tmp_path / "sm.json"
+    summary.write_bytes(PREVIOUS)
+    # the checkpoint folder cannot be made: the replay runs, then its warm start fails
+    proc = cli("replay", str(events), "--checkpoint-to", str(blocker / "ck"),
+               "--resume-offset", "0", "--quiet", "--summary-json", str(summary),
+               cwd=tmp_path, checkpoint_key=KEY)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert summary.read_bytes() == PREVIOUS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "sm.json"]
+
+
+def test_a_replay_replaces_the_summary_file_whole(events: Path, tmp_path: Path) -> None:
+    summary = tmp_path / "sm.json"
+    summary.write_bytes(PREVIOUS * 100)  # longer than the new summary
+    proc = cli("replay", str(events), "--quiet", "--summary-json", str(summary), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert orjson.loads(summary.read_bytes())["records"] == 3000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sm.json"]
+
+
+def test_a_summary_path_that_is_a_folder_is_refused_before_the_replay(
+    events: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    proc = cli("replay", str(events), "--quiet", "--summary-json", str(folder), cwd=tmp_path)
+    line = one_line_error(proc, 2)
+    assert f"--summary-json {folder}" in line, line
