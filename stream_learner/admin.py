@@ -5,7 +5,8 @@ the shard, marked to resume at the group's committed offsets: what was
 learned after checkpoint ``ID`` is discarded on purpose, and nothing is
 re-learned. The rollback claims a new epoch for the shard, so a worker still
 running as its owner is fenced (its next checkpoint is refused and it drops
-the shard); stop the workers of the group first all the same.
+the shard; a run on the local transport stops); stop the workers of the group
+first all the same.
 
 A keyed shard (``model.scope = "key"``) is rolled back with its per-key
 entries: the undo records of the checkpoints after ``ID`` are applied, newest

@@ -45,6 +45,7 @@ from stream_learner.datasets import BUNDLED
 from stream_learner.drift import make_watch
 from stream_learner.errors import (
     CheckpointError,
+    CheckpointFenced,
     ConnectionFailed,
     InvalidLabel,
     InvalidRecord,
@@ -66,7 +67,7 @@ from stream_learner.settings import MetricsSettings, Settings, load_settings, un
 from stream_learner.simulate import FileWriter, KafkaWriter, SimulationPlan, publish, simulate
 from stream_learner.sinks import LOCAL_SETTING, FileSink, Sink, local_outputs, output_topics
 from stream_learner.sources import FileSource, Source
-from stream_learner.stores import CheckpointStore, LocalStore, RedisStore
+from stream_learner.stores import CheckpointStore, LocalStore, RedisStore, redact_url
 from stream_learner.summary import Summary
 from stream_learner.tasks import make_task
 
@@ -662,7 +663,12 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
         interrupts = Interrupts(service.stop, local_stdin)
         interrupts.install()
         settle_heap()
-        summary = service.run(on_start=lambda: _begin_outputs(source, sink), final=True)
+        try:
+            summary = service.run(on_start=lambda: _begin_outputs(source, sink), final=True)
+        except CheckpointFenced as exc:
+            if settings.service.transport != "local":
+                raise
+            raise CheckpointError(taken_over(settings, exc)) from exc
     print(summary.render(), file=sys.stderr)
     if summary_file is not None:
         Path(summary_file.name).write_bytes(orjson.dumps(summary.to_dict()))
@@ -680,6 +686,28 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
         )
         return 2
     return 0
+
+
+def taken_over(settings: Settings, exc: CheckpointFenced) -> str:
+    """Why a run on the local transport stops when its checkpoint is refused as stale.
+
+    Its input is one shard that one run reads: a newer epoch of that shard is
+    another run on the same checkpoints (or a ``checkpoints rollback``).
+
+    Examples
+    --------
+    >>> from stream_learner.settings import CheckpointSettings, LocalSettings
+    >>> s = Settings(checkpoint=CheckpointSettings(store="local", directory="ck"),
+    ...              local=LocalSettings(input="in.jsonl"))
+    >>> taken_over(s, CheckpointFenced("in.jsonl:0", 2, 1))
+    'another run took over checkpoint folder ck for input in.jsonl: this run stops without writing more outputs (shard in.jsonl:0 was claimed by epoch 2; this worker holds epoch 1); one run at a time on an input and its checkpoints'
+    """
+    c = settings.checkpoint
+    where = (f"checkpoint folder {c.directory}" if c.store == "local"
+             else f"the checkpoints in {redact_url(c.redis_url)}")
+    return (f"another run took over {where} for input {settings.local.input}: this run stops "
+            f"without writing more outputs ({exc}); one run at a time on an input and its "
+            "checkpoints")
 
 
 def _begin_outputs(source: Source, sink: Sink) -> None:

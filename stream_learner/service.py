@@ -923,8 +923,21 @@ class Service:
                 committer, sink, checkpointer, self._fenced, clock
             )
 
-    def _fenced(self, shard: Shard, exc: Exception) -> None:
-        """A newer epoch owns ``shard``: drop it (if it is still ours)."""
+    def _fenced(self, shard: Shard, exc: CheckpointFenced) -> None:
+        """A newer epoch refused a checkpoint of ``shard``: drop it, or stop on a finite input.
+
+        On Kafka another worker got the partition in a rebalance. A file or
+        standard input is one shard read by one run: a newer epoch means another
+        run (or a rollback) took over its checkpoints, and this run must not
+        write another output.
+
+        Raises
+        ------
+        CheckpointFenced
+            ``exc``, when the source is a finite input.
+        """
+        if isinstance(self.source, FiniteInput):
+            raise exc
         log.warning("dropping shard %s: %s", shard.id, exc)
         for tp, owned in list(self.shards.items()):
             if owned is shard:
@@ -948,21 +961,21 @@ class Service:
             self.committer.drain()  # C <= K: commit everything the snapshots cover first
             for tp, shard in due:
                 if self.shards.get(tp) is shard:  # not dropped by an aborted transaction
-                    self._save_or_drop(tp, shard, now)
+                    self._save_or_drop(shard, now)
 
     def _checkpoint_all(self) -> None:
         self.committer.drain()
         now = self._clock()
-        for tp, shard in list(self.shards.items()):
+        for shard in list(self.shards.values()):
             if shard.dirty:
-                self._save_or_drop(tp, shard, now)
+                self._save_or_drop(shard, now)
 
-    def _save_or_drop(self, tp: TopicPartition, shard: Shard, now: float) -> None:
+    def _save_or_drop(self, shard: Shard, now: float) -> None:
+        """Checkpoint ``shard`` now; fenced, see :meth:`_fenced`."""
         try:
             self._save(shard, now)
         except CheckpointFenced as exc:
-            log.warning("dropping shard %s: %s", shard.id, exc)
-            self.shards.pop(tp, None)
+            self._fenced(shard, exc)
 
     def _save(self, shard: Shard, now: float) -> None:
         if shard.dirty:

@@ -4,6 +4,8 @@ record, through the real CLI and real files: the outputs of the earlier run are 
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -217,3 +219,62 @@ def test_a_line_left_unfinished_by_a_killed_run_is_cut_before_the_resumed_run_ap
             in second.stderr), second.stderr
     assert predictions(tmp_path / "p.jsonl") == predictions(whole / "p.jsonl")
     assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(600)]
+
+
+class Running:
+    """A ``run --input -`` started in the background, fed its standard input piece by piece."""
+
+    def __init__(self, cwd: Path, output: str = "p.jsonl", **overrides: str) -> None:
+        env = {"checkpoint__store": "local", "checkpoint__directory": str(cwd / "ck"),
+               "checkpoint_key": KEY, "checkpoint__every_events": "100",
+               "service__batch_size": "50", **overrides}
+        self.stderr = (cwd / f"{output}.stderr").open("w+b")
+        self.proc = subprocess.Popen(
+            service_command("run", "-c", DEMO, "--input", "-", "--output", output),
+            env=service_env(**env), cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+        )
+
+    def feed(self, lines: list[bytes]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"".join(line + b"\n" for line in lines))
+        self.proc.stdin.flush()
+
+    def end(self, lines: Sequence[bytes] = ()) -> subprocess.CompletedProcess[bytes]:
+        """Send the last ``lines``, close the input and wait for the exit."""
+        self.proc.communicate(b"".join(line + b"\n" for line in lines), timeout=120)
+        self.stderr.seek(0)
+        stderr = self.stderr.read()
+        self.stderr.close()
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, b"", stderr)
+
+
+def wait_for_checkpoint(folder: Path, line: int) -> None:
+    """Until a checkpoint of ``folder`` resumes at ``line`` (the newest one, by its name)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        heads = sorted(folder.glob("*/*.ckpt"))
+        if heads and f'"-",0,{line}]'.encode() in heads[-1].read_bytes():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at line {line} in {folder}")
+
+
+def test_a_run_whose_checkpoint_folder_another_run_took_over_stops_in_one_line(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # its next checkpoint was refused: it logged a warning, dropped its only shard, read the
+    # rest of its input for nothing and exited 0 with a summary, as if it had finished
+    first = Running(tmp_path)
+    first.feed(events[:250])
+    wait_for_checkpoint(tmp_path / "ck", 200)
+    # another run took the folder over: here an operator's rollback (it takes a new epoch)
+    rolled = cli("checkpoints", "rollback", "-c", DEMO, "--", "-:0", "1", cwd=tmp_path)
+    assert rolled.returncode == 0, rolled.stderr
+    proc = first.end(events[250:])
+    error = one_error(proc)
+    assert (f"another run took over checkpoint folder {tmp_path / 'ck'} for input -" in error
+            ), error
+    assert b"records (" not in proc.stderr  # no summary: the run did not finish its input
+    # nothing after the batch whose checkpoint was refused (line 300, every 100 records)
+    assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(300)]
