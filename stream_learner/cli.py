@@ -60,7 +60,7 @@ from stream_learner.health import DEFAULT_TIMEOUT_S, metrics_url, probe
 from stream_learner.learner import Learner
 from stream_learner.metrics import Metrics, MetricsServer, try_listen
 from stream_learner.models import ModelSpec
-from stream_learner.recovery import Checkpointer, NullCheckpointer
+from stream_learner.recovery import Checkpointer, NullCheckpointer, shard_id
 from stream_learner.replay import LabelDelay
 from stream_learner.service import Service
 from stream_learner.settings import MetricsSettings, Settings, load_settings, unknown_variables
@@ -647,6 +647,7 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
         closing.add(source.close)
         checkpointer = build_checkpointer(settings, spec, metrics, environ)
         closing.add(checkpointer.close)
+        reserve_input(settings, checkpointer)
         guard = Guard(build_suspects(settings, environ))
         closing.add(guard.close)
         if summary_file is not None:
@@ -686,6 +687,24 @@ def _run(settings: Settings, environ: dict[str, str], args: argparse.Namespace) 
         )
         return 2
     return 0
+
+
+def reserve_input(settings: Settings, checkpointer: Checkpointer | NullCheckpointer) -> None:
+    """Local transport and store: hold the input's shard, so a second run on it stops at start.
+
+    Fencing alone lets a second run take the shard over while the first is
+    still reading: both score the lines between the takeover and the first
+    run's next checkpoint.
+
+    Raises
+    ------
+    CheckpointError
+        Another run holds the shard (see :meth:`LocalStore.reserve`).
+    """
+    if settings.service.transport == "local" and isinstance(checkpointer, Checkpointer):
+        store = checkpointer.store
+        if isinstance(store, LocalStore):
+            store.reserve(shard_id((settings.local.input, 0)))
 
 
 def taken_over(settings: Settings, exc: CheckpointFenced) -> str:

@@ -38,8 +38,9 @@ Redis keys, all of one shard under one hash tag so a cluster keeps them together
 
 The local folder keeps one folder per shard: ``epoch``, ``shard``, the heads
 ``<id>.ckpt`` (write, fsync, rename), ``keys.sqlite`` (entries and undo
-records, SQLite with full synchronous commits) and ``scratch-<epoch>.sqlite``
-(not synced: it is thrown away at the next claim).
+records, SQLite with full synchronous commits), ``scratch-<epoch>.sqlite``
+(not synced: it is thrown away at the next claim) and ``.run``, locked by the
+run that holds the shard (:meth:`LocalStore.reserve`).
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from stream_learner.errors import CheckpointError, CheckpointFenced, ConnectionFailed
+from stream_learner.errors import CheckpointError, CheckpointFenced, ConnectionFailed, os_reason
 
 __all__ = ["CheckpointStore", "LocalStore", "MemoryStore", "RedisStore", "redact_url"]
 
@@ -555,6 +556,7 @@ class LocalStore:
         self.keep = keep
         self._db: dict[str, sqlite3.Connection] = {}
         self._scratch: dict[tuple[str, int], sqlite3.Connection] = {}
+        self._reserved: list[TextIO] = []
 
     def _dir(self, shard: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", shard)
@@ -570,6 +572,42 @@ class LocalStore:
                 yield folder
         except (OSError, sqlite3.Error) as exc:
             raise CheckpointError(f"checkpoint folder {folder}: {exc}") from exc
+
+    def reserve(self, shard: str) -> None:
+        """Hold ``shard`` for this process until :meth:`close`: one run at a time on it.
+
+        An exclusive lock on the shard folder's ``.run`` file, which holds the
+        process id of the run. The system releases it when the process ends,
+        however it ends, so a crashed run never leaves the shard held.
+
+        Raises
+        ------
+        CheckpointError
+            Another process holds the shard, or its folder cannot be written.
+        """
+        folder = self._dir(shard)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = (folder / ".run").open("a+")
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint folder {folder}: {os_reason(exc)}") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            if not isinstance(exc, BlockingIOError):
+                raise CheckpointError(f"checkpoint folder {folder}: {os_reason(exc)}") from exc
+            raise CheckpointError(
+                f"checkpoint folder {self.root} is in use by another run (process "
+                f"{holder or 'unknown'}) on shard {shard}: one run at a time on a shard's "
+                "checkpoints; wait for it to end, or give this run another checkpoint.directory"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._reserved.append(handle)
 
     def _keys_db(self, shard: str, create: bool = True) -> sqlite3.Connection | None:
         db = self._db.get(shard)
@@ -794,6 +832,9 @@ class LocalStore:
             db.close()
         self._db.clear()
         self._scratch.clear()
+        for handle in self._reserved:
+            handle.close()  # releases its lock
+        self._reserved.clear()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

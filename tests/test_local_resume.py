@@ -235,6 +235,16 @@ class Running:
             stderr=self.stderr,
         )
 
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """A test that failed half-way leaves no run behind."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
+
     def feed(self, lines: list[bytes]) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(b"".join(line + b"\n" for line in lines))
@@ -244,9 +254,8 @@ class Running:
         """Send the last ``lines``, close the input and wait for the exit."""
         self.proc.communicate(b"".join(line + b"\n" for line in lines), timeout=120)
         self.stderr.seek(0)
-        stderr = self.stderr.read()
-        self.stderr.close()
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, b"", stderr)
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, b"",
+                                           self.stderr.read())
 
 
 def wait_for_checkpoint(folder: Path, line: int) -> None:
@@ -265,16 +274,41 @@ def test_a_run_whose_checkpoint_folder_another_run_took_over_stops_in_one_line(
 ) -> None:
     # its next checkpoint was refused: it logged a warning, dropped its only shard, read the
     # rest of its input for nothing and exited 0 with a summary, as if it had finished
-    first = Running(tmp_path)
-    first.feed(events[:250])
-    wait_for_checkpoint(tmp_path / "ck", 200)
-    # another run took the folder over: here an operator's rollback (it takes a new epoch)
-    rolled = cli("checkpoints", "rollback", "-c", DEMO, "--", "-:0", "1", cwd=tmp_path)
-    assert rolled.returncode == 0, rolled.stderr
-    proc = first.end(events[250:])
+    with Running(tmp_path) as first:
+        first.feed(events[:250])
+        wait_for_checkpoint(tmp_path / "ck", 200)
+        # another run took the folder over: here an operator's rollback (a new epoch)
+        rolled = cli("checkpoints", "rollback", "-c", DEMO, "--", "-:0", "1", cwd=tmp_path)
+        assert rolled.returncode == 0, rolled.stderr
+        proc = first.end(events[250:])
     error = one_error(proc)
     assert (f"another run took over checkpoint folder {tmp_path / 'ck'} for input -" in error
             ), error
     assert b"records (" not in proc.stderr  # no summary: the run did not finish its input
     # nothing after the batch whose checkpoint was refused (line 300, every 100 records)
     assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(300)]
+
+
+def test_a_second_run_on_a_checkpoint_folder_in_use_is_refused_at_start(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # it took the shard over: both runs scored the lines up to the first one's next
+    # checkpoint, and the first was fenced there
+    with Running(tmp_path) as first:
+        first.feed(events[:250])
+        wait_for_checkpoint(tmp_path / "ck", 200)
+        (tmp_path / "p2.jsonl").write_bytes(b"kept\n")
+        second = cli("run", "-c", DEMO, "--input", "-", "--output", "p2.jsonl", cwd=tmp_path,
+                     stdin=b"".join(line + b"\n" for line in events[250:]))
+        error = one_error(second)
+        assert (f"checkpoint folder {tmp_path / 'ck'} is in use by another run (process "
+                f"{first.proc.pid}) on shard -:0" in error), error
+        assert (tmp_path / "p2.jsonl").read_bytes() == b"kept\n"
+        # the first run goes on as if nothing happened
+        done = first.end(events[250:])
+    assert done.returncode == 0, done.stderr
+    assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(600)]
+    # and once it has ended, the next run may resume
+    again = cli("run", "-c", DEMO, "--input", "-", "--output", "p.jsonl", cwd=tmp_path,
+                stdin=b"")
+    assert again.returncode == 0, again.stderr

@@ -280,6 +280,17 @@ def test_local_store_survives_re_instantiation(tmp_path: Path):
         LocalStore(tmp_path).save(SHARD, 3, b"stale")
 
 
+def test_local_store_holds_a_reserved_shard_until_closed(tmp_path: Path):
+    first, second = LocalStore(tmp_path), LocalStore(tmp_path)
+    first.reserve(SHARD)
+    second.reserve(OTHER)  # another shard of the folder is free
+    with pytest.raises(CheckpointError, match=f"in use by another run \\(process {os.getpid()}\\)"):
+        second.reserve(SHARD)
+    first.close()
+    second.reserve(SHARD)
+    second.close()
+
+
 def test_local_store_failed_write_leaves_the_previous_checkpoint_intact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
