@@ -336,7 +336,7 @@ def build_edges(
     local = settings.local
     check_input(local.input)
     sink = FileSink(local_outputs(settings), append=local.append, deferred=deferred)
-    return FileSource(local.input), sink
+    return FileSource(local.input, resumable=settings.checkpoint.store != "none"), sink
 
 
 def build_store(settings: Settings, environ: Mapping[str, str]) -> CheckpointStore | None:

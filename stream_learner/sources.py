@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import socket
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
+
+import orjson
 
 from stream_learner.datasets import dataset_records
 from stream_learner.errors import CheckpointRefused
@@ -143,6 +145,12 @@ class FileSource(FiniteInput):
     The whole input is partition 0 of a "topic" named after the input; the
     offset of a record is its line number, counting from 0.
 
+    With ``resumable`` (a checkpoint store keeps the run's position), a last
+    line without a newline that is not valid JSON is taken for a line still
+    being written: it is not read (a warning names it), so the input ends
+    before it and a later run on the grown input reads it whole. Otherwise it
+    is read as any line, and becomes a ``not_json`` dead letter.
+
     Examples
     --------
     >>> src = FileSource("river:WaterFlow")
@@ -151,8 +159,9 @@ class FileSource(FiniteInput):
     [('river:WaterFlow', 0, 0), ('river:WaterFlow', 0, 1)]
     """
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, resumable: bool = False) -> None:
         self.location = location
+        self.resumable = resumable
         self._lines: Iterator[bytes] = iter(())
         self._handle: BinaryIO | None = None
         self._offset = 0
@@ -172,13 +181,36 @@ class FileSource(FiniteInput):
         if self.location.startswith("river:"):
             self._lines = dataset_records(self.location.removeprefix("river:"))
         elif self.location == "-":
-            self._lines = (line.rstrip(b"\r\n") for line in sys.stdin.buffer)
+            self._lines = self._whole_lines(sys.stdin.buffer)
         else:
             path = Path(self.location)
             if not path.is_file():
                 raise FileNotFoundError(f"input file not found: {path}")
             self._handle = path.open("rb")
-            self._lines = (line.rstrip(b"\r\n") for line in self._handle)
+            self._lines = self._whole_lines(self._handle)
+
+    def _whole_lines(self, lines: Iterable[bytes]) -> Iterator[bytes]:
+        """``lines`` without their line ends, up to a last line still being written."""
+        for line in lines:
+            if line[-1:] != b"\n" and self._unfinished(line):  # only the last line lacks one
+                return
+            yield line.rstrip(b"\r\n")
+
+    def _unfinished(self, line: bytes) -> bool:
+        """True (with a warning) when ``line``, the last one, is to be left for the next run.
+
+        A line before the one a checkpoint resumes at was read by an earlier run:
+        it is skipped whatever it holds.
+        """
+        if not self.resumable or self._offset < self.resumed_at or not line.strip():
+            return False
+        try:
+            orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.warning("the last line of %s (line %d) has no newline and is not valid JSON: "
+                        "left for the next run", self.location, self._offset)
+            return True
+        return False
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
         """The next ``max_records`` lines (blank lines are skipped but keep their number)."""

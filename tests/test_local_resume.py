@@ -1,5 +1,6 @@
 """Runs on the local transport that resume from a checkpoint, or fail before their first
-record, through the real CLI and real files: the outputs of the earlier run are kept."""
+record, through the real CLI and real files: the outputs of the earlier run are kept.
+Also two runs on one checkpoint folder, and an input whose last line is half written."""
 
 from __future__ import annotations
 
@@ -312,3 +313,59 @@ def test_a_second_run_on_a_checkpoint_folder_in_use_is_refused_at_start(
     again = cli("run", "-c", DEMO, "--input", "-", "--output", "p.jsonl", cwd=tmp_path,
                 stdin=b"")
     assert again.returncode == 0, again.stderr
+
+
+def test_a_half_written_last_line_is_left_for_the_run_on_the_grown_file(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # it became a not_json dead letter and the checkpoint went past it: the run on the
+    # finished file resumed at the next line, and that event never got a prediction
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in events[:250]) + events[250][:40])
+    first = run_file(tmp_path, local__dead_letters="dl.jsonl")
+    assert first.returncode == 0, first.stderr
+    assert (b"the last line of events.jsonl (line 250) has no newline and is not valid JSON: "
+            b"left for the next run") in first.stderr
+    assert (tmp_path / "dl.jsonl").read_bytes() == b""
+    assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(250)]
+    write(path, events)  # the writer finished the line and went on
+    second = run_file(tmp_path, local__dead_letters="dl.jsonl")
+    assert second.returncode == 0, second.stderr
+    assert b"resuming events.jsonl at line 250" in second.stderr
+    assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(600)]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    assert run_file(whole, events).returncode == 0
+    assert predictions(tmp_path / "p.jsonl") == predictions(whole / "p.jsonl")
+
+
+def test_a_last_line_without_newline_is_processed_when_it_is_whole_or_nothing_resumes(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # many files lack the last newline; and without a checkpoint, nothing would read a
+    # half-written line again: it stays a dead letter
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(events[:100]))
+    whole = run_file(tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    assert b"no newline" not in whole.stderr
+    assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(100)]
+    path.write_bytes(b"".join(line + b"\n" for line in events[:100]) + events[100][:40])
+    proc = run_file(tmp_path, checkpoint__store="none", local__dead_letters="dl.jsonl")
+    assert proc.returncode == 0, proc.stderr
+    [dead] = map(orjson.loads, (tmp_path / "dl.jsonl").read_bytes().splitlines())
+    assert dead["headers"]["__stream_learner.errors.reason"] == "not_json", dead
+
+
+def test_a_half_written_last_line_of_standard_input_is_left_for_the_next_run(
+    events: list[bytes], tmp_path: Path,
+) -> None:
+    # the next producer sends that line whole, as the first line of what comes next
+    args = ("run", "-c", DEMO, "--input", "-", "--output", "p.jsonl")
+    partial = b"".join(line + b"\n" for line in events[:250]) + events[250][:40]
+    first = cli(*args, cwd=tmp_path, stdin=partial)
+    assert first.returncode == 0, first.stderr
+    assert b"the last line of - (line 250) has no newline" in first.stderr
+    rest = b"".join(line + b"\n" for line in events[250:])
+    assert cli(*args, cwd=tmp_path, stdin=rest).returncode == 0
+    assert ids_and_offsets(tmp_path / "p.jsonl") == [(i, i) for i in range(600)]
