@@ -59,7 +59,9 @@ def test_an_expired_early_label_keeps_the_schemas_field_names(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
     letters = [orjson.loads(line) for line in learn_dead.read_bytes().splitlines()]
     expired = [d for d in letters if d["headers"]["__stream_learner.errors.reason"] == "unknown_id"]
+    # never-1 expired, never-2 still waited when the run ended (no checkpoint store)
     assert [orjson.loads(d["value"]) for d in expired] == [
-        {"rid": "never-1", "key": "pump-7", "ts": 10.0, "y": 1.5}
+        {"rid": "never-1", "key": "pump-7", "ts": 10.0, "y": 1.5},
+        {"rid": "never-2", "key": "pump-7", "ts": 11.0, "y": 2.5},
     ]
     assert len(out.read_bytes().splitlines()) == 1  # the one event is still predicted

@@ -207,19 +207,25 @@ def test_delayed_early_and_expired_labels_on_the_events_topic(
     assert stats.expired_pending == 500 - 31  # only the last 31 wait at most 30 events
     assert stats.late == 31
     assert stats.expired_early == 440  # labels of expired predictions, waiting in vain
+    # and those still waiting when the worker stops: no checkpoint store keeps them
+    waiting = len(reference.book.early)
+    assert waiting == 29
     assert summary["online_metric"][f"{topics.events}[2]"] == reference.metric_value
     lab = summary["labelling"]
     assert lab["predictions"] == 1500 and lab["inline"] == 0
     assert lab["late"] == 500 + stats.late and lab["early"] == 500
     assert lab["expired_pending"] == stats.expired_pending
-    assert lab["expired_early"] == stats.expired_early
+    assert lab["expired_early"] == stats.expired_early + waiting
+    assert lab["waiting_labels"] == 0
     assert lab["coverage"] == (1000 + stats.late) / 1500
     assert summary["labels"] == 1000 + stats.late and summary["dead_letters"] == 0
     # labels whose event was never seen (here: whose prediction expired) went to the learn
-    # dead letters when they expired, re-encoded, with headers pointing at the label record
-    assert summary["labels_expired"] == summary["learn_dead_letters"] == stats.expired_early
-    rows = consume_all(kafka_bootstrap, topics.learn_dlq, stats.expired_early)
-    assert len(rows) == stats.expired_early
+    # dead letters when they expired or the worker stopped, re-encoded, with headers
+    # pointing at the label record
+    expired = stats.expired_early + waiting
+    assert summary["labels_expired"] == summary["learn_dead_letters"] == expired
+    rows = consume_all(kafka_bootstrap, topics.learn_dlq, expired)
+    assert len(rows) == expired
     labels_at = {offset: r for offset, r in enumerate(records[2]) if "features" not in r}
     for _p, _o, key, value, headers in rows:
         h = {k.removeprefix("__stream_learner.errors."): v.decode() for k, v in headers}
