@@ -48,6 +48,7 @@ from stream_learner.labels import encode_label
 from stream_learner.settings import SchemaSettings
 from stream_learner.sinks import Header, Sink
 from stream_learner.sources import (
+    JSON_SPACE,
     FiniteInput,
     PartitionListener,
     Record,
@@ -109,7 +110,7 @@ def csv_records(lines: Iterable[str]) -> Iterator[bytes]:
 def file_records(path: str) -> Iterator[bytes]:
     """The records of a ``.csv`` file (see :func:`csv_records`) or a JSON Lines file / ``-``."""
     if path == "-":
-        yield from (line.rstrip(b"\r\n") for line in sys.stdin.buffer if line.strip())
+        yield from (line.rstrip(b"\r\n") for line in sys.stdin.buffer if line.strip(JSON_SPACE))
         return
     file = Path(path)
     if not file.is_file():
@@ -119,7 +120,7 @@ def file_records(path: str) -> Iterator[bytes]:
             yield from csv_records(handle)
         return
     with file.open("rb") as raw:
-        yield from (line.rstrip(b"\r\n") for line in raw if line.strip())
+        yield from (line.rstrip(b"\r\n") for line in raw if line.strip(JSON_SPACE))
 
 
 def _load(value: bytes | None) -> dict[str, Any] | None:
@@ -370,7 +371,7 @@ def count_records(paths: Sequence[str]) -> int | None:
                 total += sum(1 for _ in csv.DictReader(handle))
         else:
             with file.open("rb") as raw:
-                total += sum(1 for line in raw if line.strip())
+                total += sum(1 for line in raw if line.strip(JSON_SPACE))
     return total
 
 

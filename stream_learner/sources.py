@@ -27,6 +27,7 @@ from stream_learner.kafka.options import kafka_client_options
 from stream_learner.settings import Settings
 
 __all__ = [
+    "JSON_SPACE",
     "FileSource",
     "FiniteInput",
     "PartitionListener",
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: JSON's white space: a line of only these is blank (skipped, not a record); any other
+#: byte, a form feed or a vertical tab included, makes the line a record
+JSON_SPACE = b" \t\r\n"
 
 #: (topic, partition): one input partition, the unit of state (a shard).
 TopicPartition = tuple[str, int]
@@ -202,7 +207,7 @@ class FileSource(FiniteInput):
         A line before the one a checkpoint resumes at was read by an earlier run:
         it is skipped whatever it holds.
         """
-        if not self.resumable or self._offset < self.resumed_at or not line.strip():
+        if not self.resumable or self._offset < self.resumed_at or not line.strip(JSON_SPACE):
             return False
         try:
             orjson.loads(line)
@@ -218,7 +223,7 @@ class FileSource(FiniteInput):
         read = 0
         for line in islice(self._lines, max_records):
             read += 1
-            if line.strip():
+            if line.strip(JSON_SPACE):  # a blank line: JSON white space only
                 out.append(Record(line, None, 0, Origin(self.location, 0, self._offset)))
             self._offset += 1
         if read < max_records:

@@ -478,6 +478,24 @@ def test_blank_input_line_is_not_an_error(events: Path, tmp_path: Path) -> None:
     assert " ERROR " not in proc.stderr and "retention" not in proc.stderr, proc.stderr
 
 
+def test_a_line_of_other_white_space_is_a_record_not_a_blank_line(
+    events: Path, tmp_path: Path,
+) -> None:
+    # a form feed or a vertical tab is no JSON white space: such a line was skipped unseen
+    first, *rest = events.read_bytes().splitlines(keepends=True)
+    path = tmp_path / "ff.jsonl"
+    path.write_bytes(first + b"\x0c\n \x0b \n" + b"".join(rest))
+    dead, summary = tmp_path / "dl.jsonl", tmp_path / "s.json"
+    proc = cli("run", "-c", DEMO, "--input", str(path), "--quiet", "--summary-json",
+               str(summary), local__dead_letters=str(dead))
+    assert proc.returncode == 0, proc.stderr
+    reasons = [(d["headers"]["__stream_learner.errors.offset"],
+                d["headers"]["__stream_learner.errors.reason"])
+               for d in map(orjson.loads, lines(dead))]
+    assert reasons == [("1", "not_json"), ("2", "not_json")]
+    assert orjson.loads(summary.read_bytes())["records"] == 600 + 2
+
+
 # -- help and the environment -------------------------------------------------------------
 
 
