@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.support.service import service_command, service_env
+from tests.support.service import one_line_error, service_command, service_env
 
 KEY = "0123456789abcdef0123456789abcdef"
 PREVIOUS = b'{"records": 1, "from": "the previous replay"}'
@@ -20,15 +20,6 @@ def cli(*args: str, cwd: Path, **overrides: str) -> subprocess.CompletedProcess[
         service_command(*args), env=service_env(**overrides), capture_output=True, text=True,
         timeout=120, check=False, cwd=cwd,
     )
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
-    """The single stderr line of a failed command (no traceback)."""
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == code, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.support.service import ROOT, service_command, service_env
+from tests.support.service import ROOT, one_line_error, service_command, service_env
 
 DEMO = str(ROOT / "config" / "demo.toml")
 
@@ -27,15 +27,6 @@ def cli(
         service_command(*args), env=service_env(**overrides), capture_output=True, text=True,
         timeout=timeout, check=False, cwd=cwd,
     )
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:
-    """The single stderr line of a failed command (no traceback)."""
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == code, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

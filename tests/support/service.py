@@ -18,6 +18,15 @@ KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
 #: Set by the ``kafka_client`` fixture: the client the service under test uses.
 CLIENT_VARIABLE = "STREAM_LEARNER_TEST_KAFKA_CLIENT"
 
+def one_line_error(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The single stderr line of a failed command (no traceback)."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
 def service_command(*args: str) -> list[str]:
     """Run this source tree's CLI (not whatever is installed) in a subprocess."""
     return [sys.executable, "-m", "stream_learner", *args]
