@@ -456,6 +456,9 @@ class MetricsSettings(_Section):
 
 
 Detector = Literal["adwin", "page_hinkley", "kswin"]
+ErrorDetector = Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w"]
+#: Error detectors of 0/1 streams (River's ``drift.binary``): classification and anomaly only.
+BINARY_ERROR_DETECTORS: tuple[str, ...] = ("ddm", "eddm", "hddm_a", "hddm_w")
 Signal = Literal["error", "feature", "prediction", "schema"]
 #: The signals a drift monitor can watch (the ``signal`` label of the drift metrics;
 #: alerts about an action the service took carry the signal ``model``).
@@ -493,10 +496,10 @@ class DriftSettings(_Section):
         "on the error (empty: ADWIN delta 0.01 and clock 8, PageHinkley threshold 25, KSWIN "
         "alpha 0.05).",
     )
-    error_detector: Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm"] = Field(
+    error_detector: ErrorDetector = Field(
         "adwin",
-        description="Detector of the error stream; `ddm` / `eddm` (binary: classification and "
-        "anomaly only) have their own warning zone.",
+        description="Detector of the error stream; `ddm`, `eddm`, `hddm_a` and `hddm_w` "
+        "(binary: classification and anomaly only) have their own warning zone.",
     )
     error_params: Numbers = Field(
         default_factory=lambda: FrozenMap({}),
@@ -678,7 +681,7 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _binary_error_detector(self) -> Settings:
         binary = ("classification", "anomaly")
-        if self.drift.error_detector in ("ddm", "eddm") and self.model.task not in binary:
+        if self.drift.error_detector in BINARY_ERROR_DETECTORS and self.model.task not in binary:
             raise ValueError(
                 f"drift.error_detector = {self.drift.error_detector!r} needs a 0/1 error "
                 f"stream (classification or anomaly), not {self.model.task!r}"

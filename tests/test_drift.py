@@ -116,8 +116,12 @@ def test_ddm_has_its_own_warning_zone() -> None:
 def test_unknown_detector_parameters_are_a_settings_error() -> None:
     with pytest.raises(SettingsError, match="KSWIN does not take"):
         make_detector("kswin", {"alpha_": 0.1})
-    with pytest.raises(SettingsError, match="needs a 0/1 error stream"):
-        load_settings(None, env={"STREAM_LEARNER_DRIFT__ERROR_DETECTOR": "eddm"})
+    for binary in ("ddm", "eddm", "hddm_a", "hddm_w"):
+        with pytest.raises(SettingsError, match="needs a 0/1 error stream"):
+            load_settings(None, env={"STREAM_LEARNER_DRIFT__ERROR_DETECTOR": binary})
+        settings = load_settings(None, env={"STREAM_LEARNER_DRIFT__ERROR_DETECTOR": binary,
+                                            "STREAM_LEARNER_MODEL__TASK": "classification"})
+        assert settings.drift.error_detector == binary
 
 
 def test_schema_monitor_reports_new_missing_and_retyped_features_once() -> None:
@@ -262,6 +266,27 @@ def test_service_alerts_fall_on_the_same_events_as_the_detector_in_process(name:
         assert got
 
 
+@pytest.mark.parametrize("detector", ["hddm_a", "hddm_w"])
+@pytest.mark.parametrize("name", ["sea", "agrawal"])
+def test_hoeffding_error_alerts_fall_on_river_s_detections_in_process(
+    name: str, detector: str
+) -> None:
+    stream = STREAMS[name]
+    settings = load_settings(None, env={}, overrides={
+        "model": stream.model_settings(),
+        "drift": {"signals": ["error"], "error_detector": detector},
+        "service": {"batch_size": 64},
+    })
+    _, sink = run(settings, stream.records())
+    drifts = [a for a in sink.decoded("alerts") if a["severity"] == "drift"]
+    assert {a["detector"] for a in drifts} <= {{"hddm_a": "HDDMA", "hddm_w": "HDDMW"}[detector]}
+    spec = ModelSpec.from_settings(settings.model)
+    expected = reference_detections(stream, spec, settings.drift.warmup_labels, detector)
+    assert [a["offsets"]["to"] for a in drifts] == expected
+    if name == "agrawal":
+        assert expected
+
+
 def test_service_alerts_match_their_schema_and_metrics_count_them() -> None:
     service, sink = run(service_settings(action="challenger"), STREAMS["agrawal"].records())
     alerts = sink.decoded("alerts")
@@ -402,6 +427,48 @@ def test_error_going_down_is_an_improvement_not_an_alert() -> None:
     assert monitor.state == "stable"
     worse = run_monitor(error_monitor(), rates((1500, 0.1), (1500, 0.4)), Rules(0, 100_000))
     assert "drift" in [s for _, s, _ in worse]
+
+
+def river_detections(name: str, params: dict[str, Any], values: list[float]) -> list[int]:
+    detector, out = make_detector(name, params), []
+    for i, v in enumerate(values):
+        detector.update(v)
+        if detector.drift_detected:
+            out.append(i)
+    return out
+
+
+@pytest.mark.parametrize("name", ["hddm_a", "hddm_w"])
+def test_hoeffding_detectors_alert_on_river_s_detections_of_a_rise(name: str) -> None:
+    """HDDM_A / HDDM_W (one-sided, as River ships them): a rise alerts where River detects
+    it, with the detector's own warnings before; a fall is never a drift."""
+    worse = rates((1500, 0.1), (1500, 0.4))
+    monitor = Monitor("error", "error", make_detector(name, {}), warning_twin(name, {}),
+                      worse_only=True)
+    assert monitor.warner is None
+    changes = run_monitor(monitor, worse, Rules(0, 100_000))
+    drifts = [i for i, s, _ in changes if s == "drift"]
+    assert drifts and drifts == river_detections(name, {}, worse)
+    assert changes[0][1] == "warning" and changes[0][0] < drifts[0]
+    better = rates((1500, 0.4), (1500, 0.1))
+    assert river_detections(name, {}, better) == []
+    fell = run_monitor(Monitor("error", "error", make_detector(name, {}), None, worse_only=True),
+                       better, Rules(0, 100_000))
+    assert {s for _, s, _ in fell} <= {"warning", "resolved"}
+
+
+@pytest.mark.parametrize("name", ["hddm_a", "hddm_w"])
+def test_two_sided_hoeffding_detectors_report_a_fall_as_an_improvement(name: str) -> None:
+    params = {"two_sided_test": True}
+    better = rates((1500, 0.4), (1500, 0.1))
+    assert river_detections(name, params, better)  # River detects the fall
+    monitor = Monitor("error", "error", make_detector(name, params), None, worse_only=True)
+    changes = run_monitor(monitor, better, Rules(0, 100_000))
+    assert [s for _, s, _ in changes if s not in ("improved", "warning")] == []
+    assert "improved" in [s for _, s, _ in changes]
+    worse = rates((1500, 0.1), (1500, 0.4))
+    monitor = Monitor("error", "error", make_detector(name, params), None, worse_only=True)
+    assert "drift" in [s for _, s, _ in run_monitor(monitor, worse, Rules(0, 100_000))]
 
 
 def test_a_monitor_warming_up_feeds_its_detector_but_changes_nothing() -> None:

@@ -105,10 +105,13 @@ DETECTORS: dict[str, Any] = {
     "kswin": drift.KSWIN,
     "ddm": drift.binary.DDM,
     "eddm": drift.binary.EDDM,
+    "hddm_a": drift.binary.HDDMA,
+    "hddm_w": drift.binary.HDDMW,
 }
 #: Detectors of 0/1 streams, with a warning zone of their own.
-BINARY_DETECTORS = frozenset({"ddm", "eddm"})
-_OWN_WARNING = frozenset({drift.binary.DDM, drift.binary.EDDM})
+BINARY_DETECTORS = frozenset({"ddm", "eddm", "hddm_a", "hddm_w"})
+_OWN_WARNING = frozenset({drift.binary.DDM, drift.binary.EDDM, drift.binary.HDDMA,
+                          drift.binary.HDDMW})
 #: Parameters of the looser twin that raises warnings, per detector.
 WARNING_DEFAULTS: dict[str, dict[str, float]] = {
     "adwin": {"delta": 0.01, "clock": 8},
@@ -242,6 +245,11 @@ def _rose(detector: Any, base_mean: float) -> bool:
     """
     if isinstance(detector, drift.binary.DDM | drift.binary.EDDM):
         return True
+    if isinstance(detector, drift.binary.HDDMA):  # one-sided unless told: rises only
+        return not detector.two_sided_test or detector._mean_incr(detector.drift_confidence)
+    if isinstance(detector, drift.binary.HDDMW):
+        return not detector.two_sided_test or detector._detect_mean_incr(
+            detector.drift_confidence)
     if isinstance(detector, drift.PageHinkley):
         return bool(detector._sum_increase - detector._min_increase > detector.threshold)
     return _level(detector, base_mean) > base_mean

@@ -112,7 +112,8 @@ def reference_detections(
     ``i + 1``-th; a feature of event ``i`` is seen before its label), and on the
     error only when ADWIN's window after the detection has a higher mean than
     the values it dropped from its window (the error got worse); after a fall,
-    ADWIN keeps the window it cut instead of starting afresh.
+    ADWIN keeps the window it cut instead of starting afresh. River's one-sided
+    detectors of a 0/1 error (``hddm_a``, ``hddm_w``) detect only rises.
     """
     model = spec.build()
     error = not stream.signal.startswith("feature:")
@@ -122,6 +123,11 @@ def reference_detections(
         value = _signal(stream, model, x, y)
         model.learn_one(x, y)
         if value is None:
+            continue
+        if detector != "adwin":
+            det.update(value)
+            if det.drift_detected and i + 1 >= warmup:
+                found.append(i)
             continue
         width, total = det.width, det.total  # ADWIN's window before this value
         det.update(value)
