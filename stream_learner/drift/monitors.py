@@ -3,8 +3,8 @@
 A :class:`Monitor` follows one numeric series (the error stream, one feature,
 the predictions) with one of River's detectors (``drift.ADWIN`` by default)
 and, for detectors without a warning zone of their own, a looser twin of the
-same detector whose detections are *warnings*. ``drift.binary.DDM`` and
-``EDDM`` have their own ``warning_detected``. A :class:`SchemaMonitor` follows
+same detector whose detections are *warnings*. ``drift.binary.DDM``,
+``EDDM``, ``HDDMA`` and ``HDDMW`` have their own ``warning_detected``. A :class:`SchemaMonitor` follows
 the feature set itself: new, missing or retyped features.
 
 Lifecycle of a monitor, counted in its own updates (no clock)::
@@ -241,7 +241,8 @@ def _rose(detector: Any, base_mean: float) -> bool:
     ``base_mean`` is what the detection is compared with (ADWIN: the mean of the
     values it dropped from its window; KSWIN: of the values since its previous
     detection, as it starts afresh after each one). DDM and EDDM only detect a rising
-    error rate; PageHinkley tells which of its two tests fired.
+    error rate, and so do HDDM_A and HDDM_W unless two-sided (then their test of a
+    rise is asked again); PageHinkley tells which of its two tests fired.
     """
     if isinstance(detector, drift.binary.DDM | drift.binary.EDDM):
         return True
@@ -374,7 +375,7 @@ class Monitor:
             warns = bool(warned)
             if warns and self.worse_only:
                 warns = self._rose(warner, 1)
-        elif detector.__class__ in _OWN_WARNING:  # DDM, EDDM: a warning zone of their own
+        elif detector.__class__ in _OWN_WARNING:  # DDM, EDDM, HDDM: their own warning zone
             warns = bool(detector.warning_detected)
         else:
             warns = False
