@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import errno
 import gc
@@ -241,7 +242,8 @@ def _simulate_parser(sub: Any) -> None:
         "Lines file or to kafka.events_topic.",
         """
 stream-learner simulate --count 20000 --keys 20 --drift-at 10000 --output events.jsonl
-stream-learner simulate --rate 200 --label-delay 50 --to kafka -c config/kafka.toml""",
+stream-learner simulate --rate 200 --label-delay 50 --to kafka -c config/kafka.toml
+stream-learner simulate --rate 200 --to kafka --resume   # after a restart: ids go on""",
     )
     p.add_argument("-c", "--config", help="TOML settings file (the [kafka] section is used)")
     p.add_argument("--source", default="agrawal",
@@ -262,6 +264,9 @@ stream-learner simulate --rate 200 --label-delay 50 --to kafka -c config/kafka.t
     p.add_argument("--variants", type=_ints, default=(), metavar="V,...",
                    help="concept variant of each segment (default 0,1,2,...)")
     p.add_argument("--start-ts", default="", help="event time of the first event (epoch or ISO)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on after the last event id already in the topic or --output file "
+                   "(appended to), instead of starting again at id 0")
 
 
 def _report_parser(sub: Any) -> None:
@@ -927,7 +932,11 @@ def _replay(settings: Settings, environ: dict[str, str], args: argparse.Namespac
 def _simulate(settings: Settings, environ: dict[str, str], args: argparse.Namespace) -> int:
     from stream_learner.events import parse_ts
 
-    extra = {}
+    extra: dict[str, Any] = {}
+    if args.resume and (args.source.startswith("river:") or (
+            args.to == "file" and args.sim_output == "-")):
+        raise SettingsError("--resume needs a synthetic generator (not a bundled dataset) and "
+                            "a place to read back: --to kafka, or --output FILE")
     if args.start_ts:
         text = args.start_ts
         try:
@@ -942,11 +951,19 @@ def _simulate(settings: Settings, environ: dict[str, str], args: argparse.Namesp
     )
     if args.to == "kafka":
         with _quiet_client_logs():
-            writer: FileWriter | KafkaWriter = KafkaWriter(
-                settings.kafka, environ, settings.kafka.events_topic)
+            topic = KafkaWriter(settings.kafka, environ, settings.kafka.events_topic)
+            last = topic.last_id() if args.resume else None
+        writer: FileWriter | KafkaWriter = topic
+        where = f"topic {settings.kafka.events_topic!r}"
     else:
-        with _writing(args.sim_output, "--output"):
-            writer = FileWriter(args.sim_output)
+        with _writing(args.sim_output, "--output"):  # to resume, it is read first
+            last = FileWriter.last_id(args.sim_output) if args.resume else None
+            writer = FileWriter(args.sim_output, append=args.resume)
+        where = args.sim_output
+    if args.resume:
+        plan = dataclasses.replace(plan, first_id=0 if last is None else last + 1)
+        print(f"resuming after event id {last} in {where}" if last is not None else
+              f"nothing to resume in {where}: starting at event id 0", file=sys.stderr)
     stopping: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, _frame: stopping.append(signum))

@@ -38,7 +38,7 @@ import random
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, NamedTuple, Protocol
 
@@ -50,6 +50,7 @@ from stream_learner.datasets import BUNDLED, sample_to_event
 from stream_learner.errors import ConnectionFailed, SettingsError
 from stream_learner.labels import encode_label
 from stream_learner.settings import KafkaSettings
+from stream_learner.sinks import cut_unfinished_line
 
 __all__ = [
     "GENERATORS",
@@ -59,13 +60,20 @@ __all__ = [
     "PublishStats",
     "Simulated",
     "SimulationPlan",
+    "last_event_id",
     "publish",
     "simulate",
+    "stream_seed",
     "task_of",
 ]
 
 #: 2026-01-01T00:00:00Z: the default event time of the first record (fixed, so runs repeat).
 DEFAULT_START_TS = 1767225600.0
+
+#: Records read at the end of each partition (then twice as many while they hold no event)
+#: to find where a resumed stream starts; bytes read at the end of a file, the same way.
+TAIL_RECORDS = 256
+TAIL_BYTES = 1 << 20
 
 #: Synthetic generators by name: (task, number of concept variants, factory(variant, seed)).
 GENERATORS: dict[str, tuple[str, int, Callable[[int, int], Any]]] = {
@@ -109,7 +117,14 @@ class SimulationPlan:
     variants
         The concept variant of each segment (default ``0, 1, 2, ...``).
     start_ts, interval_s
-        Event time of the first event and between two events.
+        Event time of event id 0 and between two events.
+    first_id
+        Id of the first event (0: a new stream). A stream that resumes an
+        earlier one (``simulate --resume``) starts after the earlier one's last
+        id: ids, event times and drift points go on counting from id 0, and
+        the samples and sensors come from a seed derived from ``seed`` and
+        ``first_id`` (:func:`stream_seed`), so the resumed stream does not
+        repeat the earlier one's samples.
     """
 
     source: str = "agrawal"
@@ -122,6 +137,7 @@ class SimulationPlan:
     variants: tuple[int, ...] = ()
     start_ts: float = DEFAULT_START_TS
     interval_s: float = 0.01
+    first_id: int = 0
 
     def __post_init__(self) -> None:
         _check_plan(self)
@@ -162,6 +178,24 @@ def _check_plan(plan: SimulationPlan) -> None:
         raise SettingsError("keys and drift width must be at least 1, count at least 0")
     if plan.label_delay is not None and plan.label_delay < 0:
         raise SettingsError("the label delay must be at least 0 events")
+    if plan.first_id < 0:
+        raise SettingsError("the first event id must be at least 0")
+    if plan.first_id and plan.source.startswith("river:"):
+        raise SettingsError("a bundled dataset cannot be resumed: it is a fixed sequence")
+
+
+def stream_seed(plan: SimulationPlan) -> int:
+    """The seed of the samples and sensors: ``seed`` for a new stream, else derived from
+    ``seed`` and ``first_id`` (the same for the same pair, so a resumed run repeats too).
+
+    Examples
+    --------
+    >>> stream_seed(SimulationPlan(seed=7)), stream_seed(SimulationPlan(seed=7, first_id=500))
+    (7, 1469884155)
+    """
+    if not plan.first_id:
+        return plan.seed
+    return random.Random(f"{plan.seed}/{plan.first_id}").getrandbits(31)
 
 
 def _samples(plan: SimulationPlan) -> Iterator[tuple[dict[Any, Any], Any]]:
@@ -173,8 +207,11 @@ def _samples(plan: SimulationPlan) -> Iterator[tuple[dict[Any, Any], Any]]:
     variants = plan.variants or tuple(range(segments))
     if len(variants) < segments:
         raise SettingsError(f"{segments} concepts need {segments} variants, got {len(variants)}")
-    streams = [make(v % n_variants, plan.seed + i) for i, v in enumerate(variants[:segments])]
-    starts = (0, *plan.drift_at)
+    # a resumed stream starts in the concept of its first id; drift points stay where they were
+    past = sum(1 for d in plan.drift_at if d <= plan.first_id)
+    seed, segments = stream_seed(plan), segments - past
+    streams = [make(v % n_variants, seed + i) for i, v in enumerate(variants[past:past + segments])]
+    starts = (0, *(d - plan.first_id for d in plan.drift_at[past:]))
     if plan.drift_width == 1:  # abrupt: each concept for exactly its segment
         lengths = [b - a for a, b in itertools.pairwise(starts)]
         parts = [itertools.islice(s, n) for s, n in zip(streams, lengths, strict=False)]
@@ -185,7 +222,7 @@ def _samples(plan: SimulationPlan) -> Iterator[tuple[dict[Any, Any], Any]]:
         position = starts[i + 1] - starts[i]
         stream = synth.ConceptDriftStream(
             stream=streams[i], drift_stream=stream, position=position,
-            width=max(plan.drift_width, _min_width(position)), seed=plan.seed + 1000 + i,
+            width=max(plan.drift_width, _min_width(position)), seed=seed + 1000 + i,
         )
     return iter(stream)
 
@@ -197,12 +234,12 @@ def _min_width(position: int) -> int:
 
 def simulate(plan: SimulationPlan) -> Iterator[Simulated]:
     """Every event and label record, in emission order."""
-    rng = random.Random(plan.seed)
+    rng = random.Random(stream_seed(plan))
     owed: deque[tuple[int, dict[str, Any]]] = deque()
     samples = _samples(plan)
     if plan.count:
         samples = itertools.islice(samples, plan.count)
-    for i, (x, y) in enumerate(samples):
+    for i, (x, y) in enumerate(samples, start=plan.first_id):
         key = f"sensor-{rng.randrange(plan.keys)}"
         event = sample_to_event(i, key, x, y)
         event["ts"] = round(plan.start_ts + i * plan.interval_s, 6)
@@ -221,6 +258,34 @@ def _label_record(label: dict[str, Any], ts: float) -> Simulated:
     return Simulated(label["key"].encode("utf-8"), record, False)
 
 
+def last_event_id(values: Iterable[bytes]) -> int | None:
+    """The largest integer ``id`` of the event records among ``values``, if any.
+
+    Event records carry ``features``; label records, other producers' records
+    and lines that are not JSON objects are passed over.
+
+    Examples
+    --------
+    >>> last_event_id([b'{"id": 4, "features": {}}', b'{"id": 9, "label": 1}', b"oops",
+    ...                b'{"id": 6, "features": {"x": 1}}'])
+    6
+    >>> last_event_id([b'{"id": "a", "features": {}}']) is None
+    True
+    """
+    found: int | None = None
+    for value in values:
+        try:
+            record = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(record, dict) or "features" not in record:
+            continue
+        rid = record.get("id")
+        if isinstance(rid, int) and not isinstance(rid, bool) and (found is None or rid > found):
+            found = rid
+    return found
+
+
 class EventWriter(Protocol):
     """Where simulated records go."""
 
@@ -234,11 +299,34 @@ class EventWriter(Protocol):
 
 
 class FileWriter:
-    """JSON Lines to a file, or to stdout for ``-``."""
+    """JSON Lines to a file (appended to with ``append``), or to stdout for ``-``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, append: bool = False) -> None:
         self._own = path != "-"
-        self._handle: IO[bytes] = open(path, "wb") if self._own else sys.stdout.buffer  # noqa: SIM115
+        mode = "ab" if append else "wb"
+        self._handle: IO[bytes] = open(path, mode) if self._own else sys.stdout.buffer  # noqa: SIM115
+        if append and self._own:
+            cut_unfinished_line(path, self._handle)
+
+    @staticmethod
+    def last_id(path: str) -> int | None:
+        """The last event id of the JSON Lines file at ``path`` (None: none, or no file).
+
+        Reads the file's end first (a simulated stream's ids only grow), the
+        whole file only when its end holds no event.
+        """
+        try:
+            with open(path, "rb") as handle:
+                size = handle.seek(0, 2)
+                handle.seek(max(0, size - TAIL_BYTES))
+                tail = handle.read().split(b"\n")[size > TAIL_BYTES:]  # the first may be cut
+                found = last_event_id(tail)
+                if found is None and size > TAIL_BYTES:
+                    handle.seek(0)
+                    found = last_event_id(handle)
+                return found
+        except FileNotFoundError:
+            return None
 
     def write(self, key: bytes, value: bytes) -> None:
         """Append one line."""
@@ -255,6 +343,7 @@ class KafkaWriter:
     """An idempotent producer (``acks=all``) to one topic, keyed by sensor."""
 
     def __init__(self, settings: KafkaSettings, environ: Mapping[str, str], topic: str) -> None:
+        self._settings, self._environ = settings, environ
         from kafka.errors import KafkaError
 
         from stream_learner.kafka import kafka_python
@@ -275,7 +364,34 @@ class KafkaWriter:
                 "(create it first)"
             )
         self._topic = topic
+        self._partitions = sorted(found)
         self._failed: list[BaseException] = []
+
+    def last_id(self) -> int | None:
+        """The last event id in the topic (None: it holds no event record).
+
+        The largest among each partition's last records: :data:`TAIL_RECORDS`
+        of them, twice as many again while a partition's end holds labels only.
+        """
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+
+        from stream_learner.kafka import kafka_python
+        from stream_learner.kafka.options import unreachable
+
+        consumer = kafka_python.consumer(self._settings, self._environ, group_id=None)
+        try:
+            found: int | None = None
+            for partition in self._partitions:
+                tp = TopicPartition(self._topic, partition)
+                last = _partition_last_id(consumer, tp, self._settings.connect_timeout_s)
+                if last is not None and (found is None or last > found):
+                    found = last
+            return found
+        except KafkaError as exc:
+            raise ConnectionFailed(unreachable(self._settings, exc)) from exc
+        finally:
+            consumer.close()
 
     def write(self, key: bytes, value: bytes) -> None:
         """Queue one record (failures are raised by :meth:`close`)."""
@@ -292,6 +408,30 @@ class KafkaWriter:
                 f"{len(self._failed)} simulated records were not written: "
                 f"{type(exc).__name__}: {exc}"
             )
+
+
+def _partition_last_id(consumer: Any, tp: Any, timeout_s: float) -> int | None:
+    """The largest event id among the last records of one partition (see ``last_id``)."""
+    consumer.assign([tp])
+    begin, end = consumer.beginning_offsets([tp])[tp], consumer.end_offsets([tp])[tp]
+    window = TAIL_RECORDS
+    while True:
+        start = max(begin, end - window)
+        if start >= end:
+            return None
+        consumer.seek(tp, start)
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise ConnectionFailed(f"{tp.topic}[{tp.partition}]: its last records could not "
+                                       f"be read within {timeout_s:g}s")
+            for records in consumer.poll(timeout_ms=500).values():
+                values.extend(r.value for r in records if r.offset < end)
+        found = last_event_id(values)
+        if found is not None or start == begin:
+            return found
+        window *= 2
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,100 @@ def test_cli_writes_a_file(tmp_path: Path) -> None:
     expected = _values(SimulationPlan(count=20, keys=3, seed=9))
     assert out.read_bytes().splitlines() == expected
     assert list(itertools.islice(simulate(SimulationPlan(count=0)), 5))  # count 0: unbounded
+
+
+# -- resuming a stream (simulate --resume) ---------------------------------------------------
+
+SEA_THRESHOLD = {0: 8, 1: 9}  # River's SEA: the label is x0 + x1 > the variant's threshold
+
+
+def _variant_of(record: dict[str, object]) -> set[int]:
+    """The SEA variants whose concept the event's label fits."""
+    x = record["features"]
+    assert isinstance(x, dict)
+    return {v for v, t in SEA_THRESHOLD.items() if (x["0"] + x["1"] > t) == record["label"]}
+
+
+def test_a_resumed_stream_goes_on_counting_with_fresh_samples() -> None:
+    first = [orjson.loads(v) for v in _values(SimulationPlan(count=100, keys=5, seed=3))]
+    resumed_plan = SimulationPlan(count=50, keys=5, seed=3, first_id=100)
+    resumed = [orjson.loads(v) for v in _values(resumed_plan)]
+    assert [r["id"] for r in resumed] == list(range(100, 150))
+    assert [r["ts"] for r in resumed] == [round(first[0]["ts"] + i * 0.01, 6)
+                                          for i in range(100, 150)]
+    assert _values(resumed_plan) == _values(resumed_plan)  # deterministic
+    # not the first run's samples again (what a restart with the same seed repeated)
+    assert not {orjson.dumps(r["features"]) for r in resumed} & {
+        orjson.dumps(r["features"]) for r in first}
+
+
+def test_a_resumed_stream_keeps_the_drift_points_where_they_were() -> None:
+    def variants(first_id: int) -> list[set[int]]:
+        plan = SimulationPlan(source="sea", count=400, seed=1, drift_at=(1000,),
+                              first_id=first_id)
+        return [_variant_of(orjson.loads(v)) for v in _values(plan)]
+
+    before = variants(700)  # events 700..1099: variant 0, then 1 from event 1000
+    assert all(0 in v for v in before[:300]) and all(1 in v for v in before[300:])
+    assert any(v == {0} for v in before[:300]) and any(v == {1} for v in before[300:])
+    after = variants(1500)  # past the drift: variant 1 from its first event
+    assert all(1 in v for v in after) and any(v == {1} for v in after)
+
+
+def test_a_resumed_stream_owes_labels_of_its_own_events_only() -> None:
+    records = [orjson.loads(v) for v in _values(SimulationPlan(count=30, label_delay=4,
+                                                               first_id=70))]
+    labels = [r["id"] for r in records if "features" not in r]
+    assert labels == list(range(70, 100))
+
+
+def test_resuming_a_bundled_dataset_is_refused() -> None:
+    with pytest.raises(SettingsError, match="cannot be resumed"):
+        SimulationPlan(source="river:Phishing", first_id=5)
+    with pytest.raises(SettingsError, match="first event id"):
+        SimulationPlan(first_id=-1)
+
+
+def _ids(path: Path) -> list[int]:
+    return [orjson.loads(line)["id"] for line in path.read_bytes().splitlines()
+            if b'"features"' in line]
+
+
+def test_cli_resume_appends_after_the_last_event_of_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "events.jsonl"
+    args = ["simulate", "--count", "100", "--keys", "4", "--label-delay", "3",
+            "--output", str(out)]
+    assert main(args) == 0
+    assert main([*args[:2], "60", *args[3:], "--resume"]) == 0
+    assert "resuming after event id 99 in " in capsys.readouterr().err
+    assert _ids(out) == list(range(160))
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert sorted(r["id"] for r in lines if "features" not in r) == list(range(160))
+    ts = [r["ts"] for r in lines if "features" in r]
+    assert ts == sorted(set(ts))
+
+
+def test_cli_resume_cuts_a_half_written_line_and_starts_a_new_file_at_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fresh = tmp_path / "new.jsonl"
+    assert main(["simulate", "--count", "5", "--output", str(fresh), "--resume"]) == 0
+    assert "nothing to resume" in capsys.readouterr().err
+    assert _ids(fresh) == list(range(5))
+    with fresh.open("ab") as handle:  # a publisher killed in the middle of a line
+        handle.write(b'{"id": 5, "key": "sensor-1", "ts": 17672')
+    assert main(["simulate", "--count", "5", "--output", str(fresh), "--resume"]) == 0
+    assert _ids(fresh) == list(range(10))
+
+
+def test_cli_resume_needs_somewhere_to_read_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert main(["simulate", "--count", "5", "--resume"]) == 2
+    assert "--resume needs" in caplog.text
+    out = tmp_path / "unused.jsonl"
+    assert main(["simulate", "--count", "5", "--source", "river:Phishing", "--resume",
+                 "--output", str(out)]) == 2
+    assert not out.exists()
