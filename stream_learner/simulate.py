@@ -319,7 +319,8 @@ class FileWriter:
             with open(path, "rb") as handle:
                 size = handle.seek(0, 2)
                 handle.seek(max(0, size - TAIL_BYTES))
-                tail = handle.read().split(b"\n")[size > TAIL_BYTES:]  # the first may be cut
+                lines = handle.read().split(b"\n")
+                tail = lines[1:] if size > TAIL_BYTES else lines  # the first may be cut
                 found = last_event_id(tail)
                 if found is None and size > TAIL_BYTES:
                     handle.seek(0)
@@ -343,11 +344,12 @@ class KafkaWriter:
     """An idempotent producer (``acks=all``) to one topic, keyed by sensor."""
 
     def __init__(self, settings: KafkaSettings, environ: Mapping[str, str], topic: str) -> None:
-        self._settings, self._environ = settings, environ
         from kafka.errors import KafkaError
 
         from stream_learner.kafka import kafka_python
         from stream_learner.kafka.options import unreachable
+
+        self._settings, self._environ = settings, environ
 
         self._producer = kafka_python.producer(
             settings, environ, linger_ms=max(5, settings.linger_ms)

@@ -4,8 +4,9 @@ A :class:`Monitor` follows one numeric series (the error stream, one feature,
 the predictions) with one of River's detectors (``drift.ADWIN`` by default)
 and, for detectors without a warning zone of their own, a looser twin of the
 same detector whose detections are *warnings*. ``drift.binary.DDM``,
-``EDDM``, ``HDDMA`` and ``HDDMW`` have their own ``warning_detected``. A :class:`SchemaMonitor` follows
-the feature set itself: new, missing or retyped features.
+``EDDM``, ``HDDMA`` and ``HDDMW`` have their own ``warning_detected``. A
+:class:`SchemaMonitor` follows the feature set itself: new, missing or
+retyped features.
 
 Lifecycle of a monitor, counted in its own updates (no clock)::
 
