@@ -145,24 +145,13 @@ def _no_undo_child(argv: Sequence[str]) -> None:
     """scripts/bench_scale.py's worker, with LocalStore writing entries in place."""
     from stream_learner.stores import LocalStore
 
-    def write_in_place(self: LocalStore, shard: str, epoch: int, checkpoint_id: int,
-                       entries: Mapping[str, bytes], promote: list[str]) -> None:
-        changes = dict(entries)
-        if promote:
-            scratch = self._scratch_db(shard, epoch)
-            for key in promote:
-                row = scratch.execute("SELECT blob FROM scratch WHERE key = ?", (key,)).fetchone()
-                if row is not None:
-                    changes[key] = row[0]
-            scratch.execute("DELETE FROM scratch")
-        if changes:
-            db = self._keys_db(shard)
-            assert db is not None
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?)", changes.items())
-            db.execute("COMMIT")
+    def write_in_place(db: sqlite3.Connection, checkpoint_id: int,
+                       changes: Mapping[str, bytes]) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?)", changes.items())
+        db.execute("COMMIT")
 
-    LocalStore._write_entries = write_in_place  # type: ignore[method-assign]
+    LocalStore._replace_entries = staticmethod(write_in_place)  # type: ignore[method-assign]
     sys.argv = [str(ROOT / "scripts" / "bench_scale.py"), *argv]
     runpy.run_path(sys.argv[0], run_name="__main__")
 

@@ -726,6 +726,13 @@ class LocalStore:
             return
         db = self._keys_db(shard)
         assert db is not None
+        self._replace_entries(db, checkpoint_id, changes)
+
+    @staticmethod
+    def _replace_entries(db: sqlite3.Connection, checkpoint_id: int,
+                         changes: Mapping[str, bytes]) -> None:
+        """``changes`` as the entries, each replaced one copied to the undo records first
+        (one transaction)."""
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
