@@ -156,9 +156,19 @@ def _no_undo_child(argv: Sequence[str]) -> None:
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 
-def worker_pair(sensors: int, events_per_sensor: int) -> dict[str, float]:
-    """CPU µs per event of the shipped store and of entries in place, one run each."""
-    out: dict[str, float] = {}
+def _undo_records(folder: str) -> int:
+    """Undo records a local store left in ``folder`` (none when entries went in place)."""
+    total = 0
+    for path in Path(folder).glob("*/keys.sqlite"):
+        with sqlite3.connect(path) as db:
+            total += int(db.execute("SELECT COUNT(*) FROM undo").fetchone()[0])
+    return total
+
+
+def worker_pair(sensors: int, events_per_sensor: int) -> dict[str, tuple[float, int]]:
+    """CPU µs per event of the shipped store and of entries in place, one run each, and
+    the undo records each left (the check that the second wrote none)."""
+    out: dict[str, tuple[float, int]] = {}
     for mode in ("shipped", "no-undo"):
         with tempfile.TemporaryDirectory() as tmp:
             args = ["--child", "--sensors", str(sensors), "--store", "local", "--where", tmp,
@@ -167,7 +177,8 @@ def worker_pair(sensors: int, events_per_sensor: int) -> dict[str, float]:
             cmd = ([sys.executable, __file__, "--no-undo-child", *args] if mode == "no-undo"
                    else [sys.executable, str(ROOT / "scripts" / "bench_scale.py"), *args])
             proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])["cpu_us_per_event"]
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            out[mode] = (float(result["cpu_us_per_event"]), _undo_records(tmp))
     return out
 
 
@@ -189,9 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_in)
     if args.worker:
         for i in range(args.pairs):
-            pair = worker_pair(args.sensors, args.events_per_sensor)
-            print(f"pair {i + 1}: shipped {pair['shipped']:.0f} µs, entries in place "
-                  f"{pair['no-undo']:.0f} µs of CPU an event", flush=True)
+            (shipped, undo), (in_place, none) = worker_pair(
+                args.sensors, args.events_per_sensor).values()
+            print(f"pair {i + 1}: shipped {shipped:.0f} µs, entries in place {in_place:.0f} µs "
+                  f"of CPU an event (undo records left: {undo} and {none})", flush=True)
         return 0
     for pattern in PATTERNS:
         us = measure_pattern(pattern, args.keys, args.entry_bytes, args.batch, args.rounds)

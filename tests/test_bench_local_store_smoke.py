@@ -27,5 +27,7 @@ def test_the_four_write_patterns_are_measured() -> None:
 
 def test_the_worker_runs_with_the_shipped_store_and_with_entries_in_place() -> None:
     out = _run("--worker", "--pairs", "1", "--sensors", "200", "--events-per-sensor", "2")
-    match = re.search(r"shipped (\d+) µs, entries in place (\d+) µs", out)
+    match = re.search(r"shipped (\d+) µs, entries in place (\d+) µs of CPU an event "
+                      r"\(undo records left: (\d+) and (\d+)\)", out)
     assert match and int(match[1]) > 0 and int(match[2]) > 0, out
+    assert int(match[3]) > 0 and int(match[4]) == 0, out  # the second run wrote in place
