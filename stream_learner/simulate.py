@@ -258,22 +258,24 @@ def _label_record(label: dict[str, Any], ts: float) -> Simulated:
     return Simulated(label["key"].encode("utf-8"), record, False)
 
 
-def last_event_id(values: Iterable[bytes]) -> int | None:
+def last_event_id(values: Iterable[bytes | None]) -> int | None:
     """The largest integer ``id`` of the event records among ``values``, if any.
 
-    Event records carry ``features``; label records, other producers' records
-    and lines that are not JSON objects are passed over.
+    Event records carry ``features``; label records, other producers' records,
+    values that are not JSON objects and records without a value are passed over.
 
     Examples
     --------
     >>> last_event_id([b'{"id": 4, "features": {}}', b'{"id": 9, "label": 1}', b"oops",
-    ...                b'{"id": 6, "features": {"x": 1}}'])
+    ...                None, b'{"id": 6, "features": {"x": 1}}'])
     6
     >>> last_event_id([b'{"id": "a", "features": {}}']) is None
     True
     """
     found: int | None = None
     for value in values:
+        if value is None:
+            continue
         try:
             record = orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -422,7 +424,7 @@ def _partition_last_id(consumer: Any, tp: Any, timeout_s: float) -> int | None:
         if start >= end:
             return None
         consumer.seek(tp, start)
-        values: list[bytes] = []
+        values: list[bytes | None] = []
         deadline = time.monotonic() + timeout_s
         while consumer.position(tp) < end:
             if time.monotonic() > deadline:

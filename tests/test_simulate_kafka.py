@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support.kafka import consume_all
+from tests.support.kafka import consume_all, produce
 from tests.support.service import run_service
 
 pytestmark = pytest.mark.kafka
@@ -72,3 +72,18 @@ def test_resume_finds_the_last_event_behind_a_long_run_of_labels(
               "--label-delay", "290")
     again = _simulate(kafka_bootstrap, topic, "--count", "10", "--resume")
     assert "resuming after event id 299" in again
+
+
+def test_resume_passes_over_records_that_are_not_simulated_events(
+    kafka_bootstrap: str, make_topic: Any
+) -> None:
+    """Another producer's record, one that is not JSON and a tombstone end the topic."""
+    topic = make_topic("sim-events", 1)
+    _simulate(kafka_bootstrap, topic, "--count", "40")
+    produce(kafka_bootstrap, topic, [
+        (0, b"other", b'{"id": 10000, "key": "other", "ts": 0, "label": 1}'),
+        (0, b"other", b"not json"),
+        (0, b"other", None),  # type: ignore[list-item]
+    ])
+    again = _simulate(kafka_bootstrap, topic, "--count", "5", "--resume")
+    assert "resuming after event id 39" in again
