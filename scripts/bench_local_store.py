@@ -43,19 +43,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a source tree that is not installed
     sys.path.insert(0, str(ROOT))
 
+from stream_learner.stores import LocalStore  # noqa: E402
+
 KEEP = 3
-PATTERNS = ("shipped", "update", "undo-table", "versioned")
 
 Write = Callable[[sqlite3.Connection, int, dict[str, bytes]], None]
 
 
 def _shipped(db: sqlite3.Connection, cid: int, changes: dict[str, bytes]) -> None:
-    """LocalStore's pattern: undo copies of the old entries, then the new ones."""
-    db.execute("BEGIN IMMEDIATE")
-    db.executemany("INSERT INTO undo VALUES (?, ?, (SELECT blob FROM entries WHERE key = ?))",
-                   [(cid, k, k) for k in changes])
-    db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?)", changes.items())
-    db.execute("COMMIT")
+    """LocalStore's own write (undo copies of the old entries, then the new ones), and its
+    delete of the undo records no kept checkpoint needs."""
+    LocalStore._replace_entries(db, cid, changes)
     if cid > KEEP:
         db.execute("DELETE FROM undo WHERE id <= ?", (cid - KEEP,))
 
@@ -100,6 +98,7 @@ def _versioned(db: sqlite3.Connection, cid: int, changes: dict[str, bytes]) -> N
 
 WRITES: dict[str, Write] = {"shipped": _shipped, "update": _update, "undo-table": _undo_table,
                             "versioned": _versioned}
+PATTERNS = tuple(WRITES)
 
 
 def _create(db: sqlite3.Connection, pattern: str, keys: int, size: int) -> None:
@@ -143,7 +142,6 @@ def measure_pattern(pattern: str, keys: int, size: int, batch: int, rounds: int)
 
 def _no_undo_child(argv: Sequence[str]) -> None:
     """scripts/bench_scale.py's worker, with LocalStore writing entries in place."""
-    from stream_learner.stores import LocalStore
 
     def write_in_place(db: sqlite3.Connection, checkpoint_id: int,
                        changes: Mapping[str, bytes]) -> None:

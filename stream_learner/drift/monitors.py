@@ -67,6 +67,7 @@ from river import drift
 
 from stream_learner.errors import SettingsError
 from stream_learner.events import Origin
+from stream_learner.settings import BINARY_ERROR_DETECTORS
 
 __all__ = [
     "BINARY_DETECTORS",
@@ -110,7 +111,7 @@ DETECTORS: dict[str, Any] = {
     "hddm_w": drift.binary.HDDMW,
 }
 #: Detectors of 0/1 streams, with a warning zone of their own.
-BINARY_DETECTORS = frozenset({"ddm", "eddm", "hddm_a", "hddm_w"})
+BINARY_DETECTORS = frozenset(BINARY_ERROR_DETECTORS)
 _OWN_WARNING = frozenset({drift.binary.DDM, drift.binary.EDDM, drift.binary.HDDMA,
                           drift.binary.HDDMW})
 #: Parameters of the looser twin that raises warnings, per detector.
