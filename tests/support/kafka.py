@@ -107,11 +107,26 @@ def consume_all(
     while len(out) < expected and time.monotonic() < deadline:
         for records in consumer.poll(timeout_ms=500).values():
             out.extend((r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records)
-    # one more short poll: more records than expected is a failure worth seeing
-    for records in consumer.poll(timeout_ms=1000).values():
-        out.extend((r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records)
+    # then on to the end of every partition, not just one more poll: more records than
+    # expected is a failure worth seeing, and where an at-least-once run repeated outputs,
+    # the count is reached before the slowest partition's last records are read
+    out.extend(_drain(consumer, deadline=time.monotonic() + 15.0))
     consumer.close()
     return sorted(out, key=lambda r: (r[0], r[1]))
+
+
+def _drain(consumer: Any, deadline: float) -> list[tuple[int, int, bytes | None, bytes, list]]:
+    """The records up to the end offsets of the consumer's partitions as of now (and at
+    least one more short poll), until ``deadline``."""
+    out = [(r.partition, r.offset, r.key, r.value, list(r.headers))
+           for records in consumer.poll(timeout_ms=1000).values() for r in records]
+    assigned = list(consumer.assignment())
+    ends = consumer.end_offsets(assigned) if assigned else {}
+    while time.monotonic() < deadline and any(
+            consumer.position(tp) < end for tp, end in ends.items()):
+        for records in consumer.poll(timeout_ms=500).values():
+            out.extend((r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records)
+    return out
 
 
 def decode_values(
