@@ -435,21 +435,33 @@ def _model_spec(settings: Settings) -> ModelSpec:
 #: linear worker did 5 to 17 % more events/s through the broker in three paired runs.
 GC_YOUNG_THRESHOLD = 10_000
 
+#: Collections of the middle generation before a full one may run (Python's
+#: default is 10; a full one also waits until the old generation has grown by a
+#: quarter). Per-key models are long-lived and hold no reference cycles, and a
+#: full collection walks every one of them: growing to 100,000 resident models
+#: took 6 full collections of about 2 s each with 10 (12 to 14 s of a run of
+#: 1,000,000 events), and 1 of under 0.1 s with 100 (``scripts/bench_scale.py``
+#: reports them). Cyclic garbage is still collected, later.
+GC_OLD_THRESHOLD = 100
+
 
 def settle_heap() -> None:
-    """Collect start-up garbage, freeze what start-up left, and collect the young less often.
+    """Collect start-up garbage, freeze what start-up left, and collect less often.
 
     Imports (River, SciPy, NumPy, the Kafka client) leave about 110,000
     long-lived objects, and every full collection walks them all: 55-60 ms on
     an idle process, 62 and 72 ms measured for full collections inside the loop
     at 5,000 events/s, each one a pause of the stream. After ``gc.freeze()`` a
     full collection walks only what the service allocated since (1.5 ms for the
-    one seen inside the loop). Called once, right before the loop starts.
+    one seen inside the loop). Young collections run every
+    :data:`GC_YOUNG_THRESHOLD` allocations, full ones after
+    :data:`GC_OLD_THRESHOLD` collections of the middle generation. Called once,
+    right before the loop starts.
     """
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    _, middle, _ = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, GC_OLD_THRESHOLD)
 
 
 def check_input(location: str) -> None:
