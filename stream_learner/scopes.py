@@ -201,9 +201,10 @@ class KeyedModels:
     :class:`Spill`: entries in memory by default, the checkpoint store when
     checkpoints are on (:meth:`attach`), so memory is bounded by ``max_resident``
     whatever the number of keys. A slot that leaves memory is kept as a shell
-    for the next load (:meth:`SlotCodec.recycle <stream_learner.slot_codec.SlotCodec.recycle>`),
-    and once there are more keys than ``max_resident`` a loaded key's entry is
-    written at the next :meth:`get`, while its objects are hot.
+    for the next load (:meth:`SlotCodec.recycle <stream_learner.slot_codec.SlotCodec.recycle>`).
+    The entry of a key likely to change once before the next checkpoint (loaded,
+    created, or quiet for a whole checkpoint interval: a large fleet taking turns)
+    is written at the next :meth:`get`, while its objects are hot.
 
     For incremental checkpoints the scope remembers which resident models
     changed (every :meth:`get` may change one) and which were parked since the
@@ -226,6 +227,8 @@ class KeyedModels:
         #: keys ever created in the shard (kept in checkpoints)
         self.n_keys = 0
         self._dirty: set[str] = set()
+        #: keys changed in the checkpoint interval before the current one
+        self._changed_before: set[str] = set()
         self._parked_dirty: set[str] = set()
         self._prototype = pickle.dumps(Slot(warm_plans(spec.build())),
                                        protocol=pickle.HIGHEST_PROTOCOL)
@@ -248,22 +251,27 @@ class KeyedModels:
             self._resident[key] = slot
             if len(self._resident) > self.max_resident:
                 self._park(next(iter(self._resident)))
-            if self.n_keys > self.max_resident:
-                self._fresh = key
+            self._fresh = key
         else:
             self._resident.move_to_end(key)
             if self._encoded:
                 self._encoded.pop(key, None)
+            if key not in self._dirty and key not in self._changed_before:
+                self._fresh = key  # a key quiet for a whole checkpoint interval
         self._dirty.add(key)
         return slot
 
     def _encode_fresh(self) -> None:
-        """Write the entry of the key loaded by the previous :meth:`get`, while it is hot.
+        """Write the entry of the key of the previous :meth:`get`, while it is hot.
 
-        In a fleet beyond ``max_resident`` a loaded key is usually parked before it
-        returns, so its entry is needed once; written now, from objects the
-        previous event just used, it costs about half what it costs from cold
-        memory at the checkpoint. Any later :meth:`get` of the key drops it.
+        That key was loaded, created, or quiet (unchanged in the previous
+        checkpoint interval and in this one until that get). In a fleet beyond
+        ``max_resident`` a loaded key is usually parked before it returns, and a
+        quiet key rarely comes back before the next checkpoint, so its entry is
+        needed once: written now, from objects the previous event just used, it
+        costs about half what it costs from cold memory at the checkpoint or the
+        park. Any later :meth:`get` of the key drops it (and a key that changed in
+        the previous interval is not written ahead: it would likely change again).
         """
         key, self._fresh = self._fresh, None
         if key is not None and (slot := self._resident.get(key)) is not None:
@@ -335,7 +343,7 @@ class KeyedModels:
 
     def committed(self) -> None:
         """The changes returned by :meth:`changes` are checkpointed."""
-        self._dirty.clear()
+        self._changed_before, self._dirty = self._dirty, set()
         self._parked_dirty.clear()
         self._encoded.clear()
 
@@ -355,7 +363,7 @@ class KeyedModels:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_head_only=False, _encoded={}, _fresh=None)
+        state.update(_head_only=False, _encoded={}, _fresh=None, _changed_before=set())
         if not isinstance(self.spill, MemorySpill):  # a store handle is attached again
             state["spill"] = None
         if self._head_only:
@@ -366,6 +374,7 @@ class KeyedModels:
         state.setdefault("codec", SlotCodec())  # a head written before slots were flat
         state.setdefault("_encoded", {})
         state.setdefault("_fresh", None)
+        state.setdefault("_changed_before", set())
         self.__dict__.update(state)
 
     def decode(self, entry: bytes) -> Slot:

@@ -319,6 +319,87 @@ def test_an_entry_written_ahead_is_dropped_when_its_key_changes_again():
     assert parked == {"b": 1, "c": 6, "d": 2}
 
 
+def test_a_resident_key_quiet_for_a_checkpoint_interval_is_written_ahead_and_a_busy_one_is_not():
+    spec = ModelSpec.from_settings(ModelSettings(scope="key"))
+    models = KeyedModels(spec, max_resident=100)  # every key stays in memory
+    for key in "ab":
+        models.get(key).n_learned += 1
+    models.changes()
+    models.committed()  # interval 1 changed "a" and "b"
+    models.get("a").n_learned += 1
+    models.get("b")  # "a" changed in interval 1: busy, not written ahead
+    assert "a" not in models._encoded
+    models.changes()
+    models.committed()  # interval 2 changed "a" and "b"; "c" was never seen
+    models.changes()
+    models.committed()  # interval 3 changed nothing: "a" and "b" are quiet now
+    models.get("a").n_learned += 1
+    models.get("b").n_learned += 1  # writes "a" ahead, from the state its event left
+    assert "a" in models._encoded
+    assert models.decode(models._encoded["a"]).n_learned == 3
+    models.get("a").n_learned += 1  # "a" came back: what was written ahead is dropped
+    assert "a" not in models._encoded
+    payloads, _ = models.changes()
+    assert {k: models.decode(v).n_learned for k, v in payloads.items()} == {"a": 4, "b": 2}
+
+
+class StoreSpill:
+    """A checkpoint store's two kinds of entries, as the real stores keep them: those of
+    the last committed checkpoint, and those parked since."""
+
+    def __init__(self) -> None:
+        self.checkpointed: dict[str, bytes] = {}
+        self.parked: dict[str, bytes] = {}
+
+    def park(self, key: str, payload: bytes) -> None:
+        self.parked[key] = payload
+
+    def load(self, key: str, parked: bool) -> bytes | None:
+        return self.parked[key] if parked else self.checkpointed.get(key)
+
+    def parked_bytes(self, n_parked: int) -> int:
+        return sum(map(len, self.parked.values()))
+
+    def prefetch(self, keys: Any, parked: Any) -> None:
+        pass
+
+    def commit(self, payloads: dict[str, bytes], parked: list[str]) -> None:
+        self.checkpointed.update(payloads)
+        self.checkpointed.update((key, self.parked.pop(key)) for key in parked)
+
+
+OP = st.one_of(st.tuples(st.just("event"), st.integers(0, 5), st.integers(1, 3)),
+               st.tuples(st.just("checkpoint"), st.just(0), st.booleans()))
+
+
+@given(ops=st.lists(OP, min_size=1, max_size=80), max_resident=st.sampled_from([2, 4, 100]))
+@settings(max_examples=60, deadline=None)
+def test_every_checkpoint_holds_the_state_of_every_changed_key_whatever_was_written_ahead(
+        ops: list[tuple[str, int, Any]], max_resident: int) -> None:
+    """Keys written ahead (loaded, created or quiet) still checkpoint their latest state,
+    whether or not the previous checkpoint was committed."""
+    spec = ModelSpec.from_settings(ModelSettings(scope="key"))
+    models = KeyedModels(spec, max_resident)
+    spill = StoreSpill()
+    models.attach(spill)
+    truth: dict[str, int] = {}
+    for op, key_index, arg in ops:  # arg: the event's change, or whether the store took it
+        if op == "event":
+            key = f"k{key_index}"
+            models.get(key).n_learned += arg
+            truth[key] = truth.get(key, 0) + arg
+            continue
+        payloads, parked = models.changes()
+        changed = {k: models.decode(v).n_learned for k, v in payloads.items()}
+        changed.update({k: models.decode(spill.parked[k]).n_learned for k in parked})
+        assert changed == {k: truth[k] for k in changed}
+        if arg:
+            spill.commit(payloads, parked)
+            models.committed()
+    spill.commit(*models.changes())
+    assert {k: models.decode(v).n_learned for k, v in spill.checkpointed.items()} == truth
+
+
 # -- any stream: parking every model changes nothing ----------------------------------------
 
 EVENT = st.tuples(
