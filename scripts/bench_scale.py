@@ -20,7 +20,9 @@ event (``time.process_time``: steadier than wall time on a shared machine);
 the worker's peak RSS; per
 checkpoint, the bytes sent to the store (head + changed entries + models
 parked since the previous checkpoint) and the models changed (written or
-promoted), with the mean entry size; then a second process restarts on the
+promoted), with the mean entry size; the garbage collector's full collections
+during the run and the longest (each one a pause of the stream); then a
+second process restarts on the
 same store (a fresh interpreter, as after a crash) and the time from the
 start of its loop to its first prediction (restore of the shard's frontier
 and of the one model that event needs; interpreter start and imports are not
@@ -40,6 +42,7 @@ create it (with its first event), to save its entry and to load it.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import math
@@ -195,6 +198,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     sink = CountingSink()
     service = Service(settings, spec, source, sink, metrics, checkpointer)
     settle_heap()
+    if args.gc_old_threshold:  # another setting than the shipped one, to compare
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, args.gc_old_threshold)
+    full_gcs = _time_full_collections()
     t0, cpu0 = time.perf_counter(), time.process_time()
     summary = service.run()
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -218,7 +225,27 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "max_ratio": max((w / max(1, c) for w, c, _, _ in timed), default=0.0),
         "mean_entry_bytes": mean_entry,
         "resident": models.n_resident, "keys": models.n_keys,
+        "gc_old_threshold": args.gc_old_threshold,
+        "full_gcs": len(full_gcs), "full_gc_s": sum(full_gcs),
+        "longest_full_gc_s": max(full_gcs, default=0.0),
     }
+
+
+def _time_full_collections() -> list[float]:
+    """From now on, the wall time of each full collection of the garbage collector (a pause
+    of the stream; the list fills as they happen)."""
+    pauses: list[float] = []
+    started: list[float] = []
+
+    def timer(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                started.append(time.perf_counter())
+            elif started:
+                pauses.append(time.perf_counter() - started.pop())
+
+    gc.callbacks.append(timer)
+    return pauses
 
 
 # -- what one key costs -----------------------------------------------------------------------
@@ -230,7 +257,6 @@ def key_cost(keys: int = 10_000, events: int = 10) -> dict[str, float]:
     seen ``events`` events, and the CPU time to save its entry (flat encoding + sign) and to
     load it (verify + decode into a recycled shell), the two things a key pays per
     checkpoint and per return; the same two for a slot pickled whole, for comparison."""
-    import gc
     import pickle
     import tracemalloc
 
@@ -311,6 +337,8 @@ def _child(args: argparse.Namespace, sensors: int, store: str, where: str,
            "--where", where, "--events-per-sensor", str(args.events_per_sensor),
            "--max-resident", str(args.max_resident), "--every-seconds", str(args.every_seconds),
            "--min-events", str(args.min_events)]
+    if args.gc_old_threshold:
+        cmd += ["--gc-old-threshold", str(args.gc_old_threshold)]
     if restart:
         cmd.append("--restart")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -351,18 +379,20 @@ def run_case(args: argparse.Namespace, sensors: int, store: str) -> dict[str, An
 
 def _commands(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     """The command lines that made ``results`` (one per events-per-sensor setting)."""
-    groups: dict[tuple[int, int, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[int, int, int, int], list[dict[str, Any]]] = {}
     for r in results:
         eps, low = r.get("events_per_sensor", args.events_per_sensor), r.get("min_events",
                                                                             args.min_events)
-        groups.setdefault((eps, low, r["max_resident"]), []).append(r)
+        groups.setdefault((eps, low, r["max_resident"], r.get("gc_old_threshold", 0)),
+                          []).append(r)
     out = []
-    for (eps, low, resident), rows in groups.items():
+    for (eps, low, resident, gc_old), rows in groups.items():
         sizes = ",".join(str(s) for s in sorted({r["sensors"] for r in rows}))
         stores = ",".join(sorted({r["store"] for r in rows}))
         floor = f" --min-events {low}" if low != 100_000 else ""
+        collect = f" --gc-old-threshold {gc_old}" if gc_old else ""
         out.append(f"`python scripts/bench_scale.py --sizes {sizes} --events-per-sensor {eps}"
-                   f"{floor} --max-resident {resident} --stores {stores}`")
+                   f"{floor} --max-resident {resident} --stores {stores}{collect}`")
     return out
 
 
@@ -389,8 +419,8 @@ def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: st
         "| sensors | events / sensor | store | max_resident | events/s | CPU / event "
         "| peak RSS | checkpoints "
         "| bytes / checkpoint | models changed / checkpoint | mean entry "
-        "| restart to first prediction |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| restart to first prediction | full collections (longest) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
@@ -400,7 +430,7 @@ def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: st
             f"{r['rss_mb']:,.0f} MB | {r['checkpoints']} | "
             f"{r['bytes_per_checkpoint'] / 1024:,.0f} KiB | {r['changed_per_checkpoint']:,.0f} | "
             f"{r['mean_entry_bytes']:,.0f} B | "
-            f"{r['restart']['first_prediction_s'] * 1000:,.0f} ms |"
+            f"{r['restart']['first_prediction_s'] * 1000:,.0f} ms | {_pauses(r)} |"
         )
     lines += ["", "Targets (ratios between rows of one store; "
               + ("each store's rows come from one run" if len(commands) == 1 else
@@ -417,6 +447,13 @@ def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: st
                   "with one event per sensor measures memory and creation only."]
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _pauses(r: dict[str, Any]) -> str:
+    """A run's full collections and the longest one (runs recorded before they were timed: -)."""
+    if "full_gcs" not in r:
+        return "-"
+    return f"{r['full_gcs']} ({r['longest_full_gc_s'] * 1000:,.0f} ms)" if r["full_gcs"] else "0"
 
 
 def _targets(results: Sequence[dict[str, Any]]) -> list[str]:
@@ -493,10 +530,10 @@ def _resident(results: Sequence[dict[str, Any]], shipped: int) -> list[str]:
             f"- {store}, max_resident {resident:,} (every model in memory, nothing loaded or "
             f"parked): CPU per event {small['cpu_us_per_event']:,.0f} µs at 100 sensors, "
             f"{big['cpu_us_per_event']:,.0f} µs at 100,000, a ratio of {ratio:.2f}; peak RSS "
-            f"{big['rss_mb']:,.0f} MB. Most of what remains is the checkpoint: each second it "
-            "encodes and writes every model changed since the last (about "
-            f"{big['changed_per_checkpoint']:,.0f}); and an event finds its model in cold "
-            "memory")
+            f"{big['rss_mb']:,.0f} MB. What remains: every changed model is encoded (right "
+            "after its event, while hot) and written at the next checkpoint (about "
+            f"{big['changed_per_checkpoint']:,.0f} a second), and an event finds its model in "
+            "cold memory")
     return out
 
 
@@ -530,6 +567,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also append each result to this JSON Lines file")
     parser.add_argument("--render", default="",
                         help="render the results of this JSON Lines file, run nothing")
+    parser.add_argument("--gc-old-threshold", type=int, default=0,
+                        help="collections of the middle generation before a full one "
+                             "(default: the service's, cli.GC_OLD_THRESHOLD; 10 is Python's)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--restart", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sensors", type=int, default=100, help=argparse.SUPPRESS)

@@ -439,9 +439,9 @@ GC_YOUNG_THRESHOLD = 10_000
 #: default is 10; a full one also waits until the old generation has grown by a
 #: quarter). Per-key models are long-lived and hold no reference cycles, and a
 #: full collection walks every one of them: growing to 100,000 resident models
-#: took 6 full collections of about 2 s each with 10 (12 to 14 s of a run of
-#: 1,000,000 events), and 1 of under 0.1 s with 100 (``scripts/bench_scale.py``
-#: reports them). Cyclic garbage is still collected, later.
+#: took 5 full collections with 10, 10.4 s in all and up to 3.1 s each (pauses
+#: of the stream), and none with 100 (``scripts/bench_scale.py
+#: --gc-old-threshold``). Cyclic garbage is still collected, later.
 GC_OLD_THRESHOLD = 100
 
 

@@ -4,6 +4,7 @@ reads the targets on the right rows (no timing is asserted)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import subprocess
@@ -58,3 +59,28 @@ def test_the_targets_read_the_shipped_max_resident_and_the_other_rows_apart() ->
             "CPU per event 50 µs at 100 sensors, 100 µs at 100,000, a ratio of 0.50; peak RSS "
             "1,600 MB") in text
     assert "--max-resident 200000 --stores local" in text
+
+
+def test_full_collections_are_timed_and_shown_with_the_longest() -> None:
+    script = _script()
+    before = list(gc.callbacks)
+    pauses = script._time_full_collections()
+    try:
+        gc.collect(0)
+        gc.collect(1)
+        assert pauses == []  # young and middle collections are not full ones
+        gc.collect()
+        gc.collect()
+    finally:
+        gc.callbacks[:] = before
+    assert len(pauses) == 2 and all(p > 0 for p in pauses)
+    row = {**_row(100_000, 200_000, 100.0, 1600.0),
+           "full_gcs": 6, "full_gc_s": 12.4, "longest_full_gc_s": 2.1}
+    text = script.render([row, _row(100, 200_000, 50.0, 100.0)],
+                         argparse.Namespace(events_per_sensor=10, min_events=100), "today")
+    assert "| 10 ms | 6 (2,100 ms) |" in text
+    assert "| 10 ms | - |" in text  # a row recorded before collections were timed
+    assert "--gc-old-threshold" not in text
+    other = script.render([{**row, "gc_old_threshold": 10}],
+                          argparse.Namespace(events_per_sensor=10, min_events=100), "today")
+    assert "--max-resident 200000 --stores local --gc-old-threshold 10" in other
