@@ -202,9 +202,10 @@ class KeyedModels:
     checkpoints are on (:meth:`attach`), so memory is bounded by ``max_resident``
     whatever the number of keys. A slot that leaves memory is kept as a shell
     for the next load (:meth:`SlotCodec.recycle <stream_learner.slot_codec.SlotCodec.recycle>`).
-    The entry of a key likely to change once before the next checkpoint (loaded,
-    created, or quiet for a whole checkpoint interval: a large fleet taking turns)
-    is written at the next :meth:`get`, while its objects are hot.
+    The entry of a key likely to change once before the next checkpoint or park
+    (loaded, created, or quiet for a whole checkpoint interval: a large fleet
+    taking turns) is written at the next :meth:`get`, while its objects are hot;
+    without a checkpoint store, only once there are more keys than ``max_resident``.
 
     For incremental checkpoints the scope remembers which resident models
     changed (every :meth:`get` may change one) and which were parked since the
@@ -251,7 +252,8 @@ class KeyedModels:
             self._resident[key] = slot
             if len(self._resident) > self.max_resident:
                 self._park(next(iter(self._resident)))
-            self._fresh = key
+            if self.n_keys > self.max_resident or not isinstance(self.spill, MemorySpill):
+                self._fresh = key  # to be parked, or checkpointed, before it changes again
         else:
             self._resident.move_to_end(key)
             if self._encoded:

@@ -368,6 +368,19 @@ class StoreSpill:
         self.checkpointed.update((key, self.parked.pop(key)) for key in parked)
 
 
+def test_without_a_checkpoint_store_keys_that_fit_in_memory_are_never_written_ahead():
+    spec = ModelSpec.from_settings(ModelSettings(scope="key"))
+    models = KeyedModels(spec, max_resident=100)  # no store attached: nothing checkpoints
+    for key in ["a", "b", "a", "c", "b"]:
+        models.get(key).n_learned += 1
+    assert models._encoded == {}
+    attached = KeyedModels(spec, max_resident=100)
+    attached.attach(StoreSpill())
+    for key in "ab":
+        attached.get(key).n_learned += 1
+    assert list(attached._encoded) == ["a"]  # "b" is written at the next get, or checkpoint
+
+
 OP = st.one_of(st.tuples(st.just("event"), st.integers(0, 5), st.integers(1, 3)),
                st.tuples(st.just("checkpoint"), st.just(0), st.booleans()))
 
