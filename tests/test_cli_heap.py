@@ -85,3 +85,40 @@ def test_a_fleet_of_long_lived_models_grows_without_full_collections() -> None:
     shipped, python_default = map(int, out.split())
     assert shipped == 0
     assert python_default >= 2  # the growth does trigger full collections there
+
+
+def test_per_key_models_make_no_cyclic_garbage() -> None:
+    # why full collections may wait: a keyed learner's loop (events, parks, loads)
+    # leaves nothing for the collector, and what its models hold is freed by reference
+    # counting (the cycles found when a learner is dropped do not grow with its keys)
+    out = _python(
+        "import gc\n"
+        "import orjson\n"
+        "from stream_learner.events import Codec, Origin\n"
+        "from stream_learner.learner import Learner\n"
+        "from stream_learner.models import ModelSpec\n"
+        "from stream_learner.settings import load_settings\n"
+        "from tests.support.streams import friedman\n"
+        "settings = load_settings(None, env={}, overrides={'model': {'scope': 'key',\n"
+        "                                                            'max_resident': 50}})\n"
+        "spec = ModelSpec.from_settings(settings.model)\n"
+        "codec = Codec(settings.schema_, settings.limits, spec.task)\n"
+        "def run(keys):\n"
+        "    learner = Learner(spec, settings.labels, settings.drift)\n"
+        "    records = [orjson.dumps(e) for e in friedman(10 * keys, keys)]\n"
+        "    gc.collect()\n"
+        "    gc.disable()\n"
+        "    for i, record in enumerate(records):\n"
+        "        learner.process(codec.decode(record, None, 0, Origin('events', 0, i)))\n"
+        "    running = gc.collect()\n"
+        "    n_keys = learner.models.n_keys\n"
+        "    del learner\n"
+        "    return n_keys, running, gc.collect()\n"
+        "print(*run(100), *run(400))\n",
+        ROOT,
+    )
+    small_keys, small_running, small_dropped, big_keys, big_running, big_dropped = map(
+        int, out.split())
+    assert (small_keys, big_keys) == (100, 400)  # 50 in memory: parked and loaded back
+    assert (small_running, big_running) == (0, 0)
+    assert small_dropped == big_dropped
