@@ -2,7 +2,7 @@
 
     python scripts/bench_scale.py [--sizes 100,10000,100000,1000000] [--events-per-sensor 10]
         [--min-events 100000] [--stores redis,local] [--redis URL] [--max-resident 10000]
-        [--results FILE] [--render FILE] [--write-docs]
+        [--gc-old-threshold N] [--results FILE] [--render FILE] [--write-docs]
     python scripts/bench_scale.py --key-cost [--keys 10000]
 
 For each number of sensors and each store, a fresh worker process runs the
