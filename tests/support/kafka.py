@@ -105,8 +105,7 @@ def consume_all(
     out = []
     deadline = time.monotonic() + timeout_s
     while len(out) < expected and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=500).values():
-            out.extend((r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records)
+        out.extend(_poll(consumer, 500))
     # then on to the end of every partition, not just one more poll: more records than
     # expected is a failure worth seeing, and where an at-least-once run repeated outputs,
     # the count is reached before the slowest partition's last records are read
@@ -118,15 +117,19 @@ def consume_all(
 def _drain(consumer: Any, deadline: float) -> list[tuple[int, int, bytes | None, bytes, list]]:
     """The records up to the end offsets of the consumer's partitions as of now (and at
     least one more short poll), until ``deadline``."""
-    out = [(r.partition, r.offset, r.key, r.value, list(r.headers))
-           for records in consumer.poll(timeout_ms=1000).values() for r in records]
+    out = _poll(consumer, 1000)
     assigned = list(consumer.assignment())
     ends = consumer.end_offsets(assigned) if assigned else {}
     while time.monotonic() < deadline and any(
             consumer.position(tp) < end for tp, end in ends.items()):
-        for records in consumer.poll(timeout_ms=500).values():
-            out.extend((r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records)
+        out.extend(_poll(consumer, 500))
     return out
+
+
+def _poll(consumer: Any, timeout_ms: int) -> list[tuple[int, int, bytes | None, bytes, list]]:
+    """One poll's records as (partition, offset, key, value, headers)."""
+    return [(r.partition, r.offset, r.key, r.value, list(r.headers))
+            for records in consumer.poll(timeout_ms=timeout_ms).values() for r in records]
 
 
 def decode_values(
