@@ -1,7 +1,7 @@
 """Keyed state at fleet scale: one model per sensor, checkpoints every second.
 
     python scripts/bench_scale.py [--sizes 100,10000,100000,1000000] [--events-per-sensor 10]
-        [--min-events 100000] [--stores redis,local] [--redis URL] [--max-resident 10000]
+        [--min-events 100000] [--stores redis,local,river] [--redis URL] [--max-resident 10000]
         [--gc-old-threshold N] [--results FILE] [--render FILE] [--write-docs]
     python scripts/bench_scale.py --key-cost [--keys 10000]
 
@@ -31,6 +31,11 @@ and ``<!-- scale:end -->`` in docs/benchmarks.md, with the issue's targets
 as ratios within the run. Runs made by several commands (e.g. fewer events per
 sensor for the largest fleets) are gathered with ``--results FILE`` and
 rendered with ``--render FILE --write-docs``, which names every command.
+The peer, ``--stores river``: River's bare loop over the same events in a fresh
+process, one model per sensor in a dict made by ``clone()`` on its first event,
+with nothing stored (no checkpoint, drift monitor or output; every model stays
+in memory, so it runs up to 100,000 sensors); it says what the model itself
+costs at each fleet size, and the service's rows are read against it.
 The targets read the rows of the shipped ``model.max_resident``; rows of
 another (``--sizes 100,100000 --max-resident 200000``: every model in memory)
 are compared with each other, 100,000 sensors against 100.
@@ -67,6 +72,10 @@ TOPIC = "scale-events"
 KEY = b"bench-scale-signing-key-0123456789"
 #: passes over the slots when --key-cost times a save and a load (the best is kept)
 REPEAT = 5
+#: the "store" of River's bare loop, the peer: no service, nothing stored
+RIVER = "river"
+#: River's bare loop keeps every model in memory (about 1 GB at 100,000 sensors)
+RIVER_MAX_SENSORS = 100_000
 
 
 # -- the worker process ---------------------------------------------------------------------
@@ -161,8 +170,60 @@ def _store(kind: str, where: str) -> Any:
     return RedisStore(url, prefix, keep=3)
 
 
+def river_loop(args: argparse.Namespace) -> dict[str, Any]:
+    """River's bare loop over the same events, the peer of a keyed service run.
+
+    What a user of River alone would write for a fleet: one model per key in a
+    dict, made by ``clone()`` of the configured pipeline on the key's first
+    event, each record parsed and its model asked to predict and to learn. No
+    checkpoint, no drift monitor, no label join, no output: every figure of the
+    service above this loop is what those cost. The CPU time spent in
+    ``clone()`` is reported apart, so the model's own predict and learn can be
+    read alone (``model_us_per_event``).
+    """
+    import orjson
+
+    from stream_learner.cli import settle_heap
+    from stream_learner.models import ModelSpec
+    from stream_learner.settings import load_settings
+
+    settings = load_settings(None, env={}, overrides={"model": {"scope": "key"}})
+    prototype = ModelSpec.from_settings(settings.model).build()
+    n_events = max(args.sensors * args.events_per_sensor, args.min_events)
+    source = FleetSource(args.sensors, n_events)
+    models: dict[bytes, Any] = {}
+    clock = time.process_time
+    settle_heap()
+    full_gcs = _time_full_collections()
+    creating = 0.0
+    t0, cpu0 = time.perf_counter(), clock()
+    while not source.exhausted:
+        for record in source.poll(500, 0):
+            event = orjson.loads(record.value)
+            model = models.get(record.key)
+            if model is None:
+                c0 = clock()
+                model = models[record.key] = prototype.clone()
+                creating += clock() - c0
+            x = event["features"]
+            model.predict_one(x)
+            model.learn_one(x, event["label"])
+    elapsed, cpu = time.perf_counter() - t0, clock() - cpu0
+    return {
+        "events": n_events, "events_per_s": n_events / elapsed,
+        "cpu_us_per_event": cpu / n_events * 1e6,
+        "model_us_per_event": (cpu - creating) / n_events * 1e6,
+        "clone_us": creating / max(1, len(models)) * 1e6,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "keys": len(models), "full_gcs": len(full_gcs), "full_gc_s": sum(full_gcs),
+        "longest_full_gc_s": max(full_gcs, default=0.0),
+    }
+
+
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """One run (or one restart) in this process; the result as a dict."""
+    if args.store == RIVER:
+        return river_loop(args)
     from stream_learner.checkpoint import EnvelopeCodec
     from stream_learner.cli import settle_heap
     from stream_learner.metrics import Metrics
@@ -360,6 +421,11 @@ def _drop_redis(url: str, prefix: str) -> None:
 
 def run_case(args: argparse.Namespace, sensors: int, store: str) -> dict[str, Any]:
     """One size on one store: the run, then a restart on what it left."""
+    if store == RIVER:  # the peer stores nothing, so has nothing to restart from
+        result = _child(args, sensors, store, "", restart=False)
+        result.update(sensors=sensors, store=store, max_resident=args.max_resident,
+                      events_per_sensor=args.events_per_sensor, min_events=args.min_events)
+        return result
     with tempfile.TemporaryDirectory() as tmp:
         if store == "local":
             where = tmp
@@ -422,16 +488,7 @@ def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: st
         "| restart to first prediction | full collections (longest) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        lines.append(
-            f"| {r['sensors']:,} | {r['events'] / r['sensors']:,.4g} | {r['store']} | "
-            f"{r['max_resident']:,} | "
-            f"{r['events_per_s']:,.0f} | {r.get('cpu_us_per_event', float('nan')):,.0f} µs | "
-            f"{r['rss_mb']:,.0f} MB | {r['checkpoints']} | "
-            f"{r['bytes_per_checkpoint'] / 1024:,.0f} KiB | {r['changed_per_checkpoint']:,.0f} | "
-            f"{r['mean_entry_bytes']:,.0f} B | "
-            f"{r['restart']['first_prediction_s'] * 1000:,.0f} ms | {_pauses(r)} |"
-        )
+    lines += [_table_row(r) for r in results]
     lines += ["", "Targets (ratios between rows of one store; "
               + ("each store's rows come from one run" if len(commands) == 1 else
                  "the commands above ran on the same machine within the same hour")
@@ -449,6 +506,22 @@ def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: st
     return "\n".join(lines)
 
 
+def _table_row(r: dict[str, Any]) -> str:
+    """One run as a row of the table (River's bare loop: nothing stored, so no state columns)."""
+    head = (f"| {r['sensors']:,} | {r['events'] / r['sensors']:,.4g} | "
+            + ("River's bare loop | - | " if r["store"] == RIVER else
+               f"{r['store']} | {r['max_resident']:,} | ")
+            + f"{r['events_per_s']:,.0f} | {r.get('cpu_us_per_event', float('nan')):,.0f} µs | "
+            f"{r['rss_mb']:,.0f} MB | ")
+    if r["store"] == RIVER:
+        return head + f"- | - | - | - | - | {_pauses(r)} |"
+    return head + (
+        f"{r['checkpoints']} | "
+        f"{r['bytes_per_checkpoint'] / 1024:,.0f} KiB | {r['changed_per_checkpoint']:,.0f} | "
+        f"{r['mean_entry_bytes']:,.0f} B | "
+        f"{r['restart']['first_prediction_s'] * 1000:,.0f} ms | {_pauses(r)} |")
+
+
 def _pauses(r: dict[str, Any]) -> str:
     """A run's full collections and the longest one (runs recorded before they were timed: -)."""
     if "full_gcs" not in r:
@@ -463,7 +536,7 @@ def _targets(results: Sequence[dict[str, Any]]) -> list[str]:
     shipped = ModelSettings().max_resident
     out = []
     by = {(r["sensors"], r["store"]): r for r in results if r["max_resident"] == shipped}
-    for store in sorted({r["store"] for r in results}):
+    for store in sorted({r["store"] for r in results} - {RIVER}):
         small, big = by.get((100, store)), by.get((100_000, store))
         ten, million = by.get((10_000, store)), by.get((1_000_000, store))
         if small and big:
@@ -513,7 +586,7 @@ def _targets(results: Sequence[dict[str, Any]]) -> list[str]:
                     default=0.0)
         out.append(f"- {store}: largest (bytes written / models changed) over any checkpoint, "
                    f"in mean entry sizes = {worst:.2f} (target <= 2, plus the head)")
-    return out + _resident(results, shipped)
+    return out + _resident(results, shipped) + _peer(results, shipped)
 
 
 def _resident(results: Sequence[dict[str, Any]], shipped: int) -> list[str]:
@@ -537,6 +610,34 @@ def _resident(results: Sequence[dict[str, Any]], shipped: int) -> list[str]:
     return out
 
 
+def _peer(results: Sequence[dict[str, Any]], shipped: int) -> list[str]:
+    """River's bare loop at 100 and 100,000 sensors, next to the service's rows of each store."""
+    peer = {r["sensors"]: r for r in results if r["store"] == RIVER}
+    small, big = peer.get(100), peer.get(100_000)
+    if not (small and big):
+        return []
+    ratio = small["cpu_us_per_event"] / big["cpu_us_per_event"]
+    alone = small["model_us_per_event"] / big["model_us_per_event"]
+    out = [
+        f"- River's bare loop (no service: one model per sensor in a dict, made by `clone()`; "
+        f"no checkpoint, drift monitor or output): CPU per event {small['cpu_us_per_event']:,.0f}"
+        f" µs at 100 sensors, {big['cpu_us_per_event']:,.0f} µs at 100,000, a ratio of "
+        f"{ratio:.2f}; `clone()` costs {big['clone_us']:,.0f} µs a sensor. Its model's "
+        f"predict and learn alone (creation left out): {small['model_us_per_event']:,.0f} µs "
+        f"at 100 sensors, {big['model_us_per_event']:,.0f} µs at 100,000, a ratio of "
+        f"{alone:.2f}: the same work on 100,000 models in memory instead of 100"]
+    service = {(r["sensors"], r["store"], r["max_resident"]): r for r in results
+               if r["store"] != RIVER and "cpu_us_per_event" in r}
+    for (sensors, store, resident), row in sorted(service.items()):
+        if sensors == 100_000:
+            out.append(
+                f"  - the service at 100,000 sensors, {store}, max_resident {resident:,}"
+                f"{' (shipped)' if resident == shipped else ''}: "
+                f"{row['cpu_us_per_event']:,.0f} µs an event, "
+                f"{row['cpu_us_per_event'] / big['cpu_us_per_event']:.2f}x River's bare loop")
+    return out
+
+
 def write_docs(section: str) -> None:
     """Replace the scale section of docs/benchmarks.md, or append it at the end."""
     text = DOCS.read_text()
@@ -553,7 +654,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")],
                         default=[100, 10_000, 100_000, 1_000_000])
     parser.add_argument("--events-per-sensor", type=int, default=10)
-    parser.add_argument("--stores", default="redis,local")
+    parser.add_argument("--stores", default="redis,local,river",
+                        help="redis, local, and river: River's bare loop, the peer "
+                             f"(up to {RIVER_MAX_SENSORS:,} sensors: it keeps every model)")
     parser.add_argument("--redis", default=os.environ.get("STREAM_LEARNER_TEST_REDIS", ""))
     parser.add_argument("--min-events", type=int, default=100_000,
                         help="events per run at least (small fleets get more per sensor)")
@@ -590,6 +693,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for sensors in args.sizes:
             for store in stores:
+                if store == RIVER and sensors > RIVER_MAX_SENSORS:
+                    print(f"River's bare loop keeps every model in memory: skipped at "
+                          f"{sensors:,} sensors", file=sys.stderr)
+                    continue
                 result = run_case(args, sensors, store)
                 results.append(result)
                 print(json.dumps(result), flush=True)

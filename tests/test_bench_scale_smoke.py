@@ -84,3 +84,36 @@ def test_full_collections_are_timed_and_shown_with_the_longest() -> None:
     other = script.render([{**row, "gc_old_threshold": 10}],
                           argparse.Namespace(events_per_sensor=10, min_events=100), "today")
     assert "--max-resident 200000 --stores local --gc-old-threshold 10" in other
+
+
+def test_river_bare_loop_runs_one_model_per_sensor_on_the_same_events() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--child", "--store", "river", "--where", "",
+         "--sensors", "50", "--events-per-sensor", "4", "--min-events", "0",
+         "--max-resident", "10000", "--every-seconds", "1"],
+        env=service_env(), capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert peer["keys"] == 50 and peer["events"] == 200
+    assert 0 < peer["model_us_per_event"] < peer["cpu_us_per_event"]
+    assert peer["clone_us"] > 0
+
+
+def test_the_peer_is_a_row_of_its_own_and_read_against_the_service() -> None:
+    script = _script()
+    peer = [{"sensors": n, "store": "river", "max_resident": 10_000, "events": n * 10,
+             "events_per_s": 1e6 / cpu, "cpu_us_per_event": cpu, "model_us_per_event": alone,
+             "clone_us": 450.0, "rss_mb": rss, "keys": n, "full_gcs": 0,
+             "events_per_sensor": 10, "min_events": 100}
+            for n, cpu, alone, rss in ((100, 20.0, 19.0, 140.0), (100_000, 80.0, 32.0, 630.0))]
+    rows = [_row(100, 10_000, 50.0, 100.0), _row(100_000, 10_000, 250.0, 300.0), *peer]
+    text = script.render(rows, argparse.Namespace(events_per_sensor=10, min_events=100), "today")
+    assert "| 100,000 | 10 | River's bare loop | - | 12,500 | 80 µs | 630 MB | - |" in text
+    assert ("CPU per event 20 µs at 100 sensors, 80 µs at 100,000, a ratio of 0.25; "
+            "`clone()` costs 450 µs a sensor") in text
+    assert "19 µs at 100 sensors, 32 µs at 100,000, a ratio of 0.59" in text
+    assert ("the service at 100,000 sensors, local, max_resident 10,000 (shipped): 250 µs an "
+            "event, 3.12x River's bare loop") in text
+    assert "river: throughput" not in text  # the targets are the service's
+    assert "--stores local,river" in text
