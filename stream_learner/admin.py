@@ -34,7 +34,9 @@ def _when(epoch: float) -> str:
 
 
 def list_checkpoints(store: CheckpointStore, codec: EnvelopeCodec, shard: str | None) -> str:
-    """One line per kept checkpoint: shard, id, created, offsets, epoch, size (keyed: keys)."""
+    """One line per kept checkpoint: shard, id, created, offsets, epoch, size (keyed: keys),
+    and ``NOT RESTORABLE: why`` when a worker of this build and model configuration would
+    refuse it."""
     lines = []
     for name in [shard] if shard else store.shards():
         for checkpoint_id in store.ids(name):
@@ -52,6 +54,7 @@ def list_checkpoints(store: CheckpointStore, codec: EnvelopeCodec, shard: str | 
                 f"epoch={h['epoch']}\t{len(blob)}B"
                 + (f"\tkeys={h['keyed']['keys']} changed={_changed(h)}" if "keyed" in h else "")
                 + ("\trollback" if h.get("resume_at_committed") else "")
+                + (f"\tNOT RESTORABLE: {why}" if (why := codec.refusal(h)) else "")
             )
     return "\n".join(lines) if lines else "no checkpoints"
 
@@ -59,9 +62,15 @@ def list_checkpoints(store: CheckpointStore, codec: EnvelopeCodec, shard: str | 
 def show_checkpoint(
     store: CheckpointStore, codec: EnvelopeCodec, shard: str, checkpoint_id: int | None
 ) -> str:
-    """The verified header of one checkpoint (the newest by default), as JSON."""
+    """The verified header of one checkpoint (the newest by default), as JSON, with
+    ``restorable`` (would a worker of this build and model configuration restore it) and,
+    when not, ``refused`` (why)."""
     blob = _blob(store, shard, checkpoint_id)
     header: dict[str, Any] = codec.read_header(blob)
+    why = codec.refusal(header)
+    header["restorable"] = why is None
+    if why is not None:
+        header["refused"] = why
     return orjson.dumps(header, option=orjson.OPT_INDENT_2).decode()
 
 

@@ -245,17 +245,30 @@ class EnvelopeCodec:
             raise CheckpointRefused("checkpoint payload does not match its digest")
         return header, payload
 
-    def _check_compatible(self, header: Mapping[str, Any]) -> None:
+    def refusal(self, header: Mapping[str, Any]) -> str | None:
+        """Why a worker of this build and model configuration would refuse to restore a
+        checkpoint of this (verified) header, or None if it would restore it.
+
+        Examples
+        --------
+        >>> codec = EnvelopeCodec(b"k" * 32, config_hash="abc")
+        >>> codec.refusal(codec.read_header(codec.seal("t:0", {}, 1, None, created_at=0.0)))
+        >>> EnvelopeCodec(b"k" * 32, config_hash="abd").refusal(
+        ...     codec.read_header(codec.seal("t:0", {}, 1, None, created_at=0.0)))
+        'checkpoint was written for another model configuration (hash abc..., running abd...)'
+        """
         theirs = header.get("versions", {})
         for name, mine in self.versions.items():
             if theirs.get(name) != mine:
-                raise CheckpointRefused(
-                    f"checkpoint was written with {name} {theirs.get(name)!r}, this worker runs "
-                    f"{mine!r}; restore with a matching build or start from a fresh model"
-                )
+                return (f"checkpoint was written with {name} {theirs.get(name)!r}, this worker "
+                        f"runs {mine!r}; restore with a matching build or start from a fresh model")
         if header.get("config_hash") != self.config_hash:
-            raise CheckpointRefused(
-                "checkpoint was written for another model configuration "
-                f"(hash {str(header.get('config_hash'))[:12]}..., running "
-                f"{self.config_hash[:12]}...)"
-            )
+            return ("checkpoint was written for another model configuration "
+                    f"(hash {str(header.get('config_hash'))[:12]}..., running "
+                    f"{self.config_hash[:12]}...)")
+        return None
+
+    def _check_compatible(self, header: Mapping[str, Any]) -> None:
+        why = self.refusal(header)
+        if why is not None:
+            raise CheckpointRefused(why)

@@ -174,8 +174,12 @@ def test_a_checkpoint_of_another_river_version_is_refused(tmp_path: Path):
 # -- stream-learner checkpoints list | show | rollback ------------------------------------
 
 
-def _admin(tmp_path: Path, store: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return _cli(["checkpoints", "-c", str(_config(tmp_path, name="admin.toml")), *args], store, check)
+def _admin(
+    tmp_path: Path, store: dict[str, str], *args: str, check: bool = True,
+    model_toml: str = MODEL_TOML,
+) -> subprocess.CompletedProcess[str]:
+    config = _config(tmp_path, model_toml, name="admin.toml")
+    return _cli(["checkpoints", "-c", str(config), *args], store, check)
 
 
 def _exercise_admin(tmp_path: Path, store: dict[str, str], open_store: Any) -> None:
@@ -250,6 +254,32 @@ def test_checkpoints_list_shows_a_tampered_checkpoint_as_refused(tmp_path: Path)
         "(wrong key or tampered data)"
     shown = _admin(tmp_path, store, "show", shard, check=False)
     assert shown.returncode == 1 and "signature does not verify" in shown.stderr
+
+
+def test_checkpoints_list_and_show_say_a_worker_of_this_configuration_would_refuse_them(
+    tmp_path: Path,
+):
+    # an operator changed the model, then asks what the store holds before starting workers
+    _events_path, store, local, shard = _first_run(tmp_path)
+    other = MODEL.model_copy(update={"pipeline": (
+        MODEL.pipeline[0], {"step": "linear_model.LogisticRegression", "params": {"l2": 0.01}})})
+    running = ModelSpec.from_settings(other).config_hash
+    why = (f"checkpoint was written for another model configuration (hash "
+           f"{_codec().config_hash[:12]}..., running {running[:12]}...)")
+
+    listed = _admin(tmp_path, store, "list", model_toml=OTHER_MODEL_TOML).stdout.splitlines()
+    assert len(listed) == len(local.ids(shard)) == 3
+    assert all(line.endswith(f"B\tNOT RESTORABLE: {why}") for line in listed), listed
+    shown = orjson.loads(_admin(tmp_path, store, "show", shard, model_toml=OTHER_MODEL_TOML).stdout)
+    assert shown["restorable"] is False and shown["refused"] == why
+    assert shown["config_hash"] == _codec().config_hash
+
+    same = _admin(tmp_path, store, "list").stdout.splitlines()
+    assert same == [line.split("\tNOT RESTORABLE")[0] for line in listed]
+    assert orjson.loads(_admin(tmp_path, store, "show", shard).stdout)["restorable"] is True
+    refused = _admin(tmp_path, store, "rollback", shard, str(local.ids(shard)[0]),
+                     check=False, model_toml=OTHER_MODEL_TOML)
+    assert refused.returncode == 1 and why in refused.stderr
 
 
 def test_checkpoints_list_and_rollback_of_keyed_state(tmp_path: Path):
