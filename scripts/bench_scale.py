@@ -477,7 +477,10 @@ def render(results: Sequence[dict[str, Any]], args: argparse.Namespace, when: st
         "of the table's column (at least 100,000 events per run unless the command says "
         "otherwise, so small fleets get more per sensor), Friedman features with inline "
         "labels, the sensors taking turns, checkpoints every second; an in-process source "
-        "and a counting sink (no Kafka), each run in a fresh process. The machine was shared "
+        "and a counting sink (no Kafka), each run in a fresh process. Rows of River's bare "
+        "loop: the peer, the same events through River alone (one model per sensor in a "
+        "dict, made by `clone()`; nothing stored, no drift monitor, no output). The machine "
+        "was shared "
         "with other work while it ran (its load changed between rows), so read the figures "
         "as ratios between rows of one store, CPU time per event "
         "first, not as absolute rates.",
@@ -629,12 +632,13 @@ def _peer(results: Sequence[dict[str, Any]], shipped: int) -> list[str]:
     service = {(r["sensors"], r["store"], r["max_resident"]): r for r in results
                if r["store"] != RIVER and "cpu_us_per_event" in r}
     for (sensors, store, resident), row in sorted(service.items()):
-        if sensors == 100_000:
+        if sensors in peer and sensors in (100, 100_000):
             out.append(
-                f"  - the service at 100,000 sensors, {store}, max_resident {resident:,}"
+                f"  - the service at {sensors:,} sensors, {store}, max_resident {resident:,}"
                 f"{' (shipped)' if resident == shipped else ''}: "
                 f"{row['cpu_us_per_event']:,.0f} µs an event, "
-                f"{row['cpu_us_per_event'] / big['cpu_us_per_event']:.2f}x River's bare loop")
+                f"{row['cpu_us_per_event'] / peer[sensors]['cpu_us_per_event']:.2f}x "
+                "River's bare loop")
     return out
 
 

@@ -115,5 +115,7 @@ def test_the_peer_is_a_row_of_its_own_and_read_against_the_service() -> None:
     assert "19 µs at 100 sensors, 32 µs at 100,000, a ratio of 0.59" in text
     assert ("the service at 100,000 sensors, local, max_resident 10,000 (shipped): 250 µs an "
             "event, 3.12x River's bare loop") in text
+    assert ("the service at 100 sensors, local, max_resident 10,000 (shipped): 50 µs an "
+            "event, 2.50x River's bare loop") in text
     assert "river: throughput" not in text  # the targets are the service's
     assert "--stores local,river" in text
