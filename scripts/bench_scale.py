@@ -177,7 +177,9 @@ def river_loop(args: argparse.Namespace) -> dict[str, Any]:
     dict, made by ``clone()`` of the configured pipeline on the key's first
     event, each record parsed and its model asked to predict and to learn. No
     checkpoint, no drift monitor, no label join, no output: every figure of the
-    service above this loop is what those cost. The CPU time spent in
+    service above this loop is what those cost. It runs with the service's
+    garbage-collector settings (:func:`stream_learner.cli.settle_heap`), so it
+    does not pay the full collections the service avoids. The CPU time spent in
     ``clone()`` is reported apart, so the model's own predict and learn can be
     read alone (``model_us_per_event``).
     """
