@@ -134,12 +134,27 @@ class PrivateServer:
         for topic, count in topics.items():
             for partition in range(count):
                 where = ["--topic", topic, "--partition", str(partition)]
-                rows = self._transactions("describe-producers", *where).splitlines()[1:]
-                for start in {row.split()[-1] for row in rows if row.split()}:
-                    if start.isdigit():
-                        self._transactions("abort", *where, "--start-offset", start)
-                        aborted.append(f"{topic}[{partition}]@{start}")
+                for start in self._open_transactions(where):
+                    aborted.append(f"{topic}[{partition}]@{start}" + self._abort(where, start))
         return aborted
+
+    def _open_transactions(self, where: list[str]) -> set[str]:
+        """Start offsets of the transactions open on one partition (``describe-producers``)."""
+        rows = self._transactions("describe-producers", *where).splitlines()[1:]
+        return {row.split()[-1] for row in rows if row.split() and row.split()[-1].isdigit()}
+
+    def _abort(self, where: list[str], start: str) -> str:
+        """``abort`` one open transaction, as an operator would (docs/state.md): when the
+        command fails, describe again; the transaction must have ended meanwhile (no longer
+        listed), else the failure stands."""
+        try:
+            self._transactions("abort", *where, "--start-offset", start)
+            return ""
+        except subprocess.CalledProcessError as exc:
+            if start in self._open_transactions(where):
+                raise AssertionError(f"abort {where} at {start} failed and the transaction is "
+                                     f"still open:\n{exc.stdout}\n{exc.stderr}") from exc
+            return " (it ended before the abort)"
 
     def _transactions(self, *args: str) -> str:
         libs = self.env.get("STREAM_LEARNER_KAFKA_LIBS") or str(self.state / "kafka" / "libs")
