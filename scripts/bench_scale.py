@@ -422,12 +422,17 @@ def _drop_redis(url: str, prefix: str) -> None:
 
 
 def run_case(args: argparse.Namespace, sensors: int, store: str) -> dict[str, Any]:
-    """One size on one store: the run, then a restart on what it left."""
-    if store == RIVER:  # the peer stores nothing, so has nothing to restart from
-        result = _child(args, sensors, store, "", restart=False)
-        result.update(sensors=sensors, store=store, max_resident=args.max_resident,
-                      events_per_sensor=args.events_per_sensor, min_events=args.min_events)
-        return result
+    """One size on one store: the run, then a restart on what it left (the peer, which
+    stores nothing, has nothing to restart from)."""
+    result = (_child(args, sensors, store, "", restart=False) if store == RIVER
+              else _run_and_restart(args, sensors, store))
+    result.update(sensors=sensors, store=store, max_resident=args.max_resident,
+                  events_per_sensor=args.events_per_sensor, min_events=args.min_events)
+    return result
+
+
+def _run_and_restart(args: argparse.Namespace, sensors: int, store: str) -> dict[str, Any]:
+    """The service's run on a fresh store, then its restart on what the run left."""
     with tempfile.TemporaryDirectory() as tmp:
         if store == "local":
             where = tmp
@@ -440,8 +445,6 @@ def run_case(args: argparse.Namespace, sensors: int, store: str) -> dict[str, An
         finally:
             if store == "redis":
                 _drop_redis(args.redis, prefix)
-    result.update(sensors=sensors, store=store, max_resident=args.max_resident,
-                  events_per_sensor=args.events_per_sensor, min_events=args.min_events)
     return result
 
 

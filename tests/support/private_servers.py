@@ -141,7 +141,7 @@ class PrivateServer:
     def _open_transactions(self, where: list[str]) -> set[str]:
         """Start offsets of the transactions open on one partition (``describe-producers``)."""
         rows = self._transactions("describe-producers", *where).splitlines()[1:]
-        return {row.split()[-1] for row in rows if row.split() and row.split()[-1].isdigit()}
+        return {cols[-1] for row in rows if (cols := row.split()) and cols[-1].isdigit()}
 
     def _abort(self, where: list[str], start: str) -> str:
         """``abort`` one open transaction, as an operator would (docs/state.md): when the
