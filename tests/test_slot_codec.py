@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_learner.drift.monitors import SchemaMonitor
+from stream_learner.drift.monitors import Rules, SchemaMonitor
 from stream_learner.errors import CheckpointError
 from stream_learner.learner import Learner, Outcome
 from stream_learner.models import ModelSpec
@@ -282,13 +282,43 @@ def test_a_node_with_its_own_setstate_gets_its_state_through_it():
     assert state_of(restored) == state_of(slot)
 
 
-def test_the_schema_monitor_keeps_its_cache_and_reads_older_pickles():
+_FEATURE_VALUES = st.sampled_from([1.0, 2, True, "a", None])
+_EVENTS = st.lists(st.dictionaries(st.sampled_from("abcd"), _FEATURE_VALUES, max_size=4),
+                   min_size=1, max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=_EVENTS, cuts=st.sets(st.integers(0, 39)), grace=st.integers(0, 3))
+def test_a_schema_monitor_restored_anywhere_reports_what_an_uninterrupted_one_does(
+        events: list[dict[str, Any]], cuts: set[int], grace: int) -> None:
+    """Its feature-set caches are not checkpointed: a monitor restored (pickled whole,
+    or as a slot entry) before any event finds the same changes and ends in the same state."""
+    rules = Rules(cooldown=0, resolve_after=3)
+    codec = SlotCodec()
+    whole, restored = SchemaMonitor(), SchemaMonitor()
+    for i, features in enumerate(events):
+        at = (float(i), "events", 0, i)
+        if i in cuts:
+            restored = (pickle.loads(pickle.dumps(restored)) if i % 2
+                        else codec.decode(codec.encode(Slot(restored))).model)
+            assert not restored.seen and not restored.known
+        assert restored.update(features, at, rules, grace) == whole.update(features, at, rules, grace)
+    assert restored == whole
+
+
+def test_the_schema_monitor_writes_no_cache_and_reads_pickles_that_kept_one():
     monitor = SchemaMonitor()
-    monitor.known.add((("a",), (float,)))
-    assert pickle.loads(pickle.dumps(monitor)).known == monitor.known
-    older = SchemaMonitor.__new__(SchemaMonitor)
-    older.__setstate__({k: v for k, v in monitor.__dict__.items() if k != "known"})
-    assert older.known == set()
+    monitor.update({"a": 1.0}, (0.0, "events", 0, 0), Rules(0, 10), grace=0)
+    assert monitor.seen and monitor.known
+    assert b"builtins" not in pickle.dumps(monitor)  # no type object is written
+    assert not pickle.loads(pickle.dumps(monitor)).known
+    entry = SlotCodec().encode(Slot(monitor))
+    assert len(entry) < len(pickle.dumps(Slot(monitor)))
+    for kept in ({**monitor.__dict__, "seen": set(monitor.seen), "known": set(monitor.known)},
+                 {k: v for k, v in monitor.__dict__.items() if k != "known"}):
+        older = SchemaMonitor.__new__(SchemaMonitor)
+        older.__setstate__(kept)
+        assert older == monitor and not older.seen and not older.known
 
 
 def test_a_head_written_before_slots_were_flat_gets_a_codec():

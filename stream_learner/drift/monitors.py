@@ -73,6 +73,7 @@ __all__ = [
     "BINARY_DETECTORS",
     "DETECTORS",
     "Change",
+    "Memo",
     "Monitor",
     "Rules",
     "SchemaMonitor",
@@ -483,6 +484,26 @@ def feature_kind(value: Any) -> str | None:
     return "string"
 
 
+class Memo(set):  # type: ignore[type-arg]
+    """A set that is a cache of other state: it pickles empty, and is rebuilt on use.
+
+    Writing a cache in every checkpoint and every parked model would cost more
+    than rebuilding it (a set of feature signatures holds type objects, which
+    are slow to pickle): a restored owner starts with an empty one.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> pickle.loads(pickle.dumps(Memo({1, 2})))
+    Memo()
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[type[Memo], tuple[()]]:
+        return (Memo, ())
+
+
 @dataclass
 class SchemaMonitor:
     """The feature set seen so far; after a grace period, changes to it are drifts.
@@ -492,6 +513,12 @@ class SchemaMonitor:
     reported once, then becomes part of the schema. The monitor is in drift
     (in warning when it does not ``page``) from a change until ``resolve_after``
     events pass without one.
+
+    The feature sets already folded into the schema are remembered (``seen``,
+    ``known``) so that the next event with one of them skips the comparison.
+    They are a cache: an event of such a set finds no change and changes
+    nothing either way, so they are not checkpointed (:class:`Memo`) and a
+    restored monitor reports what an uninterrupted one would.
 
     Examples
     --------
@@ -512,14 +539,16 @@ class SchemaMonitor:
     first: Stamp | None = None
     #: feature sets (names and value types) already folded into the schema: an event
     #: with one of them can change nothing, so it skips the comparison; cleared
-    #: whenever the schema changes
-    seen: set[tuple[tuple[str, type], ...]] = field(default_factory=set)
+    #: whenever the schema changes (a cache: not checkpointed)
+    seen: set[tuple[tuple[str, type], ...]] = field(
+        default_factory=Memo, repr=False, compare=False
+    )
     #: changes are drifts (False: warnings, while labels flow)
     pages: bool = True
     #: the signatures of ``seen`` as (names, types): the same test without building a
     #: pair per feature (derived from ``seen``)
     known: set[tuple[tuple[str, ...], tuple[type, ...]]] = field(
-        default_factory=set, repr=False, compare=False
+        default_factory=Memo, repr=False, compare=False
     )
 
     signal = "schema"
@@ -527,10 +556,10 @@ class SchemaMonitor:
     detector_name = "schema"
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a pickle; ``known`` starts empty in one written before it was kept."""
+        """Restore a pickle with empty caches (a pickle written when they were kept
+        holds them full, as plain sets, or lacks ``known``)."""
         self.__dict__.update(state)
-        if "known" not in state:
-            self.known = set()
+        self.seen, self.known = Memo(), Memo()
 
     def update(
         self, features: dict[str, Any], at: Stamp, rules: Rules, grace: int
