@@ -7,12 +7,15 @@ between the entries and the head, or a rollback, can put the old ones back),
 and deletes the copies once no kept checkpoint needs them. Two measurements,
 for docs/benchmarks.md (keyed state at fleet scale):
 
-- the default: that write pattern against three others, on a SQLite file of
-  ``--keys`` entries of ``--entry-bytes``, with checkpoints of ``--batch`` keys
-  taken in turn, ``keep`` 3: ``update`` (the undo copy, then ``UPDATE`` in
-  place of ``INSERT OR REPLACE``), ``undo-table`` (one undo table per
-  checkpoint, dropped whole), ``versioned`` (no copy: a row per version, an
-  old version deleted once no kept checkpoint needs it). CPU µs per entry.
+- the default: that write pattern (``shipped``: the undo copy, then the entry
+  replaced in place by an upsert, on a file of ``SQLITE_PAGE_SIZE`` pages)
+  against others, on a SQLite file of ``--keys`` entries of ``--entry-bytes``,
+  with checkpoints of ``--batch`` keys taken in turn, ``keep`` 3:
+  ``replace-4k`` (the write before 2026-12-02: ``INSERT OR REPLACE``, a
+  delete and an insert, on SQLite's default 4 KB pages), ``update`` (``UPDATE``
+  in place), ``undo-table`` (one undo table per checkpoint, dropped whole),
+  ``versioned`` (no copy: a row per version, an old version deleted once no
+  kept checkpoint needs it). CPU µs per entry.
 - ``--worker``: the most any cheaper write could gain in the worker.
   ``scripts/bench_scale.py``'s worker runs with the entries replaced in place
   (no undo copy, no delete: not crash-safe, never shipped) and with the
@@ -43,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a source tree that is not installed
     sys.path.insert(0, str(ROOT))
 
-from stream_learner.stores import LocalStore  # noqa: E402
+from stream_learner.stores import SQLITE_PAGE_SIZE, LocalStore  # noqa: E402
 
 KEEP = 3
 
@@ -54,6 +57,18 @@ def _shipped(db: sqlite3.Connection, cid: int, changes: dict[str, bytes]) -> Non
     """LocalStore's own write (undo copies of the old entries, then the new ones), and its
     delete of the undo records no kept checkpoint needs."""
     LocalStore._replace_entries(db, cid, changes)
+    if cid > KEEP:
+        db.execute("DELETE FROM undo WHERE id <= ?", (cid - KEEP,))
+
+
+def _replace_4k(db: sqlite3.Connection, cid: int, changes: dict[str, bytes]) -> None:
+    """The store's write before 2026-12-02 (on a file of 4 KB pages, see :func:`_create`):
+    the undo copies, then ``INSERT OR REPLACE`` (a delete and an insert per entry)."""
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany("INSERT INTO undo VALUES (?, ?, (SELECT blob FROM entries WHERE key = ?))",
+                   [(cid, k, k) for k in changes])
+    db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?)", changes.items())
+    db.execute("COMMIT")
     if cid > KEEP:
         db.execute("DELETE FROM undo WHERE id <= ?", (cid - KEEP,))
 
@@ -96,13 +111,15 @@ def _versioned(db: sqlite3.Connection, cid: int, changes: dict[str, bytes]) -> N
         db.execute("COMMIT")
 
 
-WRITES: dict[str, Write] = {"shipped": _shipped, "update": _update, "undo-table": _undo_table,
-                            "versioned": _versioned}
+WRITES: dict[str, Write] = {"shipped": _shipped, "replace-4k": _replace_4k, "update": _update,
+                            "undo-table": _undo_table, "versioned": _versioned}
 PATTERNS = tuple(WRITES)
 
 
 def _create(db: sqlite3.Connection, pattern: str, keys: int, size: int) -> None:
     db.execute("PRAGMA synchronous = FULL")  # as LocalStore
+    # the store's page size, but SQLite's default for the write it replaced
+    db.execute(f"PRAGMA page_size = {4096 if pattern == 'replace-4k' else SQLITE_PAGE_SIZE}")
     if pattern == "versioned":
         db.execute("CREATE TABLE versions (key TEXT, id INTEGER, blob BLOB, PRIMARY KEY (key, id))")
         db.execute("CREATE TABLE gone (id INTEGER, key TEXT, old INTEGER)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +14,13 @@ from typing import Any
 import pytest
 
 from stream_learner.errors import CheckpointError, CheckpointFenced, ConnectionFailed
-from stream_learner.stores import LocalStore, MemoryStore, RedisStore, redact_url
+from stream_learner.stores import (
+    SQLITE_PAGE_SIZE,
+    LocalStore,
+    MemoryStore,
+    RedisStore,
+    redact_url,
+)
 
 SHARD = "events:0"
 OTHER = "events:1"
@@ -278,6 +285,34 @@ def test_local_store_survives_re_instantiation(tmp_path: Path):
     assert again.save(SHARD, 4, b"c") == 3
     with pytest.raises(CheckpointFenced):
         LocalStore(tmp_path).save(SHARD, 3, b"stale")
+
+
+def test_local_store_makes_large_pages_and_still_writes_a_file_made_with_small_ones(
+        tmp_path: Path):
+    """Entries of a few KB share 16 KB pages in a new keys.sqlite; a file made with
+    SQLite's default 4 KB pages (by an earlier version) keeps them and works the same."""
+    made = LocalStore(tmp_path / "new", keep=3)
+    epoch = made.claim(SHARD)
+    made.save(SHARD, epoch, b"h1", {"a": b"a1"})
+    (folder,) = (tmp_path / "new").iterdir()
+    with sqlite3.connect(folder / "keys.sqlite") as db:
+        assert db.execute("PRAGMA page_size").fetchone() == (SQLITE_PAGE_SIZE,)
+
+    older = tmp_path / "old" / folder.name
+    older.mkdir(parents=True)
+    with sqlite3.connect(older / "keys.sqlite") as db:  # the schema as an earlier version made it
+        db.execute("PRAGMA page_size = 4096")
+        db.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, blob BLOB)")
+        db.execute("CREATE TABLE undo (id INTEGER, key TEXT, blob BLOB, PRIMARY KEY (id, key))")
+    store = LocalStore(tmp_path / "old", keep=3)
+    epoch = store.claim(SHARD)
+    one = store.save(SHARD, epoch, b"h1", {"a": b"a1", "b": b"b1"})
+    store.save(SHARD, epoch, b"h2", {"a": b"a2" * 3000})
+    assert [store.entry(SHARD, k) for k in "ab"] == [b"a2" * 3000, b"b1"]
+    store.save(SHARD, epoch, b"back", revert_to=one)
+    assert [store.entry(SHARD, k) for k in "ab"] == [b"a1", b"b1"]
+    with sqlite3.connect(older / "keys.sqlite") as db:
+        assert db.execute("PRAGMA page_size").fetchone() == (4096,)
 
 
 def test_local_store_holds_a_reserved_shard_until_closed(tmp_path: Path):
