@@ -544,7 +544,7 @@ class RedisStore:
         self._redis.close()
 
 
-#: page size of the SQLite files made by :class:`LocalStore`: an entry (about 2.5 KB for
+#: page size of the SQLite files made by :class:`LocalStore`: an entry (about 2.4 KB for
 #: the shipped model) takes most of a 4 KB page, so each write touched a page of its own;
 #: 16 KB pages hold six. A file made with another size keeps it.
 SQLITE_PAGE_SIZE = 16384
