@@ -551,10 +551,8 @@ SQLITE_PAGE_SIZE = 16384
 
 # An entry replaced in place: INSERT OR REPLACE deletes the row and inserts a new one
 # (a new rowid, its index entry moved), about twice the work for the same result.
-_PUT_ENTRY = ("INSERT INTO entries VALUES (?, ?) "
-              "ON CONFLICT (key) DO UPDATE SET blob = excluded.blob")
-_PUT_SCRATCH = ("INSERT INTO scratch VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET blob = excluded.blob")
+_PUT = "INSERT INTO {} VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET blob = excluded.blob"
+_PUT_ENTRY, _PUT_SCRATCH = _PUT.format("entries"), _PUT.format("scratch")
 
 
 class LocalStore:
