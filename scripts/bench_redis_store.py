@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""What the Redis store's checkpoint writes of per-key entries cost, and what the undo part costs.
+
+The Redis checkpoint store (:class:`stream_learner.stores.RedisStore`) writes a
+keyed checkpoint as one Lua script: for each changed entry it reads the old
+one, writes it to the checkpoint's undo record (so that ``checkpoints
+rollback`` can put it back), then writes the new one. On a shard of ``--keys``
+entries of ``--entry-bytes``, checkpoints of ``--batch`` keys taken in turn,
+two patterns, in two blocks each (the first ``keep`` checkpoints of a block,
+which trim the other pattern's, are not timed):
+
+- ``shipped``: :meth:`RedisStore.save` as it is;
+- ``no-undo``: the same script with no undo record (each entry written over
+  the old one): what the write would cost if rollback kept no old entries.
+
+Per checkpoint: the wall time the worker waits for the write (what the loop
+pauses for), the worker's CPU time (building and sending the command), and
+the server's time in the script (``INFO commandstats``), in ms, medians.
+With ``appendonly yes`` the server also writes what the script changed to its
+append-only file before it answers: the wait includes that, and the server's
+script time does not. The server's setting is printed with the results.
+
+Usage::
+
+    python scripts/bench_redis_store.py [--redis URL] [--keys 100000] [--batch 6500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a source tree that is not installed
+    sys.path.insert(0, str(ROOT))
+
+from stream_learner import stores  # noqa: E402
+from stream_learner.stores import RedisStore  # noqa: E402
+
+#: the shipped script's per-entry write, and the same without the undo record
+_PUT = """local function put(k, v)
+  local old = redis.call('HGET', KEYS[5], k)
+  if old then
+    redis.call('HSETNX', undokey, k, '\\1' .. old)
+  else
+    redis.call('HSETNX', undokey, k, '\\0')
+  end
+  redis.call('HSET', KEYS[5], k, v)
+end"""
+_PUT_NO_UNDO = """local function put(k, v)
+  redis.call('HSET', KEYS[5], k, v)
+end"""
+
+PATTERNS = ("shipped", "no-undo")
+
+
+def no_undo_script() -> str:
+    """The shipped save script with its per-entry write replaced by a plain ``HSET``."""
+    if _PUT not in stores._SAVE:
+        raise SystemExit("the shipped save script no longer has the write this compares with")
+    return stores._SAVE.replace(_PUT, _PUT_NO_UNDO)
+
+
+def _script_usec(client: Any) -> int:
+    stats = client.info("commandstats")
+    return sum(int(v["usec"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def measure(url: str, keys: int, size: int, batch: int,
+            rounds: int) -> tuple[dict[str, list[float]], str]:
+    """Per pattern: ms per checkpoint (wait, worker CPU, server script), three values a
+    round; and the server's ``appendonly``."""
+    prefix = f"bench-redis-store-{uuid.uuid4().hex[:8]}"
+    found: dict[str, list[float]] = {}
+    store = RedisStore(url, prefix=prefix)
+    client = store._redis
+    try:
+        aof = str(client.config_get("appendonly").get("appendonly", "unknown"))
+    except Exception:  # CONFIG may be refused to this user
+        aof = "unknown"
+    scripts = {"shipped": store._save, "no-undo": client.register_script(no_undo_script())}
+    try:
+        shard = "bench:0"
+        epoch = store.claim(shard)
+        value = os.urandom(size)
+        for start in range(0, keys, batch):  # the shard's entries
+            store.save(shard, epoch, b"head", {f"sensor-{i}": value
+                                               for i in range(start, min(keys, start + batch))})
+        position = 0
+        for _ in range(2):  # two blocks of each pattern, one after the other
+            for pattern in PATTERNS:
+                store._save = scripts[pattern]
+                # the first `keep` checkpoints of a block trim the other pattern's: not timed
+                for timed in [False] * store.keep + [True] * max(1, rounds // 2):
+                    changes = {f"sensor-{(position + j) % keys}": os.urandom(size)
+                               for j in range(batch)}
+                    position += batch
+                    usec, t0, cpu0 = (_script_usec(client), time.perf_counter(),
+                                      time.process_time())
+                    store.save(shard, epoch, b"head", changes)
+                    wait, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+                    if timed:
+                        server = (_script_usec(client) - usec) / 1000
+                        found.setdefault(pattern, []).extend([wait * 1000, cpu * 1000, server])
+    finally:
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.delete(key)
+        store.close()
+    return found, aof
+
+
+def report(found: dict[str, list[float]], batch: int, aof: str) -> str:
+    lines = [f"checkpoints of {batch:,} entries, appendonly {aof}: ms per checkpoint (medians)"]
+    for pattern, values in found.items():
+        wait, cpu, server = (statistics.median(values[i::3]) for i in range(3))
+        lines.append(f"{pattern}: wait {wait:.0f} ms, worker CPU {cpu:.0f} ms, "
+                     f"server script {server:.0f} ms ({wait / batch * 1000:.1f} µs an entry)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--redis", default=os.environ.get("STREAM_LEARNER_TEST_REDIS", ""))
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--entry-bytes", type=int, default=2_400)
+    parser.add_argument("--batch", type=int, default=6_500, help="entries per checkpoint")
+    parser.add_argument("--rounds", type=int, default=6, help="timed checkpoints per pattern")
+    args = parser.parse_args(argv)
+    if not args.redis:
+        parser.error("needs --redis URL (or STREAM_LEARNER_TEST_REDIS)")
+    found, aof = measure(args.redis, args.keys, args.entry_bytes, args.batch, args.rounds)
+    print(report(found, args.batch, aof))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

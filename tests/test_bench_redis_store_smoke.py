@@ -1,0 +1,57 @@
+"""scripts/bench_redis_store.py compares the shipped save with one that keeps no undo record,
+on the real Redis (no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from types import ModuleType
+
+from stream_learner.stores import RedisStore
+from tests.support.service import ROOT, service_env
+
+SCRIPT = ROOT / "scripts" / "bench_redis_store.py"
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_redis_store_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_compared_save_differs_from_the_shipped_one_by_the_undo_record_only(
+        redis_url: str, redis_prefixes: Callable[[str], str]) -> None:
+    script = _script()
+    undo_keys = {}
+    for pattern in ("shipped", "no-undo"):
+        store = RedisStore(redis_url, prefix=redis_prefixes(pattern))
+        try:
+            if pattern == "no-undo":
+                store._save = store._redis.register_script(script.no_undo_script())
+            epoch = store.claim("s:0")
+            store.save("s:0", epoch, b"head", {"a": b"1", "b": b"2"})
+            store.save("s:0", epoch, b"head", {"a": b"3"})
+            assert store.entry("s:0", "a") == b"3" and store.entry("s:0", "b") == b"2"
+            undo_keys[pattern] = list(store._redis.scan_iter(match=f"{store.prefix}:*undo:*"))
+        finally:
+            store.close()
+    assert len(undo_keys["shipped"]) == 2 and undo_keys["no-undo"] == []
+
+
+def test_both_patterns_are_measured(redis_url: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--redis", redis_url, "--keys", "300", "--batch", "50",
+         "--rounds", "2"],
+        env=service_env(), capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.findall(r"^(shipped|no-undo): wait (\d+) ms, worker CPU (\d+) ms, "
+                       r"server script (\d+) ms \(([\d.]+) µs an entry\)$", proc.stdout, re.M)
+    assert [row[0] for row in found] == ["shipped", "no-undo"], proc.stdout
+    assert all(float(row[-1]) > 0 for row in found)
+    assert re.search(r"appendonly (yes|no|unknown)", proc.stdout)
