@@ -44,16 +44,8 @@ if str(ROOT) not in sys.path:  # run from a source tree that is not installed
 from stream_learner import stores  # noqa: E402
 from stream_learner.stores import RedisStore  # noqa: E402
 
-#: the shipped script's per-entry write, and the same without the undo record
-_PUT = """local function put(k, v)
-  local old = redis.call('HGET', KEYS[5], k)
-  if old then
-    redis.call('HSETNX', undokey, k, '\\1' .. old)
-  else
-    redis.call('HSETNX', undokey, k, '\\0')
-  end
-  redis.call('HSET', KEYS[5], k, v)
-end"""
+#: the per-entry write of the compared script (the shipped one reads the old entry into
+#: the undo record first)
 _PUT_NO_UNDO = """local function put(k, v)
   redis.call('HSET', KEYS[5], k, v)
 end"""
@@ -63,9 +55,12 @@ PATTERNS = ("shipped", "no-undo")
 
 def no_undo_script() -> str:
     """The shipped save script with its per-entry write replaced by a plain ``HSET``."""
-    if _PUT not in stores._SAVE:
+    script = stores._SAVE
+    start = script.find("local function put(k, v)")
+    end = script.find("\nend\n", start) + len("\nend")
+    if start < 0 or "undokey" not in script[start:end]:
         raise SystemExit("the shipped save script no longer has the write this compares with")
-    return stores._SAVE.replace(_PUT, _PUT_NO_UNDO)
+    return script[:start] + _PUT_NO_UNDO + script[end:]
 
 
 def _script_usec(client: Any) -> int:

@@ -3,30 +3,20 @@ on the real Redis (no timing is asserted)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from collections.abc import Callable
-from types import ModuleType
 
 from stream_learner.stores import RedisStore
-from tests.support.service import ROOT, service_env
+from tests.support.service import ROOT, load_script, service_env
 
 SCRIPT = ROOT / "scripts" / "bench_redis_store.py"
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_redis_store_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_compared_save_differs_from_the_shipped_one_by_the_undo_record_only(
         redis_url: str, redis_prefixes: Callable[[str], str]) -> None:
-    script = _script()
+    script = load_script("bench_redis_store")
     undo_keys = {}
     for pattern in ("shipped", "no-undo"):
         store = RedisStore(redis_url, prefix=redis_prefixes(pattern))

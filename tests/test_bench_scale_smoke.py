@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import subprocess
 import sys
 from types import ModuleType
 from typing import Any
 
-from tests.support.service import ROOT, service_env
+from tests.support.service import ROOT, load_script, service_env
 
 SCRIPT = ROOT / "scripts" / "bench_scale.py"
 
@@ -31,11 +30,7 @@ def test_key_cost_reports_flat_entries_smaller_than_whole_pickles() -> None:
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_scale_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_scale")
 
 
 def _row(sensors: int, resident: int, cpu: float, rss: float) -> dict[str, Any]:

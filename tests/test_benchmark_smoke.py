@@ -8,7 +8,6 @@ No timing is asserted.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,19 +16,14 @@ from types import ModuleType
 
 import pytest
 
-from tests.support.service import ROOT, service_env
+from tests.support.service import ROOT, load_script, service_env
 
 SCRIPT = ROOT / "scripts" / "benchmark.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark")
 
 
 def test_bare_only_runs_every_model_without_a_broker() -> None:

@@ -12,7 +12,6 @@ STREAM_LEARNER_REQUIRE_SERVERS=1 (scripts/test.sh), which makes them fail.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -37,7 +36,7 @@ from stream_learner.cli import _parser, main
 from stream_learner.datasets import dataset_records
 from stream_learner.health import main as health_main
 from stream_learner.settings import load_settings
-from tests.support.service import ROOT, service_command, service_env
+from tests.support.service import ROOT, load_script, service_command, service_env
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -466,12 +465,7 @@ def test_dashboard_and_rules_use_only_exported_metrics(worker: Worker) -> None:
 
 
 def _generator() -> ModuleType:
-    path = ROOT / "scripts" / "gen_config_reference.py"
-    spec = importlib.util.spec_from_file_location("gen_config_reference", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_config_reference")
 
 
 def test_configuration_reference_is_current() -> None:

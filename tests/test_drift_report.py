@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from types import ModuleType
 
 import orjson
 import pytest
 
-from tests.support.service import ROOT
+from tests.support.service import load_script
 
 
 def suite() -> ModuleType:
-    path = ROOT / "scripts" / "drift_report.py"
-    spec = importlib.util.spec_from_file_location("drift_report", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["drift_report"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("drift_report")
 
 
 def test_late_labels_come_as_label_records_100_events_after_their_event() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -17,6 +19,17 @@ KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
 
 #: Set by the ``kafka_client`` fixture: the client the service under test uses.
 CLIENT_VARIABLE = "STREAM_LEARNER_TEST_KAFKA_CLIENT"
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a fresh module, registered under ``<name>_script`` (its
+    dataclasses look their module up by name)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 def one_line_error(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:
     """The single stderr line of a failed command (no traceback)."""
