@@ -115,8 +115,9 @@ def report(found: dict[str, list[float]], batch: int, aof: str) -> str:
     lines = [f"checkpoints of {batch:,} entries, appendonly {aof}: ms per checkpoint (medians)"]
     for pattern, values in found.items():
         wait, cpu, server = (statistics.median(values[i::3]) for i in range(3))
+        per_entry = wait / batch * 1000
         lines.append(f"{pattern}: wait {wait:.0f} ms, worker CPU {cpu:.0f} ms, "
-                     f"server script {server:.0f} ms ({wait / batch * 1000:.1f} µs an entry)")
+                     f"server script {server:.0f} ms ({per_entry:.1f} µs of wait an entry)")
     return "\n".join(lines)
 
 

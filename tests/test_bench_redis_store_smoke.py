@@ -41,7 +41,7 @@ def test_both_patterns_are_measured(redis_url: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = re.findall(r"^(shipped|no-undo): wait (\d+) ms, worker CPU (\d+) ms, "
-                       r"server script (\d+) ms \(([\d.]+) µs an entry\)$", proc.stdout, re.M)
+                       r"server script (\d+) ms \(([\d.]+) µs of wait an entry\)$", proc.stdout, re.M)
     assert [row[0] for row in found] == ["shipped", "no-undo"], proc.stdout
     assert all(float(row[-1]) > 0 for row in found)
     assert re.search(r"appendonly (yes|no|unknown)", proc.stdout)
