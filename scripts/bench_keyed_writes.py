@@ -119,8 +119,6 @@ def table(results: Sequence[dict[str, Any]], sizes: Sequence[int]) -> str:
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for way in WAYS:
         rows = {n: [r for r in results if r["way"] == way and r["sensors"] == n] for n in sizes}
-        if not all(rows.values()):
-            continue
         cpu = {n: statistics.median(r["cpu_us_per_event"] for r in rows[n]) for n in sizes}
         rate = {n: statistics.median(r["events_per_s"] for r in rows[n]) for n in sizes}
         written = statistics.median(r["bytes_per_checkpoint"] for r in rows[large])
@@ -150,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.store == "redis" and not args.redis:
         parser.error("--store redis needs --redis URL (or STREAM_LEARNER_TEST_REDIS)")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if any(n > MAX_RESIDENT for n in args.sizes):
         parser.error(f"every model stays in memory: at most {MAX_RESIDENT:,} sensors")
     results = []

@@ -42,7 +42,6 @@ if str(ROOT) not in sys.path:  # run from a source tree that is not installed
     sys.path.insert(0, str(ROOT))
 
 from stream_learner import stores  # noqa: E402
-from stream_learner.stores import RedisStore  # noqa: E402
 
 #: the per-entry write of the compared script (the shipped one reads the old entry into
 #: the undo record first)
@@ -74,7 +73,7 @@ def measure(url: str, keys: int, size: int, batch: int,
     round; and the server's ``appendonly``."""
     prefix = f"bench-redis-store-{uuid.uuid4().hex[:8]}"
     found: dict[str, list[float]] = {}
-    store = RedisStore(url, prefix=prefix)
+    store = stores.RedisStore(url, prefix=prefix)
     client = store._redis
     try:
         aof = str(client.config_get("appendonly").get("appendonly", "unknown"))
