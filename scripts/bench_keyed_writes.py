@@ -1,18 +1,23 @@
 """What saving changed models costs a fleet: the scale run with its entry writes replaced.
 
     python scripts/bench_keyed_writes.py [--sizes 100,100000] [--store redis|local]
-        [--rounds 3] [--redis URL] [--min-events 100000]
+        [--rounds 3] [--redis URL] [--min-events 100000] [--ways entries,waited,...]
 
 An analysis of the keyed-state target of docs/benchmarks.md (100,000 sensors at
 0.6x the rate of 100), not a measure of the service as shipped. Each run is
 the worker of ``scripts/bench_scale.py`` (the real service, ``model.scope =
 "key"``, 10 Friedman events per sensor, checkpoints every second, every model
-in memory: ``max_resident`` 200,000), in a fresh process, with one of three
+in memory: ``max_resident`` 200,000), in a fresh process, with one of four
 ways of writing the models changed since the last checkpoint:
 
 ``entries``
     the service as shipped: each changed model encoded and signed as an entry,
-    one entry per model written with the checkpoint;
+    one entry per model written with the checkpoint (on Redis, by a background
+    thread while the loop serves on: ``checkpoint.write_behind``);
+``waited``
+    the same entries, the loop waiting for each write
+    (``checkpoint.write_behind = false``; on the local store, which always
+    writes at once, the same as ``entries``);
 ``records``
     each changed model written as a signed record of :data:`RECORD_BYTES`
     bytes instead of its entry, in the same atomic checkpoint write: what a
@@ -53,7 +58,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 RECORD_BYTES = 200
 
 #: the ways of writing changed models, in the order of the table
-WAYS = ("entries", "records", "nothing")
+WAYS = ("entries", "waited", "records", "nothing")
 
 #: every model in memory: nothing is parked or loaded, only checkpoints write
 MAX_RESIDENT = 200_000
@@ -63,7 +68,7 @@ def replace_writes(way: str) -> None:
     """Make the keyed scope write ``way`` (see the module) in this process."""
     from stream_learner.scopes import KeyedModels
 
-    if way == "entries":
+    if way in ("entries", "waited"):
         return
     record = b"r" * RECORD_BYTES if way == "records" else None
 
@@ -87,7 +92,7 @@ def child(way: str, sensors: int, store: str, where: str, min_events: int) -> di
     args = argparse.Namespace(
         sensors=sensors, store=store, where=where, events_per_sensor=10,
         max_resident=MAX_RESIDENT, every_seconds=1.0, min_events=min_events,
-        restart=False, gc_old_threshold=0)
+        restart=False, gc_old_threshold=0, blocking_writes=way == "waited")
     result: dict[str, Any] = bench_scale.worker(args)
     return result
 
@@ -111,13 +116,13 @@ def run(way: str, sensors: int, store: str, redis_url: str, min_events: int) -> 
     return result
 
 
-def table(results: Sequence[dict[str, Any]], sizes: Sequence[int]) -> str:
+def table(results: Sequence[dict[str, Any]], sizes: Sequence[int], ways: Sequence[str]) -> str:
     """Medians per way and size, and the ratios of the largest fleet to the smallest."""
     small, large = sizes[0], sizes[-1]
     head = (f"| writes of changed models | CPU / event at {small:,} | at {large:,} | ratio "
             f"| events/s at {small:,} | at {large:,} | ratio | bytes / checkpoint at {large:,} |")
     lines = [head, "|---|---|---|---|---|---|---|---|"]
-    for way in WAYS:
+    for way in ways:
         rows = {n: [r for r in results if r["way"] == way and r["sensors"] == n] for n in sizes}
         cpu = {n: statistics.median(r["cpu_us_per_event"] for r in rows[n]) for n in sizes}
         rate = {n: statistics.median(r["events_per_s"] for r in rows[n]) for n in sizes}
@@ -138,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-events", type=int, default=100_000,
                         help="events per run at least (small fleets get more per sensor)")
+    parser.add_argument("--ways", type=lambda s: s.split(","), default=list(WAYS),
+                        help=f"which ways to run (default: all of {','.join(WAYS)})")
     parser.add_argument("--child", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--sensors", type=int, default=100, help=argparse.SUPPRESS)
     parser.add_argument("--where", default="", help=argparse.SUPPRESS)
@@ -150,18 +157,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--store redis needs --redis URL (or STREAM_LEARNER_TEST_REDIS)")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if not args.ways or any(way not in WAYS for way in args.ways):
+        parser.error(f"--ways: a comma-separated choice of {', '.join(WAYS)}")
     if any(n > MAX_RESIDENT for n in args.sizes):
         parser.error(f"every model stays in memory: at most {MAX_RESIDENT:,} sensors")
     results = []
     for round_ in range(1, args.rounds + 1):
-        for way in WAYS:
+        for way in args.ways:
             for sensors in args.sizes:
                 result = run(way, sensors, args.store, args.redis, args.min_events)
                 results.append(result)
                 print(f"round {round_}: {way} {sensors:,} sensors: "
                       f"{result['cpu_us_per_event']:.1f} µs, "
                       f"{result['events_per_s']:,.0f} events/s", file=sys.stderr, flush=True)
-    print(table(results, args.sizes))
+    print(table(results, args.sizes, args.ways))
     return 0
 
 

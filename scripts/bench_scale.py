@@ -238,7 +238,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings(None, env={}, overrides={
         "model": {"scope": "key", "max_resident": args.max_resident},
         "checkpoint": {"store": args.store, "every_seconds": args.every_seconds,
-                       "every_events": 10**9},
+                       "every_events": 10**9, "write_behind": not args.blocking_writes},
         "kafka": {"events_topic": TOPIC},
     })
     spec = ModelSpec.from_settings(settings.model)
@@ -246,10 +246,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     saves: list[tuple[int, int, int, int]] = []
 
     class Recording(Checkpointer):
-        def _save_keyed(self, shard: Any, models: Any, spill: Any) -> int:
-            written = super()._save_keyed(shard, models, spill)
-            saves.append((written, self.last_changed, self.last_entries, self.last_entry_bytes))
-            return written
+        def _settled(self, write: Any) -> None:
+            super()._settled(write)
+            if write.future.exception() is None:
+                saves.append((write.bytes + write.parked_bytes, self.last_changed,
+                              self.last_entries, self.last_entry_bytes))
 
     metrics = Metrics()
     checkpointer = Recording(store, EnvelopeCodec(KEY, spec.config_hash), settings.checkpoint,
@@ -402,6 +403,8 @@ def _child(args: argparse.Namespace, sensors: int, store: str, where: str,
            "--min-events", str(args.min_events)]
     if args.gc_old_threshold:
         cmd += ["--gc-old-threshold", str(args.gc_old_threshold)]
+    if args.blocking_writes:
+        cmd.append("--blocking-writes")
     if restart:
         cmd.append("--restart")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -671,6 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="events per run at least (small fleets get more per sensor)")
     parser.add_argument("--max-resident", type=int, default=10_000)
     parser.add_argument("--every-seconds", type=float, default=1.0)
+    parser.add_argument("--blocking-writes", action="store_true",
+                        help="checkpoint.write_behind = false: the loop waits for each write")
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--key-cost", action="store_true",
                         help="measure what one key costs (docs/tasks.md), run nothing else")

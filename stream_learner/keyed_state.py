@@ -12,6 +12,8 @@ Parks are sent :data:`PARK_BATCH` at a time, so parking costs a round trip
 per batch, not per model. When the store cannot be reached, parked models
 stay in memory (and go out with the next checkpoint); a model that must be loaded is retried with
 backoff for ``checkpoint.restore_timeout_s`` (:func:`read_store`), then the error is raised.
+While a checkpoint's write is in flight (:mod:`stream_learner.write_behind`),
+parks stay in memory too, and its entries are read from memory.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from stream_learner.checkpoint import EnvelopeCodec
 from stream_learner.errors import CheckpointError, ConnectionFailed
@@ -118,6 +121,12 @@ class StoreSpill:
         self.pending: dict[str, bytes] = {}
         #: entries read ahead by :meth:`prefetch` (None: the store has none)
         self.prefetched: dict[str, bytes | None] = {}
+        #: the newest checkpoint's entries (signed) and the parked keys it promotes, until
+        #: its write is settled; a failed write's go again with the next checkpoint
+        self.unwritten: dict[str, bytes] = {}
+        self.unpromoted: set[str] = set()
+        #: the checkpoint write in flight: parks wait for it (it empties the scratch map)
+        self.write: Future[Any] | None = None
         #: bytes sent to the store by parks since the last checkpoint, and how many parks
         self.bytes_parked = 0
         self.n_parked_since = 0
@@ -131,7 +140,10 @@ class StoreSpill:
             self.flush()
 
     def flush(self) -> None:
-        """Send the pending parks to the store's scratch map (kept in memory if that fails)."""
+        """Send the pending parks to the store's scratch map (kept in memory if that fails,
+        or while a checkpoint's write is in flight)."""
+        if self.write is not None and not self.write.done():
+            return
         seal = self.codec.seal_entry
         items = {key: seal(self.shard, key, payload) for key, payload in self.pending.items()}
         try:
@@ -154,17 +166,34 @@ class StoreSpill:
         self.prefetched.update(found)
 
     def load(self, key: str, parked: bool) -> bytes | None:
-        """The verified entry of ``key``: from memory, the scratch map or the entries."""
+        """The verified entry of ``key``, from where its newest one is.
+
+        That is memory (a pending park), then the scratch map for a key
+        ``parked`` since the newest checkpoint was sealed; else that
+        checkpoint's entry while its write is not settled (:attr:`unwritten`,
+        or the scratch map for a key it promotes), else the entries.
+        """
         payload = self.pending.pop(key, None)
         if payload is not None:
             return payload
-        if key in self.prefetched:
-            blob = self.prefetched.pop(key)
-        elif parked:
-            blob = self._retry(lambda: self.store.parked(self.shard, self.epoch, key))
+        read_ahead = key in self.prefetched
+        ahead = self.prefetched.pop(key, None)
+        if parked:
+            blob = ahead if read_ahead else self._parked(key)
+        elif key in self.unwritten:
+            blob = self.unwritten[key]
+        elif key in self.unpromoted:  # the scratch map, or the entries once promoted
+            blob = self._parked(key)
+            if blob is None:
+                blob = self._retry(lambda: self.store.entry(self.shard, key))
+        elif read_ahead:
+            blob = ahead
         else:
             blob = self._retry(lambda: self.store.entry(self.shard, key))
         return None if blob is None else self.codec.open_entry(self.shard, key, blob)
+
+    def _parked(self, key: str) -> bytes | None:
+        return self._retry(lambda: self.store.parked(self.shard, self.epoch, key))
 
     def _retry(self, read: Callable[[], _T]) -> _T:
         return read_store(read, f"shard {self.shard}: loading a model", self.timeout_s,

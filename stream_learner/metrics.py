@@ -191,7 +191,8 @@ class Metrics:
         self.stage_latency = Histogram(
             "stream_learner_stage_seconds",
             "Time spent in a stage: process (a batch scored and learned), commit (its outputs "
-            "handed over and offsets committed), checkpoint (a shard saved).",
+            "handed over and offsets committed), checkpoint (the loop's pause to save a shard; "
+            "a keyed write behind it is not waited for).",
             ["stage"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.online_metric = Gauge(
@@ -205,7 +206,7 @@ class Metrics:
         )
         self.checkpoint_seconds = Histogram(
             "stream_learner_checkpoint_duration_seconds",
-            "Time to seal and store one shard checkpoint.",
+            "Time to seal and store one shard checkpoint (a keyed write behind the loop included).",
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.checkpoint_written = Counter(

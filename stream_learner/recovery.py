@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -57,6 +57,7 @@ from stream_learner.scopes import KeyedModels
 from stream_learner.settings import CheckpointSettings
 from stream_learner.sources import TopicPartition
 from stream_learner.stores import CheckpointStore
+from stream_learner.write_behind import KeyedWrite, WriteBehind
 
 _T = TypeVar("_T")
 
@@ -196,6 +197,12 @@ class NullCheckpointer:
         """Never due."""
         return False
 
+    def settle(
+        self, wait: bool, sids: Collection[str] | None = None
+    ) -> list[tuple[Shard, CheckpointFenced]]:
+        """No writes."""
+        return []
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -215,6 +222,10 @@ class Checkpointer:
         Checkpoint duration, size, age and failures are recorded here.
     wall_clock
         Seconds since the epoch, for ``created_at``.
+    background
+        Write keyed checkpoints in a background thread (see
+        :mod:`stream_learner.write_behind`); by default when
+        ``checkpoint.write_behind`` is on and the store allows it.
     """
 
     enabled = True
@@ -228,8 +239,12 @@ class Checkpointer:
         wall_clock: Callable[[], float],
         clock: Callable[[], float],
         exactly_once: bool = False,
+        background: bool | None = None,
     ) -> None:
         self.store = store
+        if background is None:
+            background = settings.write_behind and store.background_writes
+        self.writes = WriteBehind(store, background, clock)
         self.codec = codec
         self.settings = settings
         #: outputs and offsets commit in one transaction: a checkpoint past K is not used
@@ -255,6 +270,7 @@ class Checkpointer:
         new_learner: Callable[[], Learner],
     ) -> ResumePlan:
         """Claim a new epoch for the shard and decide how to resume it."""
+        self._forget(sid)
         started = self._clock()
         epoch = self._with_retries(lambda: self.store.claim(sid), f"claim {sid}")
         latest = self._with_retries(lambda: self.store.latest(sid), f"load {sid}")
@@ -391,11 +407,14 @@ class Checkpointer:
         """Take a new epoch for a shard that comes back with its in-memory state current.
 
         False when that state cannot be kept: models parked since its last
-        checkpoint were in the previous epoch's scratch map (the caller restores).
+        checkpoint (or promoted by a write that failed) were in the previous
+        epoch's scratch map (the caller restores).
         """
+        self._forget(shard.id)
         models = shard.learner.models
         if isinstance(models, KeyedModels) and (
             models.has_parked_changes or not isinstance(models.spill, StoreSpill)
+            or models.spill.unpromoted
         ):
             return False
         shard.epoch = self._with_retries(lambda: self.store.claim(shard.id), f"claim {shard.id}")
@@ -476,18 +495,20 @@ class Checkpointer:
             if sealed is not None:
                 self.write(sealed, now)
             return
+        self._settle(shard.id, wait=True)  # the shard's previous write, if still in flight
         t0 = self._clock()
         try:
-            written = self._save_keyed(shard, models, spill)
-        except CheckpointFenced:
-            self.metrics.checkpoints.labels(result="fenced").inc()
-            raise
-        except (ConnectionFailed, CheckpointError) as exc:
+            write = self._seal_keyed(shard, models, spill, now)
+        except CheckpointError as exc:
             self._failed(shard.id, now, exc)
             return
+        write.seconds = self._clock() - t0
         shard.records_since_save = 0
         shard.dirty = False
-        self._saved(shard, now, written, self._clock() - t0)
+        shard.saved_at = now
+        self.writes.submit(write)
+        if not self.writes.background:
+            self._settle(shard.id, wait=True)
 
     def seal(self, shard: Shard, now: float) -> Sealed | None:
         """Serialise a shard of one model now; it counts as clean until :meth:`write` fails.
@@ -541,28 +562,94 @@ class Checkpointer:
         if self._backoff.pop(shard.id, None) is not None:
             log.info("checkpoint of %s saved again after failures", shard.id)
 
-    def _save_keyed(self, shard: Shard, models: KeyedModels, spill: StoreSpill) -> int:
-        """Head + changed entries + promoted parks in one atomic write; bytes sent."""
+    def _seal_keyed(
+        self, shard: Shard, models: KeyedModels, spill: StoreSpill, now: float
+    ) -> KeyedWrite:
+        """Head + changed entries + promoted parks, sealed for one atomic write.
+
+        The entries of a write that failed go again, under those changed since.
+        """
         payloads, promote = models.changes()
         payloads.update(spill.pending)
-        promote = [key for key in promote if key not in spill.pending]
         seal = self.codec.seal_entry
-        entries = {key: seal(shard.id, key, payload) for key, payload in payloads.items()}
+        entries = dict(spill.unwritten)
+        entries.update((key, seal(shard.id, key, payload)) for key, payload in payloads.items())
+        promoted = sorted(spill.unpromoted.union(promote).difference(entries))
         with models.head_view():
             blob = self.codec.seal(
                 shard.id, shard.position, shard.epoch, shard.learner,
                 created_at=self._wall_clock(),
                 extra={"keyed": {"keys": models.n_keys, "entries": len(entries),
-                                 "promoted": len(promote)}},
+                                 "promoted": len(promoted)}},
             )
-        self.store.save(shard.id, shard.epoch, blob, entries, promote)
         models.committed()
         spill.pending.clear()
-        self.last_changed = len(entries) + len(promote)
-        self.last_entries = len(entries) + spill.n_parked_since
-        self.last_entry_bytes = sum(map(len, entries.values())) + spill.bytes_parked
+        spill.unwritten, spill.unpromoted = entries, set(promoted)
+        write = KeyedWrite(shard, spill, shard.epoch, blob, entries, promoted, at=now,
+                           records=shard.records_since_save, seconds=0.0,
+                           parks=spill.n_parked_since, parked_bytes=spill.bytes_parked)
         spill.bytes_parked = spill.n_parked_since = 0
-        return len(blob) + self.last_entry_bytes
+        return write
+
+    def settle(
+        self, wait: bool, sids: Collection[str] | None = None
+    ) -> list[tuple[Shard, CheckpointFenced]]:
+        """Settle the keyed writes that are done (all of them, if ``wait``).
+
+        Each written one counts as a checkpoint; a failed one leaves its shard
+        dirty and is retried with backoff. Returns the shards whose write a
+        newer epoch refused: the caller drops them.
+        """
+        fenced = []
+        for sid in self.writes.shards(sids):
+            write = self.writes.take(sid, wait)
+            if write is None:
+                continue
+            try:
+                self._settled(write)
+            except CheckpointFenced as exc:
+                fenced.append((write.shard, exc))
+        return fenced
+
+    def _settle(self, sid: str, wait: bool) -> None:
+        write = self.writes.take(sid, wait)
+        if write is not None:
+            self._settled(write)
+
+    def _settled(self, write: KeyedWrite) -> None:
+        """Account for a keyed write that is done.
+
+        Raises
+        ------
+        CheckpointFenced
+            A newer epoch owns the shard: the caller must drop it.
+        """
+        shard, spill, sid = write.shard, write.spill, write.shard.id
+        exc = write.future.exception()
+        if isinstance(exc, CheckpointFenced):
+            self.metrics.checkpoints.labels(result="fenced").inc()
+            raise exc
+        if isinstance(exc, ConnectionFailed | CheckpointError):
+            shard.records_since_save += write.records
+            shard.dirty = True
+            spill.n_parked_since += write.parks
+            spill.bytes_parked += write.parked_bytes
+            self._failed(sid, self._clock(), exc)  # its entries stay unwritten: sent again
+            return
+        if exc is not None:
+            raise exc
+        spill.unwritten, spill.unpromoted = {}, set()
+        self.last_changed = len(write.entries) + len(write.promote)
+        self.last_entries = len(write.entries) + write.parks
+        self.last_entry_bytes = write.bytes - len(write.blob) + write.parked_bytes
+        self._saved(shard, write.at, write.bytes + write.parked_bytes, write.seconds + write.wrote_s)
+
+    def _forget(self, sid: str) -> None:
+        """Settle the shard's write before its state is replaced (a restore, a new epoch)."""
+        try:
+            self._settle(sid, wait=True)
+        except CheckpointFenced as exc:
+            log.warning("shard %s: %s", sid, exc)
 
     def _failed(self, sid: str, now: float, exc: Exception) -> None:
         waits = Backoff(SAVE_FIRST_WAIT_S, self.settings.max_backoff_s)
@@ -572,7 +659,10 @@ class Checkpointer:
         log.warning("checkpoint of %s failed (%s); serving on, retry in %.1fs", sid, exc, delay)
 
     def close(self) -> None:
-        """Close the store."""
+        """Settle the writes in flight, then close the store."""
+        for sid in self.writes.shards():
+            self._forget(sid)
+        self.writes.close()
         self.store.close()
 
 

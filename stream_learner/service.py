@@ -239,6 +239,7 @@ class Service:
         self._commit()
         self.committer.drain()
         now = self._clock()
+        saved: dict[TopicPartition, Shard] = {}
         for tp in sorted({self.shard_of(tp) for tp in partitions}):
             shard = self.shards.pop(tp, None)
             if shard is None:
@@ -248,6 +249,11 @@ class Service:
             except CheckpointFenced as exc:
                 log.warning("shard %s: %s", shard.id, exc)
                 continue
+            saved[tp] = shard
+        for shard, refused in self.checkpointer.settle(True, {s.id for s in saved.values()}):
+            log.warning("shard %s: %s", shard.id, refused)
+            saved = {tp: s for tp, s in saved.items() if s is not shard}
+        for tp, shard in saved.items():
             # Kept in case the partition comes straight back with nothing processed elsewhere.
             self._parked[tp] = shard
             self.reporter.forget(str(tp[1]))
@@ -410,6 +416,7 @@ class Service:
         self._commit()  # the batch's offsets and outputs, a snapshot record included
         if records:
             self._checkpoint_due(self._clock())
+        self._settle(wait=False)
         return True
 
     def finish(self, final: bool = False) -> Summary:
@@ -969,6 +976,12 @@ class Service:
         for shard in list(self.shards.values()):
             if shard.dirty:
                 self._save_or_drop(shard, now)
+        self._settle(wait=True)
+
+    def _settle(self, wait: bool) -> None:
+        """Account for the keyed checkpoint writes done in the background (all: ``wait``)."""
+        for shard, exc in self.checkpointer.settle(wait):
+            self._fenced(shard, exc)
 
     def _save_or_drop(self, shard: Shard, now: float) -> None:
         """Checkpoint ``shard`` now; fenced, see :meth:`_fenced`."""

@@ -622,6 +622,11 @@ class CheckpointSettings(_Section):
         30.0, gt=0, description="Longest wait between retries of a failed checkpoint."
     )
     timeout_s: float = Field(5.0, gt=0, description="Redis socket timeout.")
+    write_behind: bool = Field(
+        True,
+        description="Per-key models on Redis: write each checkpoint in a background thread "
+        "while the loop serves on (false: the loop waits for the write).",
+    )
 
     def redis_password(self, environ: Mapping[str, str]) -> str | None:
         """The Redis password from the variable ``redis_password_env`` names (None: no password).

@@ -65,6 +65,10 @@ __all__ = [
 class CheckpointStore(Protocol):
     """Where checkpoint envelopes and keyed entries are kept."""
 
+    #: a keyed checkpoint's :meth:`save` may run in a background thread while the loop reads
+    #: entries (see :mod:`stream_learner.write_behind`)
+    background_writes: bool
+
     def claim(self, shard: str) -> int:
         """Take a new epoch for ``shard`` (atomically newer than any before) and return it."""
         ...
@@ -171,6 +175,9 @@ class MemoryStore:
     >>> store.save("s", new, b"rolled back", revert_to=1), store.entry("s", "k"), store.ids("s")
     (3, b'v1', [1, 3])
     """
+
+    #: one thread: the tests of the pure core stay deterministic
+    background_writes = False
 
     def __init__(self, keep: int = 3) -> None:
         self.keep = keep
@@ -375,6 +382,9 @@ class RedisStore:
         Socket timeout; a slow Redis fails a save instead of stalling the stream.
     """
 
+    #: its connection pool is thread-safe: a save runs on a connection of its own
+    background_writes = True
+
     def __init__(
         self,
         url: str,
@@ -563,6 +573,9 @@ class LocalStore:
     undo records newer than the newest head: the next claim or save (under the
     shard's lock) applies and drops them, so the entries always match a head.
     """
+
+    #: SQLite connections stay in the thread that opened them
+    background_writes = False
 
     def __init__(self, directory: str | Path, keep: int = 3) -> None:
         self.root = Path(directory)

@@ -20,9 +20,9 @@ def test_each_way_writes_what_it_says_on_the_local_store() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {m[0]: m[1:] for m in re.findall(
-        r"^\| (entries|records|nothing) \| (\d+) µs \| (\d+) µs \| ([\d.]+) \| [\d,]+ \| [\d,]+ "
+        r"^\| (entries|waited|records|nothing) \| (\d+) µs \| (\d+) µs \| ([\d.]+) \| [\d,]+ \| [\d,]+ "
         r"\| ([\d.]+) \| ([\d,]+) KiB \|$", proc.stdout, re.M)}
-    assert sorted(rows) == ["entries", "nothing", "records"], proc.stdout
+    assert sorted(rows) == ["entries", "nothing", "records", "waited"], proc.stdout
     written = {way: int(row[-1].replace(",", "")) for way, row in rows.items()}
     # a model's entry is about 2.4 KB, a record 200 B, and `nothing` writes the head alone
     assert written["nothing"] < written["records"] < written["entries"] / 4, written
