@@ -145,7 +145,7 @@ class WriteBehind:
             checkpoint_id = self.store.save(
                 write.shard.id, write.epoch, write.blob, write.entries, write.promote
             )
-        except Exception as exc:  # handed to the loop, which decides (retry, drop, stop)
+        except BaseException as exc:  # handed to the loop, which decides (retry, drop, stop)
             write.wrote_s = self._clock() - t0
             write.future.set_exception(exc)
         else:

@@ -189,3 +189,20 @@ def test_with_write_behind_off_a_redis_checkpoint_is_written_before_the_loop_goe
         assert list(w.checkpointer.writes.shards()) == [] and store.ids(SID0) == [1]
     finally:
         store.close()
+
+
+def test_an_interrupted_write_leaves_nothing_in_flight_to_wait_for():
+    class Interrupted(MemoryStore):
+        def save(self, *args: Any, **kwargs: Any) -> int:
+            raise KeyboardInterrupt  # Ctrl-C inside a write made at once
+
+    store = Interrupted()
+    w = worker(keyed_settings(), DATA, store)
+    assert not w.checkpointer.writes.background
+    w.start()
+    for _ in range(4):
+        w.step()
+    with pytest.raises(KeyboardInterrupt):
+        w.step()
+    assert list(w.checkpointer.writes.shards()) == []
+    w.checkpointer.close()  # returns: no write left to wait for
