@@ -26,7 +26,7 @@ LAYERS: dict[str, set[str]] = {
     "base": {"__init__", "errors", "settings", "client_options", "retrying"},
     "core": {"events", "models", "tasks", "learner", "labels", "scopes", "slot_codec", "drift/"},
     "edges": {"sources", "sinks", "commits", "stores", "metrics", "datasets", "testing", "kafka/", "dashboard/"},
-    "state": {"checkpoint", "keyed_state", "recovery", "guard", "admin"},
+    "state": {"checkpoint", "keyed_state", "write_behind", "recovery", "guard", "admin"},
     "loop": {"service", "reporting", "summary"},
     "batch": {"replay", "backtest", "simulate"},
     "entry": {"api", "cli", "health", "__main__"},
