@@ -58,7 +58,8 @@ from urllib.parse import urlsplit, urlunsplit
 from stream_learner.errors import CheckpointError, CheckpointFenced, ConnectionFailed, os_reason
 
 __all__ = [
-    "SQLITE_PAGE_SIZE", "CheckpointStore", "LocalStore", "MemoryStore", "RedisStore", "redact_url",
+    "PACK_SLICE", "SQLITE_PAGE_SIZE", "CheckpointStore", "LocalStore", "MemoryStore", "RedisStore",
+    "SlicedPacker", "redact_url",
 ]
 
 
@@ -365,6 +366,55 @@ return {id, epoch}
 """
 
 
+#: arguments hiredis packs in one call; a longer command (a keyed checkpoint's thousands
+#: of entries) is packed in slices of this many (see :class:`SlicedPacker`)
+PACK_SLICE = 256
+
+
+class SlicedPacker:
+    """Packs Redis commands with hiredis, a long one in slices of :data:`PACK_SLICE` arguments.
+
+    redis-py packs a command with hiredis in one call when hiredis is installed:
+    one step in C, so a checkpoint written in the background does not take turns
+    with the loop for the interpreter once per entry. For one command of
+    thousands of entries that call holds about four times the command's bytes
+    at its peak (a save of 38 MB raised the process's peak RSS by 150 MB), and
+    the worker's peak RSS with it. Packed in slices, the command is the same
+    bytes on the wire, sent as one chunk per slice, and the transient is the
+    packed copy plus one slice.
+
+    Examples
+    --------
+    >>> import hiredis
+    >>> args = ("EVALSHA", "f00", 1, "k", *(b"v%d" % i for i in range(600)))
+    >>> chunks = SlicedPacker().pack(*args)
+    >>> len(chunks), b"".join(chunks) == hiredis.pack_command(args)
+    (4, True)
+    """
+
+    def pack(self, *args: Any) -> list[bytes | memoryview]:
+        """The command ``args`` in the Redis protocol, as chunks to send in order."""
+        import hiredis
+        from redis.exceptions import DataError
+
+        if isinstance(args[0], str):  # "CONFIG GET": redis-py's split of a command's words
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
+        try:
+            if len(args) <= PACK_SLICE:
+                return [hiredis.pack_command(args)]
+            chunks: list[bytes | memoryview] = [b"*%d\r\n" % len(args)]
+            for start in range(0, len(args), PACK_SLICE):
+                packed = hiredis.pack_command(args[start : start + PACK_SLICE])
+                # each slice comes as a command of its own: its "*<n>\r\n" header is dropped
+                chunks.append(memoryview(packed)[packed.index(b"\r\n") + 2 :])
+        except TypeError as exc:  # an argument of a type hiredis does not pack
+            raise DataError(str(exc)) from exc
+        return chunks
+
+
 class RedisStore:
     """Checkpoints in Redis; each save is one Lua script (atomic, fenced, trimmed).
 
@@ -409,6 +459,7 @@ class RedisStore:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
+            command_packer=SlicedPacker(),
         )
         self._save = self._redis.register_script(_SAVE)
         self._claim = self._redis.register_script(_CLAIM)

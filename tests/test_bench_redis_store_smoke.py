@@ -45,3 +45,27 @@ def test_both_patterns_are_measured(redis_url: str) -> None:
     assert [row[0] for row in found] == ["shipped", "no-undo"], proc.stdout
     assert all(float(row[-1]) > 0 for row in found)
     assert re.search(r"appendonly (yes|no|unknown)", proc.stdout)
+
+
+def test_packing_is_measured_three_ways_without_redis() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--packing", "--batch", "600", "--entry-bytes", "100",
+         "--rounds", "2"],
+        env=service_env(), capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"of 600 entries \(0\.\d MB of arguments\)", proc.stdout), proc.stdout
+    found = re.findall(r"^(.+): CPU ([\d.]+) ms \(best round\), peak RSS \+(\d+) MB \(first pack\)$",
+                       proc.stdout, re.M)
+    assert [row[0] for row in found] == ["hiredis, one call", "hiredis, sliced", "python"]
+
+
+def test_the_packed_save_command_is_what_the_store_sends() -> None:
+    """The measured command is the shipped save's: same packed bytes, sliced or not."""
+    import hiredis
+
+    script = load_script("bench_redis_store")
+    command = script.save_command(700, 50)
+    assert command[0] == "EVALSHA" and command[2] == 6 and len(command) == 3 + 6 + 8 + 2 * 700
+    packed = {way: b"".join(script._packer(way)(*command)) for way in script.PACKERS}
+    assert set(packed.values()) == {hiredis.pack_command(command)}

@@ -15,10 +15,12 @@ import pytest
 
 from stream_learner.errors import CheckpointError, CheckpointFenced, ConnectionFailed
 from stream_learner.stores import (
+    PACK_SLICE,
     SQLITE_PAGE_SIZE,
     LocalStore,
     MemoryStore,
     RedisStore,
+    SlicedPacker,
     redact_url,
 )
 
@@ -575,3 +577,66 @@ def test_fetch_reads_entries_and_parks_in_one_call(store):
     many = [f"k{i}" for i in range(1200)]  # more than one SQLite chunk
     store.save(SHARD, epoch, b"h2", {k: k.encode() for k in many})
     assert store.fetch(SHARD, epoch, many, []) == {k: k.encode() for k in many}
+
+
+def test_a_checkpoint_of_thousands_of_binary_entries_round_trips_with_its_parks(store):
+    """On Redis, a command of more than PACK_SLICE arguments goes out packed in slices."""
+    epoch = store.claim(SHARD)
+    n = 3 * PACK_SLICE + 7
+    entries = {f"sensor-{i}": BINARY[i % 7 :] * (1 + i % 3) for i in range(n)}
+    parks = {f"parked-{i}": b"\r\n" + BINARY[: i % 11] for i in range(n)}
+    store.park(SHARD, epoch, parks)
+    first = store.save(SHARD, epoch, b"h1", entries, list(parks))
+    assert store.fetch(SHARD, epoch, [*entries, *parks], []) == entries | parks
+    store.save(SHARD, epoch, b"h2", {k: b"new" for k in entries})
+    store.save(SHARD, epoch, b"h3", {}, revert_to=first)
+    assert store.fetch(SHARD, epoch, list(entries), []) == entries
+
+
+def _arguments(n: int) -> tuple[Any, ...]:
+    """A command of ``n`` arguments after its name, of every type redis-py sends."""
+    kinds = [b"", BINARY, "str \u00e9", 7, -3, 2.5, bytearray(b"ba\r\n"), memoryview(b"mv")]
+    return ("EVALSHA", *(kinds[i % len(kinds)] for i in range(n)))
+
+
+@pytest.mark.parametrize("n", [0, 1, PACK_SLICE - 1, PACK_SLICE, PACK_SLICE + 1, 4 * PACK_SLICE + 3])
+def test_sliced_packer_sends_the_bytes_hiredis_packs_in_one_call(n: int):
+    import hiredis
+
+    args = _arguments(n)
+    chunks = SlicedPacker().pack(*args)
+    expected = hiredis.pack_command(
+        tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args))
+    assert b"".join(chunks) == expected
+    # one chunk per slice of arguments (after the header of a sliced command), none bigger
+    assert len(chunks) == (1 if n + 1 <= PACK_SLICE else 1 + -(-(n + 1) // PACK_SLICE))
+    assert max(map(len, chunks)) <= len(hiredis.pack_command((BINARY,))) * PACK_SLICE
+
+
+def test_sliced_packer_splits_a_command_of_several_words_as_redis_py_does():
+    from redis.connection import HiredisRespSerializer
+
+    for args in (("CONFIG GET", "maxmemory"), (b"CLIENT SETINFO", "LIB-NAME", "x")):
+        assert b"".join(SlicedPacker().pack(*args)) == b"".join(HiredisRespSerializer().pack(*args))
+
+
+def test_sliced_packer_refuses_an_argument_it_cannot_pack_with_redis_data_error():
+    from redis.exceptions import DataError
+
+    with pytest.raises(DataError):
+        SlicedPacker().pack("SET", "k", object())
+    with pytest.raises(DataError):
+        SlicedPacker().pack("HSET", *(["k"] * PACK_SLICE), object())
+
+
+@pytest.mark.redis
+def test_redis_store_packs_its_commands_in_slices(redis_url: str, redis_prefix: str):
+    store = RedisStore(redis_url, redis_prefix)
+    try:
+        connection = store._redis.connection_pool.get_connection()
+        try:
+            assert isinstance(connection._command_packer, SlicedPacker)
+        finally:
+            store._redis.connection_pool.release(connection)
+    finally:
+        store.close()
