@@ -49,7 +49,7 @@ import fcntl
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -393,11 +393,13 @@ class SlicedPacker:
     (4, True)
     """
 
+    def __init__(self) -> None:
+        import hiredis  # with redis-py, as the store imports it: only when Redis is used
+
+        self._pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
+
     def pack(self, *args: Any) -> list[bytes | memoryview]:
         """The command ``args`` in the Redis protocol, as chunks to send in order."""
-        import hiredis
-        from redis.exceptions import DataError
-
         if isinstance(args[0], str):  # "CONFIG GET": redis-py's split of a command's words
             args = (*args[0].encode().split(), *args[1:])
         elif b" " in args[0]:
@@ -405,13 +407,15 @@ class SlicedPacker:
         args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
         try:
             if len(args) <= PACK_SLICE:
-                return [hiredis.pack_command(args)]
+                return [self._pack(args)]
             chunks: list[bytes | memoryview] = [b"*%d\r\n" % len(args)]
             for start in range(0, len(args), PACK_SLICE):
-                packed = hiredis.pack_command(args[start : start + PACK_SLICE])
+                packed = self._pack(args[start : start + PACK_SLICE])
                 # each slice comes as a command of its own: its "*<n>\r\n" header is dropped
                 chunks.append(memoryview(packed)[packed.index(b"\r\n") + 2 :])
         except TypeError as exc:  # an argument of a type hiredis does not pack
+            from redis.exceptions import DataError
+
             raise DataError(str(exc)) from exc
         return chunks
 
