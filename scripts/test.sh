@@ -34,6 +34,9 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PY" -m venv .venv
 fi
+# Debian's python3.11 makes venvs with pip 23.0, whose resolver spent over 15 minutes
+# backtracking on these extras; a current pip resolves them in about a minute
+.venv/bin/python -m pip install -q --disable-pip-version-check 'pip>=24'
 # the bench extra too: the benchmark's smoke tests run its Quix Streams peer
 log "installing stream-learner[dev,bench] into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
