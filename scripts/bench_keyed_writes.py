@@ -7,7 +7,7 @@ An analysis of the keyed-state target of docs/benchmarks.md (100,000 sensors at
 0.6x the rate of 100), not a measure of the service as shipped. Each run is
 the worker of ``scripts/bench_scale.py`` (the real service, ``model.scope =
 "key"``, 10 Friedman events per sensor, checkpoints every second, every model
-in memory: ``max_resident`` 200,000), in a fresh process, with one of four
+in memory: ``max_resident`` 200,000), in a fresh process, with one of six
 ways of writing the models changed since the last checkpoint:
 
 ``entries``
@@ -26,14 +26,27 @@ ways of writing the models changed since the last checkpoint:
     the record and nothing on replaying it;
 ``nothing``
     no per-key write at all (the checkpoint writes its head only): what the
-    service costs on this fleet when saving models is free.
+    service costs on this fleet when saving models is free;
+``encoded``
+    each changed model encoded and signed as shipped (right after its event
+    or at the checkpoint), then dropped: the checkpoint writes its head only.
+    Against ``entries``, what the store's write costs; against ``nothing``,
+    what encoding costs;
+``forked``
+    the encoding moved out of the loop, as Redis saves its snapshots: at each
+    checkpoint the worker forks, and the child (a copy-on-write snapshot of
+    every model) encodes and signs the changed ones and hands the entries
+    back through a pipe, read by a thread of the worker; the next checkpoint
+    waits for the previous child. The entries are then dropped (the
+    checkpoint writes its head only), so this is a lower bound of that
+    design's cost. Its CPU per event includes the children's CPU.
 
-A ``records`` or ``nothing`` run leaves a store from which no model can be
-restored: it measures cost, nothing else. Runs are interleaved (each round
-runs every way at every size), and the table gives each way's median CPU time
-per event (``time.process_time``, steadier than wall time on a shared
-machine) and events/s at each size, and their ratios, largest fleet against
-smallest.
+A ``records``, ``nothing``, ``encoded`` or ``forked`` run leaves a store from
+which no model can be restored: it measures cost, nothing else. Runs are
+interleaved (each round runs every way at every size), and the table gives
+each way's median CPU time per event (``time.process_time``, steadier than
+wall time on a shared machine; with the children's for ``forked``) and
+events/s at each size, and their ratios, largest fleet against smallest.
 """
 
 from __future__ import annotations
@@ -41,10 +54,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,7 +74,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 RECORD_BYTES = 200
 
 #: the ways of writing changed models, in the order of the table
-WAYS = ("entries", "waited", "records", "nothing")
+WAYS = ("entries", "waited", "records", "nothing", "encoded", "forked")
 
 #: every model in memory: nothing is parked or loaded, only checkpoints write
 MAX_RESIDENT = 200_000
@@ -69,6 +85,12 @@ def replace_writes(way: str) -> None:
     from stream_learner.scopes import KeyedModels
 
     if way in ("entries", "waited"):
+        return
+    if way == "encoded":
+        _encode_and_drop()
+        return
+    if way == "forked":
+        _encode_in_a_child()
         return
     record = b"r" * RECORD_BYTES if way == "records" else None
 
@@ -84,6 +106,79 @@ def replace_writes(way: str) -> None:
     KeyedModels._encode_fresh = encode_fresh  # type: ignore[method-assign]
 
 
+def _envelopes(spec_hash: str) -> Any:
+    """The worker's entry signer (the scale benchmark's key)."""
+    import bench_scale
+
+    from stream_learner.checkpoint import EnvelopeCodec
+
+    return EnvelopeCodec(bench_scale.KEY, spec_hash)
+
+
+def _encode_and_drop() -> None:
+    """``encoded``: the shipped encoding and signing, nothing written but the head."""
+    from stream_learner.scopes import KeyedModels
+
+    shipped = KeyedModels.changes
+
+    def changes(self: KeyedModels) -> tuple[dict[str, bytes], list[str]]:
+        payloads, promote = shipped(self)
+        seal = _envelopes(self.spec.config_hash).seal_entry
+        for key, payload in payloads.items():
+            seal("shard", key, payload)
+        return {}, promote
+
+    KeyedModels.changes = changes  # type: ignore[method-assign]
+
+
+#: the children of a ``forked`` run not yet waited for, and the threads reading their pipes
+_CHILDREN: list[tuple[int, threading.Thread]] = []
+
+
+def _encode_in_a_child() -> None:
+    """``forked``: each checkpoint's changed models encoded and signed by a forked child."""
+    from stream_learner.scopes import KeyedModels
+
+    def changes(self: KeyedModels) -> tuple[dict[str, bytes], list[str]]:
+        self._fresh = None
+        _wait_for_children()  # one in flight, as one checkpoint write per shard
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: encode the snapshot, hand the entries back, leave
+            try:
+                os.close(read)
+                seal = _envelopes(self.spec.config_hash).seal_entry
+                encode, resident = self.codec.encode, self._resident
+                entries = {k: seal("shard", k, encode(resident[k])) for k in self._dirty}
+                with os.fdopen(write, "wb") as pipe:
+                    pipe.write(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL))
+            finally:
+                os._exit(0)
+        os.close(write)
+
+        def receive() -> None:
+            with os.fdopen(read, "rb") as pipe:
+                pickle.loads(pipe.read())
+
+        thread = threading.Thread(target=receive, daemon=True)
+        thread.start()
+        _CHILDREN.append((pid, thread))
+        return {}, sorted(self._parked_dirty)
+
+    def encode_fresh(self: KeyedModels) -> None:  # the child encodes, not the loop
+        self._fresh = None
+
+    KeyedModels.changes = changes  # type: ignore[method-assign]
+    KeyedModels._encode_fresh = encode_fresh  # type: ignore[method-assign]
+
+
+def _wait_for_children() -> None:
+    while _CHILDREN:
+        pid, thread = _CHILDREN.pop()
+        thread.join()
+        os.waitpid(pid, 0)
+
+
 def child(way: str, sensors: int, store: str, where: str, min_events: int) -> dict[str, Any]:
     """One run of the scale worker with ``way`` (in this process)."""
     import bench_scale
@@ -94,6 +189,11 @@ def child(way: str, sensors: int, store: str, where: str, min_events: int) -> di
         max_resident=MAX_RESIDENT, every_seconds=1.0, min_events=min_events,
         restart=False, gc_old_threshold=0, blocking_writes=way == "waited")
     result: dict[str, Any] = bench_scale.worker(args)
+    _wait_for_children()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    children_us = (children.ru_utime + children.ru_stime) / max(1, result["events"]) * 1e6
+    result["children_cpu_us_per_event"] = children_us
+    result["cpu_us_per_event"] += children_us
     return result
 
 
