@@ -145,6 +145,7 @@ def _encode_in_a_child() -> None:
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: encode the snapshot, hand the entries back, leave
+            status = 1  # a failure is the exit status, which the worker checks
             try:
                 os.close(read)
                 seal = _envelopes(self.spec.config_hash).seal_entry
@@ -152,13 +153,16 @@ def _encode_in_a_child() -> None:
                 entries = {k: seal("shard", k, encode(resident[k])) for k in self._dirty}
                 with os.fdopen(write, "wb") as pipe:
                     pipe.write(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL))
+                status = 0
             finally:
-                os._exit(0)
+                os._exit(status)
         os.close(write)
 
         def receive() -> None:
             with os.fdopen(read, "rb") as pipe:
-                pickle.loads(pipe.read())
+                received = pipe.read()
+            if received:  # else the child failed: its status says so
+                pickle.loads(received)
 
         thread = threading.Thread(target=receive, daemon=True)
         thread.start()
@@ -173,10 +177,13 @@ def _encode_in_a_child() -> None:
 
 
 def _wait_for_children() -> None:
+    """Wait for the children of a ``forked`` run (a failed one stops the run)."""
     while _CHILDREN:
         pid, thread = _CHILDREN.pop()
         thread.join()
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"the child encoding a checkpoint failed (status {status})")
 
 
 def child(way: str, sensors: int, store: str, where: str, min_events: int) -> dict[str, Any]:
