@@ -99,11 +99,13 @@ def replace_writes(way: str) -> None:
         written = {} if record is None else dict.fromkeys(self._dirty, record)
         return written, sorted(self._parked_dirty)
 
-    def encode_fresh(self: KeyedModels) -> None:
-        self._fresh = None
-
     KeyedModels.changes = changes  # type: ignore[method-assign]
-    KeyedModels._encode_fresh = encode_fresh  # type: ignore[method-assign]
+    KeyedModels._encode_fresh = _no_entry_ahead  # type: ignore[method-assign]
+
+
+def _no_entry_ahead(self: Any) -> None:
+    """No entry written ahead, right after its event (the loop makes none in these ways)."""
+    self._fresh = None
 
 
 def _envelopes(spec_hash: str) -> Any:
@@ -169,11 +171,8 @@ def _encode_in_a_child() -> None:
         _CHILDREN.append((pid, thread))
         return {}, sorted(self._parked_dirty)
 
-    def encode_fresh(self: KeyedModels) -> None:  # the child encodes, not the loop
-        self._fresh = None
-
     KeyedModels.changes = changes  # type: ignore[method-assign]
-    KeyedModels._encode_fresh = encode_fresh  # type: ignore[method-assign]
+    KeyedModels._encode_fresh = _no_entry_ahead  # type: ignore[method-assign]  # the child encodes
 
 
 def _wait_for_children() -> None:
