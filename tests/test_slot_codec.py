@@ -555,3 +555,84 @@ def test_a_compiled_object_is_boxed_only_when_its_parts_give_back_what_pickle_gi
     other = Slot(Shape(n=None, f=Forgetful(2), b=Built(1.0)))
     assert state_of(codec.decode(codec.encode(other))) == state_of(other)
     assert len(codec.layouts) == 2
+
+
+def _objects(slot: Any, nodes: Any) -> list[Any]:
+    """The objects of ``slot`` that the layout ``nodes`` lists, in its order."""
+    found: list[Any] = []
+    for node in nodes:
+        if node.parent < 0:
+            found.append(slot)
+            continue
+        parent, kind = found[node.parent], nodes[node.parent].kind
+        found.append(parent[node.name] if kind == "map" else getattr(parent, node.name))
+    return found
+
+
+def test_a_slot_with_an_attribute_more_less_or_renamed_in_any_object_fits_no_layout():
+    learner, _ = keyed_run(REGRESSOR, "regression", stream("regression", 300, keys=2),
+                           max_resident=100)
+    slot = next(iter(learner.models.resident()))
+    codec = SlotCodec()
+    codec.encode(slot)
+    (layout,) = codec.layouts.values()
+    nodes = layout.nodes
+    dict_nodes = [i for i, n in enumerate(nodes) if n.kind == "dict"]
+    assert len(dict_nodes) > 10
+    for i in dict_nodes:
+        for change in ("more", "less", "renamed"):
+            copy = pickle.loads(pickle.dumps(slot))
+            attrs = vars(_objects(copy, nodes)[i])
+            if change != "more" and not attrs:
+                continue
+            if change != "more":
+                del attrs[sorted(attrs)[0]]  # read by extract or not, whichever comes first
+            if change != "less":
+                attrs["unheard_of"] = 0
+            assert layout.read(copy) is None, (nodes[i].qualname, change)
+            assert not layout.fits(copy), (nodes[i].qualname, change)
+            # an attribute nobody reads: the slot is still encoded exactly, in a layout of its own
+            decoded = codec.decode(codec.encode(copy))
+            assert state_of(decoded) == state_of(pickle.loads(pickle.dumps(copy)))
+
+
+class Cache(set):  # type: ignore[type-arg]
+    """Pickles as a new, empty cache whatever it holds, unless told to keep its items."""
+
+    keep = False
+
+    def __reduce__(self) -> Any:
+        return (Cache, (list(self),)) if self.keep else (Cache, ())
+
+
+def test_a_value_that_pickles_as_an_empty_object_is_not_written_but_made_again():
+    codec = SlotCodec()
+    full = Cache({1, 2, 3})
+    slot = Slot(Shape(c=full, x=2.0))
+    (node,) = [n for n in describe(slot) or () if n.qualname == "Shape"]
+    assert dict(zip(node.data, node.boxes, strict=True))["c"] == f"empty:{__name__}:Cache"
+    entry = codec.encode(slot)
+    assert entry[:1] == FLAT and len(entry) < len(codec.encode(Slot(Shape(c=[1, 2, 3], x=2.0))))
+    decoded = codec.decode(entry)
+    assert type(decoded.model.c) is Cache and not decoded.model.c and decoded.model.x == 2.0
+    assert state_of(decoded) == state_of(pickle.loads(pickle.dumps(slot)))
+    # one that would pickle its items: no longer fits, and is written with them
+    kept = Cache({4, 5})
+    kept.keep = True
+    other = Slot(Shape(c=kept, x=1.0))
+    assert codec.decode(codec.encode(other)).model.c == {4, 5}
+    assert len(codec.layouts) == 2
+
+
+def test_the_shipped_schema_monitors_caches_are_not_written():
+    learner, _ = keyed_run(REGRESSOR, "regression", stream("regression", 300, keys=2),
+                           max_resident=100)
+    slot = next(iter(learner.models.resident()))
+    boxes = [box for node in describe(slot) or () for box in node.boxes if box]
+    assert boxes.count("empty:stream_learner.drift.monitors:Memo") == 2
+    schema = slot.drift.schema
+    assert isinstance(schema, SchemaMonitor) and schema.seen and schema.known
+    codec = SlotCodec()
+    decoded = codec.decode(codec.encode(slot))
+    assert not decoded.drift.schema.seen and not decoded.drift.schema.known
+    assert state_of(decoded) == state_of(pickle.loads(pickle.dumps(slot)))
