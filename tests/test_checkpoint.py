@@ -123,6 +123,16 @@ def test_layout_is_magic_length_header_payload_mac():
     assert len(blob) == len(MAGIC) + 4 + len(orjson.dumps(header)) + len(payload) + MAC_SIZE
 
 
+@pytest.mark.parametrize("size", [16, 63, 64, 65, 200])
+def test_checkpoints_and_entries_carry_the_standard_hmac_for_keys_of_any_length(size: int):
+    key = bytes(range(256))[:size]
+    codec = EnvelopeCodec(key, "cfg")
+    for blob in (sealed(codec),
+                 codec.seal_entry("events:3", "pump-7", b"payload")):
+        assert blob[-MAC_SIZE:] == hmac.new(key, blob[:-MAC_SIZE], hashlib.sha256).digest()
+    assert codec.open_entry("events:3", "pump-7", codec.seal_entry("events:3", "pump-7", b"p")) == b"p"
+
+
 def test_extra_header_fields_are_kept():
     blob = sealed(extra={"resume_at_committed": True, "rollback_of": 7})
     header = codec().open(blob).header
