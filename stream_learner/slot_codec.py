@@ -394,13 +394,15 @@ def _compile(nodes: tuple[_Node, ...], types: tuple[type, ...]) -> tuple[
 
     ``extract(slot)`` walks the nodes, checks each one's type and attribute
     names (raising ``_Misfit``), and returns the data values in layout order;
-    ``check(slot)`` only walks and checks; ``restore(shell, values)`` walks and
-    checks the shell the same way, then writes the values.
+    ``check(slot)`` only walks and checks; ``restore(shell, values)`` walks the
+    shell without checking it (a shell is checked when it is kept, see
+    :meth:`SlotCodec.decode`), then writes the values.
     """
     scope: dict[str, Any] = {"M": _Misfit, "Counter": Counter, "defaultdict": defaultdict,
                              "counter": _counter, "newobj": _newobj, **_FACTORIES}
     walk: list[str] = []  # binds and checks every node and boxed value
     reads: list[str] = []  # the same for extract, which reads every data key and child
+    binds: list[str] = []  # binds every node, for restore (its shell was checked before)
     values: list[str] = []
     writes: list[str] = []
     for i, node in enumerate(nodes):
@@ -409,6 +411,7 @@ def _compile(nodes: tuple[_Node, ...], types: tuple[type, ...]) -> tuple[
         scope[f"K{i}"] = node.keys if node.kind == "map" else frozenset(node.keys)
         walk += _reach(i, node, nodes)
         reads += _reach(i, node, nodes, _unread(i, node, nodes))
+        binds += [line for line in _reach(i, node, nodes) if " raise M" not in line]
         taken = []
         for j, (name, box) in enumerate(zip(node.data, node.boxes, strict=True)):
             how, _, ref = box.partition(":")
@@ -425,7 +428,7 @@ def _compile(nodes: tuple[_Node, ...], types: tuple[type, ...]) -> tuple[
     source = ("def extract(root):\n" + "\n".join(reads)
               + f"\n    return ({''.join(v + ', ' for v in values)})\n\n"
               f"def check(root):\n{body}\n\n"
-              f"def restore(root, v):\n{body}\n" + "\n".join(writes or ["    pass"]) + "\n")
+              "def restore(root, v):\n" + "\n".join(binds + writes) + "\n")
     exec(compile(source, "<slot layout>", "exec"), scope)  # the code generated above
     return scope["extract"], scope["check"], scope["restore"]
 
@@ -550,10 +553,13 @@ class SlotCodec:
         if layout is None:
             raise CheckpointError(f"entry of an unknown slot layout {ident.hex()}")
         pool = self._pools[ident]
-        shell = pool.pop() if pool else layout.shell()
+        if pool:  # checked by recycle: only the codec has held it since
+            shell = pool.pop()
+        elif not layout.fits(shell := layout.shell()):
+            raise CheckpointError(f"slot layout {ident.hex()} no longer fits its own template")
         try:
             layout.restore(shell, pickle.loads(entry[1 + _ID_BYTES :]))
-        except (_Misfit, AttributeError, KeyError) as exc:
+        except (AttributeError, KeyError, IndexError) as exc:
             raise CheckpointError(f"entry does not fit its slot layout {ident.hex()}") from exc
         return shell
 

@@ -636,3 +636,48 @@ def test_the_shipped_schema_monitors_caches_are_not_written():
     decoded = codec.decode(codec.encode(slot))
     assert not decoded.drift.schema.seen and not decoded.drift.schema.known
     assert state_of(decoded) == state_of(pickle.loads(pickle.dumps(slot)))
+
+
+class Evolving:
+    """Unpickles renamed when told to: a class whose shape changed since a layout was learned."""
+
+    renamed = False
+
+    def __init__(self, **attrs: Any) -> None:
+        self.__dict__.update(attrs)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if Evolving.renamed:
+            self.__dict__["y"] = self.__dict__.pop("x")
+
+
+def test_an_entry_whose_template_or_values_no_longer_fit_is_refused(monkeypatch):
+    codec = SlotCodec()
+    entry = codec.encode(Slot(Evolving(x=1.0), n_learned=3))
+    (ident,) = codec.layouts
+    head = pickle.dumps(codec)
+    assert pickle.loads(head).decode(entry).model.x == 1.0
+    # too few values for the layout
+    with pytest.raises(CheckpointError, match="does not fit its slot layout"):
+        pickle.loads(head).decode(FLAT + ident + pickle.dumps((3,)))
+    # the class now gives another shape: its template no longer has the layout
+    monkeypatch.setattr(Evolving, "renamed", True)
+    with pytest.raises(CheckpointError, match="no longer fits its own template"):
+        pickle.loads(head).decode(entry)
+
+
+def test_a_shell_kept_from_a_parked_slot_is_overwritten_whole():
+    learner, _ = keyed_run(REGRESSOR, "regression", stream("regression", 300, keys=3),
+                           max_resident=100)
+    first, second, third = learner.models.resident()
+    codec = SlotCodec()
+    entries = [codec.encode(slot) for slot in (first, second)]
+    codec.recycle(pickle.loads(pickle.dumps(third)))  # a slot that left memory
+    (pool,) = codec._pools.values()
+    assert len(pool) == 1
+    shell = pool[0]
+    decoded = [codec.decode(entry) for entry in entries]
+    assert decoded[0] is shell and decoded[1] is not shell and not pool  # then the template
+    for slot, copy in zip((first, second), decoded, strict=True):
+        assert state_of(copy) == state_of(pickle.loads(pickle.dumps(slot)))
