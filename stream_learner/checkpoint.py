@@ -149,7 +149,6 @@ class EnvelopeCodec:
     ) -> None:
         if len(key) < 16:
             raise ValueError("the checkpoint signing key must be at least 16 bytes")
-        self._key = key
         self._inner, self._outer = _hmac_pads(key)
         self.config_hash = config_hash
         self.versions = dict(versions or build_versions())
