@@ -409,9 +409,10 @@ def _compile(nodes: tuple[_Node, ...], types: tuple[type, ...]) -> tuple[
         scope[f"T{i}"] = types[i]
         # a map's order is its iteration order (a pipeline's steps): checked as a tuple
         scope[f"K{i}"] = node.keys if node.kind == "map" else frozenset(node.keys)
-        walk += _reach(i, node, nodes)
+        reached = _reach(i, node, nodes)
+        walk += reached
         reads += _reach(i, node, nodes, _unread(i, node, nodes))
-        binds += [line for line in _reach(i, node, nodes) if " raise M" not in line]
+        binds += [line for line in reached if " raise M" not in line]
         taken = []
         for j, (name, box) in enumerate(zip(node.data, node.boxes, strict=True)):
             how, _, ref = box.partition(":")
